@@ -1,0 +1,2 @@
+// fastvision: the fast.ai way of training image classifiers, on libtorch.
+export * from './torch/index.js';

@@ -1,0 +1,57 @@
+// Autograd switches and global engine settings.
+import { native } from './native.js';
+
+/** Runs `fn` with gradient recording off (torch.no_grad), restoring the previous mode after. */
+export function noGrad<T>(fn: () => T): T {
+  const prev = native.setGradEnabled(false);
+  try {
+    return fn();
+  } finally {
+    native.setGradEnabled(prev);
+  }
+}
+
+/** Runs `fn` with gradient recording on (torch.enable_grad). */
+export function enableGrad<T>(fn: () => T): T {
+  const prev = native.setGradEnabled(true);
+  try {
+    return fn();
+  } finally {
+    native.setGradEnabled(prev);
+  }
+}
+
+/** Whether operations are being recorded for autograd. */
+export function isGradEnabled(): boolean {
+  return native.isGradEnabled();
+}
+
+/** Seeds libtorch's random generator (torch.manual_seed). */
+export function manualSeed(seed: number): void {
+  native.manualSeed(seed);
+}
+
+/** Sets the number of threads libtorch's operators use. */
+export function setNumThreads(n: number): void {
+  native.setNumThreads(n);
+}
+
+/** The number of threads libtorch's operators use. */
+export function getNumThreads(): number {
+  return native.getNumThreads();
+}
+
+/** Tensor handles alive in native memory (not yet disposed or collected); for leak checks. */
+export function liveTensorCount(): number {
+  return native.liveHandles();
+}
+
+/** Whether this libtorch can use a CUDA device. */
+export function cudaAvailable(): boolean {
+  return native.cudaAvailable();
+}
+
+/** The libtorch version the addon was built against. */
+export function libtorchVersion(): string {
+  return native.version();
+}

@@ -1,0 +1,11 @@
+// The torch layer: tensors, autograd, nn, optim and .pth files on libtorch.
+export * from './dtype.js';
+export { Tensor, type TensorOrScalar, type Reduction } from './tensor.js';
+export * from './creation.js';
+export * from './autograd.js';
+export { tidy, keep, dispose, type Disposable } from './scope.js';
+export { callOp, opSchema } from './ops.js';
+export * as F from './functional.js';
+export * as nn from './nn/index.js';
+export * as optim from './optim/index.js';
+export { loadPth, parsePth, serializePth, savePth, loadStateDictFile, saveStateDictFile, asStateDict, writeFileAtomic, PthError, type PthValue, type PthWritable } from './serialization/pth.js';

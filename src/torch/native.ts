@@ -1,0 +1,79 @@
+// Loads the C++ addon and describes its functions. Everything above this file
+// talks to libtorch through these few generic entry points.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** An opaque reference to a libtorch tensor owned by JavaScript. */
+export type Handle = { readonly __tensorHandle: unique symbol };
+
+/** Values the generic operator call accepts for an argument. */
+export type OpArg = Handle | Handle[] | (Handle | null)[] | number | number[] | bigint | boolean | boolean[] | string | null | undefined;
+
+/** Values the generic operator call returns. */
+export type OpResult = Handle | null | number | boolean | string | OpResult[];
+
+type IntTypedArray = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array | Int8Array | Int16Array;
+
+/** The addon's exports. */
+export interface NativeAddon {
+  op(name: string, overload: string): number;
+  schema(id: number): string;
+  call(id: number, args: OpArg[]): OpResult;
+  callVoid(id: number, args: OpArg[]): void;
+  fromTypedArray(data: IntTypedArray, shape: number[], asBool?: boolean): Handle;
+  toTypedArray(h: Handle): IntTypedArray;
+  shape(h: Handle): number[];
+  strides(h: Handle): number[];
+  dtype(h: Handle): number;
+  device(h: Handle): string;
+  item(h: Handle): number | boolean;
+  isContiguous(h: Handle, memoryFormat?: number): boolean;
+  dispose(h: Handle): void;
+  isDisposed(h: Handle): boolean;
+  requiresGrad(h: Handle): boolean;
+  setRequiresGrad(h: Handle, value: boolean): void;
+  grad(h: Handle): Handle | null;
+  setGrad(h: Handle, g: Handle | null): void;
+  isLeaf(h: Handle): boolean;
+  backward(h: Handle, gradient?: Handle | null, retainGraph?: boolean): void;
+  setGradEnabled(enabled: boolean): boolean;
+  isGradEnabled(): boolean;
+  manualSeed(seed: number | bigint): void;
+  setNumThreads(n: number): void;
+  getNumThreads(): number;
+  liveHandles(): number;
+  cudaAvailable(): boolean;
+  version(): string;
+  sameStorage(a: Handle, b: Handle): boolean;
+}
+
+function packageRoot(): string {
+  // dist/src/torch/native.js -> package root; also works from src/ under a TS runner.
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    dir = dirname(dir);
+  }
+  throw new Error('fastvision: cannot find the package root from ' + fileURLToPath(import.meta.url));
+}
+
+function load(): NativeAddon {
+  const root = packageRoot();
+  const file = join(root, 'build', 'Release', 'fastvision.node');
+  if (!existsSync(file)) {
+    throw new Error(`fastvision: the native addon is not built (${file} is missing). Run \`npm run setup\` in ${root}.`);
+  }
+  const require = createRequire(import.meta.url);
+  const addon = require(file) as NativeAddon;
+  const fromEnv = Number(process.env.FASTVISION_NUM_THREADS ?? process.env.OMP_NUM_THREADS);
+  // Debian's libtorch starts with a single thread; use every core unless told otherwise.
+  addon.setNumThreads(Number.isInteger(fromEnv) && fromEnv > 0 ? fromEnv : availableParallelism());
+  return addon;
+}
+
+
+/** The loaded addon (loaded on first import of the torch layer). */
+export const native: NativeAddon = load();
