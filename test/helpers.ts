@@ -1,0 +1,59 @@
+// Shared test helpers: fixtures made by scripts/ with PyTorch, and tolerant comparison.
+import assert from 'node:assert/strict';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadPth, Tensor, type PthValue } from '../src/index.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** The repository root (tests run from dist/test/). */
+export const repoRoot = join(here, '..', '..');
+/** Where committed fixtures live. */
+export const fixturesDir = join(repoRoot, 'test', 'fixtures');
+/** The shared sample photos. */
+export const petsSample = join(repoRoot, '..', 'shared', 'datasets', 'pets-sample');
+
+/** Loads a fixture `.pth` as a Map. */
+export async function fixture(path: string): Promise<Map<string, PthValue>> {
+  const v = await loadPth(join(fixturesDir, path));
+  assert.ok(v instanceof Map, `${path} holds a dict`);
+  return v as Map<string, PthValue>;
+}
+
+/** A tensor entry of a fixture dict. */
+export function tensorAt(m: Map<string, PthValue> | Map<string, Tensor>, key: string): Tensor {
+  const v = m.get(key);
+  assert.ok(v instanceof Tensor, `fixture has tensor '${key}'`);
+  return v;
+}
+
+/** A nested dict entry of a fixture dict. */
+export function dictAt(m: Map<string, PthValue>, key: string): Map<string, Tensor> {
+  const v = m.get(key);
+  assert.ok(v instanceof Map, `fixture has dict '${key}'`);
+  return v as Map<string, Tensor>;
+}
+
+/** Asserts |a - b| <= atol + rtol * |b| elementwise, with the worst element in the message. */
+export function assertClose(actual: Tensor, expected: Tensor, { rtol = 1e-5, atol = 1e-6, what = 'tensor' } = {}): void {
+  assert.deepEqual(actual.shape, expected.shape, `${what}: shape`);
+  const a = actual.toArray();
+  const b = expected.toArray();
+  let worst = -1;
+  let worstExcess = 0;
+  for (let i = 0; i < a.length; i++) {
+    const excess = Math.abs(a[i]! - b[i]!) - (atol + rtol * Math.abs(b[i]!));
+    if (excess > worstExcess || Number.isNaN(a[i]!) !== Number.isNaN(b[i]!)) {
+      worstExcess = Number.isNaN(excess) ? Infinity : excess;
+      worst = i;
+    }
+  }
+  if (worst >= 0) {
+    assert.fail(`${what}: element ${worst} is ${a[worst]}, expected ${b[worst]} (rtol ${rtol}, atol ${atol})`);
+  }
+}
+
+/** Asserts two state dicts have the same keys in the same order and close values. */
+export function assertStateClose(actual: Map<string, Tensor>, expected: Map<string, Tensor>, opts: { rtol?: number; atol?: number; what?: string } = {}): void {
+  assert.deepEqual([...actual.keys()], [...expected.keys()], `${opts.what ?? 'state'}: keys`);
+  for (const [k, t] of expected) assertClose(actual.get(k)!, t, { ...opts, what: `${opts.what ?? 'state'} ${k}` });
+}
