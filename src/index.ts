@@ -1,2 +1,3 @@
 // fastvision: the fast.ai way of training image classifiers, on libtorch.
 export * from './torch/index.js';
+export * from './vision/index.js';

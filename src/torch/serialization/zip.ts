@@ -88,8 +88,14 @@ export function readZip(buf: Buffer, what = 'archive'): Map<string, Uint8Array> 
       const len = u16(buf, e + 2);
       if (id === 0x0001) {
         let q = e + 4;
-        if (size === 0xffffffff) (size = u64(buf, q)), (q += 8);
-        if (compSize === 0xffffffff) (compSize = u64(buf, q)), (q += 8);
+        if (size === 0xffffffff) {
+          size = u64(buf, q);
+          q += 8;
+        }
+        if (compSize === 0xffffffff) {
+          compSize = u64(buf, q);
+          q += 8;
+        }
         if (localOffset === 0xffffffff) localOffset = u64(buf, q);
       }
       e += 4 + len;

@@ -1,0 +1,134 @@
+#!/usr/bin/env node
+// Brings a checkout to a runnable state, doing only what is missing:
+//   1. system packages: libtorch (Debian libtorch-dev) and OpenBLAS, when no libtorch is found
+//      (and, with --demo, Debian's Fashion-MNIST);
+//   2. npm packages, when node_modules is missing or older than package-lock.json;
+//   3. the native addon, when it is missing or older than its sources;
+//   4. the TypeScript build, when dist/ is older than any .ts file.
+// `npm test` and `npm run demo` run it first, so a fresh clone needs no third command.
+// Uses only Node's standard library: it runs before node_modules exists.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const quiet = process.argv.includes('--quiet');
+const log = (msg) => {
+  if (!quiet) process.stderr.write(`[setup] ${msg}\n`);
+};
+
+function run(cmd, args, opts = {}) {
+  log(`$ ${cmd} ${args.join(' ')}`);
+  const r = spawnSync(cmd, args, { cwd: root, stdio: ['ignore', 'inherit', 'inherit'], ...opts });
+  if (r.status !== 0) {
+    process.stderr.write(`[setup] failed: ${cmd} ${args.join(' ')} (exit ${r.status ?? r.signal})\n`);
+    process.exit(1);
+  }
+}
+
+function dpkgInstalled(pkg) {
+  try {
+    const out = execFileSync('dpkg-query', ['-W', '-f=${Status}', pkg], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+    return out.includes('install ok installed');
+  } catch {
+    return false;
+  }
+}
+
+function isRoot() {
+  return typeof process.getuid === 'function' && process.getuid() === 0;
+}
+
+async function systemPackages() {
+  const { findLibtorch } = await import('./find-libtorch.mjs');
+  let found = null;
+  let howTo = '';
+  try {
+    found = findLibtorch();
+  } catch (e) {
+    howTo = e.message;
+  }
+  const hasApt = existsSync('/usr/bin/apt-get') && existsSync('/usr/bin/dpkg-query');
+  // Debian's libtorch without OpenBLAS falls back to the reference BLAS, 30x slower on Linear layers.
+  const wanted = [];
+  if (!found) wanted.push('libtorch-dev');
+  // The demo's default data set: Fashion-MNIST, packaged by Debian.
+  if (process.argv.includes('--demo') && hasApt && !existsSync('/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz')) wanted.push('dataset-fashion-mnist');
+  if ((!found || found.source === 'system') && hasApt && !dpkgInstalled('libopenblas0-pthread')) wanted.push('libopenblas0-pthread');
+  if (wanted.length === 0) return;
+  if (!hasApt || !isRoot()) {
+    if (!found) {
+      process.stderr.write(`${howTo}\n`);
+      process.exit(1);
+    }
+    if (wanted.includes('dataset-fashion-mnist')) log('warning: the demo needs Fashion-MNIST: apt-get install dataset-fashion-mnist (as root)');
+    log(`warning: install ${wanted.join(' ')} (as root: apt-get install -y ${wanted.join(' ')}) for full speed`);
+    return;
+  }
+  run('apt-get', ['update', '-q'], { env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  run('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...wanted], { env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+}
+
+function mtime(p) {
+  try {
+    return statSync(p).mtimeMs;
+  } catch {
+    return 0;
+  }
+}
+
+function newestUnder(dir, pred) {
+  let newest = 0;
+  if (!existsSync(dir)) return 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, entry.name);
+    if (entry.isDirectory()) {
+      if (entry.name === 'node_modules' || entry.name === 'fixtures') continue;
+      newest = Math.max(newest, newestUnder(p, pred));
+    } else if (pred(entry.name)) newest = Math.max(newest, mtime(p));
+  }
+  return newest;
+}
+
+function npmPackages() {
+  const stamp = join(root, 'node_modules', '.package-lock.json');
+  const lock = join(root, 'package-lock.json');
+  if (existsSync(stamp) && mtime(stamp) >= mtime(lock) && mtime(stamp) >= mtime(join(root, 'package.json'))) return;
+  run('npm', existsSync(lock) ? ['ci', '--no-audit', '--no-fund'] : ['install', '--no-audit', '--no-fund']);
+}
+
+function nodeHeadersDir() {
+  // node-gyp would download headers; these machines cannot, so point it at the installed ones.
+  const prefix = dirname(dirname(process.execPath));
+  return existsSync(join(prefix, 'include', 'node', 'node_api.h')) ? prefix : null;
+}
+
+function nativeAddon() {
+  const out = join(root, 'build', 'Release', 'fastvision.node');
+  const sources = Math.max(newestUnder(join(root, 'native'), () => true), mtime(join(root, 'binding.gyp')), mtime(join(root, 'scripts', 'find-libtorch.mjs')));
+  if (existsSync(out) && mtime(out) >= sources) return;
+  const args = ['rebuild', '-j', 'max'];
+  const headers = nodeHeadersDir();
+  if (headers) args.push(`--nodedir=${headers}`);
+  log('building the native addon (about a minute)');
+  run(join(root, 'node_modules', '.bin', 'node-gyp'), args);
+}
+
+function typescript() {
+  const stamp = join(root, 'dist', '.build-stamp');
+  const newest = Math.max(
+    ...['src', 'test', 'bench', 'examples'].map((d) => newestUnder(join(root, d), (n) => n.endsWith('.ts'))),
+    mtime(join(root, 'tsconfig.json')),
+  );
+  if (existsSync(stamp) && mtime(stamp) >= newest) return;
+  // A clean build, so that a deleted test never lingers in dist/.
+  rmSync(join(root, 'dist'), { recursive: true, force: true });
+  run(join(root, 'node_modules', '.bin', 'tsc'), ['-p', 'tsconfig.json']);
+  writeFileSync(stamp, new Date().toISOString() + '\n');
+}
+
+await systemPackages();
+npmPackages();
+nativeAddon();
+typescript();

@@ -1,0 +1,2 @@
+// Vision: datasets, transforms, models.
+export * from './fashion-mnist.js';
