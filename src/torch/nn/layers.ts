@@ -167,13 +167,13 @@ export class BatchNorm2d extends BatchNormBase {
   }
 }
 
-/** max(0, x) */
+/** max(0, x); with `inplace`, overwrites its input as PyTorch's ReLU(inplace=True) does. */
 export class ReLU extends Module {
   constructor(readonly inplace = false) {
     super();
   }
   forward(x: Tensor): Tensor {
-    return x.relu();
+    return this.inplace ? x.relu_() : x.relu();
   }
 }
 

@@ -22,12 +22,13 @@ function adamStep(opt: { keep(t: Tensor): Tensor }, p: Tensor, grad: Tensor, sta
   }
   const step = (state.step as number) + 1;
   state.step = step;
+  const decayed = !decoupled && g.weightDecay !== 0 ? grad.add(p, g.weightDecay) : grad;
   if (decoupled) p.mul_(1 - g.lr * g.weightDecay);
-  else if (g.weightDecay !== 0) grad = grad.add(p, g.weightDecay);
   const expAvg = state.exp_avg as Tensor;
   const expAvgSq = state.exp_avg_sq as Tensor;
-  expAvg.mul_(beta1).add_(grad, 1 - beta1);
-  expAvgSq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
+  expAvg.mul_(beta1).add_(decayed, 1 - beta1);
+  expAvgSq.mul_(beta2).addcmul_(decayed, decayed, 1 - beta2);
+  if (decayed !== grad) decayed.dispose();
   const bias1 = 1 - beta1 ** step;
   const bias2 = 1 - beta2 ** step;
   const stepSize = g.lr / bias1;
@@ -36,10 +37,12 @@ function adamStep(opt: { keep(t: Tensor): Tensor }, p: Tensor, grad: Tensor, sta
     const maxSq = state.max_exp_avg_sq as Tensor;
     const m = maxSq.maximum(expAvgSq);
     maxSq.copy_(m);
+    m.dispose();
     second = maxSq;
   }
   const denom = second.sqrt().div_(Math.sqrt(bias2)).add_(g.eps);
   p.addcdiv_(expAvg, denom, -stepSize);
+  denom.dispose();
 }
 
 /** Adam (Kingma & Ba) with L2 weight decay added to the gradient. */

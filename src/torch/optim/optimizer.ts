@@ -101,6 +101,7 @@ export abstract class Optimizer {
               this.state.set(p, st);
             }
             this.update(p, grad, st, group);
+            grad.dispose();
           }
         }
       }),

@@ -19,8 +19,12 @@ export class SGD extends Optimizer {
   }
 
   protected update(p: Tensor, grad: Tensor, state: ParamState, g: ParamGroup): void {
-    let d = g.weightDecay !== 0 ? grad.add(p, g.weightDecay) : grad;
-    if (g.momentum !== 0) {
+    // Temporaries are freed as soon as they are used, so the allocator reuses
+    // their memory within the step instead of faulting in fresh pages.
+    const d = g.weightDecay !== 0 ? grad.add(p, g.weightDecay) : grad;
+    if (g.momentum === 0) {
+      p.add_(d, -g.lr);
+    } else {
       let buf = state.momentum_buffer as Tensor | undefined;
       if (buf === undefined) {
         buf = this.keepState(d.clone().detach());
@@ -28,8 +32,14 @@ export class SGD extends Optimizer {
       } else {
         buf.mul_(g.momentum).add_(d, 1 - g.dampening);
       }
-      d = g.nesterov ? d.add(buf, g.momentum) : buf;
+      if (g.nesterov) {
+        const n = d.add(buf, g.momentum);
+        p.add_(n, -g.lr);
+        n.dispose();
+      } else {
+        p.add_(buf, -g.lr);
+      }
     }
-    p.add_(d, -g.lr);
+    if (d !== grad) d.dispose();
   }
 }

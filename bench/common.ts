@@ -1,0 +1,48 @@
+// Helpers shared by the benchmarks: running the peer programs, medians, tables.
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The repository root (benchmarks run from dist/bench/). */
+export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** The Python with PyTorch (Debian's python3-torch). */
+export const PYTHON = process.env.FASTVISION_BENCH_PYTHON ?? '/usr/bin/python3';
+
+/** Median of a list of numbers. */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** Runs a peer program that prints one JSON line last; returns it parsed, or an error description. */
+export function runPeer(cmd: string, args: string[], timeoutS: number): Record<string, unknown> {
+  const r = spawnSync(cmd, args, { cwd: repoRoot, encoding: 'utf8', timeout: timeoutS * 1000, maxBuffer: 64 * 2 ** 20 });
+  if (r.error) return { error: `${cmd} failed: ${r.error.message}` };
+  const lines = (r.stdout ?? '').trim().split('\n');
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const l = lines[i]!.trim();
+    if (l.startsWith('{')) {
+      try {
+        return JSON.parse(l) as Record<string, unknown>;
+      } catch {
+        break;
+      }
+    }
+  }
+  return { error: `${cmd} ${args.join(' ')} printed no result (exit ${r.status}): ${(r.stderr ?? '').trim().split('\n').slice(-3).join(' | ')}` };
+}
+
+/** Reads `--name value` from the command line. */
+export function arg(name: string, def: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : def;
+}
+
+/** Formats rows as an aligned Markdown table. */
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  return [line(header), `| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`, ...rows.map(line)].join('\n');
+}

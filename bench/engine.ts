@@ -1,0 +1,97 @@
+// bench/engine: one ResNet-18 training step (forward, backward, SGD-momentum)
+// in fastvision, in Python PyTorch and in TensorFlow.js, all in this invocation
+// on the same machine. fastvision and PyTorch run as separate processes in
+// alternating rounds, so drift of a shared machine hits both alike. Prints a
+// table, then `RESULT engine_step_time_ratio_vs_pytorch <fastvision / PyTorch, NCHW>`.
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { getNumThreads, libtorchVersion } from '../src/index.js';
+import { arg, median, PYTHON, repoRoot, runPeer, table } from './common.js';
+
+const BATCH = Number(arg('batch', '32'));
+const SIZE = Number(arg('size', '128'));
+const STEPS = Number(arg('steps', '5'));
+const WARMUP = Number(arg('warmup', '2'));
+const ROUNDS = Number(arg('rounds', '3'));
+// TF.js' pure-JS backend needs ~10 s for one step even at this tiny size.
+const TINY = { batch: 2, size: 32 };
+
+type Program = 'fastvision' | 'pytorch';
+
+function runProgram(p: Program, batch: number, size: number, steps: number, warmup: number, formats: string, threads: number): Record<string, unknown> {
+  const common = ['--batch', `${batch}`, '--size', `${size}`, '--steps', `${steps}`, '--warmup', `${warmup}`, '--formats', formats];
+  return p === 'fastvision'
+    ? runPeer('node', [join(repoRoot, 'dist', 'bench', 'engine-fastvision.js'), ...common], 1800)
+    : runPeer(PYTHON, [join(repoRoot, 'bench', 'engine_pytorch.py'), ...common, '--threads', `${threads}`], 1800);
+}
+
+/** Alternates the two programs for `rounds` rounds; returns all step times per program and format. */
+function alternate(batch: number, size: number, rounds: number, formats: string[], threads: number): Map<string, number[]> {
+  const times = new Map<string, number[]>();
+  const errors: string[] = [];
+  for (let r = 0; r < rounds; r++) {
+    for (const p of (r % 2 === 0 ? ['fastvision', 'pytorch'] : ['pytorch', 'fastvision']) as Program[]) {
+      const res = runProgram(p, batch, size, STEPS, WARMUP, formats.join(','), threads);
+      if (res.error) errors.push(`${p}: ${String(res.error)}`);
+      if (typeof res.torch === 'string') pytorchVersion = res.torch;
+      for (const f of formats) {
+        const key = `${p} ${f}`;
+        times.set(key, [...(times.get(key) ?? []), ...((res[f] as number[] | undefined) ?? [])]);
+      }
+    }
+  }
+  for (const e of errors) console.log(`peer error: ${e}`);
+  return times;
+}
+
+let pytorchVersion = '';
+
+function fmt(s: number | undefined): string {
+  return s === undefined || Number.isNaN(s) ? 'n/a' : `${s.toFixed(3)} s`;
+}
+
+function main(): void {
+  const threads = getNumThreads();
+  console.log(`bench/engine: ResNet-18 training step (forward + backward + SGD momentum), batch ${BATCH}, 3×${SIZE}×${SIZE}`);
+  console.log(`${ROUNDS} alternating rounds per program, each ${STEPS} timed steps after ${WARMUP} warm-up; median over all timed steps`);
+  console.log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}; libtorch ${libtorchVersion()}; ${threads} threads for both`);
+  const big = alternate(BATCH, SIZE, ROUNDS, ['nchw', 'channels_last'], threads);
+  const tiny = alternate(TINY.batch, TINY.size, 1, ['nchw'], threads);
+  const tfCpu = runPeer('node', [join(repoRoot, 'dist', 'bench', 'engine-tfjs.js'), '--backend', 'cpu', '--batch', `${TINY.batch}`, '--size', `${TINY.size}`], 900);
+  const tfWasm = runPeer('node', [join(repoRoot, 'dist', 'bench', 'engine-tfjs.js'), '--backend', 'wasm', '--batch', `${TINY.batch}`, '--size', `${TINY.size}`], 900);
+
+  const m = (t: Map<string, number[]>, k: string): number | undefined => {
+    const v = t.get(k);
+    return v && v.length > 0 ? median(v) : undefined;
+  };
+  const ratio = (a?: number, b?: number): string => (a !== undefined && b !== undefined ? (a / b).toFixed(3) : 'n/a');
+  const fvN = m(big, 'fastvision nchw');
+  const pyN = m(big, 'pytorch nchw');
+  const fvC = m(big, 'fastvision channels_last');
+  const pyC = m(big, 'pytorch channels_last');
+  const fvT = m(tiny, 'fastvision nchw');
+  const pyT = m(tiny, 'pytorch nchw');
+  const tfStep = (r: Record<string, unknown>): string => (typeof r.step === 'number' ? fmt(r.step) : `cannot train: ${String(r.error)}`);
+  const shape = `${BATCH}×${SIZE}²`;
+  const tinyShape = `${TINY.batch}×${TINY.size}²`;
+  console.log('');
+  console.log(
+    table(
+      ['program', 'batch×size', 'step (median)', 'vs PyTorch, same size'],
+      [
+        ['fastvision, NCHW', shape, fmt(fvN), ratio(fvN, pyN)],
+        [`PyTorch ${pytorchVersion}, NCHW`, shape, fmt(pyN), '1.000'],
+        ['fastvision, channels-last', shape, fmt(fvC), ratio(fvC, pyC)],
+        [`PyTorch ${pytorchVersion}, channels-last`, shape, fmt(pyC), '1.000'],
+        ['fastvision, NCHW', tinyShape, fmt(fvT), ratio(fvT, pyT)],
+        [`PyTorch ${pytorchVersion}, NCHW`, tinyShape, fmt(pyT), '1.000'],
+        ['TF.js 4.22 cpu backend (pure JS)', tinyShape, tfStep(tfCpu), typeof tfCpu.step === 'number' ? ratio(tfCpu.step, pyT) : 'n/a'],
+        ['TF.js 4.22 wasm backend', tinyShape, tfStep(tfWasm), 'n/a'],
+      ],
+    ),
+  );
+  console.log('');
+  console.log(`RESULT engine_step_time_ratio_vs_pytorch ${fvN !== undefined && pyN !== undefined ? (fvN / pyN).toFixed(3) : 'n/a'}`);
+}
+
+main();
