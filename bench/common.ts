@@ -17,8 +17,8 @@ export function median(xs: number[]): number {
 }
 
 /** Runs a peer program that prints one JSON line last; returns it parsed, or an error description. */
-export function runPeer(cmd: string, args: string[], timeoutS: number): Record<string, unknown> {
-  const r = spawnSync(cmd, args, { cwd: repoRoot, encoding: 'utf8', timeout: timeoutS * 1000, maxBuffer: 64 * 2 ** 20 });
+export function runPeer(cmd: string, args: string[], timeoutS: number, env: NodeJS.ProcessEnv = process.env): Record<string, unknown> {
+  const r = spawnSync(cmd, args, { cwd: repoRoot, encoding: 'utf8', timeout: timeoutS * 1000, maxBuffer: 64 * 2 ** 20, env });
   if (r.error) return { error: `${cmd} failed: ${r.error.message}` };
   const lines = (r.stdout ?? '').trim().split('\n');
   for (let i = lines.length - 1; i >= 0; i--) {

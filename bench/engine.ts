@@ -16,13 +16,17 @@ const ROUNDS = Number(arg('rounds', '3'));
 // TF.js' pure-JS backend needs ~10 s for one step even at this tiny size.
 const TINY = { batch: 2, size: 32 };
 
-type Program = 'fastvision' | 'pytorch';
+type Program = 'fastvision' | 'pytorch' | 'pytorch-malloc';
+
+// fastvision keeps freed memory in glibc's heap (native/addon.cc, TuneMalloc);
+// PyTorch is also timed with the same settings given through glibc's variables.
+const SAME_MALLOC = { MALLOC_MMAP_THRESHOLD_: `${2 ** 30}`, MALLOC_TRIM_THRESHOLD_: `${2 ** 30}`, MALLOC_TOP_PAD_: `${2 ** 28}` };
 
 function runProgram(p: Program, batch: number, size: number, steps: number, warmup: number, formats: string, threads: number): Record<string, unknown> {
   const common = ['--batch', `${batch}`, '--size', `${size}`, '--steps', `${steps}`, '--warmup', `${warmup}`, '--formats', formats];
-  return p === 'fastvision'
-    ? runPeer('node', [join(repoRoot, 'dist', 'bench', 'engine-fastvision.js'), ...common], 1800)
-    : runPeer(PYTHON, [join(repoRoot, 'bench', 'engine_pytorch.py'), ...common, '--threads', `${threads}`], 1800);
+  if (p === 'fastvision') return runPeer('node', [join(repoRoot, 'dist', 'bench', 'engine-fastvision.js'), ...common], 1800);
+  const env = p === 'pytorch-malloc' ? { ...process.env, ...SAME_MALLOC } : process.env;
+  return runPeer(PYTHON, [join(repoRoot, 'bench', 'engine_pytorch.py'), ...common, '--threads', `${threads}`], 1800, env);
 }
 
 /** Alternates the two programs for `rounds` rounds; returns all step times per program and format. */
@@ -30,7 +34,8 @@ function alternate(batch: number, size: number, rounds: number, formats: string[
   const times = new Map<string, number[]>();
   const errors: string[] = [];
   for (let r = 0; r < rounds; r++) {
-    for (const p of (r % 2 === 0 ? ['fastvision', 'pytorch'] : ['pytorch', 'fastvision']) as Program[]) {
+    const order: Program[] = ['fastvision', 'pytorch', 'pytorch-malloc'];
+    for (const p of r % 2 === 0 ? order : [...order].reverse()) {
       const res = runProgram(p, batch, size, STEPS, WARMUP, formats.join(','), threads);
       if (res.error) errors.push(`${p}: ${String(res.error)}`);
       if (typeof res.torch === 'string') pytorchVersion = res.torch;
@@ -57,6 +62,7 @@ function main(): void {
   console.log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}; libtorch ${libtorchVersion()}; ${threads} threads for both`);
   const big = alternate(BATCH, SIZE, ROUNDS, ['nchw', 'channels_last'], threads);
   const tiny = alternate(TINY.batch, TINY.size, 1, ['nchw'], threads);
+  void tiny.delete('pytorch-malloc nchw');
   const tfCpu = runPeer('node', [join(repoRoot, 'dist', 'bench', 'engine-tfjs.js'), '--backend', 'cpu', '--batch', `${TINY.batch}`, '--size', `${TINY.size}`], 900);
   const tfWasm = runPeer('node', [join(repoRoot, 'dist', 'bench', 'engine-tfjs.js'), '--backend', 'wasm', '--batch', `${TINY.batch}`, '--size', `${TINY.size}`], 900);
 
@@ -69,6 +75,8 @@ function main(): void {
   const pyN = m(big, 'pytorch nchw');
   const fvC = m(big, 'fastvision channels_last');
   const pyC = m(big, 'pytorch channels_last');
+  const pmN = m(big, 'pytorch-malloc nchw');
+  const pmC = m(big, 'pytorch-malloc channels_last');
   const fvT = m(tiny, 'fastvision nchw');
   const pyT = m(tiny, 'pytorch nchw');
   const tfStep = (r: Record<string, unknown>): string => (typeof r.step === 'number' ? fmt(r.step) : `cannot train: ${String(r.error)}`);
@@ -81,8 +89,10 @@ function main(): void {
       [
         ['fastvision, NCHW', shape, fmt(fvN), ratio(fvN, pyN)],
         [`PyTorch ${pytorchVersion}, NCHW`, shape, fmt(pyN), '1.000'],
+        [`PyTorch ${pytorchVersion}, NCHW, fastvision's malloc settings`, shape, fmt(pmN), ratio(pmN, pyN)],
         ['fastvision, channels-last', shape, fmt(fvC), ratio(fvC, pyC)],
         [`PyTorch ${pytorchVersion}, channels-last`, shape, fmt(pyC), '1.000'],
+        [`PyTorch ${pytorchVersion}, channels-last, fastvision's malloc settings`, shape, fmt(pmC), ratio(pmC, pyC)],
         ['fastvision, NCHW', tinyShape, fmt(fvT), ratio(fvT, pyT)],
         [`PyTorch ${pytorchVersion}, NCHW`, tinyShape, fmt(pyT), '1.000'],
         ['TF.js 4.22 cpu backend (pure JS)', tinyShape, tfStep(tfCpu), typeof tfCpu.step === 'number' ? ratio(tfCpu.step, pyT) : 'n/a'],
@@ -91,6 +101,7 @@ function main(): void {
     ),
   );
   console.log('');
+  console.log(`fastvision vs PyTorch with the same malloc settings: NCHW ${ratio(fvN, pmN)}, channels-last ${ratio(fvC, pmC)}`);
   console.log(`RESULT engine_step_time_ratio_vs_pytorch ${fvN !== undefined && pyN !== undefined ? (fvN / pyN).toFixed(3) : 'n/a'}`);
 }
 
