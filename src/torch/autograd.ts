@@ -1,9 +1,8 @@
 // Autograd switches and global engine settings.
 import { native } from './native.js';
 
-/** Runs `fn` with gradient recording off (torch.no_grad), restoring the previous mode after. */
-export function noGrad<T>(fn: () => T): T {
-  const prev = native.setGradEnabled(false);
+function withGradMode<T>(enabled: boolean, fn: () => T): T {
+  const prev = native.setGradEnabled(enabled);
   try {
     return fn();
   } finally {
@@ -11,14 +10,14 @@ export function noGrad<T>(fn: () => T): T {
   }
 }
 
+/** Runs `fn` with gradient recording off (torch.no_grad), restoring the previous mode after. */
+export function noGrad<T>(fn: () => T): T {
+  return withGradMode(false, fn);
+}
+
 /** Runs `fn` with gradient recording on (torch.enable_grad). */
 export function enableGrad<T>(fn: () => T): T {
-  const prev = native.setGradEnabled(true);
-  try {
-    return fn();
-  } finally {
-    native.setGradEnabled(prev);
-  }
+  return withGradMode(true, fn);
 }
 
 /** Whether operations are being recorded for autograd. */
