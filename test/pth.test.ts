@@ -2,16 +2,24 @@
 // torch.load reads; corrupt, truncated or hostile files are clear errors.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { loadPth, loadStateDictFile, nn, parsePth, savePth, serializePth, Tensor, tensor } from '../src/index.js';
 import { writeZip } from '../src/torch/serialization/zip.js';
 import { fixturesDir, fixture, tensorAt } from './helpers.js';
 import { sampleMixed, sampleStateDict } from './pth-samples.js';
 
-const tmp = (): Promise<string> => mkdtemp(join(tmpdir(), 'fastvision-pth-'));
+const made: string[] = [];
+const tmp = async (): Promise<string> => {
+  const d = await mkdtemp(join(tmpdir(), 'fastvision-pth-'));
+  made.push(d);
+  return d;
+};
+after(async () => {
+  for (const d of made) await rm(d, { recursive: true, force: true });
+});
 
 test('reads a torch.save file: nested dicts, tensors of several dtypes, booleans', async () => {
   const fx = await fixture('engine/batchnorm2d_train.pth');
