@@ -1,3 +1,3 @@
 // Vision: datasets, transforms, models.
 export * from './fashion-mnist.js';
-export * from './models/resnet.js';
+export * from './models/index.js';

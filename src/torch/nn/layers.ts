@@ -319,11 +319,18 @@ export class ZeroPad2d extends Module {
   }
 }
 
-/** Children applied in order; named '0', '1', ... as in PyTorch. */
+/** Children applied in order; named '0', '1', ... as in PyTorch, or by name (`Sequential.named`). */
 export class Sequential extends Module {
   constructor(...layers: Module[]) {
     super();
     layers.forEach((m, i) => this.registerModule(String(i), m));
+  }
+
+  /** A Sequential whose children have names, as `nn.Sequential(OrderedDict(...))`. */
+  static named(entries: [string, Module][]): Sequential {
+    const s = new Sequential();
+    for (const [name, m] of entries) s.registerModule(name, m);
+    return s;
   }
 
   /** Appends a layer. Returns this. */

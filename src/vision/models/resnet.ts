@@ -166,3 +166,19 @@ export function resnet101(options: ResNetOptions = {}): ResNet {
 export function resnet152(options: ResNetOptions = {}): ResNet {
   return new ResNet(Bottleneck, [3, 8, 36, 3], options);
 }
+/** ResNeXt-50 32×4d. */
+export function resnext50_32x4d(options: ResNetOptions = {}): ResNet {
+  return new ResNet(Bottleneck, [3, 4, 6, 3], { groups: 32, widthPerGroup: 4, ...options });
+}
+/** ResNeXt-101 32×8d. */
+export function resnext101_32x8d(options: ResNetOptions = {}): ResNet {
+  return new ResNet(Bottleneck, [3, 4, 23, 3], { groups: 32, widthPerGroup: 8, ...options });
+}
+/** ResNeXt-101 64×4d (fast.ai's resnext101_64). */
+export function resnext101_64x4d(options: ResNetOptions = {}): ResNet {
+  return new ResNet(Bottleneck, [3, 4, 23, 3], { groups: 64, widthPerGroup: 4, ...options });
+}
+/** Wide ResNet-50-2. */
+export function wide_resnet50_2(options: ResNetOptions = {}): ResNet {
+  return new ResNet(Bottleneck, [3, 4, 6, 3], { widthPerGroup: 128, ...options });
+}
