@@ -124,5 +124,13 @@ def main():
          {'params': m.fc.parameters(), 'lr': 0.1}], lr=0.05, momentum=0.9))
 
 
+def legacy_case():
+    # Older torchvision weights (vgg16_bn, densenet121, ...) are in the pre-1.6 format.
+    sd = OrderedDict([('conv.weight', torch.arange(24.).reshape(2, 3, 2, 2)), ('bn.num_batches_tracked', torch.tensor(5)),
+                      ('fc.weight', torch.arange(6.).reshape(2, 3).t()), ('h', torch.arange(4, dtype=torch.float64))])
+    torch.save(sd, os.path.join(OUT, 'legacy_format.pth'), _use_new_zipfile_serialization=False)
+
+
 if __name__ == '__main__':
+    legacy_case()
     main()

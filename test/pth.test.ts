@@ -66,6 +66,18 @@ test('mixed values round-trip: dtypes, non-contiguous tensors, numbers, big ints
   assert.deepEqual(sd.get('2.weight')!.toArray(), [0, 0.5, 1, 1.5, 0.25, 0.75, 1.25, 1.75]);
 });
 
+test("reads PyTorch's legacy (pre-1.6) format, used by older torchvision weights", async () => {
+  const sd = await loadStateDictFile(join(fixturesDir, 'engine/legacy_format.pth'));
+  assert.deepEqual([...sd.keys()], ['conv.weight', 'bn.num_batches_tracked', 'fc.weight', 'h']);
+  assert.deepEqual(sd.get('conv.weight')!.shape, [2, 3, 2, 2]);
+  assert.deepEqual(sd.get('conv.weight')!.toArray(), Array.from({ length: 24 }, (_, i) => i));
+  assert.equal(sd.get('bn.num_batches_tracked')!.item(), 5);
+  assert.deepEqual(sd.get('fc.weight')!.toArray(), [0, 3, 1, 4, 2, 5]);
+  assert.equal(sd.get('h')!.dtype, 'float64');
+  const cut = (await readFile(join(fixturesDir, 'engine/legacy_format.pth'))).subarray(0, 700);
+  assert.throws(() => parsePth(cut, 'cut-legacy.pth'), /cut-legacy\.pth.*(truncated|end of data)/);
+});
+
 test('a corrupt file is a clear error naming it', async () => {
   const dir = await tmp();
   const good = serializePth(new Map([['w', tensor([1, 2, 3])]]));
@@ -86,9 +98,9 @@ test('a truncated file is a clear error', async () => {
   await assert.rejects(loadPth(path), /cut\.pth: not a valid PyTorch zip file .*truncated/);
 });
 
-test('files that are not .pth, and legacy .pth files, are clear errors', async () => {
+test('files that are not .pth, and pickles that torch.save did not write, are clear errors', async () => {
   assert.throws(() => parsePth(Buffer.from('hello, not a zip at all'), 'notes.txt'), /notes\.txt: not a valid PyTorch zip file/);
-  assert.throws(() => parsePth(Buffer.from([0x80, 0x02, 0x8a, 0x0a]), 'old.pth'), /legacy \(pre-1\.6\) format/);
+  assert.throws(() => parsePth(Buffer.from([0x80, 0x02, 0x4b, 0x07, 0x2e]), 'pickle.pkl'), /pickle\.pkl: not a PyTorch file/);
   await assert.rejects(loadPth('/nonexistent/model.pth'), /cannot read \/nonexistent\/model\.pth/);
 });
 

@@ -48,11 +48,22 @@ type StackItem = PickleValue | typeof MARK;
  * global is refused with an error naming it. `persistentLoad` resolves BINPERSID.
  */
 export function unpickle(data: Uint8Array, globals: Map<GlobalName, GlobalFactory>, persistentLoad: PersistentLoader, what = 'pickle'): PickleValue {
+  return unpickleAt(data, 0, globals, persistentLoad, what).value;
+}
+
+/** Unpickles the pickle that starts at `start`; returns its value and the offset just past its STOP. */
+export function unpickleAt(
+  data: Uint8Array,
+  start: number,
+  globals: Map<GlobalName, GlobalFactory>,
+  persistentLoad: PersistentLoader,
+  what = 'pickle',
+): { value: PickleValue; end: number } {
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const dec = new TextDecoder('utf-8');
   const stack: StackItem[] = [];
   const memo = new Map<number, PickleValue>();
-  let pos = 0;
+  let pos = start;
   const fail = (why: string): never => {
     throw new PickleError(`${what}: ${why} (at byte ${pos})`);
   };
@@ -122,7 +133,7 @@ export function unpickle(data: Uint8Array, globals: Map<GlobalName, GlobalFactor
         bytes(8);
         break;
       case 0x2e: // STOP
-        return pop();
+        return { value: pop(), end: pos };
       case 0x28: // MARK
         stack.push(MARK);
         break;

@@ -18,6 +18,7 @@ import {
   PyTuple,
   pickle,
   unpickle,
+  unpickleAt,
   type GlobalFactory,
   type PickleValue,
   type PickleWritable,
@@ -71,9 +72,7 @@ export async function loadPth(path: string): Promise<PthValue> {
 
 /** Parses the bytes of a `.pth` file (see `loadPth`); `what` names it in errors. */
 export function parsePth(buf: Buffer, what = 'buffer'): PthValue {
-  if (buf.length >= 2 && buf[0] === 0x80 && buf[1] === 0x02) {
-    throw new PthError(`${what}: this is PyTorch's legacy (pre-1.6) format; load it in Python and re-save it with torch.save to get the zip format`);
-  }
+  if (buf.length >= 2 && buf[0] === 0x80) return parseLegacyPth(buf, what);
   let records: Map<string, Uint8Array>;
   try {
     records = readZip(buf, what);
@@ -103,6 +102,20 @@ export function parsePth(buf: Buffer, what = 'buffer'): PthValue {
     }
     return t;
   };
+  const globals = allowedGlobals(what, created);
+  try {
+    return unpickle(records.get(pklName)!, globals, storageFor, `${what} (data.pkl)`) as PthValue;
+  } catch (e) {
+    for (const t of created) t.dispose();
+    if (e instanceof PickleError) throw new PthError(e.message);
+    throw e;
+  } finally {
+    for (const s of storages.values()) s.dispose();
+  }
+}
+
+/** The globals a state dict may name, with the tensors they create recorded in `created`. */
+function allowedGlobals(what: string, created: Tensor[]): Map<string, GlobalFactory> {
   const rebuildTensor = (args: PickleValue[]): PickleValue => {
     const [storage, offset, size, stride] = args;
     if (!(storage instanceof Tensor)) throw new PthError(`${what}: tensor without storage`);
@@ -123,14 +136,91 @@ export function parsePth(buf: Buffer, what = 'buffer'): PthValue {
     ['_codecs.encode', (args) => Uint8Array.from(String(args[0]), (c) => c.charCodeAt(0))],
   ]);
   for (const name of Object.keys(STORAGE_DTYPES)) globals.set(`torch.${name}`, () => null);
+  return globals;
+}
+
+const LEGACY_MAGIC = 0x1950a86a20f9469cfc6cn;
+
+/**
+ * PyTorch's legacy (pre-1.6) format, which older torchvision weights use: a pickled
+ * magic number, protocol version and system info, the pickled object whose storages
+ * are persistent ids, the pickled list of storage keys, then each storage's bytes
+ * (an int64 element count, then the data) in that order.
+ */
+function parseLegacyPth(buf: Buffer, what: string): PthValue {
+  const created: Tensor[] = [];
+  const globals = allowedGlobals(what, created);
+  const pending = new Map<string, { dtype: DType; numel: number; tensor: Tensor | null }>();
+  const placeholders = new Map<string, Tensor>();
+  const noPersistent = (): never => {
+    throw new PthError(`${what}: unexpected persistent id in the file header`);
+  };
   try {
-    return unpickle(records.get(pklName)!, globals, storageFor, `${what} (data.pkl)`) as PthValue;
+    const magic = unpickleAt(buf, 0, globals, noPersistent, what);
+    if (BigInt(magic.value as number | bigint) !== LEGACY_MAGIC) {
+      throw new PthError(`${what}: not a PyTorch file (a pickle, but without torch.save's magic number)`);
+    }
+    const protocol = unpickleAt(buf, magic.end, globals, noPersistent, what);
+    if (protocol.value !== 1001) throw new PthError(`${what}: unsupported legacy protocol ${String(protocol.value)}`);
+    const sysInfo = unpickleAt(buf, protocol.end, globals, noPersistent, what);
+    // Storages are read after the object, so the object is first built on empty
+    // placeholders of the right size, which are filled in place afterwards.
+    const storageFor = (pid: PickleValue): PickleValue => {
+      const type = Array.isArray(pid) && pid[0] === 'storage' && pid[1] instanceof PickleGlobal ? STORAGE_DTYPES[pid[1].name.slice('torch.'.length)] : undefined;
+      if (type === undefined) throw new PthError(`${what}: unsupported persistent id`);
+      const [, , key, , numel, viewMetadata] = pid as [string, PickleGlobal, string, string, number, PickleValue];
+      if (viewMetadata !== null && viewMetadata !== undefined) throw new PthError(`${what}: storage views are not supported`);
+      let t = placeholders.get(key);
+      if (t === undefined) {
+        t = new Tensor(callTensorOp('aten::zeros', [[Number(numel)], dtypeCode(type), null, 'cpu', null]));
+        placeholders.set(key, t);
+        pending.set(key, { dtype: type, numel: Number(numel), tensor: t });
+      }
+      return t;
+    };
+    const rebuilt = new Map<Tensor, { storage: Tensor; offset: number; size: number[]; stride: number[] }>();
+    const lazyGlobals = new Map(globals);
+    const lazyRebuild = (args: PickleValue[]): PickleValue => {
+      const [storage, offset, size, stride] = args;
+      if (!(storage instanceof Tensor)) throw new PthError(`${what}: tensor without storage`);
+      const t = new Tensor(callTensorOp('aten::zeros', [asDims(size!, 'size'), native.dtype(storage.handle), null, 'cpu', null]));
+      created.push(t);
+      rebuilt.set(t, { storage, offset: Number(offset), size: asDims(size!, 'size'), stride: asDims(stride!, 'stride') });
+      return t;
+    };
+    lazyGlobals.set('torch._utils._rebuild_tensor_v2', lazyRebuild);
+    lazyGlobals.set('torch._utils._rebuild_tensor', lazyRebuild);
+    const obj = unpickleAt(buf, sysInfo.end, lazyGlobals, storageFor, `${what} (object)`);
+    const keys = unpickleAt(buf, obj.end, globals, noPersistent, `${what} (storage keys)`);
+    if (!Array.isArray(keys.value)) throw new PthError(`${what}: storage key list missing`);
+    let pos = keys.end;
+    for (const key of keys.value as string[]) {
+      const p = pending.get(key);
+      if (p === undefined) throw new PthError(`${what}: storage ${key} is listed but never used`);
+      if (pos + 8 > buf.length) throw new PthError(`${what}: truncated before storage ${key}`);
+      const numel = Number(buf.readBigInt64LE(pos));
+      pos += 8;
+      const bytes = numel * dtypeSize(p.dtype);
+      if (numel !== p.numel || pos + bytes > buf.length) throw new PthError(`${what}: storage ${key} is truncated or of the wrong size`);
+      const raw = new Tensor(native.fromTypedArray(buf.subarray(pos, pos + bytes), [bytes]));
+      const typed = new Tensor(callTensorOp('aten::view.dtype', [raw.handle, dtypeCode(p.dtype)]));
+      p.tensor!.copy_(typed);
+      typed.dispose();
+      raw.dispose();
+      pos += bytes;
+    }
+    for (const [t, r] of rebuilt) {
+      const view = new Tensor(callTensorOp('aten::as_strided', [r.storage.handle, r.size, r.stride, r.offset]));
+      t.copy_(view);
+      view.dispose();
+    }
+    return obj.value as PthValue;
   } catch (e) {
     for (const t of created) t.dispose();
     if (e instanceof PickleError) throw new PthError(e.message);
     throw e;
   } finally {
-    for (const s of storages.values()) s.dispose();
+    for (const t of placeholders.values()) t.dispose();
   }
 }
 
