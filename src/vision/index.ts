@@ -1,3 +1,4 @@
 // Vision: datasets, transforms, models.
 export * from './fashion-mnist.js';
 export * from './models/index.js';
+export * from './zoo.js';

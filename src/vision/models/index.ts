@@ -4,3 +4,4 @@ export * from './vgg.js';
 export * from './densenet.js';
 export * from './mobilenet.js';
 export * from './inception.js';
+export * from './archs.js';

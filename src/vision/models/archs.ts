@@ -1,0 +1,173 @@
+// What the learner needs to know about each architecture (fast.ai's model_meta):
+// its normalization statistics, where the body ends, how many features the body
+// gives, where to split it into layer groups, and which published weights fit it.
+import { loadStateDictFile, nn } from '../../torch/index.js';
+import { resolveWeights, type FetchOptions } from '../zoo.js';
+import { densenet121, renameLegacyDenseNetKeys } from './densenet.js';
+import { inception_v3, type Inception3 } from './inception.js';
+import { mobilenet_v2 } from './mobilenet.js';
+import { resnet101, resnet152, resnet18, resnet34, resnet50, resnext101_32x8d, resnext101_64x4d, resnext50_32x4d, wide_resnet50_2 } from './resnet.js';
+import { vgg16_bn } from './vgg.js';
+
+/** Per-channel normalization of the input, as the architecture's weights expect. */
+export interface Normalization {
+  mean: [number, number, number];
+  std: [number, number, number];
+}
+
+/** ImageNet statistics (torchvision's weights). */
+export const IMAGENET_STATS: Normalization = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+
+/** An architecture with what the learner needs to use it. */
+export interface Arch {
+  name: string;
+  /** Builds the full network (classifier included). */
+  create(options?: { numClasses?: number }): nn.Module;
+  /** The convolutional body: the network cut before its pooling and classifier, sharing its modules. */
+  body(model: nn.Module): nn.Sequential;
+  /** Channels of the body's output. */
+  bodyFeatures: number;
+  /** Index of the body child where the second layer group starts (fast.ai's lr_cut). */
+  split: number;
+  /** Input normalization for the published weights. */
+  stats: Normalization;
+  /** The input size the weights were trained at. */
+  size: number;
+  /** The zoo name of the published weights, if any. */
+  weights?: string;
+  /** Rewrites a published state dict into this module tree's names, if they differ. */
+  adaptState?<T>(state: Map<string, T>): Map<string, T>;
+  /** Called with pretrained weights loaded (Inception's input transform). */
+  onPretrained?(model: nn.Module): void;
+}
+
+function children(model: nn.Module, names: string[]): nn.Sequential {
+  return nn.Sequential.named(
+    names.map((n) => {
+      const m = model.getModule(n);
+      if (m === undefined) throw new Error(`${model.constructor.name} has no child '${n}'`);
+      return [n, m];
+    }),
+  );
+}
+
+const RESNET_BODY = ['conv1', 'bn1', 'relu', 'maxpool', 'layer1', 'layer2', 'layer3', 'layer4'];
+
+function resnetArch(name: string, create: (o?: { numClasses?: number }) => nn.Module, bodyFeatures: number): Arch {
+  // fast.ai: cut the last two children (pool, fc); layer groups split at child 6 (layer3).
+  return { name, create, body: (m) => children(m, RESNET_BODY), bodyFeatures, split: 6, stats: IMAGENET_STATS, size: 224, weights: name };
+}
+
+/** The architectures by name. */
+export const ARCHS: Record<string, Arch> = {
+  resnet18: resnetArch('resnet18', resnet18, 512),
+  resnet34: resnetArch('resnet34', resnet34, 512),
+  resnet50: resnetArch('resnet50', resnet50, 2048),
+  resnet101: resnetArch('resnet101', resnet101, 2048),
+  resnet152: resnetArch('resnet152', resnet152, 2048),
+  resnext50_32x4d: resnetArch('resnext50_32x4d', resnext50_32x4d, 2048),
+  resnext101_32x8d: resnetArch('resnext101_32x8d', resnext101_32x8d, 2048),
+  resnext101_64x4d: resnetArch('resnext101_64x4d', resnext101_64x4d, 2048),
+  wide_resnet50_2: resnetArch('wide_resnet50_2', wide_resnet50_2, 2048),
+  vgg16_bn: {
+    name: 'vgg16_bn',
+    create: vgg16_bn,
+    // fast.ai: the `features` Sequential, split at child 22 (the third pooling stage).
+    body: (m) => m.getModule('features') as nn.Sequential,
+    bodyFeatures: 512,
+    split: 22,
+    stats: IMAGENET_STATS,
+    size: 224,
+    weights: 'vgg16_bn',
+  },
+  densenet121: {
+    name: 'densenet121',
+    create: densenet121,
+    // torchvision applies a ReLU after features.norm5 in forward; the body includes it.
+    body: (m) => nn.Sequential.named([...(m.getModule('features') as nn.Sequential).namedChildren(), ['relu5', new nn.ReLU(true)]]),
+    bodyFeatures: 1024,
+    split: 7,
+    stats: IMAGENET_STATS,
+    size: 224,
+    weights: 'densenet121',
+    adaptState: renameLegacyDenseNetKeys,
+  },
+  mobilenet_v2: {
+    name: 'mobilenet_v2',
+    create: mobilenet_v2,
+    body: (m) => m.getModule('features') as nn.Sequential,
+    bodyFeatures: 1280,
+    split: 10,
+    stats: IMAGENET_STATS,
+    size: 224,
+    weights: 'mobilenet_v2',
+  },
+  inception_v3: {
+    name: 'inception_v3',
+    create: (o) => inception_v3({ ...o, auxLogits: true }),
+    body: (m) =>
+      children(m, ['Conv2d_1a_3x3', 'Conv2d_2a_3x3', 'Conv2d_2b_3x3', 'maxpool1', 'Conv2d_3b_1x1', 'Conv2d_4a_3x3', 'maxpool2', 'Mixed_5b', 'Mixed_5c', 'Mixed_5d', 'Mixed_6a', 'Mixed_6b', 'Mixed_6c', 'Mixed_6d', 'Mixed_6e', 'Mixed_7a', 'Mixed_7b', 'Mixed_7c']),
+    bodyFeatures: 2048,
+    split: 11,
+    stats: IMAGENET_STATS,
+    size: 299,
+    weights: 'inception_v3',
+    onPretrained: (m) => {
+      // Google's weights expect inputs normalized to [-1, 1]; torchvision turns on this transform with them.
+      (m as Inception3 & { transformInput: boolean }).transformInput = true;
+    },
+  },
+};
+
+const BY_FUNCTION = new Map<unknown, Arch>([
+  [resnet18, ARCHS.resnet18!],
+  [resnet34, ARCHS.resnet34!],
+  [resnet50, ARCHS.resnet50!],
+  [resnet101, ARCHS.resnet101!],
+  [resnet152, ARCHS.resnet152!],
+  [resnext50_32x4d, ARCHS.resnext50_32x4d!],
+  [resnext101_32x8d, ARCHS.resnext101_32x8d!],
+  [resnext101_64x4d, ARCHS.resnext101_64x4d!],
+  [wide_resnet50_2, ARCHS.wide_resnet50_2!],
+  [vgg16_bn, ARCHS.vgg16_bn!],
+  [densenet121, ARCHS.densenet121!],
+  [mobilenet_v2, ARCHS.mobilenet_v2!],
+  [inception_v3, ARCHS.inception_v3!],
+]);
+
+/** Something that names an architecture: its name, its constructor function (`resnet34`), or the Arch itself. */
+export type ArchLike = string | Arch | ((...args: never[]) => nn.Module);
+
+/** Registers an architecture (used by the offline backbones), so that it can be named by string or function. */
+export function registerArch(arch: Arch, fn?: unknown): void {
+  ARCHS[arch.name] = arch;
+  if (fn !== undefined) BY_FUNCTION.set(fn, arch);
+}
+
+/** The Arch for a name, constructor or Arch; an unknown one is an error listing the known names. */
+export function archOf(a: ArchLike): Arch {
+  if (typeof a === 'object') return a;
+  const found = typeof a === 'string' ? ARCHS[a] : BY_FUNCTION.get(a);
+  if (found === undefined) {
+    throw new Error(`unknown architecture ${typeof a === 'string' ? `'${a}'` : (a.name || 'function')}; known: ${Object.keys(ARCHS).join(', ')}`);
+  }
+  return found;
+}
+
+/**
+ * Builds an architecture and loads weights into it: `true` for its published
+ * weights (zoo, cached), or a zoo name or local `.pth` path. Returns the model in eval mode.
+ */
+export async function createPretrained(a: ArchLike, weights: true | string = true, options: FetchOptions = {}): Promise<nn.Module> {
+  const arch = archOf(a);
+  const source = weights === true ? arch.weights : weights;
+  if (source === undefined) throw new Error(`${arch.name} has no published weights; pass a .pth file`);
+  const path = await resolveWeights(source, options);
+  const model = arch.create();
+  let state = await loadStateDictFile(path);
+  if (arch.adaptState) state = arch.adaptState(state);
+  model.loadStateDict(state);
+  for (const t of state.values()) t.dispose();
+  arch.onPretrained?.(model);
+  return model.eval();
+}
