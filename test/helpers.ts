@@ -57,3 +57,10 @@ export function assertStateClose(actual: Map<string, Tensor>, expected: Map<stri
   assert.deepEqual([...actual.keys()], [...expected.keys()], `${opts.what ?? 'state'}: keys`);
   for (const [k, t] of expected) assertClose(actual.get(k)!, t, { ...opts, what: `${opts.what ?? 'state'} ${k}` });
 }
+
+/** A photo as an NHWC float array in [0, 1], center-cropped and resized to size×size (sharp). */
+export async function photoNHWC(file: string, size: number): Promise<Float32Array> {
+  const { default: sharp } = await import('sharp');
+  const raw = await sharp(file).resize(size, size, { fit: 'cover' }).removeAlpha().raw().toBuffer();
+  return Float32Array.from(raw, (v) => v / 255);
+}

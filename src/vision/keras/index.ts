@@ -1,0 +1,3 @@
+// Keras / TensorFlow.js layers-format models as fastvision modules.
+export * from './tfjs-format.js';
+export * from './convert.js';
