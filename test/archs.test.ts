@@ -5,7 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { archOf, createPretrained, densenet121, inception_v3, mobilenet_v2, noGrad, randn, resnet18, resnet34, savePth, tidy } from '../src/index.js';
+import { archOf, bodyGroups, createPretrained, densenet121, inception_v3_nsfwjs, mobilenet_v2_nsfwjs, inception_v3, mobilenet_v2, noGrad, randn, resnet18, resnet34, savePth, tidy } from '../src/index.js';
 
 test('archOf finds an architecture by name, by constructor, and rejects unknown ones', () => {
   assert.equal(archOf(resnet34).name, 'resnet34');
@@ -28,7 +28,27 @@ for (const [fn, size] of [
     assert.equal(shape[1], arch.bodyFeatures);
     const bodyParams = new Set(body.parameters());
     assert.ok(bodyParams.size > 0 && [...bodyParams].every((p) => model.parameters().includes(p)));
-    assert.ok(arch.split > 0 && arch.split < body.children().length, 'the split leaves two non-empty groups');
+    const [early, late] = bodyGroups(arch, body);
+    assert.ok(early.length > 0 && late.length > 0, 'the split leaves two non-empty groups');
+    model.dispose();
+  });
+}
+
+for (const [fn, size] of [
+  [mobilenet_v2_nsfwjs, 224],
+  [inception_v3_nsfwjs, 139],
+] as const) {
+  test(`${archOf(fn).name}: offline pretrained body, ${archOf(fn).bodyFeatures} features, two layer groups`, async () => {
+    const arch = archOf(fn);
+    const model = await createPretrained(fn);
+    const body = arch.body(model);
+    const shape = tidy(() => noGrad(() => body.forward(randn([1, 3, size, size])).shape));
+    assert.equal(shape[1], arch.bodyFeatures);
+    const [early, late] = bodyGroups(arch, body);
+    assert.ok(early.length > 0 && late.length > 0);
+    const lateParams = new Set(late.flatMap((m) => m.parameters()));
+    assert.ok(early.flatMap((m) => m.parameters()).every((p) => !lateParams.has(p)), 'groups do not share parameters');
+    assert.deepEqual(arch.stats, { mean: [0, 0, 0], std: [1, 1, 1] });
     model.dispose();
   });
 }
@@ -38,7 +58,7 @@ test('resnet bodies follow fast.ai: cut before avgpool/fc, split at layer3', () 
   const body = arch.body(arch.create());
   const names = [...body.namedChildren()].map(([n]) => n);
   assert.deepEqual(names, ['conv1', 'bn1', 'relu', 'maxpool', 'layer1', 'layer2', 'layer3', 'layer4']);
-  assert.equal(names[arch.split], 'layer3');
+  assert.equal(names[arch.split as number], 'layer3');
   assert.ok([...body.stateDict().keys()].every((k) => !k.startsWith('fc')));
 });
 

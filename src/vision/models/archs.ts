@@ -8,6 +8,8 @@ import { inception_v3, type Inception3 } from './inception.js';
 import { mobilenet_v2 } from './mobilenet.js';
 import { resnet101, resnet152, resnet18, resnet34, resnet50, resnext101_32x8d, resnext101_64x4d, resnext50_32x4d, wide_resnet50_2 } from './resnet.js';
 import { vgg16_bn } from './vgg.js';
+import { KerasModel } from '../keras/convert.js';
+import { inception_v3_nsfwjs, mobilenet_v2_nsfwjs } from './nsfwjs.js';
 
 /** Per-channel normalization of the input, as the architecture's weights expect. */
 export interface Normalization {
@@ -24,11 +26,14 @@ export interface Arch {
   /** Builds the full network (classifier included). */
   create(options?: { numClasses?: number }): nn.Module;
   /** The convolutional body: the network cut before its pooling and classifier, sharing its modules. */
-  body(model: nn.Module): nn.Sequential;
+  body(model: nn.Module): nn.Module;
   /** Channels of the body's output. */
   bodyFeatures: number;
-  /** Index of the body child where the second layer group starts (fast.ai's lr_cut). */
-  split: number;
+  /**
+   * Where the body splits into two layer groups (fast.ai's lr_cut): an index into
+   * a Sequential body's children, or a layer name for a converted Keras body.
+   */
+  split: number | string;
   /** Input normalization for the published weights. */
   stats: Normalization;
   /** The input size the weights were trained at. */
@@ -39,6 +44,18 @@ export interface Arch {
   adaptState?<T>(state: Map<string, T>): Map<string, T>;
   /** Called with pretrained weights loaded (Inception's input transform). */
   onPretrained?(model: nn.Module): void;
+  /** Builds the network with its weights from a local source (the offline backbones); used for `pretrained: true`. */
+  loadPretrained?(): nn.Module;
+}
+
+/** The body's modules in its two layer groups (early layers, later layers). */
+export function bodyGroups(arch: Arch, body: nn.Module): [nn.Module[], nn.Module[]] {
+  if (typeof arch.split === 'string') {
+    if (!(body instanceof KerasModel)) throw new Error(`${arch.name}: a named split needs a Keras body`);
+    return body.splitAt(arch.split);
+  }
+  const kids = body.children();
+  return [kids.slice(0, arch.split), kids.slice(arch.split)];
 }
 
 function children(model: nn.Module, names: string[]): nn.Sequential {
@@ -119,7 +136,43 @@ export const ARCHS: Record<string, Arch> = {
   },
 };
 
+/** Input in [0, 1], as nsfwjs feeds its Keras models. */
+export const UNIT_RANGE: Normalization = { mean: [0, 0, 0], std: [1, 1, 1] };
+
+/**
+ * nsfwjs' Keras MobileNetV2, offline. The body ends at Conv_1 (the last 1×1
+ * convolution, before its batch norm and ReLU6): in a linear probe on
+ * pets-sample cats vs dogs (bench/probe-nsfwjs.ts, 5-fold cross-validation) it
+ * scored 0.895, against 0.854 at block_16 and 0.816 at block_10, the last
+ * block with the original ImageNet weights. Layer groups split at block_11,
+ * where nsfwjs' fine-tuned layers begin.
+ */
+ARCHS.mobilenet_v2_nsfwjs = {
+  name: 'mobilenet_v2_nsfwjs',
+  create: () => mobilenet_v2_nsfwjs(),
+  loadPretrained: () => mobilenet_v2_nsfwjs(),
+  body: (m) => (m as KerasModel).cut('Conv_1'),
+  bodyFeatures: 1280,
+  split: 'block_11_expand',
+  stats: UNIT_RANGE,
+  size: 224,
+};
+
+/** nsfwjs' Keras InceptionV3, offline; the body ends at mixed10, layer groups split at mixed6. */
+ARCHS.inception_v3_nsfwjs = {
+  name: 'inception_v3_nsfwjs',
+  create: () => inception_v3_nsfwjs(),
+  loadPretrained: () => inception_v3_nsfwjs(),
+  body: (m) => (m as KerasModel).cut('mixed10'),
+  bodyFeatures: 2048,
+  split: 'mixed6',
+  stats: UNIT_RANGE,
+  size: 299,
+};
+
 const BY_FUNCTION = new Map<unknown, Arch>([
+  [mobilenet_v2_nsfwjs, ARCHS.mobilenet_v2_nsfwjs],
+  [inception_v3_nsfwjs, ARCHS.inception_v3_nsfwjs],
   [resnet18, ARCHS.resnet18!],
   [resnet34, ARCHS.resnet34!],
   [resnet50, ARCHS.resnet50!],
@@ -160,6 +213,7 @@ export function archOf(a: ArchLike): Arch {
  */
 export async function createPretrained(a: ArchLike, weights: true | string = true, options: FetchOptions = {}): Promise<nn.Module> {
   const arch = archOf(a);
+  if (weights === true && arch.loadPretrained) return arch.loadPretrained().eval();
   const source = weights === true ? arch.weights : weights;
   if (source === undefined) throw new Error(`${arch.name} has no published weights; pass a .pth file`);
   const path = await resolveWeights(source, options);
