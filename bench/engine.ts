@@ -6,7 +6,7 @@
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { getNumThreads, libtorchVersion } from '../src/index.js';
-import { arg, median, PYTHON, repoRoot, runPeer, table } from './common.js';
+import { arg, median, PYTHON, repoRoot, runPeer, SAME_MALLOC, table } from './common.js';
 
 const BATCH = Number(arg('batch', '32'));
 const SIZE = Number(arg('size', '128'));
@@ -18,9 +18,6 @@ const TINY = { batch: 2, size: 32 };
 
 type Program = 'fastvision' | 'pytorch' | 'pytorch-malloc';
 
-// fastvision keeps freed memory in glibc's heap (native/addon.cc, TuneMalloc);
-// PyTorch is also timed with the same settings given through glibc's variables.
-const SAME_MALLOC = { MALLOC_MMAP_THRESHOLD_: `${2 ** 30}`, MALLOC_TRIM_THRESHOLD_: `${2 ** 30}`, MALLOC_TOP_PAD_: `${2 ** 28}` };
 
 function runProgram(p: Program, batch: number, size: number, steps: number, warmup: number, formats: string, threads: number): Record<string, unknown> {
   const common = ['--batch', `${batch}`, '--size', `${size}`, '--steps', `${steps}`, '--warmup', `${warmup}`, '--formats', formats];

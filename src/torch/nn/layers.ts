@@ -1,6 +1,6 @@
 // The layers a convnet and fast.ai's head are built from, with PyTorch's
 // parameter names and default initialization.
-import { callTensorOp } from '../ops.js';
+import { callTensorOp, callVoidOp } from '../ops.js';
 import { cat, empty, ones, zeros, tensor } from '../creation.js';
 import * as F from '../functional.js';
 import { Tensor } from '../tensor.js';
@@ -177,10 +177,15 @@ export class ReLU extends Module {
   }
 }
 
-/** min(max(0, x), 6), as in MobileNet. */
+/** min(max(0, x), 6), as in MobileNet; with `inplace`, overwrites its input. */
 export class ReLU6 extends Module {
+  constructor(readonly inplace = false) {
+    super();
+  }
   forward(x: Tensor): Tensor {
-    return x.relu6();
+    if (!this.inplace) return x.relu6();
+    callVoidOp('aten::hardtanh_', [x.handle, 0, 6]);
+    return x;
   }
 }
 
@@ -352,13 +357,25 @@ export class Sequential extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    let cur = x;
-    for (const m of this.children()) {
-      const next = m.forward(cur);
-      // Intermediates are ours to free; the caller keeps its input.
-      if (cur !== x && next !== cur) cur.dispose();
-      cur = next;
-    }
-    return cur === x ? new Tensor(callTensorOp('aten::alias', [x.handle])) : cur;
+    const out = pipe(x, ...this.children());
+    return out === x ? new Tensor(callTensorOp('aten::alias', [x.handle])) : out;
   }
+}
+
+/** A step of `pipe`: a module or a function of one tensor. */
+export type PipeStep = Module | ((t: Tensor) => Tensor);
+
+/**
+ * Applies steps in order, freeing each intermediate result as soon as the next
+ * exists (the input stays the caller's). Freed early, memory is reused by the
+ * following layers, as Python's reference counting does for PyTorch.
+ */
+export function pipe(x: Tensor, ...steps: PipeStep[]): Tensor {
+  let cur = x;
+  for (const step of steps) {
+    const next = typeof step === 'function' ? step(cur) : step.forward(cur);
+    if (cur !== x && next !== cur) cur.dispose();
+    cur = next;
+  }
+  return cur;
 }

@@ -1,6 +1,8 @@
 // DenseNet-121 in torchvision's layout (features.denseblockN.denselayerM...).
 import { cat, F, nn, tidy, type Tensor } from '../../torch/index.js';
 
+const relu_ = (t: Tensor): Tensor => t.relu_();
+
 class DenseLayer extends nn.Module {
   readonly norm1: nn.BatchNorm2d;
   readonly relu1: nn.ReLU;
@@ -20,7 +22,7 @@ class DenseLayer extends nn.Module {
   }
 
   forward(x: Tensor): Tensor {
-    return tidy(() => this.conv2.forward(this.norm2.forward(this.conv1.forward(this.norm1.forward(x).relu_())).relu_()));
+    return nn.pipe(x, this.norm1, relu_, this.conv1, this.norm2, relu_, this.conv2);
   }
 }
 
@@ -89,7 +91,7 @@ export class DenseNet extends nn.Module {
   }
 
   forward(x: Tensor): Tensor {
-    return tidy(() => this.classifier.forward(F.adaptiveAvgPool2d(this.features.forward(x).relu_(), 1).flatten(1)));
+    return nn.pipe(x, this.features, relu_, (t) => F.adaptiveAvgPool2d(t, 1), (t) => t.flatten(1), this.classifier);
   }
 }
 

@@ -13,7 +13,7 @@ class BasicConv2d extends nn.Module {
     this.bn = this.registerModule('bn', new nn.BatchNorm2d(cout, { eps: 0.001 }));
   }
   forward(x: Tensor): Tensor {
-    return tidy(() => this.bn.forward(this.conv.forward(x)).relu_());
+    return nn.pipe(x, this.conv, this.bn, (t) => t.relu_());
   }
 }
 
@@ -26,9 +26,7 @@ abstract class Branches extends nn.Module {
     return this.getModule(name)!.forward(x);
   }
   protected chain(x: Tensor, ...names: string[]): Tensor {
-    let h = x;
-    for (const n of names) h = this.run(n, h);
-    return h;
+    return nn.pipe(x, ...names.map((n) => this.getModule(n)!));
   }
 }
 

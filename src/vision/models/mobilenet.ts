@@ -1,5 +1,5 @@
 // MobileNetV2 in torchvision's layout (features.N.conv..., classifier.1).
-import { F, nn, tidy, type Tensor } from '../../torch/index.js';
+import { F, nn, type Tensor } from '../../torch/index.js';
 
 function makeDivisible(v: number, divisor = 8): number {
   let n = Math.max(divisor, Math.floor((v + divisor / 2) / divisor) * divisor);
@@ -8,7 +8,7 @@ function makeDivisible(v: number, divisor = 8): number {
 }
 
 function convBnReLU6(cin: number, cout: number, kernel = 3, stride = 1, groups = 1): nn.Sequential {
-  return new nn.Sequential(new nn.Conv2d(cin, cout, kernel, { stride, padding: (kernel - 1) >> 1, groups, bias: false }), new nn.BatchNorm2d(cout), new nn.ReLU6());
+  return new nn.Sequential(new nn.Conv2d(cin, cout, kernel, { stride, padding: (kernel - 1) >> 1, groups, bias: false }), new nn.BatchNorm2d(cout), new nn.ReLU6(true));
 }
 
 /** The inverted residual block: expand 1×1, depthwise 3×3, project 1×1 (linear). */
@@ -27,7 +27,7 @@ export class InvertedResidual extends nn.Module {
   }
 
   forward(x: Tensor): Tensor {
-    return tidy(() => (this.useResConnect ? this.conv.forward(x).add_(x) : this.conv.forward(x)));
+    return this.useResConnect ? this.conv.forward(x).add_(x) : this.conv.forward(x);
   }
 }
 
@@ -76,7 +76,7 @@ export class MobileNetV2 extends nn.Module {
   }
 
   forward(x: Tensor): Tensor {
-    return tidy(() => this.classifier.forward(F.adaptiveAvgPool2d(this.features.forward(x), 1).flatten(1)));
+    return nn.pipe(x, this.features, (t) => F.adaptiveAvgPool2d(t, 1), (t) => t.flatten(1), this.classifier);
   }
 }
 

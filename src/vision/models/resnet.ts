@@ -1,6 +1,18 @@
 // ResNet and ResNeXt with torchvision's module tree and parameter names, so
 // torchvision's state dicts load as they are.
-import { nn, tidy, type Tensor } from '../../torch/index.js';
+import { nn, type Tensor } from '../../torch/index.js';
+
+const relu_ = (t: Tensor): Tensor => t.relu_();
+const flatten1 = (t: Tensor): Tensor => t.flatten(1);
+
+/** out += shortcut(x); relu in place. */
+function residual(out: Tensor, x: Tensor, downsample: nn.Module | null): Tensor {
+  if (downsample === null) return out.add_(x).relu_();
+  const identity = downsample.forward(x);
+  out.add_(identity).relu_();
+  identity.dispose();
+  return out;
+}
 
 function conv3x3(cin: number, cout: number, stride = 1, groups = 1, dilation = 1): nn.Conv2d {
   return new nn.Conv2d(cin, cout, 3, { stride, padding: dilation, groups, dilation, bias: false });
@@ -32,11 +44,7 @@ export class BasicBlock extends nn.Module {
   }
 
   forward(x: Tensor): Tensor {
-    return tidy(() => {
-      const out = this.bn2.forward(this.conv2.forward(this.bn1.forward(this.conv1.forward(x)).relu_()));
-      const identity = this.downsample === null ? x : this.downsample.forward(x);
-      return out.add_(identity).relu_();
-    });
+    return residual(nn.pipe(x, this.conv1, this.bn1, relu_, this.conv2, this.bn2), x, this.downsample);
   }
 }
 
@@ -66,13 +74,7 @@ export class Bottleneck extends nn.Module {
   }
 
   forward(x: Tensor): Tensor {
-    return tidy(() => {
-      let out = this.bn1.forward(this.conv1.forward(x)).relu_();
-      out = this.bn2.forward(this.conv2.forward(out)).relu_();
-      out = this.bn3.forward(this.conv3.forward(out));
-      const identity = this.downsample === null ? x : this.downsample.forward(x);
-      return out.add_(identity).relu_();
-    });
+    return residual(nn.pipe(x, this.conv1, this.bn1, relu_, this.conv2, this.bn2, relu_, this.conv3, this.bn3), x, this.downsample);
   }
 }
 
@@ -138,11 +140,7 @@ export class ResNet extends nn.Module {
   }
 
   forward(x: Tensor): Tensor {
-    return tidy(() => {
-      let h = this.maxpool.forward(this.bn1.forward(this.conv1.forward(x)).relu_());
-      h = this.layer4.forward(this.layer3.forward(this.layer2.forward(this.layer1.forward(h))));
-      return this.fc.forward(this.avgpool.forward(h).flatten(1));
-    });
+    return nn.pipe(x, this.conv1, this.bn1, relu_, this.maxpool, this.layer1, this.layer2, this.layer3, this.layer4, this.avgpool, flatten1, this.fc);
   }
 }
 

@@ -1,5 +1,5 @@
 // VGG-16 with batch norm, in torchvision's layout.
-import { nn, tidy, type Tensor } from '../../torch/index.js';
+import { nn, type Tensor } from '../../torch/index.js';
 
 const CFG_D: (number | 'M')[] = [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M'];
 
@@ -43,7 +43,7 @@ export class VGG extends nn.Module {
   }
 
   forward(x: Tensor): Tensor {
-    return tidy(() => this.classifier.forward(this.avgpool.forward(this.features.forward(x)).flatten(1)));
+    return nn.pipe(x, this.features, this.avgpool, (t) => t.flatten(1), this.classifier);
   }
 }
 

@@ -1,0 +1,26 @@
+// The fastvision side of bench/models: resnet34 and mobilenet_v2 inference (eval
+// mode, no grad) on a fixed batch; prints JSON with every timed batch per model.
+import { manualSeed, mobilenet_v2, noGrad, randn, resnet34, tidy, type nn } from '../src/index.js';
+import { arg } from './common.js';
+
+const builders: Record<string, () => nn.Module> = { resnet34, mobilenet_v2 };
+const batch = Number(arg('batch', '32'));
+const size = Number(arg('size', '224'));
+const steps = Number(arg('steps', '5'));
+const warmup = Number(arg('warmup', '2'));
+const out: Record<string, number[]> = {};
+for (const name of arg('models', 'resnet34,mobilenet_v2').split(',')) {
+  manualSeed(0);
+  const model = builders[name]!().eval();
+  const x = randn([batch, 3, size, size]);
+  const times: number[] = [];
+  for (let i = 0; i < warmup + steps; i++) {
+    const t0 = performance.now();
+    tidy(() => noGrad(() => model.forward(x)));
+    if (i >= warmup) times.push((performance.now() - t0) / 1000);
+  }
+  out[name] = times;
+  x.dispose();
+  model.dispose();
+}
+console.log(JSON.stringify(out));

@@ -1,0 +1,51 @@
+// bench/models: inference throughput at 224×224, batch 32, for resnet34 and
+// mobilenet_v2 (torchvision's layouts and weights shapes), fastvision vs Python
+// PyTorch, each as its own process in alternating rounds in this invocation.
+// Last line: `RESULT models_inference_time_ratio_vs_pytorch <fastvision / PyTorch, resnet34>`.
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { getNumThreads, libtorchVersion } from '../src/index.js';
+import { arg, median, PYTHON, repoRoot, runPeer, SAME_MALLOC, table } from './common.js';
+
+const BATCH = Number(arg('batch', '32'));
+const SIZE = Number(arg('size', '224'));
+const ROUNDS = Number(arg('rounds', '3'));
+const MODELS = ['resnet34', 'mobilenet_v2'];
+
+function main(): void {
+  const threads = getNumThreads();
+  console.log(`bench/models: inference (eval, no grad), batch ${BATCH}, 3×${SIZE}×${SIZE}; ${ROUNDS} alternating rounds of 5 timed batches after 2 warm-up`);
+  console.log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}; libtorch ${libtorchVersion()}; ${threads} threads for both`);
+  const times = new Map<string, number[]>();
+  let torchVersion = '';
+  const common = ['--batch', `${BATCH}`, '--size', `${SIZE}`, '--models', MODELS.join(',')];
+  for (let r = 0; r < ROUNDS; r++) {
+    const programs = ['fastvision', 'pytorch', 'pytorch-malloc'];
+    for (const p of r % 2 === 0 ? programs : [...programs].reverse()) {
+      const res =
+        p === 'fastvision'
+          ? runPeer('node', [join(repoRoot, 'dist', 'bench', 'models-fastvision.js'), ...common], 1800)
+          : runPeer(PYTHON, [join(repoRoot, 'bench', 'models_pytorch.py'), ...common, '--threads', `${threads}`], 1800, p === 'pytorch' ? process.env : { ...process.env, ...SAME_MALLOC });
+      if (res.error) console.log(`${p} failed: ${String(res.error)}`);
+      if (typeof res.torch === 'string') torchVersion = res.torch;
+      for (const m of MODELS) times.set(`${p} ${m}`, [...(times.get(`${p} ${m}`) ?? []), ...((res[m] as number[] | undefined) ?? [])]);
+    }
+  }
+  const rows: string[][] = [];
+  const ratios: Record<string, number> = {};
+  for (const m of MODELS) {
+    const fv = median(times.get(`fastvision ${m}`) ?? [Number.NaN]);
+    const py = median(times.get(`pytorch ${m}`) ?? [Number.NaN]);
+    const pm = median(times.get(`pytorch-malloc ${m}`) ?? [Number.NaN]);
+    ratios[m] = fv / py;
+    rows.push([m, 'fastvision', `${fv.toFixed(3)} s`, `${(BATCH / fv).toFixed(1)}`, (fv / py).toFixed(3), (fv / pm).toFixed(3)]);
+    rows.push([m, `PyTorch ${torchVersion}`, `${py.toFixed(3)} s`, `${(BATCH / py).toFixed(1)}`, '1.000', (py / pm).toFixed(3)]);
+    rows.push([m, `PyTorch ${torchVersion}, fastvision's malloc settings`, `${pm.toFixed(3)} s`, `${(BATCH / pm).toFixed(1)}`, (pm / py).toFixed(3), '1.000']);
+  }
+  console.log('');
+  console.log(table(['model', 'program', 'batch time (median)', 'images/s', 'time vs PyTorch', 'vs PyTorch, same malloc'], rows));
+  console.log('');
+  console.log(`RESULT models_inference_time_ratio_vs_pytorch ${ratios.resnet34!.toFixed(3)}`);
+}
+
+main();
