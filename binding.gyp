@@ -15,6 +15,16 @@
         "<!@(node scripts/find-libtorch.mjs ldflags)",
         "-ltorch", "-ltorch_cpu", "-lc10"
       ]
+    },
+    {
+      "target_name": "fastvision_image",
+      "sources": ["native/image.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-O2"],
+      "libraries": ["-ljpeg"]
     }
   ]
 }

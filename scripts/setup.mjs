@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Brings a checkout to a runnable state, doing only what is missing:
-//   1. system packages: libtorch (Debian libtorch-dev) and OpenBLAS, when no libtorch is found
+//   1. system packages: libtorch (Debian libtorch-dev), OpenBLAS and libjpeg-turbo's headers, when missing
 //      (and, with --demo, Debian's Fashion-MNIST);
 //   2. npm packages, when node_modules is missing or older than package-lock.json;
 //   3. the native addon, when it is missing or older than its sources;
@@ -56,6 +56,8 @@ async function systemPackages() {
   // The demo's default data set: Fashion-MNIST, packaged by Debian.
   if (process.argv.includes('--demo') && hasApt && !existsSync('/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz')) wanted.push('dataset-fashion-mnist');
   if ((!found || found.source === 'system') && hasApt && !dpkgInstalled('libopenblas0-pthread')) wanted.push('libopenblas0-pthread');
+  // libjpeg-turbo's headers, for the data loader's JPEG decoder (native/image.cc).
+  if (!existsSync('/usr/include/jpeglib.h') && hasApt) wanted.push('libjpeg-dev');
   if (wanted.length === 0) return;
   if (!hasApt || !isRoot()) {
     if (!found) {

@@ -11,11 +11,9 @@ import { vgg16_bn } from './vgg.js';
 import { KerasModel } from '../keras/convert.js';
 import { inception_v3_nsfwjs, mobilenet_v2_nsfwjs } from './nsfwjs.js';
 
-/** Per-channel normalization of the input, as the architecture's weights expect. */
-export interface Normalization {
-  mean: [number, number, number];
-  std: [number, number, number];
-}
+import type { Normalization } from '../augment.js';
+
+export type { Normalization } from '../augment.js';
 
 /** ImageNet statistics (torchvision's weights). */
 export const IMAGENET_STATS: Normalization = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };

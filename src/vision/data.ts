@@ -1,0 +1,225 @@
+// ImageClassifierData: training, validation and test sets with their loaders,
+// from a folder tree, a labels CSV, or arrays, as in fast.ai's lesson.
+import { createHash } from 'node:crypto';
+import { accessSync, constants, existsSync, mkdirSync } from 'node:fs';
+import { mkdir, rename } from 'node:fs/promises';
+import { basename, dirname, join, relative, resolve } from 'node:path';
+import sharp from 'sharp';
+import type { Tensor } from '../torch/index.js';
+import { progress } from '../util/progress.js';
+import type { Transform } from './augment.js';
+import { ArrayDataset, csvRowCount, DataError, FilesDataset, getCvIdxs, scanCsv, scanFolders, scanTestFolder, type Dataset } from './dataset.js';
+import { DataLoader, type BadImagePolicy } from './loader.js';
+import { fastvisionHome } from './zoo.js';
+import type { Transforms } from './transforms.js';
+
+/** Options shared by the constructors. */
+export interface DataOptions {
+  /** Transforms from `tfmsFromModel` (required for images). */
+  tfms?: Transforms;
+  /** Batch size (default 64). */
+  bs?: number;
+  /** Loader worker threads (default: cores, at most 4). */
+  numWorkers?: number;
+  /** Name of an unlabelled test folder under the data folder. */
+  testName?: string;
+  /** Unreadable images: skipped with a warning (default) or an error. */
+  onBadImage?: BadImagePolicy;
+  /** Seed of shuffling and augmentation. */
+  seed?: number;
+  /** Batches in channels-last memory format. */
+  channelsLast?: boolean;
+}
+
+/**
+ * The data of an image classifier: `trnDs`, `valDs`, `testDs` and their loaders
+ * (`trnDl` shuffled with training transforms, `valDl` and `testDl` in order with
+ * validation transforms, `augDl` / `testAugDl` the validation and test sets with
+ * training transforms, for test-time augmentation).
+ */
+export class ImageClassifierData {
+  readonly trnDl: DataLoader;
+  readonly valDl: DataLoader | null;
+  readonly testDl: DataLoader | null;
+  readonly augDl: DataLoader | null;
+  readonly testAugDl: DataLoader | null;
+
+  constructor(
+    /** The data folder (caches go to `{path}/tmp` when it is writable). */
+    readonly path: string,
+    readonly trnDs: Dataset,
+    readonly valDs: Dataset | null,
+    readonly testDs: Dataset | null,
+    readonly classes: string[],
+    readonly tfms: Transforms | null,
+    readonly options: Required<Pick<DataOptions, 'bs' | 'seed' | 'channelsLast' | 'onBadImage'>> & { numWorkers?: number },
+  ) {
+    const common = { bs: options.bs, numWorkers: options.numWorkers, seed: options.seed, channelsLast: options.channelsLast, onBadImage: options.onBadImage };
+    const loader = (ds: Dataset | null, t: Transform | undefined, shuffle: boolean): DataLoader | null =>
+      ds === null ? null : new DataLoader(ds, { ...common, transform: t, shuffle });
+    this.trnDl = loader(trnDs, tfms?.trn, true)!;
+    this.valDl = loader(valDs, tfms?.val, false);
+    this.testDl = loader(testDs, tfms?.val, false);
+    this.augDl = loader(valDs, tfms?.trn, false);
+    this.testAugDl = loader(testDs, tfms?.trn, false);
+  }
+
+  /** Number of classes. */
+  get c(): number {
+    return this.classes.length;
+  }
+
+  /** The image side the transforms produce. */
+  get sz(): number | undefined {
+    return this.tfms?.trn.sz;
+  }
+
+  /** The batch size. */
+  get bs(): number {
+    return this.options.bs;
+  }
+
+  /**
+   * Reads the folder layout: `{path}/{trnName}/<label>/*` and `{path}/{valName}/<label>/*`
+   * (valName: null trains on everything), with an optional unlabelled `testName` folder.
+   */
+  static async fromPaths(path: string, { trnName = 'train', valName = 'valid', ...opts }: DataOptions & { trnName?: string; valName?: string | null } = {}): Promise<ImageClassifierData> {
+    const root = resolve(path);
+    const { trn, val, classes } = scanFolders(root, trnName, valName);
+    const test = opts.testName ? scanTestFolder(root, opts.testName, classes) : null;
+    return ImageClassifierData.build(root, trn, val, test, classes, opts);
+  }
+
+  /**
+   * Reads the CSV layout: images in `{path}/{folder}/{id}{suffix}`, labels in
+   * `csvFile` (`id,label` with a header). `valIdxs` are the rows held out for
+   * validation (default: a seeded random 20%, as `getCvIdxs`; `[]` for none).
+   */
+  static async fromCsv(path: string, folder: string, csvFile: string, { valIdxs, suffix = '', ...opts }: DataOptions & { valIdxs?: number[]; suffix?: string } = {}): Promise<ImageClassifierData> {
+    const root = resolve(path);
+    const idxs = valIdxs ?? getCvIdxs(csvRowCount(root, csvFile));
+    const { trn, val, classes } = scanCsv(root, folder, csvFile, { valIdxs: idxs, suffix });
+    const test = opts.testName ? scanTestFolder(root, opts.testName, classes) : null;
+    return ImageClassifierData.build(root, trn, val, test, classes, opts);
+  }
+
+  /**
+   * Data already turned into arrays, e.g. a frozen body's activations: one row
+   * per item in `trn[0]` / `val[0]`, integer labels in `trn[1]` / `val[1]`.
+   */
+  static fromArrays(path: string, trn: [Tensor, number[]], val: [Tensor, number[]] | null, classes: string[], { test, bs = 64, seed = 0 }: { test?: Tensor; bs?: number; seed?: number } = {}): ImageClassifierData {
+    const trnDs = new ArrayDataset(trn[0], trn[1], classes);
+    const valDs = val ? new ArrayDataset(val[0], val[1], classes) : null;
+    const testDs = test ? new ArrayDataset(test, new Array<number>(test.shape[0]!).fill(0), classes) : null;
+    return new ImageClassifierData(resolve(path), trnDs, valDs, testDs, classes, null, { bs, seed, channelsLast: false, onBadImage: 'skip' });
+  }
+
+  private static build(root: string, trn: FilesDataset, val: FilesDataset | null, test: FilesDataset | null, classes: string[], opts: DataOptions): ImageClassifierData {
+    if (!opts.tfms) throw new DataError('image data needs transforms: pass tfms (from tfmsFromModel(arch, size))');
+    if (trn.length === 0) throw new DataError(`no training images found under ${root}`);
+    return new ImageClassifierData(root, trn, val, test, classes, opts.tfms, {
+      bs: opts.bs ?? 64,
+      numWorkers: opts.numWorkers,
+      seed: opts.seed ?? 0,
+      channelsLast: opts.channelsLast ?? false,
+      onBadImage: opts.onBadImage ?? 'skip',
+    });
+  }
+
+  /** The same data with other transforms (e.g. a new size for progressive resizing) or batch size. */
+  withTfms(tfms: Transforms, bs = this.bs): ImageClassifierData {
+    return new ImageClassifierData(this.path, this.trnDs, this.valDs, this.testDs, this.classes, tfms, { ...this.options, bs });
+  }
+
+  /** Images per class in the training set (and validation set, when there is one). */
+  labelCounts(): { trn: Map<string, number>; val: Map<string, number> | null } {
+    const counts = (ds: Dataset | null): Map<string, number> | null => {
+      if (ds === null) return null;
+      if (ds instanceof FilesDataset) return ds.labelCounts();
+      const m = new Map<string, number>(this.classes.map((c) => [c, 0]));
+      for (const l of ds.labels) m.set(this.classes[l]!, (m.get(this.classes[l]!) ?? 0) + 1);
+      return m;
+    };
+    return { trn: counts(this.trnDs)!, val: counts(this.valDs) };
+  }
+
+  /** Width and height of every training image (from headers; EXIF rotation applied), for the size histogram. */
+  async imageSizes(ds: Dataset | null = this.trnDs): Promise<{ file: string; width: number; height: number }[]> {
+    if (!(ds instanceof FilesDataset)) throw new Error('imageSizes needs an image dataset');
+    return Promise.all(
+      ds.files.map(async (file) => {
+        const m = await sharp(file).metadata();
+        const swap = (m.orientation ?? 1) >= 5;
+        return { file, width: (swap ? m.height : m.width) ?? 0, height: (swap ? m.width : m.height) ?? 0 };
+      }),
+    );
+  }
+
+  /** Where caches for this data go: `{path}/{name}` if the folder is writable, else under FASTVISION_HOME. */
+  cacheDir(name = 'tmp'): string {
+    return cacheDirFor(this.path, name);
+  }
+
+  /**
+   * Writes copies of every image whose shorter side is above `targetSize`, shrunk
+   * to that side, under `{cache}/{targetSize}/`, and returns data reading them, so
+   * that big photos are not decoded at full size every epoch. Copies are reused on
+   * later calls; the original folder is never modified.
+   */
+  async resize(targetSize: number, newPath = 'tmp'): Promise<ImageClassifierData> {
+    const dest = join(this.cacheDir(newPath), String(targetSize));
+    const all = [this.trnDs, this.valDs, this.testDs].filter((d): d is FilesDataset => d instanceof FilesDataset);
+    const total = all.reduce((n, d) => n + d.length, 0);
+    const bar = progress(`resizing to ${targetSize}px`, total);
+    const mapFile = async (file: string): Promise<string> => {
+      const rel = relative(this.path, file);
+      const out = join(dest, rel.startsWith('..') ? createHash('sha1').update(file).digest('hex').slice(0, 16) + '-' + basename(file) : rel);
+      if (!existsSync(out)) {
+        await mkdir(dirname(out), { recursive: true });
+        const tmp = `${out}.${process.pid}.tmp`;
+        try {
+          await sharp(file, { failOn: 'error' })
+            .rotate()
+            .resize(targetSize, targetSize, { fit: 'outside', withoutEnlargement: true })
+            .toFormat('jpeg', { quality: 92 })
+            .toFile(tmp);
+          await rename(tmp, out);
+        } catch {
+          // An unreadable original stays as it is; the loader reports it.
+          bar.tick();
+          return file;
+        }
+      }
+      bar.tick();
+      return out;
+    };
+    const remap = async (ds: Dataset | null): Promise<Dataset | null> => {
+      if (!(ds instanceof FilesDataset)) return ds;
+      const files: string[] = [];
+      for (const f of ds.files) files.push(await mapFile(f));
+      return new FilesDataset(files, ds.labels, ds.classes);
+    };
+    const trn = await remap(this.trnDs);
+    const val = await remap(this.valDs);
+    const test = await remap(this.testDs);
+    bar.stop();
+    return new ImageClassifierData(this.path, trn!, val, test, this.classes, this.tfms, this.options);
+  }
+}
+
+/** A cache folder for data at `path`: `{path}/{name}` when writable, else `$FASTVISION_HOME/cache/<name of path>-<hash>/{name}`. */
+export function cacheDirFor(path: string, name: string): string {
+  const local = join(path, name);
+  try {
+    if (existsSync(local)) accessSync(local, constants.W_OK);
+    else accessSync(path, constants.W_OK);
+    mkdirSync(local, { recursive: true });
+    return local;
+  } catch {
+    const hash = createHash('sha1').update(resolve(path)).digest('hex').slice(0, 10);
+    const dir = join(fastvisionHome(), 'cache', `${basename(path)}-${hash}`, name);
+    mkdirSync(dir, { recursive: true });
+    return dir;
+  }
+}
+

@@ -1,0 +1,259 @@
+// DataLoader: batches of transformed images as tensors, decoded on worker
+// threads with prefetch, in a seeded shuffled order for training and a fixed
+// order for validation and test.
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { tensor, type Tensor } from '../torch/index.js';
+import type { Transform } from './augment.js';
+import { ArrayDataset, FilesDataset, seededPermutation, type Dataset } from './dataset.js';
+import { processBatch, type BatchReply, type BatchRequest } from './loader-worker.js';
+
+/** A batch: inputs (N×C×H×W float, or N×features for array datasets), int64 labels, dataset indices. */
+export interface Batch {
+  x: Tensor;
+  y: Tensor;
+  indices: number[];
+}
+
+/** What to do with an image that cannot be read. */
+export type BadImagePolicy = 'skip' | 'error';
+
+/** Options of DataLoader. */
+export interface DataLoaderOptions {
+  bs?: number;
+  shuffle?: boolean;
+  dropLast?: boolean;
+  /** How images become tensors (required for image datasets). */
+  transform?: Transform;
+  /** Worker threads decoding images (default: cores, at most 4; 0 decodes on the main thread). */
+  numWorkers?: number;
+  /** Batches decoded ahead of the one in use (default 2 per worker). */
+  prefetch?: number;
+  /** Seed of the shuffling and of the augmentations (default 0). */
+  seed?: number;
+  /** Batches in channels-last memory format. */
+  channelsLast?: boolean;
+  /** Unreadable images: skipped with a warning (default) or an error. */
+  onBadImage?: BadImagePolicy;
+  /** Where warnings go (default console.warn). */
+  warn?: (msg: string) => void;
+}
+
+class WorkerPool {
+  private readonly workers: Worker[] = [];
+  private readonly idle: Worker[] = [];
+  private readonly queue: { req: BatchRequest; resolve: (r: BatchReply) => void; reject: (e: Error) => void }[] = [];
+  private readonly pending = new Map<Worker, { resolve: (r: BatchReply) => void; reject: (e: Error) => void }>();
+
+  constructor(readonly size: number) {
+    for (let i = 0; i < size; i++) {
+      const w = new Worker(new URL('./loader-worker.js', import.meta.url));
+      w.unref();
+      w.on('message', (reply: BatchReply) => {
+        const p = this.pending.get(w);
+        this.pending.delete(w);
+        this.idle.push(w);
+        p?.resolve(reply);
+        this.pump();
+      });
+      w.on('error', (e) => {
+        const p = this.pending.get(w);
+        this.pending.delete(w);
+        p?.reject(e);
+      });
+      this.workers.push(w);
+      this.idle.push(w);
+    }
+  }
+
+  run(req: BatchRequest): Promise<BatchReply> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ req, resolve, reject });
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    while (this.idle.length > 0 && this.queue.length > 0) {
+      const w = this.idle.pop()!;
+      const job = this.queue.shift()!;
+      this.pending.set(w, job);
+      w.postMessage(job.req);
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}
+
+const pools = new Map<number, WorkerPool>();
+
+function poolOf(size: number): WorkerPool {
+  let p = pools.get(size);
+  if (p === undefined) {
+    p = new WorkerPool(size);
+    pools.set(size, p);
+  }
+  return p;
+}
+
+/** Stops the loader worker threads (they are also unref'd, so they never keep the process alive). */
+export async function closeLoaderWorkers(): Promise<void> {
+  const all = [...pools.values()];
+  pools.clear();
+  await Promise.all(all.map((p) => p.close()));
+}
+
+let nextRequest = 0;
+
+/**
+ * Iterates a dataset in batches: `for await (const { x, y } of loader)`. Each pass
+ * is one epoch; training loaders reshuffle (seeded by seed and epoch) every pass.
+ */
+export class DataLoader {
+  readonly bs: number;
+  readonly shuffle: boolean;
+  readonly dropLast: boolean;
+  readonly numWorkers: number;
+  readonly prefetch: number;
+  readonly seed: number;
+  readonly channelsLast: boolean;
+  readonly onBadImage: BadImagePolicy;
+  transform: Transform | undefined;
+  /** Completed and started passes; the next pass uses this epoch number. */
+  epoch = 0;
+  private readonly warn: (msg: string) => void;
+
+  constructor(
+    readonly dataset: Dataset,
+    { bs = 64, shuffle = false, dropLast = false, transform, numWorkers, prefetch, seed = 0, channelsLast = false, onBadImage = 'skip', warn = (m) => console.warn(m) }: DataLoaderOptions = {},
+  ) {
+    if (!Number.isInteger(bs) || bs < 1) throw new RangeError(`bs must be a positive integer, got ${bs}`);
+    if (dataset instanceof FilesDataset && transform === undefined) throw new Error('DataLoader: an image dataset needs a transform');
+    this.bs = bs;
+    this.shuffle = shuffle;
+    this.dropLast = dropLast;
+    this.transform = transform;
+    this.numWorkers = numWorkers ?? defaultWorkers();
+    this.prefetch = prefetch ?? Math.max(2, 2 * this.numWorkers);
+    this.seed = seed;
+    this.channelsLast = channelsLast;
+    this.onBadImage = onBadImage;
+    this.warn = warn;
+  }
+
+  /** Batches per pass. */
+  get length(): number {
+    const n = this.dataset.length - (this.dataset instanceof FilesDataset ? this.dataset.bad.size : 0);
+    return this.dropLast ? Math.floor(n / this.bs) : Math.ceil(n / this.bs);
+  }
+
+  /** The dataset indices of one pass, batch by batch. */
+  batchIndices(epoch: number): number[][] {
+    let order = this.shuffle ? seededPermutation(this.dataset.length, this.seed * 1000003 + epoch) : Array.from({ length: this.dataset.length }, (_, i) => i);
+    if (this.dataset instanceof FilesDataset && this.dataset.bad.size > 0) {
+      const bad = this.dataset.bad;
+      order = order.filter((i) => !bad.has(i));
+    }
+    const batches: number[][] = [];
+    for (let i = 0; i < order.length; i += this.bs) {
+      const b = order.slice(i, i + this.bs);
+      if (b.length < this.bs && this.dropLast) break;
+      batches.push(b);
+    }
+    return batches;
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Batch> {
+    const epoch = this.epoch++;
+    const batches = this.batchIndices(epoch);
+    const ds = this.dataset;
+    if (ds instanceof ArrayDataset) {
+      for (const idx of batches) {
+        const ix = tensor(BigInt64Array.from(idx, (i) => BigInt(i)));
+        const x = ds.x.indexSelect(0, ix);
+        ix.dispose();
+        yield { x, y: labelsTensor(ds.labels, idx), indices: idx };
+      }
+      return;
+    }
+    const transform = this.transform!;
+    const pool = this.numWorkers > 0 ? poolOf(this.numWorkers) : null;
+    const request = async (idx: number[]): Promise<BatchReply> => {
+      const part = (chunk: number[]): Promise<BatchReply> => {
+        const req: BatchRequest = {
+          id: nextRequest++,
+          files: chunk.map((i) => ds.files[i]!),
+          seeds: chunk.map((i) => [this.seed, epoch, i]),
+          transform,
+          nhwc: this.channelsLast,
+        };
+        return pool ? pool.run(req) : processBatch(req);
+      };
+      if (pool === null || idx.length < 2 * this.numWorkers) return part(idx);
+      // A batch is shared among the workers, so that it is ready as soon as possible.
+      const size = Math.ceil(idx.length / this.numWorkers);
+      const parts = await Promise.all(Array.from({ length: this.numWorkers }, (_, k) => part(idx.slice(k * size, (k + 1) * size))).filter((_, k) => k * size < idx.length));
+      const total = parts.reduce((n, r) => n + r.buffer.byteLength, 0);
+      const merged = new Float32Array(total / 4);
+      let at = 0;
+      for (const r of parts) {
+        merged.set(new Float32Array(r.buffer), at);
+        at += r.buffer.byteLength / 4;
+      }
+      return { id: parts[0]!.id, buffer: merged.buffer, errors: parts.flatMap((r) => r.errors) };
+    };
+    const inflight: Promise<BatchReply>[] = [];
+    let next = 0;
+    const fill = (): void => {
+      while (next < batches.length && inflight.length < this.prefetch) inflight.push(request(batches[next++]!));
+    };
+    fill();
+    for (let b = 0; b < batches.length; b++) {
+      const reply = await inflight.shift()!;
+      fill();
+      const idx = batches[b]!;
+      yield this.assemble(ds, idx, reply, transform);
+    }
+  }
+
+  private assemble(ds: FilesDataset, idx: number[], reply: BatchReply, t: Transform): Batch {
+    const per = t.sz * t.sz * 3;
+    let data = new Float32Array(reply.buffer);
+    let kept = idx;
+    const failed = reply.errors.map((e, i) => (e === null ? -1 : i)).filter((i) => i >= 0);
+    if (failed.length > 0) {
+      for (const i of failed) {
+        const msg = `cannot read image ${ds.files[idx[i]!]}: ${reply.errors[i]}`;
+        if (this.onBadImage === 'error') throw new Error(`${msg} (onBadImage: 'error')`);
+        ds.bad.add(idx[i]!);
+        this.warn(`warning: skipping ${msg.replace(/^cannot read image /, 'unreadable image ')}`);
+      }
+      const keep = idx.map((_, i) => i).filter((i) => reply.errors[i] === null);
+      const compact = new Float32Array(keep.length * per);
+      keep.forEach((src, dst) => compact.set(data.subarray(src * per, (src + 1) * per), dst * per));
+      data = compact;
+      kept = keep.map((i) => idx[i]!);
+    }
+    const n = kept.length;
+    const x = this.channelsLast ? channelsLastFromNhwc(data, n, t.sz) : tensor(data, { shape: [n, 3, t.sz, t.sz] });
+    return { x, y: labelsTensor(ds.labels, kept), indices: kept };
+  }
+}
+
+function channelsLastFromNhwc(data: Float32Array, n: number, sz: number): Tensor {
+  const nhwc = tensor(data, { shape: [n, sz, sz, 3] });
+  // A permuted view of NHWC memory is exactly an NCHW tensor in channels-last layout.
+  const x = nhwc.permute(0, 3, 1, 2);
+  nhwc.dispose();
+  return x;
+}
+
+function labelsTensor(labels: number[], idx: number[]): Tensor {
+  return tensor(BigInt64Array.from(idx, (i) => BigInt(labels[i]!)));
+}
+
+function defaultWorkers(): number {
+  return Math.min(4, availableParallelism());
+}

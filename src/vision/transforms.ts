@@ -1,0 +1,63 @@
+// fast.ai's image transforms: scale, random zoom, rotation, lighting, flips and
+// dihedral turns, random or center crop, normalization by the architecture's
+// statistics. Transforms are plain data (applied by augment.ts in loader workers).
+import type { Augmentation, CropType, Normalization, Transform } from './augment.js';
+import { archOf, type ArchLike } from './models/archs.js';
+
+export type { Augmentation, CropType, Transform } from './augment.js';
+
+/** Training and validation transforms, as `tfmsFromModel` returns them. */
+export interface Transforms {
+  trn: Transform;
+  val: Transform;
+}
+
+/** Random rotation by up to `degrees` either way (applied with probability p). */
+export function randomRotate(degrees: number, probability = 0.75): Augmentation {
+  return { kind: 'rotate', degrees, probability };
+}
+/** Random brightness and contrast changes (fast.ai's RandomLighting). */
+export function randomLighting(brightness: number, contrast: number): Augmentation {
+  return { kind: 'lighting', brightness, contrast };
+}
+/** Random horizontal flip. */
+export function randomFlip(): Augmentation {
+  return { kind: 'flip' };
+}
+/** Random rotation by a multiple of 90° and random flip: the 8 symmetries of a square. */
+export function randomDihedral(): Augmentation {
+  return { kind: 'dihedral' };
+}
+
+/** Small rotations and lighting changes, for any photo. */
+export const transformsBasic: Augmentation[] = [randomRotate(10), randomLighting(0.05, 0.05)];
+/** Photos taken from the side (cats, dogs): basic plus horizontal flips. */
+export const transformsSideOn: Augmentation[] = [...transformsBasic, randomFlip()];
+/** Photos taken from above (satellite, microscopy): basic plus the dihedral group. */
+export const transformsTopDown: Augmentation[] = [...transformsBasic, randomDihedral()];
+
+/** Options of `tfmsFromModel` / `tfmsFromStats`. */
+export interface TfmsOptions {
+  /** Augmentations for training (default none). */
+  augTfms?: Augmentation[];
+  /** Random zoom up to this factor in training (default 1: none). */
+  maxZoom?: number;
+  /** How training images are cropped (default random; validation is always centered). */
+  cropType?: CropType;
+}
+
+/** Training and validation transforms for images of side `sz` normalized by `stats`. */
+export function tfmsFromStats(stats: Normalization, sz: number, { augTfms = [], maxZoom = 1, cropType = 'random' }: TfmsOptions = {}): Transforms {
+  if (!Number.isInteger(sz) || sz < 8) throw new RangeError(`image size must be an integer of at least 8, got ${sz}`);
+  if (!(maxZoom >= 1)) throw new RangeError(`maxZoom must be at least 1, got ${maxZoom}`);
+  return {
+    trn: { sz, maxZoom, augs: augTfms, crop: cropType, stats },
+    val: { sz, maxZoom: 1, augs: [], crop: cropType === 'none' ? 'none' : 'center', stats },
+  };
+}
+
+/** Training and validation transforms with the architecture's normalization (fast.ai's tfms_from_model). */
+export function tfmsFromModel(arch: ArchLike, sz: number, options: TfmsOptions = {}): Transforms {
+  return tfmsFromStats(archOf(arch).stats, sz, options);
+}
+
