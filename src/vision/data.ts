@@ -1,7 +1,7 @@
 // ImageClassifierData: training, validation and test sets with their loaders,
 // from a folder tree, a labels CSV, or arrays, as in fast.ai's lesson.
 import { createHash } from 'node:crypto';
-import { accessSync, constants, existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { mkdir, rename } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import sharp from 'sharp';
@@ -45,7 +45,7 @@ export class ImageClassifierData {
   readonly testAugDl: DataLoader | null;
 
   constructor(
-    /** The data folder (caches go to `{path}/tmp` when it is writable). */
+    /** The data folder (read, never written). */
     readonly path: string,
     readonly trnDs: Dataset,
     readonly valDs: Dataset | null,
@@ -155,7 +155,7 @@ export class ImageClassifierData {
     );
   }
 
-  /** Where caches for this data go: `{path}/{name}` if the folder is writable, else under FASTVISION_HOME. */
+  /** Where caches for this data go (under FASTVISION_HOME, keyed by the data folder; see `cacheDirFor`). */
   cacheDir(name = 'tmp'): string {
     return cacheDirFor(this.path, name);
   }
@@ -207,19 +207,14 @@ export class ImageClassifierData {
   }
 }
 
-/** A cache folder for data at `path`: `{path}/{name}` when writable, else `$FASTVISION_HOME/cache/<name of path>-<hash>/{name}`. */
+/**
+ * A cache folder for data at `path`: `$FASTVISION_HOME/cache/<folder name>-<hash of its path>/{name}`.
+ * Caches never go inside the data folder: it may be shared or read-only, and
+ * fastvision never modifies the user's folders.
+ */
 export function cacheDirFor(path: string, name: string): string {
-  const local = join(path, name);
-  try {
-    if (existsSync(local)) accessSync(local, constants.W_OK);
-    else accessSync(path, constants.W_OK);
-    mkdirSync(local, { recursive: true });
-    return local;
-  } catch {
-    const hash = createHash('sha1').update(resolve(path)).digest('hex').slice(0, 10);
-    const dir = join(fastvisionHome(), 'cache', `${basename(path)}-${hash}`, name);
-    mkdirSync(dir, { recursive: true });
-    return dir;
-  }
+  const hash = createHash('sha1').update(resolve(path)).digest('hex').slice(0, 10);
+  const dir = join(fastvisionHome(), 'cache', `${basename(resolve(path))}-${hash}`, name);
+  mkdirSync(dir, { recursive: true });
+  return dir;
 }
-
