@@ -171,13 +171,7 @@ interface CsvRow {
  * `{path}/{folder}/{id}{suffix}`. Classes are all labels, sorted.
  */
 export function scanCsv(path: string, folder: string, csvFile: string, { valIdxs, suffix = '', skipHeader = true }: { valIdxs: number[]; suffix?: string; skipHeader?: boolean }): { trn: FilesDataset; val: FilesDataset | null; classes: string[] } {
-  const csvPath = csvFile.startsWith('/') ? csvFile : join(path, csvFile);
-  let text: string;
-  try {
-    text = readFileSync(csvPath, 'utf8');
-  } catch {
-    throw new DataError(`labels file ${csvPath} does not exist or cannot be read`);
-  }
+  const { csvPath, text } = readCsvText(path, csvFile);
   let records: string[][];
   try {
     records = parse(text, { skip_empty_lines: true, trim: true, relax_column_count: true }) as string[][];
@@ -218,13 +212,16 @@ export function scanCsv(path: string, folder: string, csvFile: string, { valIdxs
 
 /** The number of data rows of a labels CSV (for `getCvIdxs`). */
 export function csvRowCount(path: string, csvFile: string, skipHeader = true): number {
+  const { text } = readCsvText(path, csvFile);
+  const n = text.split(/\r?\n/).filter((l) => l.trim() !== '').length;
+  return Math.max(0, n - (skipHeader ? 1 : 0));
+}
+
+function readCsvText(path: string, csvFile: string): { csvPath: string; text: string } {
   const csvPath = csvFile.startsWith('/') ? csvFile : join(path, csvFile);
-  let text: string;
   try {
-    text = readFileSync(csvPath, 'utf8');
+    return { csvPath, text: readFileSync(csvPath, 'utf8') };
   } catch {
     throw new DataError(`labels file ${csvPath} does not exist or cannot be read`);
   }
-  const n = text.split(/\r?\n/).filter((l) => l.trim() !== '').length;
-  return Math.max(0, n - (skipHeader ? 1 : 0));
 }

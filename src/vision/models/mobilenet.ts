@@ -1,5 +1,6 @@
 // MobileNetV2 in torchvision's layout (features.N.conv..., classifier.1).
 import { F, nn, type Tensor } from '../../torch/index.js';
+import { initLikeTorchvision } from './init.js';
 
 function makeDivisible(v: number, divisor = 8): number {
   let n = Math.max(divisor, Math.floor((v + divisor / 2) / divisor) * divisor);
@@ -61,18 +62,7 @@ export class MobileNetV2 extends nn.Module {
     features.push(convBnReLU6(cin, this.lastChannel, 1));
     this.features = this.registerModule('features', new nn.Sequential(...features));
     this.classifier = this.registerModule('classifier', new nn.Sequential(new nn.Dropout(dropout), new nn.Linear(this.lastChannel, numClasses)));
-    for (const m of this.modules()) {
-      if (m instanceof nn.Conv2d) {
-        nn.init.kaimingNormal_(m.weight, { mode: 'fanOut' });
-        if (m.bias) nn.init.zeros_(m.bias);
-      } else if (m instanceof nn.BatchNorm2d) {
-        nn.init.ones_(m.weight!);
-        nn.init.zeros_(m.bias!);
-      } else if (m instanceof nn.Linear) {
-        nn.init.normal_(m.weight, 0, 0.01);
-        if (m.bias) nn.init.zeros_(m.bias);
-      }
-    }
+    initLikeTorchvision(this, { linearStd: 0.01 });
   }
 
   forward(x: Tensor): Tensor {

@@ -1,6 +1,7 @@
 // ResNet and ResNeXt with torchvision's module tree and parameter names, so
 // torchvision's state dicts load as they are.
 import { nn, type Tensor } from '../../torch/index.js';
+import { initLikeTorchvision } from './init.js';
 
 const relu_ = (t: Tensor): Tensor => t.relu_();
 const flatten1 = (t: Tensor): Tensor => t.flatten(1);
@@ -117,14 +118,7 @@ export class ResNet extends nn.Module {
     this.layer4 = this.registerModule('layer4', this.makeLayer(512, layers[3], 2, groups, widthPerGroup));
     this.avgpool = this.registerModule('avgpool', new nn.AdaptiveAvgPool2d(1));
     this.fc = this.registerModule('fc', new nn.Linear(512 * block.expansion, numClasses));
-    // torchvision's initialization: He normal (fan_out) for convolutions, BN at identity.
-    for (const m of this.modules()) {
-      if (m instanceof nn.Conv2d) nn.init.kaimingNormal_(m.weight, { mode: 'fanOut', nonlinearity: 'relu' });
-      else if (m instanceof nn.BatchNorm2d) {
-        nn.init.ones_(m.weight!);
-        nn.init.zeros_(m.bias!);
-      }
-    }
+    initLikeTorchvision(this);
   }
 
   private makeLayer(planes: number, blocks: number, stride: number, groups: number, baseWidth: number): nn.Sequential {

@@ -1,5 +1,6 @@
 // VGG-16 with batch norm, in torchvision's layout.
 import { nn, type Tensor } from '../../torch/index.js';
+import { initLikeTorchvision } from './init.js';
 
 const CFG_D: (number | 'M')[] = [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M'];
 
@@ -28,18 +29,7 @@ export class VGG extends nn.Module {
       'classifier',
       new nn.Sequential(new nn.Linear(cin * 7 * 7, 4096), new nn.ReLU(true), new nn.Dropout(dropout), new nn.Linear(4096, 4096), new nn.ReLU(true), new nn.Dropout(dropout), new nn.Linear(4096, numClasses)),
     );
-    for (const m of this.modules()) {
-      if (m instanceof nn.Conv2d) {
-        nn.init.kaimingNormal_(m.weight, { mode: 'fanOut', nonlinearity: 'relu' });
-        if (m.bias) nn.init.zeros_(m.bias);
-      } else if (m instanceof nn.BatchNorm2d) {
-        nn.init.ones_(m.weight!);
-        nn.init.zeros_(m.bias!);
-      } else if (m instanceof nn.Linear) {
-        nn.init.normal_(m.weight, 0, 0.01);
-        if (m.bias) nn.init.zeros_(m.bias);
-      }
-    }
+    initLikeTorchvision(this, { linearStd: 0.01 });
   }
 
   forward(x: Tensor): Tensor {
