@@ -1,0 +1,2 @@
+// The learner: schedules, heads, training loop (in progress: issue 5).
+export * from './schedule.js';
