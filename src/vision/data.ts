@@ -43,6 +43,8 @@ export class ImageClassifierData {
   readonly testDl: DataLoader | null;
   readonly augDl: DataLoader | null;
   readonly testAugDl: DataLoader | null;
+  /** The training set in order with validation transforms (for precomputing activations). */
+  readonly fixDl: DataLoader | null;
 
   constructor(
     /** The data folder (read, never written). */
@@ -62,6 +64,7 @@ export class ImageClassifierData {
     this.testDl = loader(testDs, tfms?.val, false);
     this.augDl = loader(valDs, tfms?.trn, false);
     this.testAugDl = loader(testDs, tfms?.trn, false);
+    this.fixDl = loader(trnDs, tfms?.val, false);
   }
 
   /** Number of classes. */

@@ -1,0 +1,485 @@
+// ConvLearner: an ImageNet-pretrained body with fast.ai's head, layer groups for
+// freezing and differential learning rates, precomputed activations, the fit loop
+// with SGDR, the learning-rate finder, save/load, prediction and TTA.
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  cat,
+  F,
+  loadPth,
+  loadStateDictFile,
+  nn,
+  noGrad,
+  optim,
+  savePth,
+  tensor,
+  tidy,
+  type Tensor,
+} from '../torch/index.js';
+import { archOf, bodyGroups, createPretrained, type Arch, type ArchLike } from '../vision/models/archs.js';
+import { cacheDirFor, ImageClassifierData } from '../vision/data.js';
+import { FilesDataset } from '../vision/dataset.js';
+import type { DataLoader } from '../vision/loader.js';
+import { progress } from '../util/progress.js';
+import { constantSchedule, lrFinderMultiplier, sgdrSchedule, SmoothedLoss, type Schedule } from './schedule.js';
+
+/** Options of `ConvLearner.pretrained`. */
+export interface ConvLearnerOptions {
+  /** Train the head on cached body activations (no augmentation) until turned off. */
+  precompute?: boolean;
+  /** Dropout of the head's layers: one value for the last layer (earlier ones get half), or one per layer. */
+  ps?: number | number[];
+  /** Sizes of the head's hidden layers (default [512]). */
+  xtraFc?: number[];
+  /** A head to use instead of fast.ai's (it receives the body's feature maps). */
+  customHead?: nn.Module;
+  /** The body's weights: true for the architecture's published or bundled ones, or a zoo name or .pth path. */
+  pretrained?: boolean | string;
+  /** 'sgd' (momentum 0.9, the default) or 'adam'. */
+  optFn?: 'sgd' | 'adam';
+  /** Where progress and epoch rows go (default stdout; null for silence). */
+  log?: ((line: string) => void) | null;
+}
+
+/** One row of the epoch table. */
+export interface EpochRecord {
+  epoch: number;
+  trnLoss: number;
+  valLoss: number | null;
+  accuracy: number | null;
+}
+
+/** Options of `fit`. */
+export interface FitOptions {
+  cycleLen?: number;
+  cycleMult?: number;
+  /** Saves a snapshot at the end of each cycle as `{name}_cyc_{k}`. */
+  cycleSaveName?: string;
+  /** Weight decay, one for all groups or one per group. */
+  wds?: number | number[];
+}
+
+/** What the learning-rate finder recorded. */
+export class LrFinderResult {
+  constructor(
+    /** The rate (of the last layer group) at each iteration. */
+    readonly lrs: number[],
+    /** The smoothed loss at each iteration. */
+    readonly losses: number[],
+  ) {}
+
+  /** Loss against rate, without the first 10 and last 5 points (fast.ai's plot), as data. */
+  plot(nSkip = 10, nSkipEnd = 5): { lr: number; loss: number }[] {
+    return this.lrs.map((lr, i) => ({ lr, loss: this.losses[i]! })).slice(nSkip, Math.max(nSkip, this.lrs.length - nSkipEnd));
+  }
+
+  /** The rate at each iteration, as data. */
+  plotLr(): { iteration: number; lr: number }[] {
+    return this.lrs.map((lr, i) => ({ iteration: i, lr }));
+  }
+
+  /**
+   * A suggested rate and its rule: a tenth of the rate with the lowest smoothed
+   * loss (fast.ai's advice: pick a rate well before the minimum, where the loss is
+   * still clearly falling).
+   */
+  suggestion(): { lr: number; rule: string } {
+    const pts = this.plot();
+    const use = pts.length > 0 ? pts : this.lrs.map((lr, i) => ({ lr, loss: this.losses[i]! }));
+    let best = use[0]!;
+    for (const p of use) if (p.loss < best.loss) best = p;
+    return { lr: best.lr / 10, rule: `a tenth of the rate with the lowest loss (${best.lr.toExponential(2)})` };
+  }
+}
+
+function makeHead(nf: number, c: number, xtraFc: number[], ps: number[]): nn.Sequential {
+  const layers: nn.Module[] = [];
+  let ni = nf;
+  xtraFc.forEach((n, i) => {
+    layers.push(new nn.BatchNorm1d(ni), new nn.Dropout(ps[i]!), new nn.Linear(ni, n), new nn.ReLU());
+    ni = n;
+  });
+  layers.push(new nn.BatchNorm1d(ni), new nn.Dropout(ps[ps.length - 1]!), new nn.Linear(ni, c), new nn.LogSoftmax(1));
+  const head = new nn.Sequential(...layers);
+  for (const m of head.modules()) {
+    if (m instanceof nn.Linear) {
+      nn.init.kaimingNormal_(m.weight);
+      if (m.bias) nn.init.zeros_(m.bias);
+    }
+  }
+  return head;
+}
+
+/** Image classifier: a pretrained convolutional body and a new head. */
+export class ConvLearner {
+  /** The whole network: `body` then `pool` (concat pooling + flatten) then `head`. */
+  readonly model: nn.Sequential;
+  /** Layer groups: body's early layers, body's later layers, the head. */
+  readonly layerGroups: nn.Module[][];
+  /** The last `lrFind` result. */
+  sched: LrFinderResult | null = null;
+  private precomputed: { trn: Tensor; val: Tensor | null; test: Tensor | null } | null = null;
+  private precomputeOn: boolean;
+  private readonly optFn: 'sgd' | 'adam';
+  private readonly log: ((line: string) => void) | null;
+
+  private constructor(
+    readonly arch: Arch,
+    public data: ImageClassifierData,
+    readonly body: nn.Module,
+    readonly pool: nn.Sequential,
+    readonly head: nn.Module,
+    options: ConvLearnerOptions,
+  ) {
+    this.model = nn.Sequential.named([
+      ['body', body],
+      ['pool', pool],
+      ['head', head],
+    ]);
+    const [early, late] = bodyGroups(arch, body);
+    this.layerGroups = [early, late, [head]];
+    this.precomputeOn = options.precompute ?? false;
+    this.optFn = options.optFn ?? 'sgd';
+    this.log = options.log === undefined ? (l) => console.log(l) : options.log;
+    this.freeze();
+  }
+
+  /** Builds a learner on `arch`'s pretrained body for `data` (fast.ai's ConvLearner.pretrained). */
+  static async pretrained(arch: ArchLike, data: ImageClassifierData, options: ConvLearnerOptions = {}): Promise<ConvLearner> {
+    const a = archOf(arch);
+    const full = options.pretrained === false ? a.create() : await createPretrained(a, options.pretrained === undefined || options.pretrained === true ? true : options.pretrained);
+    const body = a.body(full);
+    const pool = new nn.Sequential(new nn.AdaptiveConcatPool2d(), new nn.Flatten());
+    const xtraFc = options.xtraFc ?? [512];
+    const nLayers = xtraFc.length + 1;
+    const ps = options.ps === undefined ? [...new Array<number>(xtraFc.length).fill(0.25), 0.5] : typeof options.ps === 'number' ? [...new Array<number>(xtraFc.length).fill(options.ps / 2), options.ps] : options.ps;
+    if (ps.length !== nLayers) throw new Error(`ps has ${ps.length} values for ${nLayers} head layers`);
+    const head = options.customHead ?? makeHead(a.bodyFeatures * 2, data.c, xtraFc, ps);
+    return new ConvLearner(a, data, body, pool, head, options);
+  }
+
+  /** Whether training runs on cached body activations (turning it on computes them). */
+  get precompute(): boolean {
+    return this.precomputeOn;
+  }
+
+  set precompute(on: boolean) {
+    this.precomputeOn = on;
+  }
+
+  /** Freezes the whole body (the default): only the head trains. */
+  freeze(): void {
+    this.freezeTo(this.layerGroups.length - 1);
+  }
+
+  /** Unfreezes every layer group; precompute is turned off, since the body now changes. */
+  unfreeze(): void {
+    this.freezeTo(0);
+    this.precomputeOn = false;
+  }
+
+  /** Freezes layer groups before `n`, unfreezes `n` and later. */
+  freezeTo(n: number): void {
+    this.layerGroups.forEach((g, i) => {
+      for (const m of g) m.requiresGrad_(i >= n);
+    });
+  }
+
+  /** Where `save` writes: `$FASTVISION_HOME/cache/<data folder>-<hash>/models`. */
+  get modelsDir(): string {
+    return cacheDirFor(this.data.path, 'models');
+  }
+
+  /** Saves the model's weights as `{modelsDir}/{name}.pth` (a PyTorch state dict; atomic). */
+  async save(name: string): Promise<string> {
+    const path = join(this.modelsDir, `${name}.pth`);
+    await savePth(path, this.model.stateDict());
+    return path;
+  }
+
+  /** Loads weights saved by `save(name)` (or a .pth path). */
+  async load(name: string): Promise<void> {
+    const path = name.endsWith('.pth') && existsSync(name) ? name : join(this.modelsDir, `${name}.pth`);
+    if (!existsSync(path)) throw new Error(`no saved model '${name}' (looked for ${path})`);
+    const state = await loadStateDictFile(path);
+    this.model.loadStateDict(state);
+    for (const t of state.values()) t.dispose();
+  }
+
+  /** Switches to new data (e.g. larger images for progressive resizing), re-frozen as after `pretrained`. */
+  setData(data: ImageClassifierData): void {
+    if (data.c !== this.data.c) throw new Error(`setData: the new data has ${data.c} classes, the model ${this.data.c}`);
+    this.data = data;
+    this.disposePrecomputed();
+    this.freeze();
+  }
+
+  private disposePrecomputed(): void {
+    if (this.precomputed) {
+      for (const t of [this.precomputed.trn, this.precomputed.val, this.precomputed.test]) t?.dispose();
+      this.precomputed = null;
+    }
+  }
+
+  /** Puts the model in training mode, except the batch norm layers of frozen groups, which keep their statistics. */
+  private trainMode(): void {
+    this.model.train();
+    for (const m of this.model.modules()) {
+      if ((m instanceof nn.BatchNorm2d || m instanceof nn.BatchNorm1d) && !m.parameters().some((p) => p.requiresGrad)) m.eval();
+    }
+  }
+
+  private features(x: Tensor): Tensor {
+    return nn.pipe(x, this.body, this.pool);
+  }
+
+  /** Body activations (pooled) for every image of a loader, in order. */
+  private async activations(dl: DataLoader, what: string): Promise<Tensor> {
+    const parts: Tensor[] = [];
+    this.model.eval();
+    const bar = this.log ? progress(`precomputing ${what} activations`, dl.length) : null;
+    for await (const { x, y } of dl) {
+      parts.push(noGrad(() => this.features(x)));
+      x.dispose();
+      y.dispose();
+      bar?.tick();
+    }
+    bar?.stop();
+    const all = stackRows(parts);
+    for (const p of parts) p.dispose();
+    return all;
+  }
+
+  /** The cache key of a dataset's activations: architecture, size, and the exact file list. */
+  private cacheFile(split: string, ds: FilesDataset): string {
+    const hash = createHash('sha256').update(`${this.arch.name}\n${this.data.sz}\n${ds.files.join('\n')}`).digest('hex').slice(0, 16);
+    return join(cacheDirFor(this.data.path, 'tmp'), `${this.arch.name}_${this.data.sz}_${split}_${hash}.pth`);
+  }
+
+  private async cachedActivations(split: string, ds: FilesDataset, dl: DataLoader): Promise<Tensor> {
+    const file = this.cacheFile(split, ds);
+    if (existsSync(file)) {
+      const v = await loadPth(file);
+      if (v instanceof Map && v.get('x')) return v.get('x') as Tensor;
+    }
+    const x = await this.activations(dl, split);
+    await savePth(file, new Map([['x', x]]));
+    return x;
+  }
+
+  /** Computes (or loads from the cache) the body's activations for train, valid and test. */
+  async precomputeActivations(): Promise<void> {
+    if (this.precomputed) return;
+    const d = this.data;
+    const fixDl = d.fixDl!;
+    const trn = await this.cachedActivations('trn', d.trnDs as FilesDataset, fixDl);
+    const val = d.valDs && d.valDl ? await this.cachedActivations('val', d.valDs as FilesDataset, d.valDl) : null;
+    const test = d.testDs && d.testDl ? await this.cachedActivations('test', d.testDs as FilesDataset, d.testDl) : null;
+    this.precomputed = { trn, val, test };
+  }
+
+  private async trainingData(): Promise<{ trn: DataLoader; val: DataLoader | null; net: nn.Module }> {
+    if (!this.precomputeOn) return { trn: this.data.trnDl, val: this.data.valDl, net: this.model };
+    await this.precomputeActivations();
+    const p = this.precomputed!;
+    const arrays = ImageClassifierData.fromArrays(
+      this.data.path,
+      [p.trn, (this.data.trnDs as FilesDataset).labels],
+      p.val && this.data.valDs ? [p.val, (this.data.valDs as FilesDataset).labels] : null,
+      this.data.classes,
+      { bs: this.data.bs, seed: this.data.options.seed },
+    );
+    return { trn: arrays.trnDl, val: arrays.valDl, net: this.head };
+  }
+
+  private makeOptimizer(lrs: number[], wds: number[]): optim.Optimizer {
+    const groups = this.layerGroups.map((g, i) => ({ params: g.flatMap((m) => m.parameters()), lr: lrs[i]!, weightDecay: wds[i]! }));
+    return this.optFn === 'adam' ? new optim.Adam(groups, { lr: lrs[lrs.length - 1] }) : new optim.SGD(groups, { lr: lrs[lrs.length - 1]!, momentum: 0.9 });
+  }
+
+  private perGroup(v: number | number[], what: string): number[] {
+    const n = this.layerGroups.length;
+    if (typeof v === 'number') return new Array<number>(n).fill(v);
+    if (v.length !== n) throw new Error(`${what}: ${v.length} values for ${n} layer groups`);
+    return v;
+  }
+
+  /**
+   * Trains. `lrs` is one rate or one per layer group. With `cycleLen`, `nCycle`
+   * SGDR cycles (cosine annealing with restarts, each `cycleMult` times longer);
+   * without, `nCycle` epochs at a constant rate. Prints a row per epoch and
+   * returns them.
+   */
+  async fit(lrs: number | number[], nCycle: number, { cycleLen, cycleMult = 1, cycleSaveName, wds = 0 }: FitOptions = {}): Promise<EpochRecord[]> {
+    const base = this.perGroup(lrs, 'lrs');
+    const decay = this.perGroup(wds, 'wds');
+    const { trn, val, net } = await this.trainingData();
+    const perEpoch = trn.length;
+    const sched: Schedule = cycleLen === undefined ? constantSchedule(nCycle, perEpoch) : sgdrSchedule(nCycle, perEpoch, cycleLen, cycleMult);
+    const opt = this.makeOptimizer(base, decay);
+    const history: EpochRecord[] = [];
+    const smooth = new SmoothedLoss();
+    let it = 0;
+    let cycle = 0;
+    this.log?.(`${'epoch'.padEnd(7)}${'trn_loss'.padEnd(12)}${'val_loss'.padEnd(12)}accuracy`);
+    try {
+      for (let epoch = 0; epoch < sched.epochs; epoch++) {
+        this.trainMode();
+        const bar = this.log ? progress(`epoch ${epoch}`, perEpoch) : null;
+        for await (const { x, y } of trn) {
+          const m = sched.multipliers[Math.min(it, sched.multipliers.length - 1)]!;
+          opt.paramGroups.forEach((g, i) => (g.lr = base[i]! * m));
+          opt.zeroGrad();
+          const loss = tidy(() => F.nllLoss(net.forward(x), y));
+          loss.backward();
+          opt.step();
+          smooth.add(loss.item());
+          for (const t of [loss, x, y]) t.dispose();
+          it++;
+          bar?.tick();
+          if (cycle < sched.cycleEnds.length && it === sched.cycleEnds[cycle]) {
+            if (cycleSaveName) await this.save(`${cycleSaveName}_cyc_${cycle}`);
+            cycle++;
+          }
+        }
+        bar?.stop();
+        const v = val ? await this.validate(val, net) : null;
+        const rec: EpochRecord = { epoch, trnLoss: smooth.value, valLoss: v?.loss ?? null, accuracy: v?.accuracy ?? null };
+        history.push(rec);
+        this.log?.(`${String(epoch).padEnd(7)}${rec.trnLoss.toFixed(6).padEnd(12)}${rec.valLoss === null ? ''.padEnd(12) : rec.valLoss.toFixed(6).padEnd(12)}${rec.accuracy === null ? '' : rec.accuracy.toFixed(6)}`);
+      }
+    } finally {
+      opt.dispose();
+    }
+    return history;
+  }
+
+  private async validate(dl: DataLoader, net: nn.Module): Promise<{ loss: number; accuracy: number }> {
+    net.eval();
+    let loss = 0;
+    let correct = 0;
+    let n = 0;
+    for await (const { x, y } of dl) {
+      noGrad(() =>
+        tidy(() => {
+          const out = net.forward(x);
+          loss += F.nllLoss(out, y, { reduction: 'sum' }).item();
+          correct += out.argmax(1).eq(y).sum().item();
+        }),
+      );
+      n += y.shape[0]!;
+      x.dispose();
+      y.dispose();
+    }
+    return { loss: loss / n, accuracy: correct / n };
+  }
+
+  /**
+   * The learning-rate finder: one pass over the training data with the rate
+   * growing from startLr to endLr (exponentially, or linearly), stopping when the
+   * smoothed loss exceeds 4× its best; the weights are restored afterwards.
+   */
+  async lrFind({ startLr = 1e-5, endLr = 10, linear = false }: { startLr?: number | number[]; endLr?: number; linear?: boolean } = {}): Promise<LrFinderResult> {
+    const starts = this.perGroup(startLr, 'startLr');
+    const saved = new Map([...this.model.stateDict()].map(([k, t]) => [k, t.clone()]));
+    const { trn, net } = await this.trainingData();
+    const nb = trn.length;
+    const opt = this.makeOptimizer(starts, this.perGroup(0, 'wds'));
+    const last = starts.length - 1;
+    const smooth = new SmoothedLoss();
+    const lrs: number[] = [];
+    const losses: number[] = [];
+    let best = Infinity;
+    let it = 0;
+    try {
+      this.trainMode();
+      for await (const { x, y } of trn) {
+        const mult = lrFinderMultiplier(it, nb, starts[last]!, endLr, linear);
+        opt.paramGroups.forEach((g, i) => (g.lr = starts[i]! * mult));
+        opt.zeroGrad();
+        const loss = tidy(() => F.nllLoss(net.forward(x), y));
+        loss.backward();
+        opt.step();
+        const s = smooth.add(loss.item());
+        for (const t of [loss, x, y]) t.dispose();
+        lrs.push(starts[last]! * mult);
+        losses.push(s);
+        it++;
+        if (Number.isNaN(s) || s > 4 * best) break;
+        if (s < best && it > 10) best = s;
+      }
+    } finally {
+      opt.dispose();
+      this.model.loadStateDict(saved);
+      for (const t of saved.values()) t.dispose();
+    }
+    this.sched = new LrFinderResult(lrs, losses);
+    return this.sched;
+  }
+
+  /** Log-probabilities for the validation (or test) set, in order, with the targets. */
+  async predictWithTargets(isTest = false): Promise<{ logProbs: Tensor; y: Tensor }> {
+    const dl = isTest ? this.data.testDl : this.data.valDl;
+    if (!dl) throw new Error(isTest ? 'no test set: pass testName when creating the data' : 'no validation set');
+    return this.predictLoader(dl);
+  }
+
+  /** Log-probabilities for the validation (or test) set, in order. */
+  async predict(isTest = false): Promise<Tensor> {
+    const { logProbs, y } = await this.predictWithTargets(isTest);
+    y.dispose();
+    return logProbs;
+  }
+
+  /** Log-probabilities for a batch of images already as a tensor (N×3×H×W, normalized). */
+  predictArray(x: Tensor): Tensor {
+    this.model.eval();
+    return noGrad(() => this.model.forward(x));
+  }
+
+  private async predictLoader(dl: DataLoader): Promise<{ logProbs: Tensor; y: Tensor }> {
+    this.model.eval();
+    const outs: Tensor[] = [];
+    const ys: Tensor[] = [];
+    for await (const { x, y } of dl) {
+      outs.push(noGrad(() => this.model.forward(x)));
+      ys.push(y);
+      x.dispose();
+    }
+    const logProbs = stackRows(outs);
+    const y = stackRows(ys);
+    for (const t of [...outs, ...ys]) t.dispose();
+    return { logProbs, y };
+  }
+
+  /**
+   * Test-time augmentation: probabilities averaged over the original images and
+   * `nAug` augmented versions (the training transforms), for validation or test.
+   */
+  async TTA({ nAug = 4, isTest = false }: { nAug?: number; isTest?: boolean } = {}): Promise<{ probs: Tensor; y: Tensor }> {
+    const plain = isTest ? this.data.testDl : this.data.valDl;
+    const aug = isTest ? this.data.testAugDl : this.data.augDl;
+    if (!plain || !aug) throw new Error(isTest ? 'no test set: pass testName when creating the data' : 'no validation set');
+    const first = await this.predictLoader(plain);
+    let sum = first.logProbs.exp();
+    first.logProbs.dispose();
+    for (let i = 0; i < nAug; i++) {
+      const r = await this.predictLoader(aug);
+      const next = tidy(() => sum.add(r.logProbs.exp()));
+      sum.dispose();
+      r.logProbs.dispose();
+      r.y.dispose();
+      sum = next;
+    }
+    const probs = sum.div(nAug + 1);
+    sum.dispose();
+    return { probs, y: first.y };
+  }
+}
+
+/** Concatenates batches along the first dimension. */
+function stackRows(parts: Tensor[]): Tensor {
+  if (parts.length === 0) return tensor(new Float32Array(0), { shape: [0] });
+  return cat(parts, 0);
+}

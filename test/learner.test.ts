@@ -1,0 +1,110 @@
+// ConvLearner on the offline MobileNetV2 and pets-sample photos at a small size:
+// layer groups and freezing, the precompute cache, lrFind restoring the weights,
+// save/load, TTA's shape and averaging, fit's epoch table and SGDR snapshots.
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { closeLoaderWorkers, ConvLearner, ImageClassifierData, mobilenet_v2_nsfwjs, nn, tfmsFromModel, transformsSideOn } from '../src/index.js';
+import { petsSample } from './helpers.js';
+
+let home = '';
+let data: ImageClassifierData;
+const quiet = { log: null };
+
+before(async () => {
+  home = await mkdtemp(join(tmpdir(), 'fastvision-learn-'));
+  process.env.FASTVISION_HOME = home;
+  const tfms = tfmsFromModel(mobilenet_v2_nsfwjs, 64, { augTfms: transformsSideOn, maxZoom: 1.1 });
+  data = await ImageClassifierData.fromPaths(join(petsSample, 'dogscats'), { tfms, bs: 64 });
+});
+after(async () => {
+  await closeLoaderWorkers();
+  await rm(home, { recursive: true, force: true });
+});
+
+const snapshot = (m: nn.Module): Map<string, number[]> => new Map([...m.stateDict()].map(([k, t]) => [k, t.toArray()]));
+
+test("fast.ai's head, three layer groups, the body frozen; unfreeze and freezeTo", async () => {
+  const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, quiet);
+  const head = learn.head as nn.Sequential;
+  assert.deepEqual(
+    head.children().map((m) => m.constructor.name),
+    ['BatchNorm1d', 'Dropout', 'Linear', 'ReLU', 'BatchNorm1d', 'Dropout', 'Linear', 'LogSoftmax'],
+  );
+  assert.equal((head.at(2) as nn.Linear).inFeatures, 2 * 1280, 'concat pooling doubles the features');
+  assert.equal((head.at(6) as nn.Linear).outFeatures, 2);
+  assert.equal(learn.layerGroups.length, 3);
+  const trainable = (g: number): boolean[] => learn.layerGroups[g]!.flatMap((m) => m.parameters().map((p) => p.requiresGrad));
+  assert.ok(trainable(0).every((r) => !r) && trainable(1).every((r) => !r) && trainable(2).every((r) => r));
+  learn.freezeTo(1);
+  assert.ok(trainable(0).every((r) => !r) && trainable(1).every((r) => r));
+  learn.precompute = true;
+  learn.unfreeze();
+  assert.ok(trainable(0).every((r) => r));
+  assert.equal(learn.precompute, false, 'unfreeze turns precompute off');
+});
+
+test('precomputed activations are cached, reused, and recomputed for another file list', async () => {
+  const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, { ...quiet, precompute: true });
+  const hist = await learn.fit(1e-2, 1);
+  assert.equal(hist.length, 1);
+  const cacheFiles = async (): Promise<string[]> => (await readdir(join(learn.modelsDir, '..', 'tmp'))).sort();
+  const files = await cacheFiles();
+  assert.equal(files.length, 2, 'train and valid activations');
+  const before = (await readdir(join(learn.modelsDir, '..', 'tmp'), { withFileTypes: true })).length;
+  const again = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, { ...quiet, precompute: true });
+  await again.precomputeActivations();
+  assert.equal((await cacheFiles()).length, before, 'a second learner reuses the cache');
+  const other = await ImageClassifierData.fromPaths(join(petsSample, 'dogscats'), { tfms: data.tfms!, bs: 64, valName: null });
+  const third = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, other, { ...quiet, precompute: true });
+  await third.precomputeActivations();
+  assert.equal((await cacheFiles()).length, 2, 'same training files: same cache entry');
+  const ds = other.trnDs as { files: string[] };
+  ds.files.pop();
+  (other.trnDs as { labels: number[] }).labels.pop();
+  const fourth = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, other, { ...quiet, precompute: true });
+  await fourth.precomputeActivations();
+  assert.equal((await cacheFiles()).length, 3, 'a changed file list is computed anew, not served stale');
+});
+
+test('lrFind records rising rates and restores the weights', async () => {
+  const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, { ...quiet, precompute: true });
+  const before = snapshot(learn.model);
+  const r = await learn.lrFind({ startLr: 1e-4, endLr: 1 });
+  assert.ok(r.lrs.length >= 2);
+  assert.ok(r.lrs.every((lr, i) => i === 0 || lr > r.lrs[i - 1]!));
+  assert.equal(r.lrs[0], 1e-4);
+  assert.deepEqual(snapshot(learn.model), before, 'weights restored');
+  assert.ok(r.suggestion().lr > 0);
+});
+
+test('fit with SGDR saves a snapshot per cycle; save/load round-trips the weights', async () => {
+  const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, { ...quiet, precompute: true });
+  const hist = await learn.fit(1e-2, 2, { cycleLen: 1, cycleSaveName: 'snap' });
+  assert.equal(hist.length, 2);
+  assert.ok(hist.every((h) => Number.isFinite(h.trnLoss) && h.accuracy !== null && h.accuracy >= 0 && h.accuracy <= 1));
+  assert.ok(existsSync(join(learn.modelsDir, 'snap_cyc_0.pth')) && existsSync(join(learn.modelsDir, 'snap_cyc_1.pth')));
+  const saved = snapshot(learn.model);
+  await learn.save('mine');
+  await learn.fit(1e-1, 1);
+  assert.notDeepEqual(snapshot(learn.model), saved);
+  await learn.load('mine');
+  assert.deepEqual(snapshot(learn.model), saved);
+  await assert.rejects(learn.load('nothing-here'), /no saved model 'nothing-here'/);
+});
+
+test('TTA averages probabilities over the original and augmented images', async () => {
+  const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, quiet);
+  const { probs, y } = await learn.TTA({ nAug: 2 });
+  assert.deepEqual(probs.shape, [74, 2]);
+  assert.deepEqual(y.shape, [74]);
+  const sums = probs.sum(1).toArray();
+  assert.ok(sums.every((s) => Math.abs(s - 1) < 1e-5), 'each row is a distribution');
+  const plain = (await learn.predict()).exp();
+  assert.ok(!probs.allclose(plain), 'augmentation changes the average');
+  const zero = await learn.TTA({ nAug: 0 });
+  assert.ok(zero.probs.allclose(plain, 1e-5, 1e-6), 'with no augmentation TTA is plain prediction');
+});
