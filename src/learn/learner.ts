@@ -119,6 +119,8 @@ export class ConvLearner {
   readonly layerGroups: nn.Module[][];
   /** The last `lrFind` result. */
   sched: LrFinderResult | null = null;
+  /** Keep every batch norm layer's statistics fixed, even in unfrozen groups (fast.ai's bn_freeze). */
+  bnFrozen = false;
   private precomputed: { trn: Tensor; val: Tensor | null; test: Tensor | null } | null = null;
   private precomputeOn: boolean;
   private readonly optFn: 'sgd' | 'adam';
@@ -222,11 +224,21 @@ export class ConvLearner {
     }
   }
 
-  /** Puts the model in training mode, except the batch norm layers of frozen groups, which keep their statistics. */
+  /** Keeps the body's batch norm statistics fixed while training (or lets unfrozen ones update again). */
+  bnFreeze(on: boolean): void {
+    this.bnFrozen = on;
+  }
+
+  /**
+   * Puts the model in training mode, except the batch norm layers of frozen
+   * groups (and, with bnFreeze, of the whole body), which keep their statistics.
+   */
   private trainMode(): void {
     this.model.train();
+    const bodyModules = new Set(this.body.modules());
     for (const m of this.model.modules()) {
-      if ((m instanceof nn.BatchNorm2d || m instanceof nn.BatchNorm1d) && !m.parameters().some((p) => p.requiresGrad)) m.eval();
+      if (!(m instanceof nn.BatchNorm2d || m instanceof nn.BatchNorm1d)) continue;
+      if (!m.parameters().some((p) => p.requiresGrad) || (this.bnFrozen && bodyModules.has(m))) m.eval();
     }
   }
 

@@ -180,7 +180,9 @@ function buildLayer(layer: KerasLayer, weights: KerasWeights, channels: Map<stri
       return { module: m, outChannels: cout };
     }
     case 'BatchNormalization': {
-      const m = new nn.BatchNorm2d(cin, { eps: Number(c.epsilon ?? 1e-3), momentum: 1 - Number(c.momentum ?? 0.99) });
+      // Keras' momentum (0.99-0.999) is a training setting: with it, running statistics would
+      // barely move during fine-tuning while the weights adapt to batch statistics. Use PyTorch's 0.1.
+      const m = new nn.BatchNorm2d(cin, { eps: Number(c.epsilon ?? 1e-3), momentum: 0.1 });
       if (c.scale !== false) load(m.weight!, toTensor(weightOf(weights, name, 'gamma')));
       if (c.center !== false) load(m.bias!, toTensor(weightOf(weights, name, 'beta')));
       load(m.runningMean!, toTensor(weightOf(weights, name, 'moving_mean')));
