@@ -9,12 +9,12 @@ import { join } from 'node:path';
 import { F, getNumThreads, loadFashionMnist, manualSeed, noGrad, optim, resnet18, savePth, seededPermutation, sgdrSchedule, tensor, tidy, type RawImageSet, type Tensor } from '../src/index.js';
 import { arg, PYTHON, repoRoot, runPeer } from './common.js';
 
-const TRAIN = Number(arg('train', '4000'));
+const TRAIN = Number(arg('train', '6000'));
 const TEST = Number(arg('test', '1000'));
 const BS = 64;
 const LR = 0.05;
 const WD = 5e-4;
-const CYCLES = Number(arg('cycles', '3'));
+const CYCLES = Number(arg('cycles', '5'));
 
 /** Images normalized as the Python side does: 28×28 padded to 32×32, grey repeated in 3 channels. */
 function asTensor(set: RawImageSet): { x: Tensor; y: Tensor } {
