@@ -7,7 +7,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { closeLoaderWorkers, ConvLearner, ImageClassifierData, mobilenet_v2_nsfwjs, nn, tfmsFromModel, transformsSideOn } from '../src/index.js';
+import { closeLoaderWorkers, ConvLearner, ImageClassifierData, mobilenet_v2_nsfwjs, nn, tfmsFromModel, transformsSideOn, type Tensor } from '../src/index.js';
 import { petsSample } from './helpers.js';
 
 let home = '';
@@ -107,4 +107,49 @@ test('TTA averages probabilities over the original and augmented images', async 
   assert.ok(!probs.allclose(plain), 'augmentation changes the average');
   const zero = await learn.TTA({ nAug: 0 });
   assert.ok(zero.probs.allclose(plain, 1e-5, 1e-6), 'with no augmentation TTA is plain prediction');
+});
+
+test('metrics and callbacks: custom metrics are reported, a callback can stop training, bestSaveName keeps the best', async () => {
+  const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, { ...quiet, precompute: true });
+  const seen: number[] = [];
+  const errorRate = { name: 'error_rate', fn: (lp: Tensor, y: Tensor) => 1 - lp.argmax(1).eq(y).float().mean().item() };
+  const hist = await learn.fit(1e-2, 2, {
+    metrics: [errorRate],
+    bestSaveName: 'best',
+    callbacks: [{ onEpochEnd: (r) => seen.push(r.epoch) }],
+  });
+  assert.deepEqual(seen, [0, 1]);
+  assert.ok(hist.every((h) => h.metrics.error_rate! >= 0 && h.metrics.error_rate! <= 1 && h.accuracy === null));
+  assert.ok(existsSync(join(learn.modelsDir, 'best.pth')));
+  let batches = 0;
+  const stopped = await learn.fit(1e-2, 3, { callbacks: [{ onBatchEnd: () => ++batches >= 2 }] });
+  assert.equal(stopped.length, 1, 'stopped in the first epoch');
+  assert.equal(batches, 2);
+});
+
+test('an ensemble of cycle snapshots averages their probabilities and leaves the weights as they were', async () => {
+  const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, { ...quiet, precompute: true });
+  await learn.fit(1e-2, 2, { cycleLen: 1, cycleSaveName: 'ens' });
+  const now = snapshot(learn.model);
+  const { probs, y } = await learn.predictEnsemble(['ens_cyc_0', 'ens_cyc_1']);
+  assert.deepEqual(probs.shape, [74, 2]);
+  assert.equal(y.shape[0], 74);
+  await learn.load('ens_cyc_0');
+  const p0 = (await learn.predict()).exp();
+  await learn.load('ens_cyc_1');
+  const p1 = (await learn.predict()).exp();
+  assert.ok(probs.allclose(p0.add(p1).div(2), 1e-5, 1e-6));
+  await learn.load('ens_cyc_1');
+  assert.deepEqual(snapshot(learn.model), now);
+});
+
+test('oversampling draws every class as often as the largest one', async () => {
+  const over = await ImageClassifierData.fromPaths(join(petsSample, 'dogscats'), { tfms: data.tfms!, bs: 64, oversample: true });
+  const idx = over.trnDl.batchIndices(0).flat();
+  const labels = (over.trnDs as { labels: number[] }).labels;
+  const counts = [0, 0];
+  for (const i of idx) counts[labels[i]!]!++;
+  assert.deepEqual(counts, [200, 200], '96 cats are drawn 200 times, like the 200 dogs');
+  assert.equal(over.trnDl.length, Math.ceil(400 / 64));
+  assert.notDeepEqual(idx, over.trnDl.batchIndices(1).flat());
 });

@@ -47,7 +47,24 @@ export interface EpochRecord {
   epoch: number;
   trnLoss: number;
   valLoss: number | null;
+  /** Accuracy when it is among the metrics (the default). */
   accuracy: number | null;
+  /** Every metric by name. */
+  metrics: Record<string, number>;
+}
+
+/** A metric computed on the validation set: log-probabilities and targets in, a number out. */
+export type Metric = { name: string; fn: (logProbs: Tensor, y: Tensor) => number };
+
+/** Accuracy: the share of argmax predictions equal to the target. */
+export const accuracy: Metric = { name: 'accuracy', fn: (lp, y) => tidy(() => lp.argmax(1).eq(y).float().mean().item()) };
+
+/** Hooks into the training loop; `onBatchEnd` returning true stops training. */
+export interface Callback {
+  onTrainBegin?(): void;
+  onBatchEnd?(info: { iteration: number; loss: number; smoothedLoss: number; lrs: number[] }): boolean | void;
+  onEpochEnd?(record: EpochRecord): void;
+  onCycleEnd?(cycle: number): void;
 }
 
 /** Options of `fit`. */
@@ -56,8 +73,13 @@ export interface FitOptions {
   cycleMult?: number;
   /** Saves a snapshot at the end of each cycle as `{name}_cyc_{k}`. */
   cycleSaveName?: string;
+  /** Saves the model whenever the first metric (or, without metrics, the validation loss) improves. */
+  bestSaveName?: string;
   /** Weight decay, one for all groups or one per group. */
   wds?: number | number[];
+  /** Metrics on the validation set after each epoch (default: accuracy). */
+  metrics?: Metric[];
+  callbacks?: Callback[];
 }
 
 /** What the learning-rate finder recorded. */
@@ -323,7 +345,7 @@ export class ConvLearner {
    * without, `nCycle` epochs at a constant rate. Prints a row per epoch and
    * returns them.
    */
-  async fit(lrs: number | number[], nCycle: number, { cycleLen, cycleMult = 1, cycleSaveName, wds = 0 }: FitOptions = {}): Promise<EpochRecord[]> {
+  async fit(lrs: number | number[], nCycle: number, { cycleLen, cycleMult = 1, cycleSaveName, bestSaveName, wds = 0, metrics = [accuracy], callbacks = [] }: FitOptions = {}): Promise<EpochRecord[]> {
     const base = this.perGroup(lrs, 'lrs');
     const decay = this.perGroup(wds, 'wds');
     const { trn, val, net } = await this.trainingData();
@@ -334,9 +356,12 @@ export class ConvLearner {
     const smooth = new SmoothedLoss();
     let it = 0;
     let cycle = 0;
-    this.log?.(`${'epoch'.padEnd(7)}${'trn_loss'.padEnd(12)}${'val_loss'.padEnd(12)}accuracy`);
+    let best = Infinity;
+    let stop = false;
+    this.log?.(['epoch'.padEnd(7), 'trn_loss'.padEnd(12), 'val_loss'.padEnd(12), ...metrics.map((m) => m.name.padEnd(12))].join('').trimEnd());
+    for (const cb of callbacks) cb.onTrainBegin?.();
     try {
-      for (let epoch = 0; epoch < sched.epochs; epoch++) {
+      for (let epoch = 0; epoch < sched.epochs && !stop; epoch++) {
         this.trainMode();
         const bar = this.log ? progress(`epoch ${epoch}`, perEpoch) : null;
         for await (const { x, y } of trn) {
@@ -346,20 +371,35 @@ export class ConvLearner {
           const loss = tidy(() => F.nllLoss(net.forward(x), y));
           loss.backward();
           opt.step();
-          smooth.add(loss.item());
+          const l = loss.item();
+          const smoothed = smooth.add(l);
           for (const t of [loss, x, y]) t.dispose();
           it++;
           bar?.tick();
+          for (const cb of callbacks) if (cb.onBatchEnd?.({ iteration: it, loss: l, smoothedLoss: smoothed, lrs: opt.paramGroups.map((g) => g.lr) })) stop = true;
           if (cycle < sched.cycleEnds.length && it === sched.cycleEnds[cycle]) {
             if (cycleSaveName) await this.save(`${cycleSaveName}_cyc_${cycle}`);
+            for (const cb of callbacks) cb.onCycleEnd?.(cycle);
             cycle++;
           }
+          if (stop) break;
         }
         bar?.stop();
-        const v = val ? await this.validate(val, net) : null;
-        const rec: EpochRecord = { epoch, trnLoss: smooth.value, valLoss: v?.loss ?? null, accuracy: v?.accuracy ?? null };
+        const v = val ? await this.validate(val, net, metrics) : null;
+        const rec: EpochRecord = { epoch, trnLoss: smooth.value, valLoss: v?.loss ?? null, accuracy: v?.metrics.accuracy ?? null, metrics: v?.metrics ?? {} };
         history.push(rec);
-        this.log?.(`${String(epoch).padEnd(7)}${rec.trnLoss.toFixed(6).padEnd(12)}${rec.valLoss === null ? ''.padEnd(12) : rec.valLoss.toFixed(6).padEnd(12)}${rec.accuracy === null ? '' : rec.accuracy.toFixed(6)}`);
+        this.log?.(
+          [String(epoch).padEnd(7), rec.trnLoss.toFixed(6).padEnd(12), rec.valLoss === null ? ''.padEnd(12) : rec.valLoss.toFixed(6).padEnd(12), ...metrics.map((m) => (rec.metrics[m.name] ?? Number.NaN).toFixed(6).padEnd(12))].join('').trimEnd(),
+        );
+        for (const cb of callbacks) cb.onEpochEnd?.(rec);
+        if (bestSaveName && v) {
+          // Lower is better: the validation loss, or minus the first metric.
+          const score = metrics.length > 0 ? -v.metrics[metrics[0]!.name]! : v.loss;
+          if (score < best) {
+            best = score;
+            await this.save(bestSaveName);
+          }
+        }
       }
     } finally {
       opt.dispose();
@@ -367,24 +407,23 @@ export class ConvLearner {
     return history;
   }
 
-  private async validate(dl: DataLoader, net: nn.Module): Promise<{ loss: number; accuracy: number }> {
+  private async validate(dl: DataLoader, net: nn.Module, metrics: Metric[]): Promise<{ loss: number; metrics: Record<string, number> }> {
     net.eval();
-    let loss = 0;
-    let correct = 0;
-    let n = 0;
+    const outs: Tensor[] = [];
+    const ys: Tensor[] = [];
     for await (const { x, y } of dl) {
-      noGrad(() =>
-        tidy(() => {
-          const out = net.forward(x);
-          loss += F.nllLoss(out, y, { reduction: 'sum' }).item();
-          correct += out.argmax(1).eq(y).sum().item();
-        }),
-      );
-      n += y.shape[0]!;
+      outs.push(noGrad(() => net.forward(x)));
+      ys.push(y);
       x.dispose();
-      y.dispose();
     }
-    return { loss: loss / n, accuracy: correct / n };
+    const lp = stackRows(outs);
+    const y = stackRows(ys);
+    for (const t of [...outs, ...ys]) t.dispose();
+    const loss = noGrad(() => tidy(() => F.nllLoss(lp, y).item()));
+    const values = Object.fromEntries(metrics.map((m) => [m.name, m.fn(lp, y)]));
+    lp.dispose();
+    y.dispose();
+    return { loss, metrics: values };
   }
 
   /**
@@ -463,6 +502,39 @@ export class ConvLearner {
     const y = stackRows(ys);
     for (const t of [...outs, ...ys]) t.dispose();
     return { logProbs, y };
+  }
+
+  /**
+   * Probabilities averaged over saved snapshots (e.g. the `cycleSaveName` ones: an
+   * ensemble), for the validation or test set; the current weights are restored after.
+   */
+  async predictEnsemble(names: string[], { isTest = false }: { isTest?: boolean } = {}): Promise<{ probs: Tensor; y: Tensor }> {
+    if (names.length === 0) throw new Error('predictEnsemble: no snapshot names');
+    const current = new Map([...this.model.stateDict()].map(([k, t]) => [k, t.clone()]));
+    let sum: Tensor | null = null;
+    let y: Tensor | null = null;
+    try {
+      for (const name of names) {
+        await this.load(name);
+        const r = await this.predictWithTargets(isTest);
+        const p = r.logProbs.exp();
+        r.logProbs.dispose();
+        if (y === null) y = r.y;
+        else r.y.dispose();
+        const next: Tensor = sum === null ? p : tidy(() => sum!.add(p));
+        if (sum !== null) {
+          sum.dispose();
+          p.dispose();
+        }
+        sum = next;
+      }
+    } finally {
+      this.model.loadStateDict(current);
+      for (const t of current.values()) t.dispose();
+    }
+    const probs = sum!.div(names.length);
+    sum!.dispose();
+    return { probs, y: y! };
   }
 
   /**

@@ -29,6 +29,8 @@ export interface DataOptions {
   seed?: number;
   /** Batches in channels-last memory format. */
   channelsLast?: boolean;
+  /** Training passes draw every class as often as the most frequent one (for rare classes). */
+  oversample?: boolean;
 }
 
 /**
@@ -54,12 +56,12 @@ export class ImageClassifierData {
     readonly testDs: Dataset | null,
     readonly classes: string[],
     readonly tfms: Transforms | null,
-    readonly options: Required<Pick<DataOptions, 'bs' | 'seed' | 'channelsLast' | 'onBadImage'>> & { numWorkers?: number },
+    readonly options: Required<Pick<DataOptions, 'bs' | 'seed' | 'channelsLast' | 'onBadImage'>> & { numWorkers?: number; oversample?: boolean },
   ) {
     const common = { bs: options.bs, numWorkers: options.numWorkers, seed: options.seed, channelsLast: options.channelsLast, onBadImage: options.onBadImage };
     const loader = (ds: Dataset | null, t: Transform | undefined, shuffle: boolean): DataLoader | null =>
       ds === null ? null : new DataLoader(ds, { ...common, transform: t, shuffle });
-    this.trnDl = loader(trnDs, tfms?.trn, true)!;
+    this.trnDl = new DataLoader(trnDs, { ...common, transform: tfms?.trn, shuffle: true, oversample: options.oversample ?? false });
     this.valDl = loader(valDs, tfms?.val, false);
     this.testDl = loader(testDs, tfms?.val, false);
     this.augDl = loader(valDs, tfms?.trn, false);
@@ -126,6 +128,7 @@ export class ImageClassifierData {
       seed: opts.seed ?? 0,
       channelsLast: opts.channelsLast ?? false,
       onBadImage: opts.onBadImage ?? 'skip',
+      oversample: opts.oversample ?? false,
     });
   }
 

@@ -35,6 +35,8 @@ export interface DataLoaderOptions {
   channelsLast?: boolean;
   /** Unreadable images: skipped with a warning (default) or an error. */
   onBadImage?: BadImagePolicy;
+  /** Each pass draws every class as often as the most frequent one (rare classes repeat). */
+  oversample?: boolean;
   /** Where warnings go (default console.warn). */
   warn?: (msg: string) => void;
 }
@@ -120,6 +122,7 @@ export class DataLoader {
   readonly seed: number;
   readonly channelsLast: boolean;
   readonly onBadImage: BadImagePolicy;
+  readonly oversample: boolean;
   transform: Transform | undefined;
   /** Completed and started passes; the next pass uses this epoch number. */
   epoch = 0;
@@ -127,7 +130,7 @@ export class DataLoader {
 
   constructor(
     readonly dataset: Dataset,
-    { bs = 64, shuffle = false, dropLast = false, transform, numWorkers, prefetch, seed = 0, channelsLast = false, onBadImage = 'skip', warn = (m) => console.warn(m) }: DataLoaderOptions = {},
+    { bs = 64, shuffle = false, dropLast = false, transform, numWorkers, prefetch, seed = 0, channelsLast = false, onBadImage = 'skip', oversample = false, warn = (m) => console.warn(m) }: DataLoaderOptions = {},
   ) {
     if (!Number.isInteger(bs) || bs < 1) throw new RangeError(`bs must be a positive integer, got ${bs}`);
     if (dataset instanceof FilesDataset && transform === undefined) throw new Error('DataLoader: an image dataset needs a transform');
@@ -140,22 +143,51 @@ export class DataLoader {
     this.seed = seed;
     this.channelsLast = channelsLast;
     this.onBadImage = onBadImage;
+    this.oversample = oversample;
     this.warn = warn;
   }
 
   /** Batches per pass. */
   get length(): number {
-    const n = this.dataset.length - (this.dataset instanceof FilesDataset ? this.dataset.bad.size : 0);
+    const n = this.oversample ? this.oversampled(0).length : this.dataset.length - (this.dataset instanceof FilesDataset ? this.dataset.bad.size : 0);
     return this.dropLast ? Math.floor(n / this.bs) : Math.ceil(n / this.bs);
+  }
+
+  /** One pass's indices with every class drawn as often as the largest (seeded, with replacement for rare classes). */
+  private oversampled(epoch: number): number[] {
+    const byClass = new Map<number, number[]>();
+    const bad = this.dataset instanceof FilesDataset ? this.dataset.bad : new Set<number>();
+    this.dataset.labels.forEach((l, i) => {
+      if (bad.has(i)) return;
+      const list = byClass.get(l) ?? [];
+      list.push(i);
+      byClass.set(l, list);
+    });
+    const most = Math.max(...[...byClass.values()].map((v) => v.length));
+    const out: number[] = [];
+    for (const [label, items] of [...byClass].sort((a, b) => a[0] - b[0])) {
+      const perm = seededPermutation(items.length * Math.ceil(most / items.length), this.seed * 7919 + epoch * 31 + label);
+      for (let k = 0; k < most; k++) out.push(items[perm[k]! % items.length]!);
+    }
+    return out;
   }
 
   /** The dataset indices of one pass, batch by batch. */
   batchIndices(epoch: number): number[][] {
+    if (this.oversample) {
+      const pool = this.oversampled(epoch);
+      const perm = seededPermutation(pool.length, this.seed * 1000003 + epoch);
+      return this.chunk(perm.map((i) => pool[i]!));
+    }
     let order = this.shuffle ? seededPermutation(this.dataset.length, this.seed * 1000003 + epoch) : Array.from({ length: this.dataset.length }, (_, i) => i);
     if (this.dataset instanceof FilesDataset && this.dataset.bad.size > 0) {
       const bad = this.dataset.bad;
       order = order.filter((i) => !bad.has(i));
     }
+    return this.chunk(order);
+  }
+
+  private chunk(order: number[]): number[][] {
     const batches: number[][] = [];
     for (let i = 0; i < order.length; i += this.bs) {
       const b = order.slice(i, i + this.bs);
