@@ -153,3 +153,23 @@ test('oversampling draws every class as often as the largest one', async () => {
   assert.equal(over.trnDl.length, Math.ceil(400 / 64));
   assert.notDeepEqual(idx, over.trnDl.batchIndices(1).flat());
 });
+
+test('frozen batch norm keeps its statistics; setData re-freezes for progressive resizing; xtraCut', async () => {
+  const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, quiet);
+  const bn = learn.body.getModule('bn_Conv1') as nn.BatchNorm2d;
+  const stats = bn.runningMean!.toArray();
+  await learn.fit(1e-2, 1);
+  assert.deepEqual(bn.runningMean!.toArray(), stats, 'frozen body: running statistics untouched');
+  learn.unfreeze();
+  await learn.fit(1e-3, 1);
+  assert.notDeepEqual(bn.runningMean!.toArray(), stats, 'unfrozen: they update');
+  const bigger = data.withTfms(tfmsFromModel(mobilenet_v2_nsfwjs, 96, { augTfms: transformsSideOn }));
+  learn.setData(bigger);
+  assert.equal(learn.data.sz, 96);
+  assert.ok(learn.layerGroups[0]!.flatMap((m) => m.parameters()).every((p) => !p.requiresGrad), 'setData re-freezes');
+  await learn.saveCycle('prog', 0);
+  await learn.loadCycle('prog', 0);
+  const { resnet18 } = await import('../src/index.js');
+  const cut = await ConvLearner.pretrained(resnet18, data, { ...quiet, pretrained: false, xtraCut: 1 });
+  assert.equal(((cut.head as nn.Sequential).at(2) as nn.Linear).inFeatures, 2 * 256, 'without layer4 the body gives 256 channels');
+});

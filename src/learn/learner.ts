@@ -38,6 +38,10 @@ export interface ConvLearnerOptions {
   pretrained?: boolean | string;
   /** 'sgd' (momentum 0.9, the default) or 'adam'. */
   optFn?: 'sgd' | 'adam';
+  /** Extra children to cut from the end of a Sequential body (fast.ai's xtra_cut). */
+  xtraCut?: number;
+  /** Metrics for `fit` when it is not given any (default: accuracy). */
+  metrics?: Metric[];
   /** Where progress and epoch rows go (default stdout; null for silence). */
   log?: ((line: string) => void) | null;
 }
@@ -146,6 +150,7 @@ export class ConvLearner {
   private precomputed: { trn: Tensor; val: Tensor | null; test: Tensor | null } | null = null;
   private precomputeOn: boolean;
   private readonly optFn: 'sgd' | 'adam';
+  private readonly defaultMetrics: Metric[];
   private readonly log: ((line: string) => void) | null;
 
   private constructor(
@@ -165,6 +170,7 @@ export class ConvLearner {
     this.layerGroups = [early, late, [head]];
     this.precomputeOn = options.precompute ?? false;
     this.optFn = options.optFn ?? 'sgd';
+    this.defaultMetrics = options.metrics ?? [accuracy];
     this.log = options.log === undefined ? (l) => console.log(l) : options.log;
     this.freeze();
   }
@@ -173,13 +179,20 @@ export class ConvLearner {
   static async pretrained(arch: ArchLike, data: ImageClassifierData, options: ConvLearnerOptions = {}): Promise<ConvLearner> {
     const a = archOf(arch);
     const full = options.pretrained === false ? a.create() : await createPretrained(a, options.pretrained === undefined || options.pretrained === true ? true : options.pretrained);
-    const body = a.body(full);
+    let body = a.body(full);
+    let bodyFeatures = a.bodyFeatures;
+    if (options.xtraCut) {
+      if (!(body instanceof nn.Sequential)) throw new Error(`xtraCut: ${a.name}'s body is not a sequence of layers`);
+      const kids = [...body.namedChildren()].slice(0, -options.xtraCut);
+      body = nn.Sequential.named(kids);
+      bodyFeatures = outChannels(body);
+    }
     const pool = new nn.Sequential(new nn.AdaptiveConcatPool2d(), new nn.Flatten());
     const xtraFc = options.xtraFc ?? [512];
     const nLayers = xtraFc.length + 1;
     const ps = options.ps === undefined ? [...new Array<number>(xtraFc.length).fill(0.25), 0.5] : typeof options.ps === 'number' ? [...new Array<number>(xtraFc.length).fill(options.ps / 2), options.ps] : options.ps;
     if (ps.length !== nLayers) throw new Error(`ps has ${ps.length} values for ${nLayers} head layers`);
-    const head = options.customHead ?? makeHead(a.bodyFeatures * 2, data.c, xtraFc, ps);
+    const head = options.customHead ?? makeHead(bodyFeatures * 2, data.c, xtraFc, ps);
     return new ConvLearner(a, data, body, pool, head, options);
   }
 
@@ -229,6 +242,16 @@ export class ConvLearner {
     const state = await loadStateDictFile(path);
     this.model.loadStateDict(state);
     for (const t of state.values()) t.dispose();
+  }
+
+  /** Saves the weights as cycle `k`'s snapshot of `name` (what `cycleSaveName` writes). */
+  async saveCycle(name: string, k: number): Promise<string> {
+    return this.save(`${name}_cyc_${k}`);
+  }
+
+  /** Loads cycle `k`'s snapshot of `name`. */
+  async loadCycle(name: string, k: number): Promise<void> {
+    await this.load(`${name}_cyc_${k}`);
   }
 
   /** Switches to new data (e.g. larger images for progressive resizing), re-frozen as after `pretrained`. */
@@ -345,7 +368,7 @@ export class ConvLearner {
    * without, `nCycle` epochs at a constant rate. Prints a row per epoch and
    * returns them.
    */
-  async fit(lrs: number | number[], nCycle: number, { cycleLen, cycleMult = 1, cycleSaveName, bestSaveName, wds = 0, metrics = [accuracy], callbacks = [] }: FitOptions = {}): Promise<EpochRecord[]> {
+  async fit(lrs: number | number[], nCycle: number, { cycleLen, cycleMult = 1, cycleSaveName, bestSaveName, wds = 0, metrics = this.defaultMetrics, callbacks = [] }: FitOptions = {}): Promise<EpochRecord[]> {
     const base = this.perGroup(lrs, 'lrs');
     const decay = this.perGroup(wds, 'wds');
     const { trn, val, net } = await this.trainingData();
@@ -560,6 +583,17 @@ export class ConvLearner {
     sum.dispose();
     return { probs, y: first.y };
   }
+}
+
+/** Output channels of a body: those of its last convolution or batch norm. */
+function outChannels(body: nn.Module): number {
+  let n = 0;
+  for (const m of body.modules()) {
+    if (m instanceof nn.Conv2d) n = m.outChannels;
+    else if (m instanceof nn.BatchNorm2d) n = m.numFeatures;
+  }
+  if (n === 0) throw new Error('cannot tell the number of features of this body');
+  return n;
 }
 
 /** Concatenates batches along the first dimension. */
