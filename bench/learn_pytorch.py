@@ -6,7 +6,6 @@ with side-on augmentation at 224 (DataLoader num_workers=2), then validation.
 Prints JSON: epoch seconds (training and validation)."""
 import argparse
 import json
-import random
 import time
 
 import torch
@@ -17,13 +16,7 @@ import torchvision.transforms as T
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
-
-class RandomScale:
-    def __init__(self, sz, max_zoom):
-        self.sz, self.max_zoom = sz, max_zoom
-
-    def __call__(self, img):
-        return T.functional.resize(img, int(self.sz * random.uniform(1, self.max_zoom)))
+from fastai_transforms import IMAGENET_NORM, side_on
 
 
 class ConcatPool(nn.Module):
@@ -39,10 +32,8 @@ def main():
     p.add_argument('--threads', type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    norm = T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    trn_tfm = T.Compose([RandomScale(args.size, 1.1), T.RandomApply([T.RandomRotation(10)], p=0.75),
-                         T.ColorJitter(brightness=0.05, contrast=0.05), T.RandomHorizontalFlip(), T.RandomCrop(args.size), T.ToTensor(), norm])
-    val_tfm = T.Compose([T.Resize(args.size), T.CenterCrop(args.size), T.ToTensor(), norm])
+    trn_tfm = side_on(args.size)
+    val_tfm = T.Compose([T.Resize(args.size), T.CenterCrop(args.size), T.ToTensor(), IMAGENET_NORM])
     trn = DataLoader(ImageFolder(args.data + '/train', trn_tfm), batch_size=args.bs, shuffle=True, num_workers=2)
     val = DataLoader(ImageFolder(args.data + '/valid', val_tfm), batch_size=args.bs, num_workers=2)
     body = nn.Sequential(*list(torchvision.models.resnet18().children())[:-2])

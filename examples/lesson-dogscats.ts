@@ -31,6 +31,8 @@ await learn.save('224_lastlayer');
 
 console.log('\n# unfrozen, differential rates, cycleMult 2');
 learn.unfreeze();
+// fast.ai's advice for bodies pretrained on photos like these: keep batch-norm statistics.
+if (process.env.LESSON_BN_FREEZE === '1') learn.bnFreeze(true);
 await learn.fit([lr / 100, lr / 10, lr], 3, { cycleLen: 1, cycleMult: 2 });
 await learn.save('224_all');
 
