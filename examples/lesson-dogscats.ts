@@ -33,7 +33,9 @@ console.log('\n# unfrozen, differential rates, cycleMult 2');
 learn.unfreeze();
 // fast.ai's advice for bodies pretrained on photos like these: keep batch-norm statistics.
 if (process.env.LESSON_BN_FREEZE === '1') learn.bnFreeze(true);
-await learn.fit([lr / 100, lr / 10, lr], 3, { cycleLen: 1, cycleMult: 2 });
+// The lesson's rates are 10× lower per group; LESSON_GROUP_DIV changes the factor.
+const div = Number(process.env.LESSON_GROUP_DIV ?? 10);
+await learn.fit([lr / div / div, lr / div, lr], 3, { cycleLen: 1, cycleMult: 2 });
 await learn.save('224_all');
 
 const { probs, y } = await learn.TTA();
