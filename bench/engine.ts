@@ -27,12 +27,11 @@ function runProgram(p: Program, batch: number, size: number, steps: number, warm
 }
 
 /** Alternates the two programs for `rounds` rounds; returns all step times per program and format. */
-function alternate(batch: number, size: number, rounds: number, formats: string[], threads: number): Map<string, number[]> {
+function alternate(batch: number, size: number, rounds: number, formats: string[], threads: number, programs: Program[]): Map<string, number[]> {
   const times = new Map<string, number[]>();
   const errors: string[] = [];
   for (let r = 0; r < rounds; r++) {
-    const order: Program[] = ['fastvision', 'pytorch', 'pytorch-malloc'];
-    for (const p of r % 2 === 0 ? order : [...order].reverse()) {
+    for (const p of r % 2 === 0 ? programs : [...programs].reverse()) {
       const res = runProgram(p, batch, size, STEPS, WARMUP, formats.join(','), threads);
       if (res.error) errors.push(`${p}: ${String(res.error)}`);
       if (typeof res.torch === 'string') pytorchVersion = res.torch;
@@ -57,9 +56,8 @@ function main(): void {
   console.log(`bench/engine: ResNet-18 training step (forward + backward + SGD momentum), batch ${BATCH}, 3×${SIZE}×${SIZE}`);
   console.log(`${ROUNDS} alternating rounds per program, each ${STEPS} timed steps after ${WARMUP} warm-up; median over all timed steps`);
   console.log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}; libtorch ${libtorchVersion()}; ${threads} threads for both`);
-  const big = alternate(BATCH, SIZE, ROUNDS, ['nchw', 'channels_last'], threads);
-  const tiny = alternate(TINY.batch, TINY.size, 1, ['nchw'], threads);
-  void tiny.delete('pytorch-malloc nchw');
+  const big = alternate(BATCH, SIZE, ROUNDS, ['nchw', 'channels_last'], threads, ['fastvision', 'pytorch', 'pytorch-malloc']);
+  const tiny = alternate(TINY.batch, TINY.size, 1, ['nchw'], threads, ['fastvision', 'pytorch']);
   const tfCpu = runPeer('node', [join(repoRoot, 'dist', 'bench', 'engine-tfjs.js'), '--backend', 'cpu', '--batch', `${TINY.batch}`, '--size', `${TINY.size}`], 900);
   const tfWasm = runPeer('node', [join(repoRoot, 'dist', 'bench', 'engine-tfjs.js'), '--backend', 'wasm', '--batch', `${TINY.batch}`, '--size', `${TINY.size}`], 900);
 

@@ -431,17 +431,7 @@ export class ConvLearner {
   }
 
   private async validate(dl: DataLoader, net: nn.Module, metrics: Metric[]): Promise<{ loss: number; metrics: Record<string, number> }> {
-    net.eval();
-    const outs: Tensor[] = [];
-    const ys: Tensor[] = [];
-    for await (const { x, y } of dl) {
-      outs.push(noGrad(() => net.forward(x)));
-      ys.push(y);
-      x.dispose();
-    }
-    const lp = stackRows(outs);
-    const y = stackRows(ys);
-    for (const t of [...outs, ...ys]) t.dispose();
+    const { logProbs: lp, y } = await this.predictLoader(dl, net);
     const loss = noGrad(() => tidy(() => F.nllLoss(lp, y).item()));
     const values = Object.fromEntries(metrics.map((m) => [m.name, m.fn(lp, y)]));
     lp.dispose();
@@ -512,12 +502,13 @@ export class ConvLearner {
     return noGrad(() => this.model.forward(x));
   }
 
-  private async predictLoader(dl: DataLoader): Promise<{ logProbs: Tensor; y: Tensor }> {
-    this.model.eval();
+  /** `net`'s outputs for every batch of a loader, in order, with the targets. */
+  private async predictLoader(dl: DataLoader, net: nn.Module = this.model): Promise<{ logProbs: Tensor; y: Tensor }> {
+    net.eval();
     const outs: Tensor[] = [];
     const ys: Tensor[] = [];
     for await (const { x, y } of dl) {
-      outs.push(noGrad(() => this.model.forward(x)));
+      outs.push(noGrad(() => net.forward(x)));
       ys.push(y);
       x.dispose();
     }

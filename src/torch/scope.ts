@@ -24,11 +24,6 @@ export function keep<T extends Disposable>(t: T): T {
   return t;
 }
 
-/** Whether `keep` has exempted this tensor. */
-export function isKept(t: Disposable): boolean {
-  return kept.has(t);
-}
-
 function collect(value: unknown, into: Set<Disposable>, depth = 0): void {
   if (value === null || typeof value !== 'object' || depth > 4) return;
   if (isDisposable(value)) {

@@ -581,8 +581,3 @@ export class Tensor implements Disposable {
     return this;
   }
 }
-
-/** Wraps a native handle in a Tensor. */
-export function wrap(h: Handle): Tensor {
-  return new Tensor(h);
-}

@@ -68,14 +68,6 @@ function checksumMatches(digest: string, expected: string): boolean {
   return digest.toLowerCase().startsWith(expected.toLowerCase());
 }
 
-/** SHA-256 of a file, in hex. */
-export async function sha256File(path: string): Promise<string> {
-  const { createReadStream } = await import('node:fs');
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
-
 /**
  * The local path of a zoo entry's file, downloading it once into the cache. The
  * download goes to a `.partial` file that is checked (length and SHA-256) and only

@@ -1,7 +1,6 @@
 // Optimizer: parameter groups that each carry their own hyperparameters
 // (differential learning rates set one lr per group), and per-parameter state.
 import { noGrad } from '../autograd.js';
-import { tensor } from '../creation.js';
 import { dispose, keep, tidy } from '../scope.js';
 import type { Tensor } from '../tensor.js';
 
@@ -180,9 +179,4 @@ function isSpec(x: unknown): x is ParamGroupSpec {
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
-}
-
-/** A scalar float32 tensor holding `n` (PyTorch keeps Adam's step count as one). */
-export function scalarTensor(n: number): Tensor {
-  return tensor(Float32Array.of(n), { shape: [] });
 }

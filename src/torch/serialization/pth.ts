@@ -150,8 +150,7 @@ const LEGACY_MAGIC = 0x1950a86a20f9469cfc6cn;
 function parseLegacyPth(buf: Buffer, what: string): PthValue {
   const created: Tensor[] = [];
   const globals = allowedGlobals(what, created);
-  const pending = new Map<string, { dtype: DType; numel: number; tensor: Tensor | null }>();
-  const placeholders = new Map<string, Tensor>();
+  const placeholders = new Map<string, { dtype: DType; numel: number; tensor: Tensor }>();
   const noPersistent = (): never => {
     throw new PthError(`${what}: unexpected persistent id in the file header`);
   };
@@ -170,13 +169,12 @@ function parseLegacyPth(buf: Buffer, what: string): PthValue {
       if (type === undefined) throw new PthError(`${what}: unsupported persistent id`);
       const [, , key, , numel, viewMetadata] = pid as [string, PickleGlobal, string, string, number, PickleValue];
       if (viewMetadata !== null && viewMetadata !== undefined) throw new PthError(`${what}: storage views are not supported`);
-      let t = placeholders.get(key);
-      if (t === undefined) {
-        t = new Tensor(callTensorOp('aten::zeros', [[Number(numel)], dtypeCode(type), null, 'cpu', null]));
-        placeholders.set(key, t);
-        pending.set(key, { dtype: type, numel: Number(numel), tensor: t });
+      let p = placeholders.get(key);
+      if (p === undefined) {
+        p = { dtype: type, numel: Number(numel), tensor: new Tensor(callTensorOp('aten::zeros', [[Number(numel)], dtypeCode(type), null, 'cpu', null])) };
+        placeholders.set(key, p);
       }
-      return t;
+      return p.tensor;
     };
     const rebuilt = new Map<Tensor, { storage: Tensor; offset: number; size: number[]; stride: number[] }>();
     const lazyGlobals = new Map(globals);
@@ -195,7 +193,7 @@ function parseLegacyPth(buf: Buffer, what: string): PthValue {
     if (!Array.isArray(keys.value)) throw new PthError(`${what}: storage key list missing`);
     let pos = keys.end;
     for (const key of keys.value as string[]) {
-      const p = pending.get(key);
+      const p = placeholders.get(key);
       if (p === undefined) throw new PthError(`${what}: storage ${key} is listed but never used`);
       if (pos + 8 > buf.length) throw new PthError(`${what}: truncated before storage ${key}`);
       const numel = Number(buf.readBigInt64LE(pos));
@@ -204,7 +202,7 @@ function parseLegacyPth(buf: Buffer, what: string): PthValue {
       if (numel !== p.numel || pos + bytes > buf.length) throw new PthError(`${what}: storage ${key} is truncated or of the wrong size`);
       const raw = new Tensor(native.fromTypedArray(buf.subarray(pos, pos + bytes), [bytes]));
       const typed = new Tensor(callTensorOp('aten::view.dtype', [raw.handle, dtypeCode(p.dtype)]));
-      p.tensor!.copy_(typed);
+      p.tensor.copy_(typed);
       typed.dispose();
       raw.dispose();
       pos += bytes;
@@ -220,7 +218,7 @@ function parseLegacyPth(buf: Buffer, what: string): PthValue {
     if (e instanceof PickleError) throw new PthError(e.message);
     throw e;
   } finally {
-    for (const t of placeholders.values()) t.dispose();
+    for (const p of placeholders.values()) p.tensor.dispose();
   }
 }
 

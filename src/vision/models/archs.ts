@@ -189,12 +189,6 @@ const BY_FUNCTION = new Map<unknown, Arch>([
 /** Something that names an architecture: its name, its constructor function (`resnet34`), or the Arch itself. */
 export type ArchLike = string | Arch | ((...args: never[]) => nn.Module);
 
-/** Registers an architecture (used by the offline backbones), so that it can be named by string or function. */
-export function registerArch(arch: Arch, fn?: unknown): void {
-  ARCHS[arch.name] = arch;
-  if (fn !== undefined) BY_FUNCTION.set(fn, arch);
-}
-
 /** The Arch for a name, constructor or Arch; an unknown one is an error listing the known names. */
 export function archOf(a: ArchLike): Arch {
   if (typeof a === 'object') return a;
