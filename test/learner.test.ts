@@ -2,11 +2,12 @@
 // layer groups and freezing, the precompute cache, lrFind restoring the weights,
 // save/load, TTA's shape and averaging, fit's epoch table and SGDR snapshots.
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import sharp from 'sharp';
 import { closeLoaderWorkers, ConvLearner, ImageClassifierData, mobilenet_v2_nsfwjs, nn, tfmsFromModel, transformsSideOn, type Tensor } from '../src/index.js';
 import { petsSample } from './helpers.js';
 
@@ -79,6 +80,11 @@ test('lrFind records rising rates and restores the weights', async () => {
   assert.equal(r.lrs[0], 1e-4);
   assert.deepEqual(snapshot(learn.model), before, 'weights restored');
   assert.ok(r.suggestion().lr > 0);
+  const file = join(home, 'lr.png');
+  const png = await r.plotPng({ file, mark: r.suggestion().lr });
+  assert.deepEqual(readFileSync(file), png);
+  assert.equal((await sharp(png).metadata()).format, 'png');
+  assert.equal((await sharp(await r.plotLrPng()).metadata()).format, 'png');
 });
 
 test('fit with SGDR saves a snapshot per cycle; save/load round-trips the weights', async () => {

@@ -22,6 +22,8 @@ import { cacheDirFor, ImageClassifierData } from '../vision/data.js';
 import { FilesDataset } from '../vision/dataset.js';
 import type { DataLoader } from '../vision/loader.js';
 import { progress } from '../util/progress.js';
+import { writeFileAtomic } from '../util/files.js';
+import { lrFinderSpec, renderChart, scheduleSpec } from '../report/charts.js';
 import { constantSchedule, lrFinderMultiplier, sgdrSchedule, SmoothedLoss, type Schedule } from './schedule.js';
 
 /** Options of `ConvLearner.pretrained`. */
@@ -103,6 +105,21 @@ export class LrFinderResult {
   /** The rate at each iteration, as data. */
   plotLr(): { iteration: number; lr: number }[] {
     return this.lrs.map((lr, i) => ({ iteration: i, lr }));
+  }
+
+  /** `plot()` as a PNG (log-scale rate axis), with `mark` (e.g. the chosen rate) drawn; written to `file` when given. */
+  async plotPng({ file, mark, nSkip = 10, nSkipEnd = 5 }: { file?: string; mark?: number; nSkip?: number; nSkipEnd?: number } = {}): Promise<Buffer> {
+    const pts = this.plot(nSkip, nSkipEnd);
+    const png = await renderChart(lrFinderSpec(pts.length > 1 ? pts : this.lrs.map((lr, i) => ({ lr, loss: this.losses[i]! })), mark));
+    if (file) await writeFileAtomic(file, png);
+    return png;
+  }
+
+  /** `plotLr()` as a PNG; written to `file` when given. */
+  async plotLrPng({ file }: { file?: string } = {}): Promise<Buffer> {
+    const png = await renderChart(scheduleSpec(this.plotLr().map((p) => ({ ...p, stage: 'learning-rate finder' }))));
+    if (file) await writeFileAtomic(file, png);
+    return png;
   }
 
   /**

@@ -1,11 +1,11 @@
 // PyTorch's `.pth` files (torch.save's zip format) in and out: state dicts with
 // torchvision's key names load as they are, and what we write loads in Python.
-import { randomBytes } from 'node:crypto';
-import { open, readFile, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { basename } from 'node:path';
 import { dtypeCode, dtypeSize, type DType } from '../dtype.js';
 import { native } from '../native.js';
 import { callTensorOp } from '../ops.js';
+import { writeFileAtomic } from '../../util/files.js';
 import { tidy } from '../scope.js';
 import { Tensor } from '../tensor.js';
 import {
@@ -307,27 +307,6 @@ export function serializePth(value: PthWritable, archiveName = 'archive'): Buffe
 export async function savePth(path: string, value: PthWritable): Promise<void> {
   const name = basename(path).replace(/\.[^.]*$/, '').replace(/[^A-Za-z0-9_]/g, '_') || 'archive';
   await writeFileAtomic(path, serializePth(value, name));
-}
-
-/** Writes bytes to `path` atomically (temporary file + fsync + rename). */
-export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-  const fh = await open(tmp, 'w');
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } catch (e) {
-    await fh.close();
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
-  await fh.close();
-  try {
-    await rename(tmp, path);
-  } catch (e) {
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
 }
 
 /** Saves a state dict (e.g. `model.stateDict()`) as a `.pth` file, atomically. */

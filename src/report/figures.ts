@@ -1,0 +1,83 @@
+// The report's sections built from data, training logs and predictions.
+import { basename } from 'node:path';
+import type { LrFinderResult } from '../learn/learner.js';
+import type { ImageClassifierData } from '../vision/data.js';
+import { FilesDataset } from '../vision/dataset.js';
+import { confusionSpec, labelCountsSpec, lossSpec, lrFinderSpec, renderChart, scheduleSpec, sizeHistogramSpec } from './charts.js';
+import { augmentationPreview, imageGrid, type Tile } from './grids.js';
+import type { Report } from './html.js';
+import { confusionMatrix, mostConfidentCorrect, mostIncorrect, mostUncertain, type Pick, type Predictions } from './interpret.js';
+import type { TrainingLog } from './training-log.js';
+
+/** Image size histogram and label counts; returns the counts for the summary. */
+export async function addDataSection(report: Report, data: ImageClassifierData): Promise<{ trn: Record<string, number>; val: Record<string, number> | null }> {
+  const counts = data.labelCounts();
+  const rows = data.classes.flatMap((label) => [
+    { label, split: 'train', n: counts.trn.get(label) ?? 0 },
+    ...(counts.val ? [{ label, split: 'valid', n: counts.val.get(label) ?? 0 }] : []),
+  ]);
+  await report.addPicture('label-counts', 'Images per class', await renderChart(labelCountsSpec(rows)));
+  if (data.trnDs instanceof FilesDataset) {
+    const sizes = await data.imageSizes();
+    await report.addPicture('image-sizes', 'Image sizes', await renderChart(sizeHistogramSpec(sizes)), `Training images are resized so that the shorter side is ${data.sz} pixels.`);
+  }
+  return { trn: Object.fromEntries(counts.trn), val: counts.val ? Object.fromEntries(counts.val) : null };
+}
+
+/** One training photo through the training augmentations six times. */
+export async function addAugmentationPreview(report: Report, data: ImageClassifierData): Promise<void> {
+  if (!(data.trnDs instanceof FilesDataset) || !data.tfms || data.trnDs.length === 0) return;
+  await report.addPicture('augmentation-preview', 'Augmentation preview', await augmentationPreview(data.trnDs.files[0]!, data.tfms.trn, { n: 6 }), basename(data.trnDs.files[0]!));
+}
+
+/** The learning-rate finder's curve with the chosen rate marked. */
+export async function addLrFinder(report: Report, finder: LrFinderResult, chosen: number, rule: string): Promise<void> {
+  const pts = finder.plot().length > 2 ? finder.plot() : finder.lrs.map((lr, i) => ({ lr, loss: finder.losses[i]! }));
+  await report.addPicture('lr-finder', 'Learning-rate finder', await renderChart(lrFinderSpec(pts, chosen)), `Chosen rate ${chosen.toExponential(2)}: ${rule}.`);
+}
+
+/** The learning-rate schedule, the losses and each stage's epoch table. */
+export async function addTraining(report: Report, log: TrainingLog): Promise<void> {
+  if (log.iterations.length === 0) return;
+  await report.addPicture('lr-schedule', 'Learning-rate schedule', await renderChart(scheduleSpec(log.iterations)));
+  await report.addPicture('losses', 'Training and validation loss', await renderChart(lossSpec(log.iterations, log.validationPoints())));
+  for (const s of log.stages) {
+    const how = `size ${s.size}, rates ${s.lrs.map((l) => l.toExponential(1)).join(' / ')}, ${s.nCycle} cycle(s)${s.cycleLen ? ` of ${s.cycleLen} epoch(s)` : ''}${s.cycleMult && s.cycleMult !== 1 ? `, cycleMult ${s.cycleMult}` : ''}; ${s.seconds.toFixed(0)} s`;
+    report.addTable(
+      `Stage: ${s.name}`,
+      ['epoch', 'trn_loss', 'val_loss', 'accuracy'],
+      s.history.map((h) => [h.epoch, h.trnLoss, h.valLoss ?? '', h.accuracy ?? '']),
+      how,
+    );
+  }
+}
+
+function tiles(picks: Pick[], files: string[], classes: string[]): Tile[] {
+  return picks.map((p) => ({
+    image: files[p.index]!,
+    caption: [basename(files[p.index]!), `${classes[p.actual]} (p=${p.pActual.toFixed(2)})`, p.predicted === p.actual ? 'predicted correctly' : `predicted ${classes[p.predicted]} (${p.pPredicted.toFixed(2)})`],
+  }));
+}
+
+/**
+ * The confusion matrix and the three grids of validation images (most
+ * incorrect, most confident correct, most uncertain), from probabilities
+ * (e.g. TTA's) for `files` in order.
+ */
+export async function addInterpretation(report: Report, p: Predictions, files: string[], classes: string[], { k = 8 } = {}): Promise<{ confusion: number[][] }> {
+  const confusion = confusionMatrix(p);
+  await report.addPicture('confusion-matrix', 'Confusion matrix', await renderChart(confusionSpec(confusion, classes)));
+  const grids: [string, string, Pick[], string][] = [
+    ['most-incorrect', 'Most incorrect', mostIncorrect(p, k), 'Wrong predictions, lowest probability on the true class first.'],
+    ['most-correct', 'Most confident correct', mostConfidentCorrect(p, k), 'Right predictions, highest probability first.'],
+    ['most-uncertain', 'Most uncertain', mostUncertain(p, k), 'Smallest margin between the two most probable classes.'],
+  ];
+  for (const [name, title, picks, note] of grids) {
+    if (picks.length === 0) {
+      report.addText(title, 'No images in this group.');
+      continue;
+    }
+    await report.addPicture(name, title, await imageGrid(tiles(picks, files, classes), { cols: 4, title }), note);
+  }
+  return { confusion };
+}

@@ -1,0 +1,58 @@
+// Records what training did, stage by stage, for the pictures and the JSON
+// summary: the rate and smoothed loss at every iteration, each epoch's figures.
+import type { Callback, EpochRecord } from '../learn/learner.js';
+
+/** One stage of a recipe (e.g. "head on precomputed activations"). */
+export interface StageRecord {
+  name: string;
+  size: number;
+  lrs: number[];
+  nCycle: number;
+  cycleLen?: number;
+  cycleMult?: number;
+  history: EpochRecord[];
+  /** Global iteration at which each epoch ended. */
+  epochEnds: number[];
+  seconds: number;
+}
+
+/** A training log across stages; `callback()` feeds it from `fit`. */
+export class TrainingLog {
+  readonly stages: StageRecord[] = [];
+  /** Per iteration, across stages: the last group's rate and the smoothed loss. */
+  readonly iterations: { iteration: number; lr: number; loss: number; stage: string }[] = [];
+  private offset = 0;
+  private started = 0;
+
+  /** Starts a stage; what `callback()` records from now on belongs to it. */
+  begin(stage: Omit<StageRecord, 'history' | 'epochEnds' | 'seconds'>): Callback {
+    const rec: StageRecord = { ...stage, history: [], epochEnds: [], seconds: 0 };
+    this.stages.push(rec);
+    this.offset = this.iterations.length;
+    this.started = performance.now();
+    let last = 0;
+    return {
+      onBatchEnd: ({ iteration, smoothedLoss, lrs }) => {
+        last = iteration;
+        this.iterations.push({ iteration: this.offset + iteration, lr: lrs[lrs.length - 1]!, loss: smoothedLoss, stage: stage.name });
+      },
+      onEpochEnd: (r) => {
+        rec.history.push(r);
+        rec.epochEnds.push(this.offset + last);
+        rec.seconds = (performance.now() - this.started) / 1000;
+      },
+    };
+  }
+
+  /** Validation loss at the end of each epoch, at its global iteration. */
+  validationPoints(): { iteration: number; loss: number; kind: string }[] {
+    return this.stages.flatMap((s) => s.history.flatMap((h, i) => (h.valLoss === null ? [] : [{ iteration: s.epochEnds[i]!, loss: h.valLoss, kind: 'validation (per epoch)' }])));
+  }
+
+  /** The last epoch's record, if any. */
+  last(): EpochRecord | undefined {
+    const withEpochs = this.stages.filter((s) => s.history.length > 0);
+    const s = withEpochs[withEpochs.length - 1];
+    return s?.history[s.history.length - 1];
+  }
+}
