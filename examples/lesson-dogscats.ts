@@ -2,12 +2,14 @@
 // MobileNetV2 body: lrFind; head training on precomputed activations; training
 // with augmentation; unfreeze with differential rates and cycleMult 2; TTA.
 // Run: node dist/examples/lesson-dogscats.js [data folder]
+// Knobs (environment): LESSON_ARCH, LESSON_SIZE, LESSON_UNFREEZE_LR, LESSON_GROUP_DIV, LESSON_BN_FREEZE=1.
 import { join } from 'node:path';
-import { closeLoaderWorkers, ConvLearner, ImageClassifierData, mobilenet_v2_nsfwjs, tfmsFromModel, transformsSideOn } from '../src/index.js';
+import { archOf, closeLoaderWorkers, ConvLearner, ImageClassifierData, tfmsFromModel, transformsSideOn } from '../src/index.js';
 
 const PATH = process.argv[2] ?? join(import.meta.dirname ?? '.', '..', '..', '..', 'shared', 'datasets', 'pets-sample', 'dogscats');
-const arch = mobilenet_v2_nsfwjs;
-const sz = 224;
+// LESSON_ARCH=inception_v3_nsfwjs tries the other offline backbone (at its own size, 299, unless LESSON_SIZE says otherwise).
+const arch = archOf(process.env.LESSON_ARCH ?? 'mobilenet_v2_nsfwjs');
+const sz = Number(process.env.LESSON_SIZE ?? (arch.name === 'mobilenet_v2_nsfwjs' ? 224 : arch.size));
 
 const t0 = performance.now();
 const tfms = tfmsFromModel(arch, sz, { augTfms: transformsSideOn, maxZoom: 1.1 });
@@ -35,7 +37,8 @@ learn.unfreeze();
 if (process.env.LESSON_BN_FREEZE === '1') learn.bnFreeze(true);
 // The lesson's rates are 10× lower per group; LESSON_GROUP_DIV changes the factor.
 const div = Number(process.env.LESSON_GROUP_DIV ?? 10);
-await learn.fit([lr / div / div, lr / div, lr], 3, { cycleLen: 1, cycleMult: 2 });
+const top = Number(process.env.LESSON_UNFREEZE_LR ?? lr);
+await learn.fit([top / div / div, top / div, top], 3, { cycleLen: 1, cycleMult: 2 });
 await learn.save('224_all');
 
 const { probs, y } = await learn.TTA();

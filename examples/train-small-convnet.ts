@@ -1,6 +1,6 @@
 // The engine's end-to-end example: a small convnet trained from scratch on
 // Fashion-MNIST (Debian's dataset-fashion-mnist), evaluated, and saved as a
-// PyTorch .pth file. Run with `npm run demo`.
+// PyTorch .pth file. Run with `npm run example:small-convnet`.
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import {

@@ -8,7 +8,7 @@
 // `npm test` and `npm run demo` run it first, so a fresh clone needs no third command.
 // Uses only Node's standard library: it runs before node_modules exists.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -127,6 +127,8 @@ function typescript() {
   // A clean build, so that a deleted test never lingers in dist/.
   rmSync(join(root, 'dist'), { recursive: true, force: true });
   run(join(root, 'node_modules', '.bin', 'tsc'), ['-p', 'tsconfig.json']);
+  // The `fastvision` executable (package.json's bin), runnable directly once linked.
+  chmodSync(join(root, 'dist', 'src', 'cli', 'bin.js'), 0o755);
   writeFileSync(stamp, new Date().toISOString() + '\n');
 }
 

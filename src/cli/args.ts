@@ -1,0 +1,119 @@
+// Command-line parsing: each command declares its options once, and help text
+// and error messages come from that declaration.
+import { parseArgs } from 'node:util';
+
+/** A mistake in how the command was called: printed as one line, exit code 2. */
+export class UsageError extends Error {}
+
+/** One option of a command. */
+export interface OptionSpec {
+  type: 'string' | 'boolean';
+  /** Placeholder in help, e.g. `N` or `FILE`. */
+  arg?: string;
+  help: string;
+  /** Shown in help as the default. */
+  default?: string;
+}
+
+/** A command: its positionals and options, and what it does with them. */
+export interface CommandSpec {
+  name: string;
+  summary: string;
+  /** Positional arguments, e.g. `['<path>']`; a trailing `...` takes the rest. */
+  positionals: string[];
+  options: Record<string, OptionSpec>;
+  /** Longer text after the option list. */
+  details?: string;
+  run(args: ParsedArgs): Promise<void>;
+}
+
+/** What a command receives. */
+export interface ParsedArgs {
+  positionals: string[];
+  values: Record<string, string | boolean | undefined>;
+}
+
+/** Help text of a command. */
+export function commandHelp(c: CommandSpec): string {
+  const rows = Object.entries(c.options).map(([name, o]) => {
+    const left = `  --${name}${o.arg ? ` ${o.arg}` : ''}`;
+    return `${left.padEnd(28)} ${o.help}${o.default !== undefined ? ` (default ${o.default})` : ''}`;
+  });
+  rows.push(`${'  --help'.padEnd(28)} this text`);
+  return [`usage: fastvision ${c.name} ${c.positionals.join(' ')} [options]`.replace(/ +/g, ' '), '', c.summary, '', 'options:', ...rows, ...(c.details ? ['', c.details] : [])].join('\n');
+}
+
+/** Parses a command's arguments; a wrong one is a UsageError naming it. */
+export function parseCommandArgs(c: CommandSpec, argv: string[]): ParsedArgs | 'help' {
+  if (argv.includes('--help') || argv.includes('-h')) return 'help';
+  const options = Object.fromEntries(Object.entries(c.options).map(([k, o]) => [k, { type: o.type }]));
+  let parsed: { values: Record<string, string | boolean | undefined>; positionals: string[] };
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true }) as typeof parsed;
+  } catch (e) {
+    const msg = (e as Error).message;
+    const unknown = /Unknown option '([^']+)'/.exec(msg);
+    if (unknown) throw new UsageError(`fastvision ${c.name}: unknown option '${unknown[1]}' (see fastvision ${c.name} --help)`);
+    const needs = /Option '(?:-\w, )?(--[\w-]+)[^']*' argument missing/.exec(msg);
+    if (needs) throw new UsageError(`fastvision ${c.name}: option '${needs[1]}' needs a value`);
+    const noValue = /Option '(--[\w-]+)' does not take an argument/.exec(msg);
+    if (noValue) throw new UsageError(`fastvision ${c.name}: option '${noValue[1]}' takes no value`);
+    throw new UsageError(`fastvision ${c.name}: ${msg.split('\n')[0]}`);
+  }
+  const required = c.positionals.filter((p) => p.startsWith('<'));
+  const rest = c.positionals.some((p) => p.endsWith('...'));
+  if (parsed.positionals.length < required.length) {
+    throw new UsageError(`fastvision ${c.name}: missing ${required.slice(parsed.positionals.length).join(' ')} (usage: fastvision ${c.name} ${c.positionals.join(' ')})`);
+  }
+  if (!rest && parsed.positionals.length > c.positionals.length) {
+    throw new UsageError(`fastvision ${c.name}: unexpected argument '${parsed.positionals[c.positionals.length]}'`);
+  }
+  return parsed;
+}
+
+/** Reads option `name` as a string (or the default). */
+export function str(args: ParsedArgs, name: string): string | undefined;
+export function str(args: ParsedArgs, name: string, dflt: string): string;
+export function str(args: ParsedArgs, name: string, dflt?: string): string | undefined {
+  const v = args.values[name];
+  return typeof v === 'string' ? v : dflt;
+}
+
+/** Reads option `name` as a number within [min, max] (integer when asked). */
+export function num(args: ParsedArgs, name: string, dflt: number, range?: { min?: number; max?: number; integer?: boolean }): number;
+export function num(args: ParsedArgs, name: string, dflt: undefined, range?: { min?: number; max?: number; integer?: boolean }): number | undefined;
+export function num(args: ParsedArgs, name: string, dflt: number | undefined, { min = -Infinity, max = Infinity, integer = false } = {}): number | undefined {
+  const v = args.values[name];
+  if (typeof v !== 'string') return dflt;
+  return parseNumber(v, `--${name}`, { min, max, integer });
+}
+
+/** Parses a comma-separated list of numbers (e.g. `--sizes 128,224`). */
+export function numList(args: ParsedArgs, name: string, { min = -Infinity, max = Infinity, integer = false } = {}): number[] | undefined {
+  const v = args.values[name];
+  if (typeof v !== 'string') return undefined;
+  const parts = v.split(',').map((s) => s.trim());
+  if (parts.some((p) => p === '')) throw new UsageError(`--${name}: '${v}' is not a comma-separated list of numbers`);
+  return parts.map((p) => parseNumber(p, `--${name}`, { min, max, integer }));
+}
+
+function parseNumber(v: string, what: string, { min, max, integer }: { min: number; max: number; integer: boolean }): number {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n)) throw new UsageError(`${what}: '${v}' is not a number`);
+  if (integer && !Number.isInteger(n)) throw new UsageError(`${what}: '${v}' must be a whole number`);
+  if (n < min || n > max) throw new UsageError(`${what}: ${v} is out of range (${min} to ${max})`);
+  return n;
+}
+
+/** Reads option `name` as one of `choices`. */
+export function choice<T extends string>(args: ParsedArgs, name: string, choices: readonly T[], dflt: T): T {
+  const v = args.values[name];
+  if (typeof v !== 'string') return dflt;
+  if (!(choices as readonly string[]).includes(v)) throw new UsageError(`--${name}: '${v}' is not one of ${choices.join(', ')}`);
+  return v as T;
+}
+
+/** Whether boolean option `name` was given. */
+export function flag(args: ParsedArgs, name: string): boolean {
+  return args.values[name] === true;
+}

@@ -1,0 +1,69 @@
+// The options every data-reading command shares (layout, size, batch size,
+// augmentation) and the ImageClassifierData they describe.
+import { existsSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { ImageClassifierData } from '../vision/data.js';
+import { csvRowCount, getCvIdxs } from '../vision/dataset.js';
+import { archOf, ARCHS, type Arch } from '../vision/models/archs.js';
+import { tfmsFromModel, transformsSideOn, transformsTopDown, type Augmentation } from '../vision/transforms.js';
+import { choice, num, str, UsageError, type OptionSpec, type ParsedArgs } from './args.js';
+
+/** The default backbone: the one that works offline. */
+export const DEFAULT_ARCH = 'mobilenet_v2_nsfwjs';
+
+export const LAYOUT_OPTIONS: Record<string, OptionSpec> = {
+  csv: { type: 'string', arg: 'FILE', help: 'labels CSV under <path> (id,label with a header); without it: <path>/train|valid/<label>/' },
+  folder: { type: 'string', arg: 'NAME', help: 'with --csv: the images folder under <path>', default: 'train' },
+  suffix: { type: 'string', arg: 'EXT', help: "with --csv: appended to each id to make the file name, e.g. '.jpg'" },
+  test: { type: 'string', arg: 'NAME', help: 'unlabelled test folder under <path> (for TTA predictions and the submission)' },
+  'val-pct': { type: 'string', arg: 'P', help: 'with --csv: share of rows held out for validation', default: '0.2' },
+};
+
+export const MODEL_OPTIONS: Record<string, OptionSpec> = {
+  arch: { type: 'string', arg: 'NAME', help: `architecture (${Object.keys(ARCHS).join(', ')})`, default: DEFAULT_ARCH },
+  size: { type: 'string', arg: 'PX', help: 'image side in pixels', default: '224' },
+  bs: { type: 'string', arg: 'N', help: 'batch size', default: '32' },
+  aug: { type: 'string', arg: 'KIND', help: 'augmentation: side-on (photos from the side), top-down (satellite, microscopy), none', default: 'side-on' },
+  workers: { type: 'string', arg: 'N', help: 'image loading threads', default: 'cores, at most 4' },
+};
+
+const AUGS: Record<string, Augmentation[]> = { 'side-on': transformsSideOn, 'top-down': transformsTopDown, none: [] };
+
+/** The data folder argument, checked. */
+export function dataPath(p: string | undefined): string {
+  if (p === undefined) throw new UsageError('missing <path>: the data folder');
+  const abs = resolve(p);
+  if (!existsSync(abs)) throw new UsageError(`no such folder: ${p}`);
+  if (!statSync(abs).isDirectory()) throw new UsageError(`not a folder: ${p}`);
+  return abs;
+}
+
+/** The architecture option, checked. */
+export function archArg(args: ParsedArgs): Arch {
+  const name = str(args, 'arch', DEFAULT_ARCH);
+  if (!ARCHS[name]) throw new UsageError(`--arch: unknown architecture '${name}' (known: ${Object.keys(ARCHS).join(', ')})`);
+  return archOf(name);
+}
+
+/** The data at image side `size`, laid out as the options say. */
+export async function loadData(path: string, args: ParsedArgs, arch: Arch, size: number): Promise<ImageClassifierData> {
+  const aug = choice(args, 'aug', ['side-on', 'top-down', 'none'] as const, 'side-on');
+  const tfms = tfmsFromModel(arch, size, { augTfms: AUGS[aug], maxZoom: aug === 'none' ? 1 : 1.1 });
+  const bs = num(args, 'bs', 32, { min: 1, max: 4096, integer: true });
+  const numWorkers = num(args, 'workers', undefined, { min: 1, max: 64, integer: true });
+  const testName = str(args, 'test');
+  if (testName !== undefined && !existsSync(resolve(path, testName))) throw new UsageError(`--test: no folder ${testName} under ${path}`);
+  const csv = str(args, 'csv');
+  if (csv === undefined) return ImageClassifierData.fromPaths(path, { tfms, bs, numWorkers, testName });
+  if (!existsSync(resolve(path, csv))) throw new UsageError(`--csv: no file ${csv} under ${path}`);
+  const folder = str(args, 'folder', 'train');
+  if (!existsSync(resolve(path, folder))) throw new UsageError(`--folder: no folder ${folder} under ${path}`);
+  const valPct = num(args, 'val-pct', 0.2, { min: 0, max: 0.9 });
+  const valIdxs = getCvIdxs(csvRowCount(path, csv), { valPct });
+  return ImageClassifierData.fromCsv(path, folder, csv, { tfms, bs, numWorkers, testName, valIdxs, suffix: str(args, 'suffix', '') });
+}
+
+/** The `--size` option. */
+export function sizeArg(args: ParsedArgs, dflt: number): number {
+  return num(args, 'size', dflt, { min: 8, max: 2048, integer: true });
+}

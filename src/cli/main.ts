@@ -1,0 +1,60 @@
+// The `fastvision` command: dispatches to a subcommand; any failure is one line
+// on stderr and a non-zero exit (2 for a wrong call, 1 for a failure while running).
+import { closeLoaderWorkers } from '../vision/loader.js';
+import { commandHelp, parseCommandArgs, UsageError, type CommandSpec } from './args.js';
+import { demoCommand } from './demo.js';
+import { interpretCommand, sizesCommand } from './inspect.js';
+import { predictCommand, submitCommand } from './predict.js';
+import { fitCommand, lrFindCommand } from './schedule-commands.js';
+import { trainCommand } from './train.js';
+
+/** Every subcommand, in the order help lists them. */
+export const COMMANDS: CommandSpec[] = [trainCommand, lrFindCommand, fitCommand, predictCommand, submitCommand, interpretCommand, sizesCommand, demoCommand];
+
+function mainHelp(): string {
+  return [
+    'usage: fastvision <command> [arguments] [options]',
+    '',
+    "The fast.ai way of training image classifiers: point it at a folder of labelled photos.",
+    '',
+    'commands:',
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(10)} ${c.summary.split('. ')[0]!.replace(/\.$/, '')}`),
+    '',
+    "'fastvision <command> --help' describes a command's options.",
+  ].join('\n');
+}
+
+/** Runs the CLI on `argv` (without node and the script) and returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    console.log(mainHelp());
+    return name === undefined ? 2 : 0;
+  }
+  if (name === '--version') {
+    console.log('0.1.0');
+    return 0;
+  }
+  const cmd = COMMANDS.find((c) => c.name === name);
+  if (!cmd) {
+    console.error(`fastvision: unknown command '${name}' (commands: ${COMMANDS.map((c) => c.name).join(', ')})`);
+    return 2;
+  }
+  try {
+    const args = parseCommandArgs(cmd, rest);
+    if (args === 'help') {
+      console.log(commandHelp(cmd));
+      return 0;
+    }
+    await cmd.run(args);
+    return 0;
+  } catch (e) {
+    const err = e as Error;
+    if (process.env.FASTVISION_DEBUG === '1') console.error(err.stack);
+    console.error(`fastvision ${cmd.name}: ${(err.message || String(e)).split('\n')[0]!.replace(/^fastvision \S+: /, '')}`);
+    return e instanceof UsageError ? 2 : 1;
+  } finally {
+    // Loader worker threads would keep the process alive after the command.
+    await closeLoaderWorkers();
+  }
+}

@@ -1,0 +1,115 @@
+// `fastvision predict` and `fastvision submit`: a saved model on new images.
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { ImageClassifierData } from '../vision/data.js';
+import { FilesDataset, isImageFile, scanTestFolder } from '../vision/dataset.js';
+import { archOf } from '../vision/models/archs.js';
+import { tfmsFromModel, transformsSideOn, transformsTopDown } from '../vision/transforms.js';
+import { choice, flag, num, str, UsageError, type CommandSpec, type ParsedArgs } from './args.js';
+import { learnerFor, readModel, type ModelInfo } from './model-file.js';
+import { writeSubmission } from './submission.js';
+import { predictedFiles } from './train.js';
+
+/** Image files named on the command line: files, or folders (their images, sorted). */
+export function collectImages(items: string[]): string[] {
+  const files: string[] = [];
+  for (const item of items) {
+    if (!existsSync(item)) throw new UsageError(`no such file or folder: ${item}`);
+    if (statSync(item).isDirectory()) {
+      const found = readdirSync(item)
+        .sort()
+        .filter((f) => isImageFile(f) && statSync(join(item, f)).isFile())
+        .map((f) => resolve(item, f));
+      if (found.length === 0) throw new UsageError(`${item}: no images in this folder`);
+      files.push(...found);
+    } else if (isImageFile(item)) files.push(resolve(item));
+    else throw new UsageError(`${item}: not an image file (by its extension)`);
+  }
+  return files;
+}
+
+/** Data whose test set is `ds`, with the model's transforms, for prediction. */
+function predictionData(info: ModelInfo, ds: FilesDataset, args: ParsedArgs): ImageClassifierData {
+  const aug = choice(args, 'aug', ['side-on', 'top-down', 'none'] as const, 'side-on');
+  const tfms = tfmsFromModel(archOf(info.arch), info.size, { augTfms: aug === 'top-down' ? transformsTopDown : aug === 'none' ? [] : transformsSideOn, maxZoom: aug === 'none' ? 1 : 1.1 });
+  const bs = num(args, 'bs', 32, { min: 1, max: 4096, integer: true });
+  return new ImageClassifierData(dirname(ds.files[0]!), ds, null, ds, info.classes, tfms, { bs, seed: 0, channelsLast: false, onBadImage: 'skip' });
+}
+
+/** Probabilities (rows in the order of the returned files) for a test dataset, with or without TTA. */
+async function probabilities(saved: { pth: string; info: ModelInfo }, ds: FilesDataset, args: ParsedArgs, tta: boolean): Promise<{ files: string[]; probs: Float32Array }> {
+  const data = predictionData(saved.info, ds, args);
+  const learn = await learnerFor(saved, data);
+  let probs: Float32Array;
+  if (tta) {
+    const r = await learn.TTA({ isTest: true, nAug: num(args, 'tta-aug', 4, { min: 0, max: 64, integer: true }) });
+    probs = r.probs.dataSync() as Float32Array;
+    r.probs.dispose();
+    r.y.dispose();
+  } else {
+    const lp = await learn.predict(true);
+    const p = lp.exp();
+    probs = p.dataSync() as Float32Array;
+    lp.dispose();
+    p.dispose();
+  }
+  const files = predictedFiles(ds);
+  if (files.length === 0) throw new UsageError('none of the images could be read');
+  return { files, probs };
+}
+
+const PREDICTION_OPTIONS = {
+  bs: { type: 'string', arg: 'N', help: 'batch size', default: '32' },
+  tta: { type: 'boolean', help: 'average over augmented copies (test-time augmentation)' },
+  'tta-aug': { type: 'string', arg: 'N', help: 'with TTA: augmented copies', default: '4' },
+  aug: { type: 'string', arg: 'KIND', help: 'with TTA: side-on, top-down or none', default: 'side-on' },
+} as const;
+
+export const predictCommand: CommandSpec = {
+  name: 'predict',
+  summary: 'Classifies images with a saved model: the top classes of each, with probabilities.',
+  positionals: ['<model>', '<images|folder>...'],
+  options: {
+    top: { type: 'string', arg: 'K', help: 'classes shown per image', default: '3' },
+    json: { type: 'boolean', help: 'print JSON instead of a table' },
+    ...PREDICTION_OPTIONS,
+  },
+  details: '<model> is the folder `train` wrote (holding model.pth and model.json), or the .pth file itself.',
+  async run(args) {
+    const saved = await readModel(args.positionals[0]!);
+    const files = collectImages(args.positionals.slice(1));
+    const k = Math.min(num(args, 'top', 3, { min: 1, max: 1000, integer: true }), saved.info.classes.length);
+    const { files: kept, probs } = await probabilities(saved, new FilesDataset(files, files.map(() => -1), saved.info.classes), args, flag(args, 'tta'));
+    const c = saved.info.classes.length;
+    const rows = kept.map((file, i) => {
+      const ranked = saved.info.classes.map((label, j) => ({ label, p: probs[i * c + j]! })).sort((a, b) => b.p - a.p);
+      return { file, top: ranked.slice(0, k) };
+    });
+    if (flag(args, 'json')) console.log(JSON.stringify(rows, null, 2));
+    else for (const r of rows) console.log(`${r.file}\t${r.top.map((t) => `${t.label} ${t.p.toFixed(4)}`).join('\t')}`);
+    const skipped = files.length - kept.length;
+    if (skipped > 0) console.error(`${skipped} unreadable image(s) skipped`);
+  },
+};
+
+export const submitCommand: CommandSpec = {
+  name: 'submit',
+  summary: 'Writes a Kaggle submission for a test folder: id (file name without extension) and one probability column per class, or the label.',
+  positionals: ['<model>', '<test folder>'],
+  options: {
+    out: { type: 'string', arg: 'FILE', help: 'the CSV to write', default: 'submission.csv' },
+    labels: { type: 'boolean', help: 'one column with the predicted label instead of probabilities' },
+    'no-tta': { type: 'boolean', help: 'plain predictions instead of test-time augmentation' },
+    ...PREDICTION_OPTIONS,
+  },
+  async run(args) {
+    const saved = await readModel(args.positionals[0]!);
+    const folder = resolve(args.positionals[1]!);
+    if (!existsSync(folder) || !statSync(folder).isDirectory()) throw new UsageError(`no such folder: ${args.positionals[1]}`);
+    const ds = scanTestFolder(dirname(folder), basename(folder), saved.info.classes);
+    const out = resolve(str(args, 'out', 'submission.csv'));
+    const { files, probs } = await probabilities(saved, ds, args, !flag(args, 'no-tta'));
+    await writeSubmission(out, files, probs, saved.info.classes, { labels: flag(args, 'labels') });
+    console.log(`${files.length} rows written to ${out}${files.length < ds.length ? ` (${ds.length - files.length} unreadable image(s) skipped)` : ''}`);
+  },
+};

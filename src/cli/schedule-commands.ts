@@ -1,0 +1,94 @@
+// `fastvision lr-find` and `fastvision fit`: the recipe's steps one at a time,
+// for users who want to choose the rate and the schedule themselves.
+import { mkdir } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
+import { ConvLearner } from '../learn/learner.js';
+import { addLrFinder, addTraining } from '../report/figures.js';
+import { Report } from '../report/html.js';
+import { TrainingLog } from '../report/training-log.js';
+import { savePth } from '../torch/index.js';
+import { flag, num, numList, str, UsageError, type CommandSpec, type OptionSpec } from './args.js';
+import { archArg, dataPath, LAYOUT_OPTIONS, loadData, MODEL_OPTIONS, sizeArg } from './data-args.js';
+import { learnerFor, readModel, saveModel } from './model-file.js';
+
+const OUT: OptionSpec = { type: 'string', arg: 'DIR', help: 'where the pictures, report (and model) go', default: './fastvision-out/<folder name>' };
+const UNFREEZE: OptionSpec = { type: 'boolean', help: 'train the whole network (no precomputed activations)' };
+const FROM: OptionSpec = { type: 'string', arg: 'MODEL', help: 'start from a saved model (folder or .pth) instead of the pretrained body and a new head' };
+
+export const lrFindCommand: CommandSpec = {
+  name: 'lr-find',
+  summary: 'Runs the learning-rate finder and suggests a rate; draws the loss against the rate.',
+  positionals: ['<path>'],
+  options: { ...LAYOUT_OPTIONS, ...MODEL_OPTIONS, unfreeze: UNFREEZE, from: FROM, out: OUT },
+  async run(args) {
+    const path = dataPath(args.positionals[0]);
+    const out = resolve(str(args, 'out', join('fastvision-out', basename(path))));
+    const from = str(args, 'from');
+    const saved = from === undefined ? null : await readModel(from);
+    const arch = archArg(args);
+    const data = await loadData(path, args, saved ? archArg({ ...args, values: { ...args.values, arch: saved.info.arch } }) : arch, sizeArg(args, saved?.info.size ?? 224));
+    const learn = saved ? await learnerFor(saved, data) : await ConvLearner.pretrained(arch, data, { precompute: !flag(args, 'unfreeze') });
+    if (flag(args, 'unfreeze')) learn.unfreeze();
+    const finder = await learn.lrFind();
+    const { lr, rule } = finder.suggestion();
+    for (const p of finder.plot().filter((_, i, a) => i % Math.max(1, Math.floor(a.length / 15)) === 0)) console.log(`lr ${p.lr.toExponential(2)}  loss ${p.loss.toFixed(4)}`);
+    console.log(`suggested rate ${lr.toExponential(2)} (${rule})`);
+    const report = new Report(out, `fastvision lr-find: ${basename(path)}`);
+    await addLrFinder(report, finder, lr, rule);
+    console.log(`report: ${await report.write('lr-find.html')}`);
+  },
+};
+
+export const fitCommand: CommandSpec = {
+  name: 'fit',
+  summary: 'Trains with an explicit schedule (constant, or SGDR with --cycle-len) and saves the model.',
+  positionals: ['<path>'],
+  options: {
+    ...LAYOUT_OPTIONS,
+    ...MODEL_OPTIONS,
+    lr: { type: 'string', arg: 'RATE[,RATE,RATE]', help: 'learning rate, or one per layer group (early body, late body, head)', default: '0.01' },
+    cycles: { type: 'string', arg: 'N', help: 'number of cycles (epochs without --cycle-len)', default: '3' },
+    'cycle-len': { type: 'string', arg: 'N', help: 'epochs per cycle: cosine annealing with restarts (SGDR)' },
+    'cycle-mult': { type: 'string', arg: 'M', help: 'each cycle M times longer than the one before', default: '1' },
+    wd: { type: 'string', arg: 'W[,W,W]', help: 'weight decay, or one per layer group', default: '0' },
+    precompute: { type: 'boolean', help: 'train the head on precomputed activations (no augmentation)' },
+    unfreeze: UNFREEZE,
+    adam: { type: 'boolean', help: 'Adam instead of SGD with momentum 0.9' },
+    from: FROM,
+    'save-cycles': { type: 'boolean', help: 'also save a snapshot at the end of each cycle (model_cyc_K.pth)' },
+    out: OUT,
+  },
+  async run(args) {
+    const path = dataPath(args.positionals[0]);
+    const out = resolve(str(args, 'out', join('fastvision-out', basename(path))));
+    const lrs = numList(args, 'lr', { min: 1e-10, max: 100 }) ?? [0.01];
+    const wds = numList(args, 'wd', { min: 0, max: 1 }) ?? [0];
+    for (const [name, v] of [['lr', lrs], ['wd', wds]] as const) if (v.length !== 1 && v.length !== 3) throw new UsageError(`--${name}: give one value or three (one per layer group), not ${v.length}`);
+    const nCycle = num(args, 'cycles', 3, { min: 1, max: 1000, integer: true });
+    const cycleLen = num(args, 'cycle-len', undefined, { min: 1, max: 1000, integer: true });
+    const cycleMult = num(args, 'cycle-mult', 1, { min: 1, max: 10, integer: true });
+    if (cycleLen === undefined && args.values['cycle-mult'] !== undefined) throw new UsageError('--cycle-mult needs --cycle-len');
+    if (flag(args, 'precompute') && flag(args, 'unfreeze')) throw new UsageError('--precompute and --unfreeze exclude each other (an unfrozen body has no fixed activations)');
+    const from = str(args, 'from');
+    const saved = from === undefined ? null : await readModel(from);
+    const arch = saved ? archArg({ ...args, values: { ...args.values, arch: saved.info.arch } }) : archArg(args);
+    const size = sizeArg(args, saved?.info.size ?? 224);
+    const data = await loadData(path, args, arch, size);
+    if (saved && saved.info.classes.join('\n') !== data.classes.join('\n')) throw new UsageError(`${path}: its classes are not those of ${from}`);
+    const learn = saved ? await learnerFor(saved, data, { optFn: flag(args, 'adam') ? 'adam' : 'sgd' }) : await ConvLearner.pretrained(arch, data, { optFn: flag(args, 'adam') ? 'adam' : 'sgd' });
+    if (flag(args, 'unfreeze')) learn.unfreeze();
+    if (flag(args, 'precompute')) learn.precompute = true;
+    const log = new TrainingLog();
+    const cb = log.begin({ name: 'fit', size, lrs, nCycle, cycleLen, cycleMult });
+    // savePth serializes before its first await, so each snapshot holds the weights at its cycle's end.
+    const snapshots: Promise<void>[] = [];
+    const snap = { onCycleEnd: (k: number) => void snapshots.push(mkdir(out, { recursive: true }).then(() => savePth(join(out, `model_cyc_${k}.pth`), learn.model.stateDict()))) };
+    await learn.fit(lrs.length === 1 ? lrs[0]! : lrs, nCycle, { cycleLen, cycleMult, wds: wds.length === 1 ? wds[0]! : wds, callbacks: flag(args, 'save-cycles') ? [cb, snap] : [cb] });
+    await Promise.all(snapshots);
+    const { model } = await saveModel(out, learn, size);
+    if (snapshots.length > 0) console.log(`cycle snapshots: ${join(out, 'model_cyc_*.pth')} (${snapshots.length})`);
+    const report = new Report(out, `fastvision fit: ${basename(path)}`);
+    await addTraining(report, log);
+    console.log(`model:  ${model}\nreport: ${await report.write('fit.html')}`);
+  },
+};

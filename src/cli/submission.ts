@@ -1,0 +1,34 @@
+// Kaggle submissions: one row per test image, its id then one probability per
+// class (or the predicted label).
+import { basename, extname } from 'node:path';
+import { writeFileAtomic } from '../util/files.js';
+
+const quote = (s: string): string => (/[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
+
+/** The id Kaggle expects for an image: its file name without the extension. */
+export function imageId(file: string): string {
+  return basename(file, extname(file));
+}
+
+/** The submission as CSV text: `id` then one column per class, or `id,label` with `labels`. */
+export function submissionCsv(files: string[], probs: ArrayLike<number>, classes: string[], { labels = false } = {}): string {
+  const c = classes.length;
+  if (probs.length !== files.length * c) throw new Error(`submission: ${probs.length / c} rows of probabilities for ${files.length} images`);
+  const lines = [labels ? 'id,label' : ['id', ...classes.map(quote)].join(',')];
+  files.forEach((f, i) => {
+    const row = Array.from({ length: c }, (_, k) => Number(probs[i * c + k]));
+    if (labels) {
+      let best = 0;
+      for (let k = 1; k < c; k++) if (row[k]! > row[best]!) best = k;
+      lines.push(`${quote(imageId(f))},${quote(classes[best]!)}`);
+    } else {
+      lines.push([quote(imageId(f)), ...row.map((p) => p.toPrecision(6))].join(','));
+    }
+  });
+  return `${lines.join('\n')}\n`;
+}
+
+/** Writes the submission CSV atomically. */
+export async function writeSubmission(path: string, files: string[], probs: ArrayLike<number>, classes: string[], options: { labels?: boolean } = {}): Promise<void> {
+  await writeFileAtomic(path, submissionCsv(files, probs, classes, options));
+}

@@ -1,0 +1,225 @@
+// The `fastvision` command end to end on tiny copies of pets-sample (both
+// layouts) at 32 pixels: train with its artifacts (model, valid PNGs, report,
+// JSON summary, submission), then predict, submit, interpret, sizes, lr-find
+// and fit on the saved model, and one-line errors with non-zero exit codes.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import sharp from 'sharp';
+import { main } from '../src/cli/main.js';
+import { petsSample, repoRoot } from './helpers.js';
+
+const bin = join(repoRoot, 'dist', 'src', 'cli', 'bin.js');
+let tmp = '';
+let folderData = '';
+let csvData = '';
+const TINY = ['--size', '32', '--bs', '4', '--cycles', '1', '--unfreeze-cycles', '1', '--tta-aug', '1', '--workers', '1'];
+
+function cli(...args: string[]): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [bin, ...args], { cwd: tmp, encoding: 'utf8', env: { ...process.env, FASTVISION_HOME: join(tmp, 'home'), FASTVISION_QUIET: '1' }, timeout: 300_000 });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+function ok(r: { code: number; stdout: string; stderr: string }, what: string): string {
+  assert.equal(r.code, 0, `${what} failed (${r.code}):\n${r.stderr}\n${r.stdout}`);
+  return r.stdout;
+}
+
+async function assertPng(file: string): Promise<void> {
+  const buf = readFileSync(file);
+  assert.deepEqual([...buf.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], `${file} is a PNG`);
+  const m = await sharp(buf).metadata();
+  assert.equal(m.format, 'png');
+  assert.ok((m.width ?? 0) >= 100 && (m.height ?? 0) >= 60, `${file}: ${m.width}×${m.height}`);
+  const { channels } = await sharp(buf).stats();
+  assert.ok(channels.some((c) => c.max - c.min > 50), `${file} is not blank`);
+}
+
+const parseCsv = (text: string): string[][] =>
+  text
+    .trim()
+    .split('\n')
+    .map((l) => l.split(','));
+
+before(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'fastvision-cli-'));
+  // Folder layout: 6 training and 3 validation photos per class, 4 test photos.
+  folderData = join(tmp, 'dogscats');
+  for (const [split, n] of [['train', 6], ['valid', 3]] as const) {
+    for (const label of ['cats', 'dogs']) {
+      const src = join(petsSample, 'dogscats', split, label);
+      mkdirSync(join(folderData, split, label), { recursive: true });
+      for (const f of readdirSync(src).sort().slice(0, n)) copyFileSync(join(src, f), join(folderData, split, label, f));
+    }
+  }
+  mkdirSync(join(folderData, 'test'));
+  const testSrc = join(petsSample, 'dogscats', 'valid', 'dogs');
+  for (const f of readdirSync(testSrc).sort().slice(-4)) copyFileSync(join(testSrc, f), join(folderData, 'test', f));
+  // CSV layout: three breeds, five photos each, ids without the suffix.
+  csvData = join(tmp, 'breeds');
+  mkdirSync(join(csvData, 'train'), { recursive: true });
+  mkdirSync(join(csvData, 'test'));
+  const rows = readFileSync(join(petsSample, 'breeds', 'labels.csv'), 'utf8').trim().split('\n').slice(1).map((l) => l.split(','));
+  const breeds = [...new Set(rows.map((r) => r[1]!))].sort().slice(0, 3);
+  const picked = breeds.flatMap((b) => rows.filter((r) => r[1] === b).slice(0, 5));
+  for (const [id] of picked) copyFileSync(join(petsSample, 'breeds', 'train', `${id}.jpg`), join(csvData, 'train', `${id}.jpg`));
+  writeFileSync(join(csvData, 'labels.csv'), `id,breed\n${picked.map((r) => r.join(',')).join('\n')}\n`);
+  for (const f of readdirSync(join(petsSample, 'breeds', 'test')).sort().slice(0, 3)) copyFileSync(join(petsSample, 'breeds', 'test', f), join(csvData, 'test', f));
+});
+after(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+test('train (folder layout) leaves the model, valid pictures, the report, the JSON summary and a submission', async () => {
+  const out = join(tmp, 'run-folder');
+  const stdout = ok(cli('train', folderData, ...TINY, '--test', 'test', '--out', out, '--json', join(tmp, 'run.json')), 'train');
+  assert.match(stdout, /# learning-rate finder/);
+  assert.match(stdout, /epoch\s+trn_loss\s+val_loss\s+accuracy/);
+  assert.match(stdout, /with TTA/);
+  const summary = JSON.parse(readFileSync(join(tmp, 'run.json'), 'utf8')) as {
+    data: { classes: string[]; counts: { trn: Record<string, number> }; test: number };
+    stages: { name: string; history: { trnLoss: number; accuracy: number }[] }[];
+    final: { accuracy: number; valLoss: number };
+    tta: { accuracy: number; loss: number };
+    lr: { chosen: number; finder: unknown[] };
+    confusion: number[][];
+    artifacts: { model: string; modelInfo: string; report: string; pictures: string[]; submission: string };
+  };
+  assert.deepEqual(summary.data.classes, ['cats', 'dogs']);
+  assert.deepEqual(summary.data.counts.trn, { cats: 6, dogs: 6 });
+  assert.equal(summary.data.test, 4);
+  assert.deepEqual(
+    summary.stages.map((s) => [s.name, s.history.length]),
+    [
+      ['head on precomputed activations', 1],
+      ['head with augmentation', 1],
+      ['unfrozen, differential rates', 1],
+    ],
+  );
+  assert.ok(summary.final.accuracy >= 0 && summary.final.accuracy <= 1 && Number.isFinite(summary.final.valLoss));
+  assert.ok(summary.tta.accuracy >= 0 && summary.tta.accuracy <= 1 && Number.isFinite(summary.tta.loss));
+  assert.ok(summary.lr.chosen > 0 && summary.lr.finder.length > 0);
+  assert.equal(summary.confusion.flat().reduce((a, b) => a + b, 0), 6, 'the confusion matrix counts every validation photo');
+  for (const f of [summary.artifacts.model, summary.artifacts.modelInfo, summary.artifacts.report, summary.artifacts.submission]) assert.ok(existsSync(f), f);
+  const names = summary.artifacts.pictures.map((p) => p.split('/').pop());
+  for (const n of ['label-counts.png', 'image-sizes.png', 'augmentation-preview.png', 'lr-finder.png', 'lr-schedule.png', 'losses.png', 'confusion-matrix.png', 'most-correct.png', 'most-uncertain.png']) assert.ok(names.includes(n), `${n} in ${names.join(', ')}`);
+  for (const p of summary.artifacts.pictures) await assertPng(p);
+  const html = readFileSync(summary.artifacts.report, 'utf8');
+  assert.equal((html.match(/<img /g) ?? []).length, summary.artifacts.pictures.length, 'every picture is in the report');
+  assert.ok(!/src="http/.test(html), 'the report is self-contained');
+  const sub = parseCsv(readFileSync(summary.artifacts.submission, 'utf8'));
+  assert.deepEqual(sub[0], ['id', 'cats', 'dogs']);
+  assert.deepEqual(sub.slice(1).map((r) => `${r[0]}.jpg`), readdirSync(join(folderData, 'test')).sort());
+  for (const r of sub.slice(1)) assert.ok(Math.abs(Number(r[1]) + Number(r[2]) - 1) < 1e-3, `probabilities sum to 1: ${r.join(',')}`);
+});
+
+test('predict, submit, interpret on the saved model', async () => {
+  const model = join(tmp, 'run-folder');
+  const testDir = join(folderData, 'test');
+  const rows = JSON.parse(ok(cli('predict', model, testDir, join(folderData, 'valid', 'cats'), '--json', '--top', '2'), 'predict')) as { file: string; top: { label: string; p: number }[] }[];
+  assert.equal(rows.length, 7);
+  for (const r of rows) {
+    assert.deepEqual(r.top.map((t) => t.label).sort(), ['cats', 'dogs']);
+    assert.ok(r.top[0]!.p >= r.top[1]!.p);
+  }
+  const table = ok(cli('predict', join(model, 'model.pth'), join(testDir, readdirSync(testDir).sort()[0]!)), 'predict one file');
+  assert.match(table, /\t(cats|dogs) \d\.\d{4}\t(cats|dogs) \d\.\d{4}\n$/);
+
+  const labels = join(tmp, 'labels.csv');
+  ok(cli('submit', model, testDir, '--out', labels, '--labels', '--tta-aug', '1'), 'submit --labels');
+  const sub = parseCsv(readFileSync(labels, 'utf8'));
+  assert.deepEqual(sub[0], ['id', 'label']);
+  assert.equal(sub.length, 5);
+  for (const r of sub.slice(1)) assert.ok(['cats', 'dogs'].includes(r[1]!));
+
+  const out = join(tmp, 'interp');
+  const text = ok(cli('interpret', model, folderData, '--out', out), 'interpret');
+  assert.match(text, /accuracy \d\.\d{4} on 6 validation images/);
+  assert.ok(existsSync(join(out, 'interpret.html')));
+  await assertPng(join(out, 'pictures', 'confusion-matrix.png'));
+});
+
+test('train on the CSV layout with --suffix, then lr-find, fit --from and sizes', async () => {
+  const out = join(tmp, 'run-csv');
+  ok(cli('train', csvData, '--csv', 'labels.csv', '--suffix', '.jpg', '--val-pct', '0.34', ...TINY, '--unfreeze-cycles', '0', '--test', 'test', '--out', out), 'train --csv');
+  const info = JSON.parse(readFileSync(join(out, 'model.json'), 'utf8')) as { classes: string[]; size: number; arch: string };
+  assert.equal(info.classes.length, 3);
+  assert.equal(info.size, 32);
+  const sub = parseCsv(readFileSync(join(out, 'submission.csv'), 'utf8'));
+  assert.deepEqual(sub[0], ['id', ...info.classes]);
+  assert.equal(sub.length, 4);
+
+  const lr = ok(cli('lr-find', csvData, '--csv', 'labels.csv', '--suffix', '.jpg', '--size', '32', '--bs', '4', '--out', join(tmp, 'lr')), 'lr-find');
+  assert.match(lr, /suggested rate \d\.\d\de-\d/);
+  await assertPng(join(tmp, 'lr', 'pictures', 'lr-finder.png'));
+
+  const fitOut = join(tmp, 'fit');
+  const fit = ok(cli('fit', csvData, '--csv', 'labels.csv', '--suffix', '.jpg', '--from', out, '--lr', '0.0001,0.001,0.01', '--cycles', '2', '--cycle-len', '1', '--unfreeze', '--save-cycles', '--bs', '4', '--out', fitOut), 'fit');
+  assert.match(fit, /^1\s+\d/m, 'two epochs in the table');
+  for (const f of ['model.pth', 'model.json', 'model_cyc_0.pth', 'model_cyc_1.pth', 'fit.html']) assert.ok(existsSync(join(fitOut, f)), f);
+  assert.equal((JSON.parse(readFileSync(join(fitOut, 'model.json'), 'utf8')) as { size: number }).size, 32, 'fit keeps the saved model size');
+
+  const sizes = ok(cli('sizes', folderData, '--out', join(tmp, 'sizes')), 'sizes');
+  assert.match(sizes, /cats\s+6\s+3/);
+  assert.match(sizes, /image sizes: width \d+–\d+/);
+  await assertPng(join(tmp, 'sizes', 'pictures', 'image-sizes.png'));
+});
+
+/** Runs the CLI in this process (no libtorch start-up per call), capturing what it prints. */
+async function cliInProcess(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const { log, error } = console;
+  console.log = (...a: unknown[]) => void out.push(a.join(' '));
+  console.error = (...a: unknown[]) => void err.push(a.join(' '));
+  try {
+    const code = await main(args);
+    return { code, stdout: out.join('\n'), stderr: err.join('\n') };
+  } finally {
+    console.log = log;
+    console.error = error;
+  }
+}
+
+test('wrong calls: one line on stderr, non-zero exit', async () => {
+  const cases: [string[], RegExp][] = [
+    [['train', join(tmp, 'nope')], /^fastvision train: no such folder: .*nope$/],
+    [['train', folderData, '--bogus'], /unknown option '--bogus'/],
+    [['train', folderData, '--size', 'big'], /--size: 'big' is not a number/],
+    [['train', folderData, '--sizes', '224,128'], /--sizes: 224,128 must grow/],
+    [['train', folderData, '--aug', 'sideways'], /--aug: 'sideways' is not one of side-on, top-down, none/],
+    [['train', folderData, '--arch', 'resnet9'], /--arch: unknown architecture 'resnet9'/],
+    [['train', csvData, '--csv', 'missing.csv'], /--csv: no file missing.csv/],
+    [['predict', join(tmp, 'nope.pth'), folderData], /no such model: .*nope\.pth/],
+    [['predict', join(csvData, 'labels.csv'), folderData], /expected a model folder, a \.pth file or its \.json/],
+    [['submit', join(tmp, 'run-folder')], /missing <test folder>/],
+    [['fit', folderData, '--lr', '0.1,0.2'], /--lr: give one value or three/],
+    [['frobnicate'], /unknown command 'frobnicate'/],
+  ];
+  for (const [args, re] of cases) {
+    const r = await cliInProcess(...args);
+    assert.ok(r.code !== 0, `${args.join(' ')} exits non-zero`);
+    const lines = r.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, `${args.join(' ')}: one line, got:\n${r.stderr}`);
+    assert.match(lines[0]!, re);
+  }
+  // A model description that is not JSON, and weights that do not fit the description.
+  const broken = join(tmp, 'broken');
+  mkdirSync(broken);
+  writeFileSync(join(broken, 'model.pth'), 'not a zip');
+  writeFileSync(join(broken, 'model.json'), '{"format": "fastvision-model", ');
+  assert.match((await cliInProcess('predict', broken, join(folderData, 'test'))).stderr, /model\.json: not valid JSON/);
+  writeFileSync(join(broken, 'model.json'), JSON.stringify({ format: 'fastvision-model', version: 1, arch: 'mobilenet_v2_nsfwjs', classes: ['a', 'b'], size: 32, xtraFc: [512], ps: [0.25, 0.5] }));
+  const r = cli('predict', broken, join(folderData, 'test'));
+  assert.equal(r.code, 2);
+  assert.match(r.stderr.trim(), /^fastvision predict: .*model\.pth: cannot load into mobilenet_v2_nsfwjs/);
+  for (const c of ['train', 'lr-find', 'fit', 'predict', 'submit', 'interpret', 'sizes', 'demo']) {
+    const h = await cliInProcess(c, '--help');
+    assert.equal(h.code, 0);
+    assert.match(h.stdout, new RegExp(`^usage: fastvision ${c} `));
+  }
+});
