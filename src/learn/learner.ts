@@ -473,9 +473,11 @@ export class ConvLearner {
     const losses: number[] = [];
     let best = Infinity;
     let it = 0;
+    const bar = this.log ? progress('learning-rate finder', nb) : null;
     try {
       this.trainMode();
       for await (const { x, y } of trn) {
+        bar?.tick();
         const mult = lrFinderMultiplier(it, nb, starts[last]!, endLr, linear);
         opt.paramGroups.forEach((g, i) => (g.lr = starts[i]! * mult));
         opt.zeroGrad();
@@ -491,6 +493,7 @@ export class ConvLearner {
         if (s < best && it > 10) best = s;
       }
     } finally {
+      bar?.stop();
       opt.dispose();
       this.model.loadStateDict(saved);
       for (const t of saved.values()) t.dispose();
@@ -503,7 +506,7 @@ export class ConvLearner {
   async predictWithTargets(isTest = false): Promise<{ logProbs: Tensor; y: Tensor }> {
     const dl = isTest ? this.data.testDl : this.data.valDl;
     if (!dl) throw new Error(isTest ? 'no test set: pass testName when creating the data' : 'no validation set');
-    return this.predictLoader(dl);
+    return this.predictLoader(dl, this.model, `predicting the ${isTest ? 'test' : 'validation'} set`);
   }
 
   /** Log-probabilities for the validation (or test) set, in order. */
@@ -520,15 +523,18 @@ export class ConvLearner {
   }
 
   /** `net`'s outputs for every batch of a loader, in order, with the targets. */
-  private async predictLoader(dl: DataLoader, net: nn.Module = this.model): Promise<{ logProbs: Tensor; y: Tensor }> {
+  private async predictLoader(dl: DataLoader, net: nn.Module = this.model, label?: string): Promise<{ logProbs: Tensor; y: Tensor }> {
     net.eval();
     const outs: Tensor[] = [];
     const ys: Tensor[] = [];
+    const bar = this.log && label ? progress(label, dl.length) : null;
     for await (const { x, y } of dl) {
       outs.push(noGrad(() => net.forward(x)));
       ys.push(y);
       x.dispose();
+      bar?.tick();
     }
+    bar?.stop();
     const logProbs = stackRows(outs);
     const y = stackRows(ys);
     for (const t of [...outs, ...ys]) t.dispose();
@@ -576,11 +582,11 @@ export class ConvLearner {
     const plain = isTest ? this.data.testDl : this.data.valDl;
     const aug = isTest ? this.data.testAugDl : this.data.augDl;
     if (!plain || !aug) throw new Error(isTest ? 'no test set: pass testName when creating the data' : 'no validation set');
-    const first = await this.predictLoader(plain);
+    const first = await this.predictLoader(plain, this.model, `TTA pass 1/${nAug + 1}`);
     let sum = first.logProbs.exp();
     first.logProbs.dispose();
     for (let i = 0; i < nAug; i++) {
-      const r = await this.predictLoader(aug);
+      const r = await this.predictLoader(aug, this.model, `TTA pass ${i + 2}/${nAug + 1}`);
       const next = tidy(() => sum.add(r.logProbs.exp()));
       sum.dispose();
       r.logProbs.dispose();
