@@ -110,25 +110,27 @@ export function sizeHistogramSpec(sizes: { width: number; height: number }[]): T
     height: 200,
     encoding: {
       column: { field: 'side', type: 'nominal', title: null, sort: ['width', 'height'] },
-      x: { field: 'px', type: 'quantitative', bin: { maxbins: 20 }, title: 'pixels' },
+      // A handful of distinct sizes (e.g. a dataset of one size) reads better as one bar each than as bins.
+      x: new Set(rows.map((r) => r.px)).size <= 12 ? { field: 'px', type: 'ordinal', title: 'pixels', axis: { labelAngle: 0 } } : { field: 'px', type: 'quantitative', bin: { maxbins: 20 }, title: 'pixels' },
       y: { aggregate: 'count', type: 'quantitative', title: 'images' },
       color: { field: 'side', type: 'nominal', legend: null },
     },
   } as TopLevelSpec;
 }
 
-/** Images per class, training and validation stacked. */
+/** Images per class, training and validation side by side. */
 export function labelCountsSpec(counts: { label: string; split: string; n: number }[]): TopLevelSpec {
   const labels = [...new Set(counts.map((c) => c.label))];
   return {
     title: 'Images per class',
     data: { values: counts },
     mark: 'bar',
-    width: Math.max(200, Math.min(900, labels.length * 22)),
+    width: Math.max(200, Math.min(1000, labels.length * 26)),
     height: 220,
     encoding: {
       x: { field: 'label', type: 'nominal', sort: labels, title: 'class', axis: { labelAngle: -45, labelLimit: 140 } },
       y: { field: 'n', type: 'quantitative', title: 'images' },
+      xOffset: { field: 'split', type: 'nominal', sort: ['train', 'valid'] },
       color: { field: 'split', type: 'nominal', title: null, sort: ['train', 'valid'] },
     },
   } as TopLevelSpec;
