@@ -12,7 +12,8 @@ import { parseCommandArgs, UsageError, numList, type CommandSpec } from '../src/
 import { DEMO_CLASSES, writeFashionMnistFolders } from '../src/cli/demo.js';
 import { submissionCsv } from '../src/cli/submission.js';
 import { confusionSpec, lrFinderSpec, renderChart } from '../src/report/charts.js';
-import { imageGrid, transformedPixels } from '../src/report/grids.js';
+import { transformedPixels } from '../src/cli/figures.js';
+import { imageGrid } from '../src/report/grids.js';
 import { Report } from '../src/report/html.js';
 import { confusionMatrix, mostConfidentCorrect, mostIncorrect, mostUncertain, predictedClasses } from '../src/report/interpret.js';
 import { loadFashionMnist, tfmsFromStats, transformsSideOn } from '../src/index.js';

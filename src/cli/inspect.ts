@@ -1,7 +1,7 @@
 // `fastvision interpret` (a saved model's mistakes on the validation set) and
 // `fastvision sizes` (what the data looks like before training).
 import { basename, join, resolve } from 'node:path';
-import { addDataSection, addInterpretation } from '../report/figures.js';
+import { addDataSection, addInterpretation } from './figures.js';
 import { Report } from '../report/html.js';
 import { FilesDataset } from '../vision/dataset.js';
 import { archOf } from '../vision/models/archs.js';

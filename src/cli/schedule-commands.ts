@@ -3,9 +3,9 @@
 import { mkdir } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { ConvLearner } from '../learn/learner.js';
-import { addLrFinder, addTraining } from '../report/figures.js';
+import { addLrFinder, addTraining } from './figures.js';
 import { Report } from '../report/html.js';
-import { TrainingLog } from '../report/training-log.js';
+import { TrainingLog } from './training-log.js';
 import { savePth } from '../torch/index.js';
 import { flag, num, numList, str, UsageError, type CommandSpec, type OptionSpec } from './args.js';
 import { archArg, dataPath, LAYOUT_OPTIONS, loadData, MODEL_OPTIONS, sizeArg } from './data-args.js';

@@ -4,9 +4,9 @@
 // optional progressive resizing, TTA — then the model, report, JSON and submission.
 import { basename, join, resolve } from 'node:path';
 import { ConvLearner } from '../learn/learner.js';
-import { addAugmentationPreview, addDataSection, addInterpretation, addLrFinder, addTraining } from '../report/figures.js';
+import { addAugmentationPreview, addDataSection, addInterpretation, addLrFinder, addTraining } from './figures.js';
 import { Report } from '../report/html.js';
-import { TrainingLog } from '../report/training-log.js';
+import { TrainingLog } from './training-log.js';
 import { F, noGrad, tidy, type Tensor } from '../torch/index.js';
 import { writeFileAtomic } from '../util/files.js';
 import type { ImageClassifierData } from '../vision/data.js';

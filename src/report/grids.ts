@@ -1,7 +1,6 @@
-// Picture grids: photos (or augmented renderings of one) with captions under
-// each, composed into one PNG by sharp.
+// Picture grids: image files or pixels with captions under each, composed into
+// one PNG by sharp.
 import sharp from 'sharp';
-import { loadTransformed, rngFor, type Transform } from '../vision/augment.js';
 
 /** Raw interleaved RGB pixels. */
 export interface RgbPixels {
@@ -52,24 +51,4 @@ export async function imageGrid(tiles: Tile[], { cols = 4, size = 180, title }: 
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}">${texts.join('')}</svg>`;
   layers.push({ input: Buffer.from(svg), left: 0, top: 0 });
   return sharp({ create: { width, height, channels: 3, background: '#ffffff' } }).composite(layers).png().toBuffer();
-}
-
-/** One image through a transform, as pixels (normalization undone). */
-export async function transformedPixels(file: string, t: Transform, seed: number): Promise<RgbPixels> {
-  const { sz, stats } = t;
-  const out = new Float32Array(sz * sz * 3);
-  await loadTransformed(file, t, rngFor(seed), out, 0, true);
-  const data = new Uint8Array(out.length);
-  for (let i = 0; i < out.length; i++) {
-    const c = i % 3;
-    data[i] = Math.max(0, Math.min(255, Math.round((out[i]! * stats.std[c]! + stats.mean[c]!) * 255)));
-  }
-  return { data, width: sz, height: sz };
-}
-
-/** The augmentation preview: one photo through the training transform `n` times (fast.ai's plots of aug_tfms). */
-export async function augmentationPreview(file: string, t: Transform, { n = 6, seed = 0 }: { n?: number; seed?: number } = {}): Promise<Buffer> {
-  const tiles: Tile[] = [];
-  for (let i = 0; i < n; i++) tiles.push({ image: await transformedPixels(file, t, seed * 1000 + i), caption: [`augmented #${i + 1}`] });
-  return imageGrid(tiles, { cols: Math.min(n, 6), size: Math.min(200, Math.max(120, t.sz)), title: 'Augmentation preview (one training photo, 6 draws)' });
 }

@@ -1,12 +1,14 @@
-// The report's sections built from data, training logs and predictions.
+// The report's sections for the CLI, from data, training logs and predictions:
+// the glue between the learner's objects and src/report's plain-data pictures.
 import { basename } from 'node:path';
 import type { LrFinderResult } from '../learn/learner.js';
+import { confusionSpec, labelCountsSpec, lossSpec, lrFinderSpec, renderChart, scheduleSpec, sizeHistogramSpec } from '../report/charts.js';
+import { imageGrid, type RgbPixels, type Tile } from '../report/grids.js';
+import type { Report } from '../report/html.js';
+import { confusionMatrix, mostConfidentCorrect, mostIncorrect, mostUncertain, type Pick, type Predictions } from '../report/interpret.js';
+import { loadTransformed, rngFor, type Transform } from '../vision/augment.js';
 import type { ImageClassifierData } from '../vision/data.js';
 import { FilesDataset } from '../vision/dataset.js';
-import { confusionSpec, labelCountsSpec, lossSpec, lrFinderSpec, renderChart, scheduleSpec, sizeHistogramSpec } from './charts.js';
-import { augmentationPreview, imageGrid, type Tile } from './grids.js';
-import type { Report } from './html.js';
-import { confusionMatrix, mostConfidentCorrect, mostIncorrect, mostUncertain, type Pick, type Predictions } from './interpret.js';
 import type { TrainingLog } from './training-log.js';
 
 /** Image size histogram and label counts; returns the counts for the summary. */
@@ -80,4 +82,24 @@ export async function addInterpretation(report: Report, p: Predictions, files: s
     await report.addPicture(name, title, await imageGrid(tiles(picks, files, classes), { cols: 4, title }), note);
   }
   return { confusion };
+}
+
+/** One image through a transform, as pixels (normalization undone). */
+export async function transformedPixels(file: string, t: Transform, seed: number): Promise<RgbPixels> {
+  const { sz, stats } = t;
+  const out = new Float32Array(sz * sz * 3);
+  await loadTransformed(file, t, rngFor(seed), out, 0, true);
+  const data = new Uint8Array(out.length);
+  for (let i = 0; i < out.length; i++) {
+    const c = i % 3;
+    data[i] = Math.max(0, Math.min(255, Math.round((out[i]! * stats.std[c]! + stats.mean[c]!) * 255)));
+  }
+  return { data, width: sz, height: sz };
+}
+
+/** The augmentation preview: one photo through the training transform `n` times (fast.ai's plots of aug_tfms). */
+export async function augmentationPreview(file: string, t: Transform, { n = 6, seed = 0 }: { n?: number; seed?: number } = {}): Promise<Buffer> {
+  const tiles: Tile[] = [];
+  for (let i = 0; i < n; i++) tiles.push({ image: await transformedPixels(file, t, seed * 1000 + i), caption: [`augmented #${i + 1}`] });
+  return imageGrid(tiles, { cols: Math.min(n, 6), size: Math.min(200, Math.max(120, t.sz)), title: 'Augmentation preview (one training photo, 6 draws)' });
 }
