@@ -85,6 +85,14 @@ test('lrFind records rising rates and restores the weights', async () => {
   assert.deepEqual(readFileSync(file), png);
   assert.equal((await sharp(png).metadata()).format, 'png');
   assert.equal((await sharp(await r.plotLrPng()).metadata()).format, 'png');
+  // More iterations than one pass over the data: the finder goes round again.
+  const perEpoch = data.trnDl.length;
+  const long = await learn.lrFind({ startLr: 1e-5, endLr: 1e-3, numIt: perEpoch * 2 + 3 });
+  assert.equal(long.lrs.length, perEpoch * 2 + 3);
+  const n = long.lrs.length;
+  assert.ok(Math.abs(long.lrs[n - 1]! / (1e-5 * 100 ** ((n - 1) / n)) - 1) < 1e-9, `the rate grows over all numIt iterations: ${long.lrs.at(-1)}`);
+  assert.deepEqual(snapshot(learn.model), before, 'weights restored');
+  await assert.rejects(learn.lrFind({ numIt: 1 }), /numIt must be an integer of at least 2/);
 });
 
 test('fit with SGDR saves a snapshot per cycle; save/load round-trips the weights', async () => {

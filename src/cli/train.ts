@@ -74,7 +74,8 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
   const size0 = settings.sizes[0]!;
 
   say('\n# learning-rate finder');
-  const finder = await learn.lrFind();
+  // At least 100 mini-batches (cheap on precomputed activations): one pass over a small dataset is a handful of coarse points.
+  const finder = await learn.lrFind({ numIt: Math.max(100, data.trnDl.length) });
   const suggestion = finder.suggestion();
   const lr = settings.lr ?? suggestion.lr;
   const rule = settings.lr === undefined ? suggestion.rule : 'given by --lr';

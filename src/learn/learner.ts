@@ -457,15 +457,18 @@ export class ConvLearner {
   }
 
   /**
-   * The learning-rate finder: one pass over the training data with the rate
-   * growing from startLr to endLr (exponentially, or linearly), stopping when the
-   * smoothed loss exceeds 4× its best; the weights are restored afterwards.
+   * The learning-rate finder: one pass over the training data (or `numIt`
+   * mini-batches, passing over the data as often as needed — a small dataset
+   * otherwise gives a curve of a few coarse points) with the rate growing from
+   * startLr to endLr (exponentially, or linearly), stopping when the smoothed
+   * loss exceeds 4× its best; the weights are restored afterwards.
    */
-  async lrFind({ startLr = 1e-5, endLr = 10, linear = false }: { startLr?: number | number[]; endLr?: number; linear?: boolean } = {}): Promise<LrFinderResult> {
+  async lrFind({ startLr = 1e-5, endLr = 10, linear = false, numIt }: { startLr?: number | number[]; endLr?: number; linear?: boolean; numIt?: number } = {}): Promise<LrFinderResult> {
+    if (numIt !== undefined && !(Number.isInteger(numIt) && numIt >= 2)) throw new RangeError(`lrFind: numIt must be an integer of at least 2, got ${numIt}`);
     const starts = this.perGroup(startLr, 'startLr');
     const saved = new Map([...this.model.stateDict()].map(([k, t]) => [k, t.clone()]));
     const { trn, net } = await this.trainingData();
-    const nb = trn.length;
+    const nb = numIt ?? trn.length;
     const opt = this.makeOptimizer(starts, this.perGroup(0, 'wds'));
     const last = starts.length - 1;
     const smooth = new SmoothedLoss();
@@ -476,21 +479,27 @@ export class ConvLearner {
     const bar = this.log ? progress('learning-rate finder', nb) : null;
     try {
       this.trainMode();
-      for await (const { x, y } of trn) {
-        bar?.tick();
-        const mult = lrFinderMultiplier(it, nb, starts[last]!, endLr, linear);
-        opt.paramGroups.forEach((g, i) => (g.lr = starts[i]! * mult));
-        opt.zeroGrad();
-        const loss = tidy(() => F.nllLoss(net.forward(x), y));
-        loss.backward();
-        opt.step();
-        const s = smooth.add(loss.item());
-        for (const t of [loss, x, y]) t.dispose();
-        lrs.push(starts[last]! * mult);
-        losses.push(s);
-        it++;
-        if (Number.isNaN(s) || s > 4 * best) break;
-        if (s < best && it > 10) best = s;
+      let done = false;
+      while (!done) {
+        const before = it;
+        for await (const { x, y } of trn) {
+          bar?.tick();
+          const mult = lrFinderMultiplier(it, nb, starts[last]!, endLr, linear);
+          opt.paramGroups.forEach((g, i) => (g.lr = starts[i]! * mult));
+          opt.zeroGrad();
+          const loss = tidy(() => F.nllLoss(net.forward(x), y));
+          loss.backward();
+          opt.step();
+          const s = smooth.add(loss.item());
+          for (const t of [loss, x, y]) t.dispose();
+          lrs.push(starts[last]! * mult);
+          losses.push(s);
+          it++;
+          done = Number.isNaN(s) || s > 4 * best || it >= nb;
+          if (done) break;
+          if (s < best && it > 10) best = s;
+        }
+        if (it === before) break; // no batches at all
       }
     } finally {
       bar?.stop();
