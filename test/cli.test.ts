@@ -76,13 +76,14 @@ after(async () => {
 
 test('train (folder layout) leaves the model, valid pictures, the report, the JSON summary and a submission', async () => {
   const out = join(tmp, 'run-folder');
-  const stdout = ok(cli('train', folderData, ...TINY, '--test', 'test', '--out', out, '--json', join(tmp, 'run.json')), 'train');
+  const stdout = ok(cli('train', folderData, ...TINY, '--test', 'test', '--unfreeze-lr', '0.002', '--group-div', '4', '--bn-freeze', '--out', out, '--json', join(tmp, 'run.json')), 'train');
   assert.match(stdout, /# learning-rate finder/);
   assert.match(stdout, /epoch\s+trn_loss\s+val_loss\s+accuracy/);
   assert.match(stdout, /with TTA/);
   const summary = JSON.parse(readFileSync(join(tmp, 'run.json'), 'utf8')) as {
     data: { classes: string[]; counts: { trn: Record<string, number> }; test: number };
-    stages: { name: string; history: { trnLoss: number; accuracy: number }[] }[];
+    stages: { name: string; lrs: number[]; history: { trnLoss: number; accuracy: number }[] }[];
+    settings: { bnFreeze: boolean; groupDiv: number };
     final: { accuracy: number; valLoss: number };
     tta: { accuracy: number; loss: number };
     lr: { chosen: number; finder: unknown[] };
@@ -100,6 +101,10 @@ test('train (folder layout) leaves the model, valid pictures, the report, the JS
       ['unfrozen, differential rates', 1],
     ],
   );
+  const unfrozen = summary.stages[2]!.lrs;
+  assert.deepEqual(unfrozen.map((l) => Number(l.toPrecision(6))), [0.000125, 0.0005, 0.002], 'unfrozen rates: --unfreeze-lr divided by --group-div per group');
+  assert.equal(summary.stages[0]!.lrs[0], summary.lr.chosen);
+  assert.deepEqual([summary.settings.bnFreeze, summary.settings.groupDiv], [true, 4]);
   assert.ok(summary.final.accuracy >= 0 && summary.final.accuracy <= 1 && Number.isFinite(summary.final.valLoss));
   assert.ok(summary.tta.accuracy >= 0 && summary.tta.accuracy <= 1 && Number.isFinite(summary.tta.loss));
   assert.ok(summary.lr.chosen > 0 && summary.lr.finder.length > 0);

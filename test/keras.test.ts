@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
-import { decodeWeights, inception_v3_nsfwjs, loadNsfwjsModel, mobilenet_v2_nsfwjs, noGrad, nsfwjsModelsDir, samePadding, tensor, tidy, type Tensor } from '../src/index.js';
+import { decodeWeights, inception_v3_nsfwjs, loadNsfwjsModel, manualSeed, mobilenet_v2_nsfwjs, noGrad, nsfwjsModelsDir, randn, samePadding, tensor, tidy, type Tensor } from '../src/index.js';
 import { assertClose, petsSample, photoNHWC } from './helpers.js';
 
 const require = createRequire(import.meta.url);
@@ -114,4 +114,32 @@ test('cutting a Keras model shares its weights and keeps Keras layer names', () 
   assert.ok(early.length > 0 && late.length > 0);
   assert.throws(() => full.cut('nope'), /no layer 'nope'/);
   full.dispose();
+});
+
+test("gradients through the converted body agree with finite differences (conv, depthwise, batch norm, 'same' padding)", () => {
+  manualSeed(0);
+  const body = mobilenet_v2_nsfwjs().cut('Conv_1').eval();
+  const x = randn([2, 3, 48, 48]).mul(0.2).add(0.5);
+  const loss = (): number => noGrad(() => tidy(() => body.forward(x).pow(2).mean().item()));
+  const params = new Map(body.namedParameters());
+  for (const p of params.values()) p.requiresGrad = true;
+  tidy(() => body.forward(x).pow(2).mean()).backward();
+  for (const name of ['block_1_depthwise.weight', 'block_13_depthwise.weight', 'block_14_project.weight', 'block_14_project_BN.bias', 'Conv_1.weight']) {
+    const p = params.get(name)!;
+    const g = p.grad!.dataSync() as Float32Array;
+    const w = p.dataSync() as Float32Array;
+    let j = 0;
+    for (let i = 0; i < g.length; i++) if (Math.abs(g[i]!) > Math.abs(g[j]!)) j = i;
+    const h = Math.max(1e-3, Math.abs(w[j]!) * 1e-2);
+    const at = (v: number): number => {
+      const arr = Float32Array.from(w);
+      arr[j] = v;
+      noGrad(() => tidy(() => p.copy_(tensor(arr, { shape: p.shape }))));
+      return loss();
+    };
+    const numeric = (at(w[j]! + h) - at(w[j]! - h)) / (2 * h);
+    at(w[j]!);
+    // Central differences in float32 across ReLU6 kinks: a few percent.
+    assert.ok(Math.abs(numeric - g[j]!) <= 0.05 * Math.abs(g[j]!) + 1e-5, `${name}: analytic ${g[j]} vs numeric ${numeric}`);
+  }
 });

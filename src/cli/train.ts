@@ -11,7 +11,7 @@ import { F, noGrad, tidy, type Tensor } from '../torch/index.js';
 import { writeFileAtomic } from '../util/files.js';
 import type { ImageClassifierData } from '../vision/data.js';
 import { FilesDataset } from '../vision/dataset.js';
-import { num, numList, str, UsageError, type CommandSpec, type OptionSpec, type ParsedArgs } from './args.js';
+import { flag, num, numList, str, UsageError, type CommandSpec, type OptionSpec, type ParsedArgs } from './args.js';
 import { archArg, dataPath, LAYOUT_OPTIONS, loadData, MODEL_OPTIONS, sizeArg } from './data-args.js';
 import { saveModel } from './model-file.js';
 import { writeSubmission } from './submission.js';
@@ -28,6 +28,10 @@ export interface RecipeSettings {
   lr?: number;
   /** Factor between successive layer groups' rates once unfrozen. */
   groupDiv: number;
+  /** Keep the body's batch-norm statistics once unfrozen (fast.ai's bn_freeze). */
+  bnFreeze: boolean;
+  /** The head's rate once unfrozen (the body's follow by groupDiv); undefined: the same rate as before. */
+  unfreezeLr?: number;
   /** Zoo name or .pth file for the body's weights; undefined: the architecture's own. */
   weights?: string;
   /** Augmented copies averaged by TTA. */
@@ -41,6 +45,8 @@ export interface TrainSummary {
   data: { path: string; classes: string[]; counts: { trn: Record<string, number>; val: Record<string, number> | null }; test: number };
   arch: string;
   sizes: number[];
+  /** The settings the recipe ran with. */
+  settings: Omit<RecipeSettings, 'out' | 'json'>;
   lr: { chosen: number; suggested: number | null; rule: string; finder: { lr: number; loss: number }[] };
   stages: { name: string; size: number; lrs: number[]; nCycle: number; cycleLen?: number; cycleMult?: number; seconds: number; history: { epoch: number; trnLoss: number; valLoss: number | null; accuracy: number | null }[] }[];
   final: { valLoss: number | null; accuracy: number | null };
@@ -83,7 +89,8 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
   await addLrFinder(report, finder, lr, rule);
 
   const d = settings.groupDiv;
-  const groupLrs = [lr / d / d, lr / d, lr];
+  const top = settings.unfreezeLr ?? lr;
+  const groupLrs = [top / d / d, top / d, top];
   const stage = async (name: string, size: number, lrs: number[], nCycle: number, opts: { cycleLen?: number; cycleMult?: number }): Promise<void> => {
     if (nCycle === 0) return;
     say(`\n# ${name}`);
@@ -94,6 +101,7 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
   learn.precompute = false;
   await stage('head with augmentation', size0, [lr], settings.cycles, { cycleLen: 1 });
   learn.unfreeze();
+  learn.bnFreeze(settings.bnFreeze);
   await stage('unfrozen, differential rates', size0, groupLrs, settings.unfreezeCycles, { cycleLen: 1, cycleMult: 2 });
   let size = size0;
   for (const next of settings.sizes.slice(1)) {
@@ -102,6 +110,7 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     learn.setData(await dataAt(size));
     await stage(`size ${size}: head with augmentation`, size, [lr], settings.cycles, { cycleLen: 1 });
     learn.unfreeze();
+    learn.bnFreeze(settings.bnFreeze);
     await stage(`size ${size}: unfrozen, differential rates`, size, groupLrs, settings.unfreezeCycles, { cycleLen: 1, cycleMult: 2 });
   }
   const saved = await saveModel(out, learn, size);
@@ -152,6 +161,7 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     data: { path: data.path, classes: data.classes, counts, test: data.testDs?.length ?? 0 },
     arch,
     sizes: settings.sizes,
+    settings: { sizes: settings.sizes, cycles: settings.cycles, unfreezeCycles: settings.unfreezeCycles, lr: settings.lr, groupDiv: settings.groupDiv, bnFreeze: settings.bnFreeze, unfreezeLr: settings.unfreezeLr, weights: settings.weights, ttaAug: settings.ttaAug },
     lr: { chosen: lr, suggested: suggestion.lr, rule, finder: finder.lrs.map((l, i) => ({ lr: l, loss: finder.losses[i]! })) },
     stages: log.stages.map((s) => ({ name: s.name, size: s.size, lrs: s.lrs, nCycle: s.nCycle, cycleLen: s.cycleLen, cycleMult: s.cycleMult, seconds: s.seconds, history: s.history.map((h) => ({ epoch: h.epoch, trnLoss: h.trnLoss, valLoss: h.valLoss, accuracy: h.accuracy })) })),
     final: { valLoss: last?.valLoss ?? null, accuracy: last?.accuracy ?? null },
@@ -171,6 +181,8 @@ export const RECIPE_OPTIONS: Record<string, OptionSpec> = {
   'unfreeze-cycles': { type: 'string', arg: 'N', help: 'cycles of the unfrozen stage (cycleMult 2: 1+2+4 epochs for 3)', default: '3' },
   lr: { type: 'string', arg: 'RATE', help: "learning rate (default: the finder's suggestion)" },
   'group-div': { type: 'string', arg: 'K', help: 'rate factor between layer groups once unfrozen (3 for satellite or medical images)', default: '10' },
+  'bn-freeze': { type: 'boolean', help: "keep the body's batch-norm statistics once unfrozen (fast.ai's bn_freeze)" },
+  'unfreeze-lr': { type: 'string', arg: 'RATE', help: "the head's rate once unfrozen (the body's are K and K² times lower)", default: 'the same as --lr' },
   weights: { type: 'string', arg: 'NAME|FILE', help: "the body's pretrained weights: a zoo name or a .pth file (default: the architecture's own)" },
   'tta-aug': { type: 'string', arg: 'N', help: 'augmented copies averaged by test-time augmentation', default: '4' },
   out: { type: 'string', arg: 'DIR', help: 'where the model, pictures, report and submission go', default: './fastvision-out/<folder name>' },
@@ -187,6 +199,8 @@ export function recipeSettings(args: ParsedArgs, path: string, dfltSize = 224): 
     unfreezeCycles: num(args, 'unfreeze-cycles', 3, { min: 0, max: 12, integer: true }),
     lr: num(args, 'lr', undefined, { min: 1e-8, max: 10 }),
     groupDiv: num(args, 'group-div', 10, { min: 1, max: 1000 }),
+    bnFreeze: flag(args, 'bn-freeze'),
+    unfreezeLr: num(args, 'unfreeze-lr', undefined, { min: 1e-8, max: 10 }),
     weights: str(args, 'weights'),
     ttaAug: num(args, 'tta-aug', 4, { min: 0, max: 64, integer: true }),
     out: str(args, 'out', join('fastvision-out', basename(path))),
@@ -201,7 +215,7 @@ export const trainCommand: CommandSpec = {
   options: { ...LAYOUT_OPTIONS, ...MODEL_OPTIONS, ...RECIPE_OPTIONS },
   details: [
     'steps: learning-rate finder → head on precomputed activations (--cycles) → head with augmentation (cycleLen 1)',
-    '       → unfreeze, rates [lr/K², lr/K, lr] (K = --group-div), cycleLen 1, cycleMult 2 (--unfreeze-cycles) → TTA',
+    '       → unfreeze, rates [u/K², u/K, u] (K = --group-div, u = --unfreeze-lr or lr), cycleLen 1, cycleMult 2 (--unfreeze-cycles) → TTA',
     'examples:',
     '  fastvision train photos/dogscats                     # photos/dogscats/train/<label>/*.jpg and valid/',
     '  fastvision train photos/breeds --csv labels.csv --suffix .jpg --test test --sizes 128,224 --json run.json',
