@@ -150,7 +150,14 @@ test('predict, submit, interpret on the saved model', async () => {
 
 test('train on the CSV layout with --suffix, then lr-find, fit --from and sizes', async () => {
   const out = join(tmp, 'run-csv');
-  ok(cli('train', csvData, '--csv', 'labels.csv', '--suffix', '.jpg', '--val-pct', '0.34', ...TINY, '--unfreeze-cycles', '0', '--test', 'test', '--out', out), 'train --csv');
+  // An unfrozen stage at an absurd rate ends far worse than the frozen ones: the recipe keeps the better weights.
+  const text = ok(cli('train', csvData, '--csv', 'labels.csv', '--suffix', '.jpg', '--val-pct', '0.34', ...TINY, '--unfreeze-lr', '10', '--test', 'test', '--out', out, '--json', join(tmp, 'csv.json')), 'train --csv');
+  assert.match(text, /keeping the weights from the end of 'head (on precomputed activations|with augmentation)'/);
+  const run = JSON.parse(readFileSync(join(tmp, 'csv.json'), 'utf8')) as { final: { stage: string; valLoss: number }; stages: { name: string; history: { valLoss: number }[] }[]; tta: { loss: number } };
+  const ends = run.stages.map((st) => st.history.at(-1)!.valLoss);
+  assert.ok(run.final.stage.startsWith('head '), run.final.stage);
+  assert.equal(run.final.valLoss, Math.min(...ends.filter((v) => Number.isFinite(v))));
+  assert.ok(Number.isFinite(run.tta.loss), 'TTA runs on the kept weights');
   const info = JSON.parse(readFileSync(join(out, 'model.json'), 'utf8')) as { classes: string[]; size: number; arch: string };
   assert.equal(info.classes.length, 3);
   assert.equal(info.size, 32);

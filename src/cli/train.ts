@@ -3,7 +3,7 @@
 // activations, augmentation, unfreezing with differential rates and cycleMult 2,
 // optional progressive resizing, TTA — then the model, report, JSON and submission.
 import { basename, join, resolve } from 'node:path';
-import { ConvLearner } from '../learn/learner.js';
+import { ConvLearner, type EpochRecord } from '../learn/learner.js';
 import { addAugmentationPreview, addDataSection, addInterpretation, addLrFinder, addTraining } from './figures.js';
 import { Report } from '../report/html.js';
 import { TrainingLog } from './training-log.js';
@@ -36,6 +36,8 @@ export interface RecipeSettings {
   weights?: string;
   /** Augmented copies averaged by TTA. */
   ttaAug: number;
+  /** Hand back the weights from the end of the stage with the lowest validation loss (else the last ones). */
+  keepBest: boolean;
   out: string;
   json?: string;
 }
@@ -49,7 +51,8 @@ export interface TrainSummary {
   settings: Omit<RecipeSettings, 'out' | 'json'>;
   lr: { chosen: number; suggested: number | null; rule: string; finder: { lr: number; loss: number }[] };
   stages: { name: string; size: number; lrs: number[]; nCycle: number; cycleLen?: number; cycleMult?: number; seconds: number; history: { epoch: number; trnLoss: number; valLoss: number | null; accuracy: number | null }[] }[];
-  final: { valLoss: number | null; accuracy: number | null };
+  /** The model saved: its validation figures, and the stage whose end it is (the best by validation loss, unless --keep-last). */
+  final: { valLoss: number | null; accuracy: number | null; stage: string | null };
   tta: { accuracy: number; loss: number; nAug: number } | null;
   confusion: number[][] | null;
   artifacts: { out: string; model: string; modelInfo: string; report: string; pictures: string[]; submission: string | null; json: string | null };
@@ -91,11 +94,19 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
   const d = settings.groupDiv;
   const top = settings.unfreezeLr ?? lr;
   const groupLrs = [top / d / d, top / d, top];
+  // The weights at the end of the stage with the lowest validation loss so far: a later stage
+  // (unfreezing, above all) can end worse, and the recipe should not hand back the worse model.
+  let best: { stage: string; record: EpochRecord; state: Map<string, Tensor> } | null = null;
   const stage = async (name: string, size: number, lrs: number[], nCycle: number, opts: { cycleLen?: number; cycleMult?: number }): Promise<void> => {
     if (nCycle === 0) return;
     say(`\n# ${name}`);
     const cb = log.begin({ name, size, lrs, nCycle, ...opts });
     await learn.fit(lrs.length === 1 ? lrs[0]! : lrs, nCycle, { ...opts, callbacks: [cb] });
+    const end = log.last();
+    if (settings.keepBest && end?.valLoss != null && (best === null || end.valLoss < best.record.valLoss!)) {
+      if (best) for (const t of best.state.values()) t.dispose();
+      best = { stage: name, record: end, state: new Map([...learn.model.stateDict()].map(([k, t]) => [k, noGrad(() => t.clone())])) };
+    }
   };
   await stage('head on precomputed activations', size0, [lr], settings.cycles, {});
   learn.precompute = false;
@@ -113,13 +124,24 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     learn.bnFreeze(settings.bnFreeze);
     await stage(`size ${size}: unfrozen, differential rates`, size, groupLrs, settings.unfreezeCycles, { cycleLen: 1, cycleMult: 2 });
   }
+  let last = log.last();
+  let kept: { stage: string; valLoss: number | null } | null = null;
+  const chosen = best as { stage: string; record: EpochRecord; state: Map<string, Tensor> } | null;
+  if (chosen && last && chosen.record !== last) {
+    say(`\nkeeping the weights from the end of '${chosen.stage}' (validation loss ${chosen.record.valLoss!.toFixed(4)}; training ended at ${last.valLoss?.toFixed(4)}); --keep-last keeps the last ones`);
+    learn.model.loadStateDict(chosen.state);
+    last = chosen.record;
+  }
+  if (chosen) {
+    kept = { stage: chosen.stage, valLoss: chosen.record.valLoss };
+    for (const t of chosen.state.values()) t.dispose();
+  }
   const saved = await saveModel(out, learn, size);
   await addTraining(report, log);
 
   say(`\n# test-time augmentation (${settings.ttaAug} augmented copies + the original)`);
   const tta = await learn.TTA({ nAug: settings.ttaAug });
   const ttaScore = scoreProbs(tta.probs, tta.y);
-  const last = log.last();
   say(`validation accuracy ${last?.accuracy?.toFixed(4) ?? '-'} (loss ${last?.valLoss?.toFixed(4) ?? '-'}), with TTA ${ttaScore.accuracy.toFixed(4)} (loss ${ttaScore.loss.toFixed(4)})`);
   const valDs = learn.data.valDs;
   let confusion: number[][] | null = null;
@@ -149,8 +171,9 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
       ['architecture', arch],
       ['sizes', settings.sizes.join(', ')],
       ['learning rate', lr.toExponential(2)],
-      ['final validation loss', last?.valLoss ?? ''],
-      ['final validation accuracy', last?.accuracy ?? ''],
+      ['model kept from the end of', kept?.stage ?? log.stages.at(-1)?.name ?? ''],
+      ['its validation loss', last?.valLoss ?? ''],
+      ['its validation accuracy', last?.accuracy ?? ''],
       ['TTA accuracy', ttaScore.accuracy],
       ['model', saved.model],
       ...(submission ? [['submission', submission] as [string, string]] : []),
@@ -161,10 +184,10 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     data: { path: data.path, classes: data.classes, counts, test: data.testDs?.length ?? 0 },
     arch,
     sizes: settings.sizes,
-    settings: { sizes: settings.sizes, cycles: settings.cycles, unfreezeCycles: settings.unfreezeCycles, lr: settings.lr, groupDiv: settings.groupDiv, bnFreeze: settings.bnFreeze, unfreezeLr: settings.unfreezeLr, weights: settings.weights, ttaAug: settings.ttaAug },
+    settings: { sizes: settings.sizes, cycles: settings.cycles, unfreezeCycles: settings.unfreezeCycles, lr: settings.lr, groupDiv: settings.groupDiv, bnFreeze: settings.bnFreeze, unfreezeLr: settings.unfreezeLr, weights: settings.weights, ttaAug: settings.ttaAug, keepBest: settings.keepBest },
     lr: { chosen: lr, suggested: suggestion.lr, rule, finder: finder.lrs.map((l, i) => ({ lr: l, loss: finder.losses[i]! })) },
     stages: log.stages.map((s) => ({ name: s.name, size: s.size, lrs: s.lrs, nCycle: s.nCycle, cycleLen: s.cycleLen, cycleMult: s.cycleMult, seconds: s.seconds, history: s.history.map((h) => ({ epoch: h.epoch, trnLoss: h.trnLoss, valLoss: h.valLoss, accuracy: h.accuracy })) })),
-    final: { valLoss: last?.valLoss ?? null, accuracy: last?.accuracy ?? null },
+    final: { valLoss: last?.valLoss ?? null, accuracy: last?.accuracy ?? null, stage: kept?.stage ?? log.stages.at(-1)?.name ?? null },
     tta: { ...ttaScore, nAug: settings.ttaAug },
     confusion,
     artifacts: { out, model: saved.model, modelInfo: saved.info, report: reportFile, pictures: report.pictures, submission, json: settings.json ? resolve(settings.json) : null },
@@ -185,6 +208,7 @@ export const RECIPE_OPTIONS: Record<string, OptionSpec> = {
   'unfreeze-lr': { type: 'string', arg: 'RATE', help: "the head's rate once unfrozen (the body's are K and K² times lower)", default: 'the same as --lr' },
   weights: { type: 'string', arg: 'NAME|FILE', help: "the body's pretrained weights: a zoo name or a .pth file (default: the architecture's own)" },
   'tta-aug': { type: 'string', arg: 'N', help: 'augmented copies averaged by test-time augmentation', default: '4' },
+  'keep-last': { type: 'boolean', help: 'save the weights training ended with, even when an earlier stage ended with a lower validation loss' },
   out: { type: 'string', arg: 'DIR', help: 'where the model, pictures, report and submission go', default: './fastvision-out/<folder name>' },
   json: { type: 'string', arg: 'FILE', help: 'also write a machine-readable summary there' },
 };
@@ -203,6 +227,7 @@ export function recipeSettings(args: ParsedArgs, path: string, dfltSize = 224): 
     unfreezeLr: num(args, 'unfreeze-lr', undefined, { min: 1e-8, max: 10 }),
     weights: str(args, 'weights'),
     ttaAug: num(args, 'tta-aug', 4, { min: 0, max: 64, integer: true }),
+    keepBest: !flag(args, 'keep-last'),
     out: str(args, 'out', join('fastvision-out', basename(path))),
     json: str(args, 'json'),
   };
