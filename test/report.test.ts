@@ -11,12 +11,13 @@ import sharp from 'sharp';
 import { parseCommandArgs, UsageError, numList, type CommandSpec } from '../src/cli/args.js';
 import { DEMO_CLASSES, writeFashionMnistFolders } from '../src/cli/demo.js';
 import { submissionCsv } from '../src/cli/submission.js';
+import { unfreezePlan } from '../src/cli/train.js';
 import { confusionSpec, lrFinderSpec, renderChart } from '../src/report/charts.js';
 import { transformedPixels } from '../src/cli/figures.js';
 import { imageGrid } from '../src/report/grids.js';
 import { Report } from '../src/report/html.js';
 import { confusionMatrix, mostConfidentCorrect, mostIncorrect, mostUncertain, predictedClasses } from '../src/report/interpret.js';
-import { loadFashionMnist, tfmsFromStats, transformsSideOn } from '../src/index.js';
+import { archOf, loadFashionMnist, tfmsFromStats, transformsSideOn } from '../src/index.js';
 import { petsSample } from './helpers.js';
 
 let tmp = '';
@@ -140,4 +141,19 @@ test("the demo's Fashion-MNIST folder tree: counts per class, pixels as in the I
   await writeFashionMnistFolders(dir, { perClass: 3, valPerClass: 1, nTest: 4 });
   assert.equal(statSync(join(dir, 'test', '00000.png')).mtimeMs, before, 'a complete tree is reused');
   assert.ok(!readdirSync(tmp).some((f) => f.includes('.partial')), 'no temporary folder left');
+});
+
+test("the recipe's unfreezing: the user's options, else the architecture's measured advice, else the lesson's way", () => {
+  const nsfw = archOf('mobilenet_v2_nsfwjs');
+  const plain = archOf('resnet34');
+  const none = { bnFreeze: undefined, unfreezeLr: undefined, lessonUnfreeze: false };
+  assert.deepEqual(unfreezePlan(plain, 0.01, none), { bnFreeze: false, lr: 0.01, note: undefined });
+  const advised = unfreezePlan(nsfw, 0.01, none);
+  assert.equal(advised.bnFreeze, nsfw.unfreezeAdvice!.bnFreeze);
+  assert.ok(Math.abs(advised.lr - 0.01 * nsfw.unfreezeAdvice!.lrFactor) < 1e-15);
+  assert.match(advised.note!, /--lesson-unfreeze/);
+  assert.deepEqual(unfreezePlan(nsfw, 0.01, { ...none, lessonUnfreeze: true }), { bnFreeze: false, lr: 0.01, note: undefined });
+  assert.deepEqual(unfreezePlan(nsfw, 0.01, { bnFreeze: true, unfreezeLr: 0.003, lessonUnfreeze: false }), { bnFreeze: true, lr: 0.003, note: undefined });
+  const half = unfreezePlan(nsfw, 0.01, { ...none, unfreezeLr: 0.004 });
+  assert.deepEqual([half.bnFreeze, half.lr], [true, 0.004], 'an option given by the user wins; advice fills the other');
 });

@@ -4,6 +4,7 @@
 // optional progressive resizing, TTA — then the model, report, JSON and submission.
 import { basename, join, resolve } from 'node:path';
 import { ConvLearner, type EpochRecord } from '../learn/learner.js';
+import type { Arch } from '../vision/models/archs.js';
 import { addAugmentationPreview, addDataSection, addInterpretation, addLrFinder, addTraining } from './figures.js';
 import { Report } from '../report/html.js';
 import { TrainingLog } from './training-log.js';
@@ -28,10 +29,12 @@ export interface RecipeSettings {
   lr?: number;
   /** Factor between successive layer groups' rates once unfrozen. */
   groupDiv: number;
-  /** Keep the body's batch-norm statistics once unfrozen (fast.ai's bn_freeze). */
-  bnFreeze: boolean;
-  /** The head's rate once unfrozen (the body's follow by groupDiv); undefined: the same rate as before. */
+  /** Keep the body's batch-norm statistics once unfrozen (fast.ai's bn_freeze); undefined: as the architecture advises. */
+  bnFreeze?: boolean;
+  /** The head's rate once unfrozen (the body's follow by groupDiv); undefined: as the architecture advises, else the same rate. */
   unfreezeLr?: number;
+  /** Unfreeze as the lesson does (batch statistics, the same rate), ignoring the architecture's advice. */
+  lessonUnfreeze: boolean;
   /** Zoo name or .pth file for the body's weights; undefined: the architecture's own. */
   weights?: string;
   /** Augmented copies averaged by TTA. */
@@ -69,6 +72,19 @@ function scoreProbs(probs: Tensor, y: Tensor): { accuracy: number; loss: number 
   return noGrad(() => tidy(() => ({ accuracy: probs.argmax(1).eq(y).float().mean().item(), loss: F.nllLoss(probs.clamp(1e-8, null).log(), y).item() })));
 }
 
+/**
+ * How the recipe unfreezes: the user's --bn-freeze / --unfreeze-lr, else the
+ * architecture's measured advice (unless --lesson-unfreeze), else the lesson's
+ * way (batch statistics, the same rate). `note` says when advice was followed.
+ */
+export function unfreezePlan(arch: Arch, lr: number, s: Pick<RecipeSettings, 'bnFreeze' | 'unfreezeLr' | 'lessonUnfreeze'>): { bnFreeze: boolean; lr: number; note?: string } {
+  const advice = s.lessonUnfreeze ? undefined : arch.unfreezeAdvice;
+  const bnFreeze = s.bnFreeze ?? advice?.bnFreeze ?? false;
+  const top = s.unfreezeLr ?? lr * (advice?.lrFactor ?? 1);
+  const followed = advice !== undefined && (s.bnFreeze === undefined || s.unfreezeLr === undefined);
+  return { bnFreeze, lr: top, note: followed ? `unfreezing ${arch.name} with batch-norm statistics ${bnFreeze ? 'kept' : 'updated'} and the head at ${top.toExponential(2)}: ${advice.why} (--lesson-unfreeze for the lesson's way)` : undefined };
+}
+
 /** Runs the recipe on `data` (at `settings.sizes[0]`); `dataAt` gives the data at later sizes. */
 export async function runRecipe(data: ImageClassifierData, arch: string, settings: RecipeSettings, dataAt: (size: number) => Promise<ImageClassifierData>, say: (line: string) => void = console.log): Promise<TrainSummary> {
   const t0 = performance.now();
@@ -92,8 +108,8 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
   await addLrFinder(report, finder, lr, rule);
 
   const d = settings.groupDiv;
-  const top = settings.unfreezeLr ?? lr;
-  const groupLrs = [top / d / d, top / d, top];
+  const plan = unfreezePlan(learn.arch, lr, settings);
+  const groupLrs = [plan.lr / d / d, plan.lr / d, plan.lr];
   // The weights at the end of the stage with the lowest validation loss so far: a later stage
   // (unfreezing, above all) can end worse, and the recipe should not hand back the worse model.
   let best: { stage: string; record: EpochRecord; state: Map<string, Tensor> } | null = null;
@@ -112,7 +128,8 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
   learn.precompute = false;
   await stage('head with augmentation', size0, [lr], settings.cycles, { cycleLen: 1 });
   learn.unfreeze();
-  learn.bnFreeze(settings.bnFreeze);
+  learn.bnFreeze(plan.bnFreeze);
+  if (plan.note && settings.unfreezeCycles > 0) say(`\n${plan.note}`);
   await stage('unfrozen, differential rates', size0, groupLrs, settings.unfreezeCycles, { cycleLen: 1, cycleMult: 2 });
   let size = size0;
   for (const next of settings.sizes.slice(1)) {
@@ -121,7 +138,7 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     learn.setData(await dataAt(size));
     await stage(`size ${size}: head with augmentation`, size, [lr], settings.cycles, { cycleLen: 1 });
     learn.unfreeze();
-    learn.bnFreeze(settings.bnFreeze);
+    learn.bnFreeze(plan.bnFreeze);
     await stage(`size ${size}: unfrozen, differential rates`, size, groupLrs, settings.unfreezeCycles, { cycleLen: 1, cycleMult: 2 });
   }
   let last = log.last();
@@ -184,7 +201,7 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     data: { path: data.path, classes: data.classes, counts, test: data.testDs?.length ?? 0 },
     arch,
     sizes: settings.sizes,
-    settings: { sizes: settings.sizes, cycles: settings.cycles, unfreezeCycles: settings.unfreezeCycles, lr: settings.lr, groupDiv: settings.groupDiv, bnFreeze: settings.bnFreeze, unfreezeLr: settings.unfreezeLr, weights: settings.weights, ttaAug: settings.ttaAug, keepBest: settings.keepBest },
+    settings: { sizes: settings.sizes, cycles: settings.cycles, unfreezeCycles: settings.unfreezeCycles, lr: settings.lr, groupDiv: settings.groupDiv, bnFreeze: plan.bnFreeze, unfreezeLr: plan.lr, lessonUnfreeze: settings.lessonUnfreeze, weights: settings.weights, ttaAug: settings.ttaAug, keepBest: settings.keepBest },
     lr: { chosen: lr, suggested: suggestion.lr, rule, finder: finder.lrs.map((l, i) => ({ lr: l, loss: finder.losses[i]! })) },
     stages: log.stages.map((s) => ({ name: s.name, size: s.size, lrs: s.lrs, nCycle: s.nCycle, cycleLen: s.cycleLen, cycleMult: s.cycleMult, seconds: s.seconds, history: s.history.map((h) => ({ epoch: h.epoch, trnLoss: h.trnLoss, valLoss: h.valLoss, accuracy: h.accuracy })) })),
     final: { valLoss: last?.valLoss ?? null, accuracy: last?.accuracy ?? null, stage: kept?.stage ?? log.stages.at(-1)?.name ?? null },
@@ -205,7 +222,8 @@ export const RECIPE_OPTIONS: Record<string, OptionSpec> = {
   lr: { type: 'string', arg: 'RATE', help: "learning rate (default: the finder's suggestion)" },
   'group-div': { type: 'string', arg: 'K', help: 'rate factor between layer groups once unfrozen (3 for satellite or medical images)', default: '10' },
   'bn-freeze': { type: 'boolean', help: "keep the body's batch-norm statistics once unfrozen (fast.ai's bn_freeze)" },
-  'unfreeze-lr': { type: 'string', arg: 'RATE', help: "the head's rate once unfrozen (the body's are K and K² times lower)", default: 'the same as --lr' },
+  'lesson-unfreeze': { type: 'boolean', help: "unfreeze as the lesson does even where the architecture advises otherwise (batch statistics, the same rate)" },
+  'unfreeze-lr': { type: 'string', arg: 'RATE', help: "the head's rate once unfrozen (the body's are K and K² times lower)", default: "--lr, times the architecture's advice" },
   weights: { type: 'string', arg: 'NAME|FILE', help: "the body's pretrained weights: a zoo name or a .pth file (default: the architecture's own)" },
   'tta-aug': { type: 'string', arg: 'N', help: 'augmented copies averaged by test-time augmentation', default: '4' },
   'keep-last': { type: 'boolean', help: 'save the weights training ended with, even when an earlier stage ended with a lower validation loss' },
@@ -223,7 +241,8 @@ export function recipeSettings(args: ParsedArgs, path: string, dfltSize = 224): 
     unfreezeCycles: num(args, 'unfreeze-cycles', 3, { min: 0, max: 12, integer: true }),
     lr: num(args, 'lr', undefined, { min: 1e-8, max: 10 }),
     groupDiv: num(args, 'group-div', 10, { min: 1, max: 1000 }),
-    bnFreeze: flag(args, 'bn-freeze'),
+    bnFreeze: flag(args, 'bn-freeze') ? true : undefined,
+    lessonUnfreeze: flag(args, 'lesson-unfreeze'),
     unfreezeLr: num(args, 'unfreeze-lr', undefined, { min: 1e-8, max: 10 }),
     weights: str(args, 'weights'),
     ttaAug: num(args, 'tta-aug', 4, { min: 0, max: 64, integer: true }),
@@ -240,7 +259,8 @@ export const trainCommand: CommandSpec = {
   options: { ...LAYOUT_OPTIONS, ...MODEL_OPTIONS, ...RECIPE_OPTIONS },
   details: [
     'steps: learning-rate finder → head on precomputed activations (--cycles) → head with augmentation (cycleLen 1)',
-    '       → unfreeze, rates [u/K², u/K, u] (K = --group-div, u = --unfreeze-lr or lr), cycleLen 1, cycleMult 2 (--unfreeze-cycles) → TTA',
+    '       → unfreeze, rates [u/K², u/K, u] (K = --group-div, u = --unfreeze-lr, or lr times the architecture\'s advice), cycleLen 1, cycleMult 2 (--unfreeze-cycles) → TTA',
+    "mobilenet_v2_nsfwjs's advice (measured on pets-sample): keep batch-norm statistics and unfreeze at lr/5; --lesson-unfreeze ignores it.",
     'examples:',
     '  fastvision train photos/dogscats                     # photos/dogscats/train/<label>/*.jpg and valid/',
     '  fastvision train photos/breeds --csv labels.csv --suffix .jpg --test test --sizes 128,224 --json run.json',
