@@ -152,11 +152,12 @@ test('train on the CSV layout with --suffix, then lr-find, fit --from and sizes'
   const out = join(tmp, 'run-csv');
   // An unfrozen stage at an absurd rate ends far worse than the frozen ones: the recipe keeps the better weights.
   const text = ok(cli('train', csvData, '--csv', 'labels.csv', '--suffix', '.jpg', '--val-pct', '0.34', ...TINY, '--unfreeze-lr', '10', '--test', 'test', '--out', out, '--json', join(tmp, 'csv.json')), 'train --csv');
-  assert.match(text, /keeping the weights from the end of 'head (on precomputed activations|with augmentation)'/);
-  const run = JSON.parse(readFileSync(join(tmp, 'csv.json'), 'utf8')) as { final: { stage: string; valLoss: number }; stages: { name: string; history: { valLoss: number }[] }[]; tta: { loss: number } };
-  const ends = run.stages.map((st) => st.history.at(-1)!.valLoss);
-  assert.ok(run.final.stage.startsWith('head '), run.final.stage);
-  assert.equal(run.final.valLoss, Math.min(...ends.filter((v) => Number.isFinite(v))));
+  assert.match(text, /keeping the weights from epoch 0 of 'head (on precomputed activations|with augmentation)'/);
+  const run = JSON.parse(readFileSync(join(tmp, 'csv.json'), 'utf8')) as { final: { stage: string; epoch: number; valLoss: number }; stages: { name: string; history: { valLoss: number }[] }[]; tta: { loss: number } };
+  // One epoch per stage here, so every epoch is a snapshot point.
+  const losses = run.stages.flatMap((st) => st.history.map((h) => h.valLoss));
+  assert.ok(run.final.stage.startsWith('head ') && run.final.epoch === 0, `${run.final.stage} ${run.final.epoch}`);
+  assert.equal(run.final.valLoss, Math.min(...losses.filter((v) => v !== null && Number.isFinite(v))));
   assert.ok(Number.isFinite(run.tta.loss), 'TTA runs on the kept weights');
   const info = JSON.parse(readFileSync(join(out, 'model.json'), 'utf8')) as { classes: string[]; size: number; arch: string };
   assert.equal(info.classes.length, 3);

@@ -3,7 +3,7 @@
 // activations, augmentation, unfreezing with differential rates and cycleMult 2,
 // optional progressive resizing, TTA — then the model, report, JSON and submission.
 import { basename, join, resolve } from 'node:path';
-import { ConvLearner, type EpochRecord } from '../learn/learner.js';
+import { ConvLearner, type Callback, type EpochRecord } from '../learn/learner.js';
 import type { Arch } from '../vision/models/archs.js';
 import { addAugmentationPreview, addDataSection, addInterpretation, addLrFinder, addTraining } from './figures.js';
 import { Report } from '../report/html.js';
@@ -54,8 +54,8 @@ export interface TrainSummary {
   settings: Omit<RecipeSettings, 'out' | 'json'>;
   lr: { chosen: number; suggested: number | null; rule: string; finder: { lr: number; loss: number }[] };
   stages: { name: string; size: number; lrs: number[]; nCycle: number; cycleLen?: number; cycleMult?: number; seconds: number; history: { epoch: number; trnLoss: number; valLoss: number | null; accuracy: number | null }[] }[];
-  /** The model saved: its validation figures, and the stage whose end it is (the best by validation loss, unless --keep-last). */
-  final: { valLoss: number | null; accuracy: number | null; stage: string | null };
+  /** The model saved: its validation figures, and the stage and epoch it is from (the best snapshot point by validation loss, unless --keep-last). */
+  final: { valLoss: number | null; accuracy: number | null; stage: string | null; epoch: number | null };
   tta: { accuracy: number; loss: number; nAug: number } | null;
   confusion: number[][] | null;
   artifacts: { out: string; model: string; modelInfo: string; report: string; pictures: string[]; submission: string | null; json: string | null };
@@ -110,19 +110,29 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
   const d = settings.groupDiv;
   const plan = unfreezePlan(learn.arch, lr, settings);
   const groupLrs = [plan.lr / d / d, plan.lr / d, plan.lr];
-  // The weights at the end of the stage with the lowest validation loss so far: a later stage
-  // (unfreezing, above all) can end worse, and the recipe should not hand back the worse model.
+  // The weights with the lowest validation loss among SGDR's snapshot points — the end of each
+  // cycle, where the rate has annealed — and each stage's last epoch: a later stage (unfreezing,
+  // above all) can end worse, and the recipe should not hand back the worse model.
   let best: { stage: string; record: EpochRecord; state: Map<string, Tensor> } | null = null;
+  const consider = (name: string, rec: EpochRecord): void => {
+    if (!settings.keepBest || rec.valLoss === null || !Number.isFinite(rec.valLoss) || (best !== null && rec.valLoss >= best.record.valLoss!)) return;
+    if (best) for (const t of best.state.values()) t.dispose();
+    best = { stage: name, record: rec, state: new Map([...learn.model.stateDict()].map(([k, t]) => [k, noGrad(() => t.clone())])) };
+  };
   const stage = async (name: string, size: number, lrs: number[], nCycle: number, opts: { cycleLen?: number; cycleMult?: number }): Promise<void> => {
     if (nCycle === 0) return;
     say(`\n# ${name}`);
     const cb = log.begin({ name, size, lrs, nCycle, ...opts });
-    await learn.fit(lrs.length === 1 ? lrs[0]! : lrs, nCycle, { ...opts, callbacks: [cb] });
-    const end = log.last();
-    if (settings.keepBest && end?.valLoss != null && (best === null || end.valLoss < best.record.valLoss!)) {
-      if (best) for (const t of best.state.values()) t.dispose();
-      best = { stage: name, record: end, state: new Map([...learn.model.stateDict()].map(([k, t]) => [k, noGrad(() => t.clone())])) };
-    }
+    const epochs = opts.cycleLen === undefined ? nCycle : opts.cycleLen * Array.from({ length: nCycle }, (_, k) => (opts.cycleMult ?? 1) ** k).reduce((a, b) => a + b, 0);
+    let cycleEnded = false;
+    const keeper: Callback = {
+      onCycleEnd: () => void (cycleEnded = true),
+      onEpochEnd: (rec) => {
+        if (cycleEnded || rec.epoch === epochs - 1) consider(name, rec);
+        cycleEnded = false;
+      },
+    };
+    await learn.fit(lrs.length === 1 ? lrs[0]! : lrs, nCycle, { ...opts, callbacks: [cb, keeper] });
   };
   await stage('head on precomputed activations', size0, [lr], settings.cycles, {});
   learn.precompute = false;
@@ -142,15 +152,15 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     await stage(`size ${size}: unfrozen, differential rates`, size, groupLrs, settings.unfreezeCycles, { cycleLen: 1, cycleMult: 2 });
   }
   let last = log.last();
-  let kept: { stage: string; valLoss: number | null } | null = null;
+  let kept: { stage: string; epoch: number; valLoss: number | null } | null = null;
   const chosen = best as { stage: string; record: EpochRecord; state: Map<string, Tensor> } | null;
   if (chosen && last && chosen.record !== last) {
-    say(`\nkeeping the weights from the end of '${chosen.stage}' (validation loss ${chosen.record.valLoss!.toFixed(4)}; training ended at ${last.valLoss?.toFixed(4)}); --keep-last keeps the last ones`);
+    say(`\nkeeping the weights from epoch ${chosen.record.epoch} of '${chosen.stage}' (validation loss ${chosen.record.valLoss!.toFixed(4)}; training ended at ${last.valLoss?.toFixed(4)}); --keep-last keeps the last ones`);
     learn.model.loadStateDict(chosen.state);
     last = chosen.record;
   }
   if (chosen) {
-    kept = { stage: chosen.stage, valLoss: chosen.record.valLoss };
+    kept = { stage: chosen.stage, epoch: chosen.record.epoch, valLoss: chosen.record.valLoss };
     for (const t of chosen.state.values()) t.dispose();
   }
   const saved = await saveModel(out, learn, size);
@@ -188,7 +198,7 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
       ['architecture', arch],
       ['sizes', settings.sizes.join(', ')],
       ['learning rate', lr.toExponential(2)],
-      ['model kept from the end of', kept?.stage ?? log.stages.at(-1)?.name ?? ''],
+      ['model kept from', `${kept?.stage ?? log.stages.at(-1)?.name ?? ''}, epoch ${kept?.epoch ?? last?.epoch ?? ''}`],
       ['its validation loss', last?.valLoss ?? ''],
       ['its validation accuracy', last?.accuracy ?? ''],
       ['TTA accuracy', ttaScore.accuracy],
@@ -204,7 +214,7 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     settings: { sizes: settings.sizes, cycles: settings.cycles, unfreezeCycles: settings.unfreezeCycles, lr: settings.lr, groupDiv: settings.groupDiv, bnFreeze: plan.bnFreeze, unfreezeLr: plan.lr, lessonUnfreeze: settings.lessonUnfreeze, weights: settings.weights, ttaAug: settings.ttaAug, keepBest: settings.keepBest },
     lr: { chosen: lr, suggested: suggestion.lr, rule, finder: finder.lrs.map((l, i) => ({ lr: l, loss: finder.losses[i]! })) },
     stages: log.stages.map((s) => ({ name: s.name, size: s.size, lrs: s.lrs, nCycle: s.nCycle, cycleLen: s.cycleLen, cycleMult: s.cycleMult, seconds: s.seconds, history: s.history.map((h) => ({ epoch: h.epoch, trnLoss: h.trnLoss, valLoss: h.valLoss, accuracy: h.accuracy })) })),
-    final: { valLoss: last?.valLoss ?? null, accuracy: last?.accuracy ?? null, stage: kept?.stage ?? log.stages.at(-1)?.name ?? null },
+    final: { valLoss: last?.valLoss ?? null, accuracy: last?.accuracy ?? null, stage: kept?.stage ?? log.stages.at(-1)?.name ?? null, epoch: kept?.epoch ?? last?.epoch ?? null },
     tta: { ...ttaScore, nAug: settings.ttaAug },
     confusion,
     artifacts: { out, model: saved.model, modelInfo: saved.info, report: reportFile, pictures: report.pictures, submission, json: settings.json ? resolve(settings.json) : null },
@@ -226,7 +236,7 @@ export const RECIPE_OPTIONS: Record<string, OptionSpec> = {
   'unfreeze-lr': { type: 'string', arg: 'RATE', help: "the head's rate once unfrozen (the body's are K and K² times lower)", default: "--lr, times the architecture's advice" },
   weights: { type: 'string', arg: 'NAME|FILE', help: "the body's pretrained weights: a zoo name or a .pth file (default: the architecture's own)" },
   'tta-aug': { type: 'string', arg: 'N', help: 'augmented copies averaged by test-time augmentation', default: '4' },
-  'keep-last': { type: 'boolean', help: 'save the weights training ended with, even when an earlier stage ended with a lower validation loss' },
+  'keep-last': { type: 'boolean', help: 'save the weights training ended with, not those of the cycle end with the lowest validation loss' },
   out: { type: 'string', arg: 'DIR', help: 'where the model, pictures, report and submission go', default: './fastvision-out/<folder name>' },
   json: { type: 'string', arg: 'FILE', help: 'also write a machine-readable summary there' },
 };
