@@ -150,7 +150,10 @@ test("the recipe's unfreezing: the user's options, else the architecture's measu
   assert.deepEqual(unfreezePlan(plain, 0.01, none), { bnFreeze: false, lr: 0.01, note: undefined });
   const advised = unfreezePlan(nsfw, 0.01, none);
   assert.equal(advised.bnFreeze, nsfw.unfreezeAdvice!.bnFreeze);
-  assert.ok(Math.abs(advised.lr - 0.01 * nsfw.unfreezeAdvice!.lrFactor) < 1e-15);
+  const { lrFactor, maxLr } = nsfw.unfreezeAdvice!;
+  assert.ok(Math.abs(advised.lr - Math.min(0.01 * lrFactor, maxLr ?? Infinity)) < 1e-15);
+  assert.ok(Math.abs(unfreezePlan(nsfw, 0.002, none).lr - 0.002 * lrFactor) < 1e-15, 'below the cap: the factor');
+  if (maxLr !== undefined) assert.equal(unfreezePlan(nsfw, 1, none).lr, maxLr, 'above it: the cap');
   assert.match(advised.note!, /--lesson-unfreeze/);
   assert.deepEqual(unfreezePlan(nsfw, 0.01, { ...none, lessonUnfreeze: true }), { bnFreeze: false, lr: 0.01, note: undefined });
   assert.deepEqual(unfreezePlan(nsfw, 0.01, { bnFreeze: true, unfreezeLr: 0.003, lessonUnfreeze: false }), { bnFreeze: true, lr: 0.003, note: undefined });

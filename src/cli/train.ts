@@ -80,7 +80,7 @@ function scoreProbs(probs: Tensor, y: Tensor): { accuracy: number; loss: number 
 export function unfreezePlan(arch: Arch, lr: number, s: Pick<RecipeSettings, 'bnFreeze' | 'unfreezeLr' | 'lessonUnfreeze'>): { bnFreeze: boolean; lr: number; note?: string } {
   const advice = s.lessonUnfreeze ? undefined : arch.unfreezeAdvice;
   const bnFreeze = s.bnFreeze ?? advice?.bnFreeze ?? false;
-  const top = s.unfreezeLr ?? lr * (advice?.lrFactor ?? 1);
+  const top = s.unfreezeLr ?? Math.min(lr * (advice?.lrFactor ?? 1), advice?.maxLr ?? Infinity);
   const followed = advice !== undefined && (s.bnFreeze === undefined || s.unfreezeLr === undefined);
   return { bnFreeze, lr: top, note: followed ? `unfreezing ${arch.name} with batch-norm statistics ${bnFreeze ? 'kept' : 'updated'} and the head at ${top.toExponential(2)}: ${advice.why} (--lesson-unfreeze for the lesson's way)` : undefined };
 }
@@ -270,7 +270,7 @@ export const trainCommand: CommandSpec = {
   details: [
     'steps: learning-rate finder → head on precomputed activations (--cycles) → head with augmentation (cycleLen 1)',
     '       → unfreeze, rates [u/K², u/K, u] (K = --group-div, u = --unfreeze-lr, or lr times the architecture\'s advice), cycleLen 1, cycleMult 2 (--unfreeze-cycles) → TTA',
-    "mobilenet_v2_nsfwjs's advice (measured on pets-sample): keep batch-norm statistics and unfreeze at lr/5; --lesson-unfreeze ignores it.",
+    "mobilenet_v2_nsfwjs's advice (measured on pets-sample): keep batch-norm statistics and unfreeze at lr/5, at most 1e-3; --lesson-unfreeze ignores it.",
     'examples:',
     '  fastvision train photos/dogscats                     # photos/dogscats/train/<label>/*.jpg and valid/',
     '  fastvision train photos/breeds --csv labels.csv --suffix .jpg --test test --sizes 128,224 --json run.json',

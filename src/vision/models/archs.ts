@@ -47,9 +47,9 @@ export interface Arch {
   /**
    * Measured advice for fine-tuning the whole body, where the lesson's way does
    * badly: keep batch-norm statistics (`bnFreeze`) and unfreeze with the head's
-   * rate times `lrFactor`. The CLI's recipe follows it unless told otherwise.
+   * rate times `lrFactor`, at most `maxLr`. The CLI's recipe follows it unless told otherwise.
    */
-  unfreezeAdvice?: { bnFreeze: boolean; lrFactor: number; why: string };
+  unfreezeAdvice?: { bnFreeze: boolean; lrFactor: number; maxLr?: number; why: string };
 }
 
 /** The body's modules in its two layer groups (early layers, later layers). */
@@ -163,10 +163,12 @@ ARCHS.mobilenet_v2_nsfwjs = {
   // pets-sample dogscats, 224, the CLI recipe: the lesson's unfreeze (batch statistics, same head rate)
   // fell from 0.81-0.85 to 0.69-0.78 and ended at TTA 0.77-0.82; with running statistics kept and a
   // fifth of the rate it rose to 0.86-0.89, TTA 0.851 with the lowest validation loss of all runs.
-  // With statistics kept at the full rate, the body diverged at restarts (validation loss 2-6).
+  // With statistics kept, the body diverged at restarts (validation loss 2-6) with the head at
+  // 2e-3 and 5e-3 and was stable at 0.9e-3 to 1.4e-3: hence the cap.
   unfreezeAdvice: {
     bnFreeze: true,
     lrFactor: 0.2,
+    maxLr: 1e-3,
     why: "its batch norm, switched to batch statistics, moves the features the head was trained on, and with statistics kept it needs gentler rates",
   },
 };
