@@ -5,7 +5,7 @@ import { resolve } from 'node:path';
 import { ImageClassifierData } from '../vision/data.js';
 import { csvRowCount, getCvIdxs } from '../vision/dataset.js';
 import { archOf, ARCHS, type Arch } from '../vision/models/archs.js';
-import { tfmsFromModel, transformsSideOn, transformsTopDown, type Augmentation } from '../vision/transforms.js';
+import { tfmsFromModel, transformsSideOn, transformsTopDown, type Augmentation, type Transforms } from '../vision/transforms.js';
 import { choice, num, str, UsageError, type OptionSpec, type ParsedArgs } from './args.js';
 
 /** The default backbone: the one that works offline. */
@@ -45,10 +45,15 @@ export function archArg(args: ParsedArgs): Arch {
   return archOf(name);
 }
 
+/** The transforms `--aug` describes, for `arch` at side `size`. */
+export function tfmsFor(args: ParsedArgs, arch: Arch, size: number): Transforms {
+  const aug = choice(args, 'aug', ['side-on', 'top-down', 'none'] as const, 'side-on');
+  return tfmsFromModel(arch, size, { augTfms: AUGS[aug], maxZoom: aug === 'none' ? 1 : 1.1 });
+}
+
 /** The data at image side `size`, laid out as the options say. */
 export async function loadData(path: string, args: ParsedArgs, arch: Arch, size: number): Promise<ImageClassifierData> {
-  const aug = choice(args, 'aug', ['side-on', 'top-down', 'none'] as const, 'side-on');
-  const tfms = tfmsFromModel(arch, size, { augTfms: AUGS[aug], maxZoom: aug === 'none' ? 1 : 1.1 });
+  const tfms = tfmsFor(args, arch, size);
   const bs = num(args, 'bs', 32, { min: 1, max: 4096, integer: true });
   const numWorkers = num(args, 'workers', undefined, { min: 1, max: 64, integer: true });
   const testName = str(args, 'test');

@@ -2,7 +2,7 @@
 // the glue between the learner's objects and src/report's plain-data pictures.
 import { basename } from 'node:path';
 import type { LrFinderResult } from '../learn/learner.js';
-import { confusionSpec, labelCountsSpec, lossSpec, lrFinderSpec, renderChart, scheduleSpec, sizeHistogramSpec } from '../report/charts.js';
+import { confusionSpec, labelCountsSpec, lossSpec, renderChart, scheduleSpec, sizeHistogramSpec } from '../report/charts.js';
 import { imageGrid, type RgbPixels, type Tile } from '../report/grids.js';
 import type { Report } from '../report/html.js';
 import { confusionMatrix, mostConfidentCorrect, mostIncorrect, mostUncertain, type Pick, type Predictions } from '../report/interpret.js';
@@ -11,19 +11,19 @@ import type { ImageClassifierData } from '../vision/data.js';
 import { FilesDataset } from '../vision/dataset.js';
 import type { TrainingLog } from './training-log.js';
 
-/** Image size histogram and label counts; returns the counts for the summary. */
-export async function addDataSection(report: Report, data: ImageClassifierData): Promise<{ trn: Record<string, number>; val: Record<string, number> | null }> {
+/** Image size histogram and label counts; returns the counts (and the sizes read) for the summary. */
+export async function addDataSection(report: Report, data: ImageClassifierData): Promise<{ trn: Record<string, number>; val: Record<string, number> | null; sizes: { width: number; height: number }[] | null }> {
   const counts = data.labelCounts();
   const rows = data.classes.flatMap((label) => [
     { label, split: 'train', n: counts.trn.get(label) ?? 0 },
     ...(counts.val ? [{ label, split: 'valid', n: counts.val.get(label) ?? 0 }] : []),
   ]);
   await report.addPicture('label-counts', 'Images per class', await renderChart(labelCountsSpec(rows)));
-  if (data.trnDs instanceof FilesDataset) {
-    const sizes = await data.imageSizes();
+  const sizes = data.trnDs instanceof FilesDataset ? await data.imageSizes() : null;
+  if (sizes) {
     await report.addPicture('image-sizes', 'Image sizes', await renderChart(sizeHistogramSpec(sizes)), `Training images are resized so that the shorter side is ${data.sz} pixels.`);
   }
-  return { trn: Object.fromEntries(counts.trn), val: counts.val ? Object.fromEntries(counts.val) : null };
+  return { trn: Object.fromEntries(counts.trn), val: counts.val ? Object.fromEntries(counts.val) : null, sizes };
 }
 
 /** One training photo through the training augmentations six times. */
@@ -34,8 +34,7 @@ export async function addAugmentationPreview(report: Report, data: ImageClassifi
 
 /** The learning-rate finder's curve with the chosen rate marked. */
 export async function addLrFinder(report: Report, finder: LrFinderResult, chosen: number, rule: string): Promise<void> {
-  const pts = finder.plot().length > 2 ? finder.plot() : finder.lrs.map((lr, i) => ({ lr, loss: finder.losses[i]! }));
-  await report.addPicture('lr-finder', 'Learning-rate finder', await renderChart(lrFinderSpec(pts, chosen)), `Chosen rate ${chosen.toExponential(2)}: ${rule}.`);
+  await report.addPicture('lr-finder', 'Learning-rate finder', await finder.plotPng({ mark: chosen }), `Chosen rate ${chosen.toExponential(2)}: ${rule}.`);
 }
 
 /** The learning-rate schedule, the losses and each stage's epoch table. */

@@ -7,7 +7,7 @@ import { FilesDataset } from '../vision/dataset.js';
 import { archOf } from '../vision/models/archs.js';
 import { flag, num, str, UsageError, type CommandSpec } from './args.js';
 import { dataPath, LAYOUT_OPTIONS, loadData, MODEL_OPTIONS } from './data-args.js';
-import { learnerFor, readModel } from './model-file.js';
+import { learnerFor, probabilitiesOf, readModel } from './model-file.js';
 import { predictedFiles } from './train.js';
 
 const OUT = { type: 'string', arg: 'DIR', help: 'where the pictures and report go', default: './fastvision-out/<folder name>' } as const;
@@ -34,21 +34,7 @@ export const interpretCommand: CommandSpec = {
     }
     if (!(data.valDs instanceof FilesDataset) || data.valDs.length === 0) throw new UsageError(`${path}: no validation images to interpret`);
     const learn = await learnerFor(saved, data);
-    let probs: Float32Array;
-    let y: number[];
-    if (flag(args, 'tta')) {
-      const r = await learn.TTA({ nAug: num(args, 'tta-aug', 4, { min: 0, max: 64, integer: true }) });
-      probs = r.probs.dataSync() as Float32Array;
-      y = r.y.toArray();
-      r.probs.dispose();
-      r.y.dispose();
-    } else {
-      const { logProbs, y: yt } = await learn.predictWithTargets();
-      const p = logProbs.exp();
-      probs = p.dataSync() as Float32Array;
-      y = yt.toArray();
-      for (const t of [logProbs, yt, p]) t.dispose();
-    }
+    const { probs, y } = await probabilitiesOf(learn, { tta: flag(args, 'tta'), nAug: num(args, 'tta-aug', 4, { min: 0, max: 64, integer: true }), isTest: false });
     const report = new Report(out, `fastvision interpret: ${basename(path)}`);
     const { confusion } = await addInterpretation(report, { probs, c: data.c, y }, predictedFiles(data.valDs), data.classes);
     const correct = confusion.reduce((s, row, i) => s + row[i]!, 0);
@@ -74,8 +60,8 @@ export const sizesCommand: CommandSpec = {
     const counts = await addDataSection(report, data);
     console.log(`${'class'.padEnd(24)} ${'train'.padStart(7)} ${counts.val ? 'valid'.padStart(7) : ''}`);
     for (const c of data.classes) console.log(`${c.padEnd(24)} ${String(counts.trn[c] ?? 0).padStart(7)} ${counts.val ? String(counts.val[c] ?? 0).padStart(7) : ''}`);
-    if (data.trnDs instanceof FilesDataset) {
-      const sizes = await data.imageSizes();
+    const { sizes } = counts;
+    if (sizes) {
       const ws = sizes.map((s) => s.width).sort((a, b) => a - b);
       const hs = sizes.map((s) => s.height).sort((a, b) => a - b);
       const med = (a: number[]): number => a[Math.floor(a.length / 2)] ?? 0;

@@ -5,7 +5,7 @@ import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConvLearner } from '../learn/learner.js';
-import { savePth } from '../torch/index.js';
+import { savePth, type Tensor } from '../torch/index.js';
 import { writeFileAtomic } from '../util/files.js';
 import type { ImageClassifierData } from '../vision/data.js';
 import { ARCHS } from '../vision/models/archs.js';
@@ -62,6 +62,23 @@ export async function readModel(where: string): Promise<{ pth: string; info: Mod
   if (!Number.isInteger(info.size) || info.size < 8) bad(`size must be an integer of at least 8, got ${String(info.size)}`);
   if (!Array.isArray(info.xtraFc) || !Array.isArray(info.ps) || info.ps.length !== info.xtraFc.length + 1) bad('xtraFc and ps do not describe a head');
   return { pth, info };
+}
+
+/** Class probabilities (row-major) and targets for the validation or test set, plain or averaged by TTA. */
+export async function probabilitiesOf(learn: ConvLearner, { tta, nAug, isTest }: { tta: boolean; nAug: number; isTest: boolean }): Promise<{ probs: Float32Array; y: number[] }> {
+  let probs: Tensor;
+  let y: Tensor;
+  if (tta) ({ probs, y } = await learn.TTA({ nAug, isTest }));
+  else {
+    const r = await learn.predictWithTargets(isTest);
+    probs = r.logProbs.exp();
+    r.logProbs.dispose();
+    y = r.y;
+  }
+  const out = { probs: probs.dataSync() as Float32Array, y: y.toArray() };
+  probs.dispose();
+  y.dispose();
+  return out;
 }
 
 /** Rebuilds the learner a saved model came from, on `data`, with its weights loaded. */

@@ -4,9 +4,9 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { ImageClassifierData } from '../vision/data.js';
 import { FilesDataset, isImageFile, scanTestFolder } from '../vision/dataset.js';
 import { archOf } from '../vision/models/archs.js';
-import { tfmsFromModel, transformsSideOn, transformsTopDown } from '../vision/transforms.js';
-import { choice, flag, num, str, UsageError, type CommandSpec, type ParsedArgs } from './args.js';
-import { learnerFor, readModel, type ModelInfo } from './model-file.js';
+import { flag, num, str, UsageError, type CommandSpec, type ParsedArgs } from './args.js';
+import { tfmsFor } from './data-args.js';
+import { learnerFor, probabilitiesOf, readModel, type ModelInfo } from './model-file.js';
 import { writeSubmission } from './submission.js';
 import { predictedFiles } from './train.js';
 
@@ -28,31 +28,12 @@ export function collectImages(items: string[]): string[] {
   return files;
 }
 
-/** Data whose test set is `ds`, with the model's transforms, for prediction. */
-function predictionData(info: ModelInfo, ds: FilesDataset, args: ParsedArgs): ImageClassifierData {
-  const aug = choice(args, 'aug', ['side-on', 'top-down', 'none'] as const, 'side-on');
-  const tfms = tfmsFromModel(archOf(info.arch), info.size, { augTfms: aug === 'top-down' ? transformsTopDown : aug === 'none' ? [] : transformsSideOn, maxZoom: aug === 'none' ? 1 : 1.1 });
-  const bs = num(args, 'bs', 32, { min: 1, max: 4096, integer: true });
-  return new ImageClassifierData(dirname(ds.files[0]!), ds, null, ds, info.classes, tfms, { bs, seed: 0, channelsLast: false, onBadImage: 'skip' });
-}
-
 /** Probabilities (rows in the order of the returned files) for a test dataset, with or without TTA. */
 async function probabilities(saved: { pth: string; info: ModelInfo }, ds: FilesDataset, args: ParsedArgs, tta: boolean): Promise<{ files: string[]; probs: Float32Array }> {
-  const data = predictionData(saved.info, ds, args);
+  const bs = num(args, 'bs', 32, { min: 1, max: 4096, integer: true });
+  const data = new ImageClassifierData(dirname(ds.files[0]!), ds, null, ds, saved.info.classes, tfmsFor(args, archOf(saved.info.arch), saved.info.size), { bs, seed: 0, channelsLast: false, onBadImage: 'skip' });
   const learn = await learnerFor(saved, data);
-  let probs: Float32Array;
-  if (tta) {
-    const r = await learn.TTA({ isTest: true, nAug: num(args, 'tta-aug', 4, { min: 0, max: 64, integer: true }) });
-    probs = r.probs.dataSync() as Float32Array;
-    r.probs.dispose();
-    r.y.dispose();
-  } else {
-    const lp = await learn.predict(true);
-    const p = lp.exp();
-    probs = p.dataSync() as Float32Array;
-    lp.dispose();
-    p.dispose();
-  }
+  const { probs } = await probabilitiesOf(learn, { tta, nAug: num(args, 'tta-aug', 4, { min: 0, max: 64, integer: true }), isTest: true });
   const files = predictedFiles(ds);
   if (files.length === 0) throw new UsageError('none of the images could be read');
   return { files, probs };

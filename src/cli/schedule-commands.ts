@@ -7,6 +7,7 @@ import { addLrFinder, addTraining } from './figures.js';
 import { Report } from '../report/html.js';
 import { TrainingLog } from './training-log.js';
 import { savePth } from '../torch/index.js';
+import { archOf } from '../vision/models/archs.js';
 import { flag, num, numList, str, UsageError, type CommandSpec, type OptionSpec } from './args.js';
 import { archArg, dataPath, LAYOUT_OPTIONS, loadData, MODEL_OPTIONS, sizeArg } from './data-args.js';
 import { learnerFor, readModel, saveModel } from './model-file.js';
@@ -26,7 +27,7 @@ export const lrFindCommand: CommandSpec = {
     const from = str(args, 'from');
     const saved = from === undefined ? null : await readModel(from);
     const arch = archArg(args);
-    const data = await loadData(path, args, saved ? archArg({ ...args, values: { ...args.values, arch: saved.info.arch } }) : arch, sizeArg(args, saved?.info.size ?? 224));
+    const data = await loadData(path, args, saved ? archOf(saved.info.arch) : arch, sizeArg(args, saved?.info.size ?? 224));
     const learn = saved ? await learnerFor(saved, data) : await ConvLearner.pretrained(arch, data, { precompute: !flag(args, 'unfreeze') });
     if (flag(args, 'unfreeze')) learn.unfreeze();
     const finder = await learn.lrFind();
@@ -71,7 +72,7 @@ export const fitCommand: CommandSpec = {
     if (flag(args, 'precompute') && flag(args, 'unfreeze')) throw new UsageError('--precompute and --unfreeze exclude each other (an unfrozen body has no fixed activations)');
     const from = str(args, 'from');
     const saved = from === undefined ? null : await readModel(from);
-    const arch = saved ? archArg({ ...args, values: { ...args.values, arch: saved.info.arch } }) : archArg(args);
+    const arch = saved ? archOf(saved.info.arch) : archArg(args);
     const size = sizeArg(args, saved?.info.size ?? 224);
     const data = await loadData(path, args, arch, size);
     if (saved && saved.info.classes.join('\n') !== data.classes.join('\n')) throw new UsageError(`${path}: its classes are not those of ${from}`);

@@ -92,7 +92,7 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
   const report = new Report(out, `fastvision: ${basename(data.path)} (${arch})`);
   say(`${data.trnDs.length} training, ${data.valDs?.length ?? 0} validation${data.testDs ? `, ${data.testDs.length} test` : ''} images; ${data.c} classes: ${data.classes.slice(0, 10).join(', ')}${data.c > 10 ? ', …' : ''}`);
   if (!data.valDs || data.valDs.length === 0) throw new UsageError(`${data.path}: no validation images; the recipe needs a validation set (valid/ folder or --val-pct above 0)`);
-  const counts = await addDataSection(report, data);
+  const { trn: trnCounts, val: valCounts } = await addDataSection(report, data);
   await addAugmentationPreview(report, data);
   const learn = await ConvLearner.pretrained(arch, data, { precompute: true, pretrained: settings.weights ?? true });
   const log = new TrainingLog();
@@ -208,7 +208,7 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
   );
   const reportFile = await report.write();
   const summary: TrainSummary = {
-    data: { path: data.path, classes: data.classes, counts, test: data.testDs?.length ?? 0 },
+    data: { path: data.path, classes: data.classes, counts: { trn: trnCounts, val: valCounts }, test: data.testDs?.length ?? 0 },
     arch,
     sizes: settings.sizes,
     settings: { sizes: settings.sizes, cycles: settings.cycles, unfreezeCycles: settings.unfreezeCycles, lr: settings.lr, groupDiv: settings.groupDiv, bnFreeze: plan.bnFreeze, unfreezeLr: plan.lr, lessonUnfreeze: settings.lessonUnfreeze, weights: settings.weights, ttaAug: settings.ttaAug, keepBest: settings.keepBest },
