@@ -1,5 +1,6 @@
 // Helpers shared by the benchmarks: running the peer programs, medians, tables.
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -49,3 +50,17 @@ export function table(header: string[], rows: string[][]): string {
 
 /** glibc settings equal to those fastvision's addon applies at load (native/addon.cc, TuneMalloc), for timing PyTorch alike. */
 export const SAME_MALLOC = { MALLOC_MMAP_THRESHOLD_: `${2 ** 30}`, MALLOC_TRIM_THRESHOLD_: `${2 ** 30}`, MALLOC_TOP_PAD_: `${2 ** 28}` };
+
+/**
+ * The photo folder a benchmark reads: `--data DIR`, by default pets-sample's `dogscats`
+ * beside the project. When it is missing, says so in one line and exits (code 2).
+ */
+export function photoDataArg(bench: string): string {
+  const dflt = join(repoRoot, '..', 'shared', 'datasets', 'pets-sample', 'dogscats');
+  const dir = arg('data', dflt);
+  if (!existsSync(join(dir, 'train'))) {
+    console.error(`${bench}: no photo folder at ${dir} (pets-sample is not beside this checkout); pass --data DIR, a folder with train/<label>/ and valid/<label>/`);
+    process.exit(2);
+  }
+  return dir;
+}

@@ -5,9 +5,9 @@
 // Last line: `RESULT data_time_ratio_vs_torchvision <fastvision / torchvision, time per image>`.
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { arg, median, PYTHON, repoRoot, runPeer, table } from './common.js';
+import { arg, median, photoDataArg, PYTHON, repoRoot, runPeer, table } from './common.js';
 
-const DATA = arg('data', join(repoRoot, '..', 'shared', 'datasets', 'pets-sample', 'dogscats'));
+const DATA = photoDataArg('bench/data');
 const ROUNDS = Number(arg('rounds', '3'));
 const EPOCHS = Number(arg('epochs', '4'));
 

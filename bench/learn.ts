@@ -9,9 +9,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getNumThreads } from '../src/index.js';
-import { arg, median, PYTHON, repoRoot, runPeer, table } from './common.js';
+import { arg, median, photoDataArg, PYTHON, repoRoot, runPeer, table } from './common.js';
 
-const DATA = arg('data', join(repoRoot, '..', 'shared', 'datasets', 'pets-sample', 'dogscats'));
+const DATA = photoDataArg('bench/learn');
 const ROUNDS = Number(arg('rounds', '2'));
 
 async function main(): Promise<void> {

@@ -9,9 +9,9 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { cat, F, manualSeed, mobilenet_v2_nsfwjs, noGrad, nn, optim, tensor, tidy, type Tensor } from '../src/index.js';
-import { arg, repoRoot, table } from './common.js';
+import { arg, photoDataArg, table } from './common.js';
 
-const ROOT = arg('data', join(repoRoot, '..', 'shared', 'datasets', 'pets-sample', 'dogscats'));
+const ROOT = photoDataArg('bench/probe');
 const CUTS = arg('cuts', 'block_6_project_BN,block_10_project_BN,block_13_project_BN,block_16_project_BN,Conv_1,Conv_1_bn,out_relu').split(',');
 
 interface ProbeSetup {

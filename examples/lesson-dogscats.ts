@@ -3,10 +3,15 @@
 // with augmentation; unfreeze with differential rates and cycleMult 2; TTA.
 // Run: node dist/examples/lesson-dogscats.js [data folder]
 // Knobs (environment): LESSON_ARCH, LESSON_SIZE, LESSON_UNFREEZE_LR, LESSON_GROUP_DIV, LESSON_BN_FREEZE=1.
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { archOf, closeLoaderWorkers, ConvLearner, ImageClassifierData, tfmsFromModel, transformsSideOn } from '../src/index.js';
 
 const PATH = process.argv[2] ?? join(import.meta.dirname ?? '.', '..', '..', '..', 'shared', 'datasets', 'pets-sample', 'dogscats');
+if (!existsSync(join(PATH, 'train'))) {
+  console.error(`lesson-dogscats: no photo folder at ${PATH}; pass one: node dist/examples/lesson-dogscats.js DIR (with train/<label>/ and valid/<label>/)`);
+  process.exit(2);
+}
 // LESSON_ARCH=inception_v3_nsfwjs tries the other offline backbone (at its own size, 299, unless LESSON_SIZE says otherwise).
 const arch = archOf(process.env.LESSON_ARCH ?? 'mobilenet_v2_nsfwjs');
 const sz = Number(process.env.LESSON_SIZE ?? (arch.name === 'mobilenet_v2_nsfwjs' ? 224 : arch.size));

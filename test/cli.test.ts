@@ -1,4 +1,4 @@
-// The `fastvision` command end to end on tiny copies of pets-sample (both
+// The `fastvision` command end to end on copies of the photo fixture (both
 // layouts) at 32 pixels: train with its artifacts (model, valid PNGs, report,
 // JSON summary, submission), then predict, submit, interpret, sizes, lr-find
 // and fit on the saved model, and one-line errors with non-zero exit codes.
@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import sharp from 'sharp';
 import { main } from '../src/cli/main.js';
-import { petsSample, repoRoot } from './helpers.js';
+import { photos, repoRoot } from './helpers.js';
 
 const bin = join(repoRoot, 'dist', 'src', 'cli', 'bin.js');
 let tmp = '';
@@ -51,24 +51,24 @@ before(async () => {
   folderData = join(tmp, 'dogscats');
   for (const [split, n] of [['train', 6], ['valid', 3]] as const) {
     for (const label of ['cats', 'dogs']) {
-      const src = join(petsSample, 'dogscats', split, label);
+      const src = join(photos, 'dogscats', split, label);
       mkdirSync(join(folderData, split, label), { recursive: true });
       for (const f of readdirSync(src).sort().slice(0, n)) copyFileSync(join(src, f), join(folderData, split, label, f));
     }
   }
   mkdirSync(join(folderData, 'test'));
-  const testSrc = join(petsSample, 'dogscats', 'valid', 'dogs');
-  for (const f of readdirSync(testSrc).sort().slice(-4)) copyFileSync(join(testSrc, f), join(folderData, 'test', f));
+  const testSrc = join(photos, 'dogscats', 'test');
+  for (const f of readdirSync(testSrc).sort()) copyFileSync(join(testSrc, f), join(folderData, 'test', f));
   // CSV layout: three breeds, five photos each, ids without the suffix.
   csvData = join(tmp, 'breeds');
   mkdirSync(join(csvData, 'train'), { recursive: true });
   mkdirSync(join(csvData, 'test'));
-  const rows = readFileSync(join(petsSample, 'breeds', 'labels.csv'), 'utf8').trim().split('\n').slice(1).map((l) => l.split(','));
+  const rows = readFileSync(join(photos, 'breeds', 'labels.csv'), 'utf8').trim().split('\n').slice(1).map((l) => l.split(','));
   const breeds = [...new Set(rows.map((r) => r[1]!))].sort().slice(0, 3);
   const picked = breeds.flatMap((b) => rows.filter((r) => r[1] === b).slice(0, 5));
-  for (const [id] of picked) copyFileSync(join(petsSample, 'breeds', 'train', `${id}.jpg`), join(csvData, 'train', `${id}.jpg`));
+  for (const [id] of picked) copyFileSync(join(photos, 'breeds', 'train', `${id}.jpg`), join(csvData, 'train', `${id}.jpg`));
   writeFileSync(join(csvData, 'labels.csv'), `id,breed\n${picked.map((r) => r.join(',')).join('\n')}\n`);
-  for (const f of readdirSync(join(petsSample, 'breeds', 'test')).sort().slice(0, 3)) copyFileSync(join(petsSample, 'breeds', 'test', f), join(csvData, 'test', f));
+  for (const f of readdirSync(join(photos, 'breeds', 'test')).sort().slice(0, 3)) copyFileSync(join(photos, 'breeds', 'test', f), join(csvData, 'test', f));
 });
 after(async () => {
   await rm(tmp, { recursive: true, force: true });

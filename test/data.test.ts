@@ -1,4 +1,4 @@
-// ImageClassifierData on pets-sample (both layouts, read in place) and on small
+// ImageClassifierData on the committed photo fixture (both layouts, read in place) and on small
 // folders made here for every kind of bad input; the user's folder is never modified.
 import assert from 'node:assert/strict';
 import { mkdtemp, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
@@ -7,11 +7,11 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import sharp from 'sharp';
 import { closeLoaderWorkers, DataError, getCvIdxs, ImageClassifierData, randn, resnet34, tfmsFromModel, transformsSideOn, type Batch } from '../src/index.js';
-import { petsSample } from './helpers.js';
+import { photos } from './helpers.js';
 
 const tfms = tfmsFromModel(resnet34, 32, { augTfms: transformsSideOn, maxZoom: 1.1 });
-const dogscats = join(petsSample, 'dogscats');
-const breeds = join(petsSample, 'breeds');
+const dogscats = join(photos, 'dogscats');
+const breeds = join(photos, 'breeds');
 let scratch = '';
 
 before(async () => {
@@ -52,32 +52,32 @@ async function snapshot(dir: string): Promise<string[]> {
 }
 
 test('folder layout: classes, counts, and batches with the right labels', async () => {
-  const data = await ImageClassifierData.fromPaths(dogscats, { tfms, bs: 50 });
+  const data = await ImageClassifierData.fromPaths(dogscats, { tfms, bs: 4 });
   assert.deepEqual(data.classes, ['cats', 'dogs']);
   assert.equal(data.c, 2);
-  assert.equal(data.trnDs.length, 296);
-  assert.equal(data.valDs!.length, 74);
-  assert.deepEqual([...data.labelCounts().trn], [['cats', 96], ['dogs', 200]]);
+  assert.equal(data.trnDs.length, 16);
+  assert.equal(data.valDs!.length, 6);
+  assert.deepEqual([...data.labelCounts().trn], [['cats', 6], ['dogs', 10]]);
   const { shapes, indices, labels } = await collect(data.valDl!);
-  assert.deepEqual(shapes[0], [50, 3, 32, 32]);
-  assert.deepEqual(shapes[1], [24, 3, 32, 32]);
-  assert.deepEqual(indices, Array.from({ length: 74 }, (_, i) => i), 'validation in order');
+  assert.deepEqual(shapes[0], [4, 3, 32, 32]);
+  assert.deepEqual(shapes[1], [2, 3, 32, 32]);
+  assert.deepEqual(indices, Array.from({ length: 6 }, (_, i) => i), 'validation in order');
   const ds = data.valDs as { files: string[] };
   labels.forEach((l, i) => assert.ok(ds.files[indices[i]!]!.includes(`/${data.classes[l]}/`)));
 });
 
 test('training batches are shuffled per epoch, reproducibly for a seed; dropLast drops the rest', async () => {
-  const a = await ImageClassifierData.fromPaths(dogscats, { tfms, bs: 64, seed: 3 });
-  const b = await ImageClassifierData.fromPaths(dogscats, { tfms, bs: 64, seed: 3 });
+  const a = await ImageClassifierData.fromPaths(dogscats, { tfms, bs: 5, seed: 3 });
+  const b = await ImageClassifierData.fromPaths(dogscats, { tfms, bs: 5, seed: 3 });
   const e0 = a.trnDl.batchIndices(0).flat();
   assert.deepEqual(e0, b.trnDl.batchIndices(0).flat());
   assert.notDeepEqual(e0, a.trnDl.batchIndices(1).flat());
-  assert.deepEqual([...e0].sort((x, y) => x - y), Array.from({ length: 296 }, (_, i) => i));
+  assert.deepEqual([...e0].sort((x, y) => x - y), Array.from({ length: 16 }, (_, i) => i));
   const { shapes } = await collect(a.trnDl);
-  assert.equal(shapes.length, 5);
+  assert.equal(shapes.length, 4);
   const { DataLoader } = await import('../src/index.js');
-  const dl = new DataLoader(a.trnDs, { bs: 64, dropLast: true, shuffle: true, transform: tfms.trn });
-  assert.equal(dl.length, 4);
+  const dl = new DataLoader(a.trnDs, { bs: 5, dropLast: true, shuffle: true, transform: tfms.trn });
+  assert.equal(dl.length, 3);
 });
 
 test('channels-last batches hold the same values as NCHW ones', async () => {
@@ -95,15 +95,15 @@ test('channels-last batches hold the same values as NCHW ones', async () => {
 
 test('CSV layout: a seeded 20% validation split, all classes, a test folder', async () => {
   const data = await ImageClassifierData.fromCsv(breeds, 'train', 'labels.csv', { tfms, bs: 64, suffix: '.jpg', testName: 'test' });
-  assert.equal(data.c, 37);
-  assert.equal(data.trnDs.length + data.valDs!.length, 333);
-  assert.equal(data.valDs!.length, Math.floor(0.2 * 333));
-  assert.equal(data.testDs!.length, 37);
+  assert.equal(data.c, 4);
+  assert.equal(data.trnDs.length + data.valDs!.length, 20);
+  assert.equal(data.valDs!.length, Math.floor(0.2 * 20));
+  assert.equal(data.testDs!.length, 4);
   const { shapes } = await collect(data.testDl!);
-  assert.deepEqual(shapes[0], [37, 3, 32, 32]);
+  assert.deepEqual(shapes[0], [4, 3, 32, 32]);
   const all = await ImageClassifierData.fromCsv(breeds, 'train', 'labels.csv', { tfms, suffix: '.jpg', valIdxs: [] });
   assert.equal(all.valDs, null, 'valIdxs [] trains on everything');
-  assert.equal(all.trnDs.length, 333);
+  assert.equal(all.trnDs.length, 20);
 });
 
 test('getCvIdxs: the requested share, seeded, sorted', () => {
@@ -129,14 +129,14 @@ test('image sizes for the histogram, and resize() caches shrunk copies without t
   const before = await snapshot(dogscats);
   const data = await ImageClassifierData.fromPaths(dogscats, { tfms, bs: 64 });
   const sizes = await data.imageSizes();
-  assert.equal(sizes.length, 296);
+  assert.equal(sizes.length, 16);
   assert.ok(sizes.every((s) => s.width > 0 && s.height > 0));
   const small = await data.resize(64);
   const f = (small.trnDs as { files: string[] }).files[0]!;
   assert.ok(f.startsWith(process.env.FASTVISION_HOME!), `copies go under FASTVISION_HOME, not into the data folder (${f})`);
   const m = await sharp(f).metadata();
   assert.equal(Math.min(m.width!, m.height!), 64);
-  assert.equal((await collect(small.valDl!)).indices.length, 74);
+  assert.equal((await collect(small.valDl!)).indices.length, 6);
   assert.deepEqual(await snapshot(dogscats), before, 'the data folder is unchanged');
 });
 

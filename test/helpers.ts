@@ -9,8 +9,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const repoRoot = join(here, '..', '..');
 /** Where committed fixtures live. */
 export const fixturesDir = join(repoRoot, 'test', 'fixtures');
-/** The shared sample photos. */
-export const petsSample = join(repoRoot, '..', 'shared', 'datasets', 'pets-sample');
+/** The committed photo fixture (made from pets-sample by scripts/make-photo-fixture.mjs): dogscats/ and breeds/. */
+export const photos = join(fixturesDir, 'photos');
 
 /** Loads a fixture `.pth` as a Map. */
 export async function fixture(path: string): Promise<Map<string, PthValue>> {

@@ -6,10 +6,10 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { decodeWeights, inception_v3_nsfwjs, loadNsfwjsModel, manualSeed, mobilenet_v2_nsfwjs, noGrad, nsfwjsModelsDir, randn, samePadding, tensor, tidy, type Tensor } from '../src/index.js';
-import { assertClose, petsSample, photoNHWC } from './helpers.js';
+import { assertClose, photos as photoFixture, photoNHWC } from './helpers.js';
 
 const require = createRequire(import.meta.url);
-const photos = ['dogscats/valid/cats/Bengal_167.jpg', 'dogscats/valid/dogs/beagle_171.jpg'].map((p) => join(petsSample, p));
+const photos = ['dogscats/valid/cats/Bengal_167.jpg', 'dogscats/valid/dogs/beagle_171.jpg'].map((p) => join(photoFixture, p));
 
 /**
  * The original model in TF.js. With `upTo`, the topology is cut after that layer

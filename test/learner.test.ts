@@ -1,4 +1,4 @@
-// ConvLearner on the offline MobileNetV2 and pets-sample photos at a small size:
+// ConvLearner on the offline MobileNetV2 and the fixture's photos at a small size:
 // layer groups and freezing, the precompute cache, lrFind restoring the weights,
 // save/load, TTA's shape and averaging, fit's epoch table and SGDR snapshots.
 import assert from 'node:assert/strict';
@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import sharp from 'sharp';
 import { closeLoaderWorkers, ConvLearner, ImageClassifierData, mobilenet_v2_nsfwjs, nn, tfmsFromModel, transformsSideOn, type Tensor } from '../src/index.js';
-import { petsSample } from './helpers.js';
+import { photos } from './helpers.js';
 
 let home = '';
 let data: ImageClassifierData;
@@ -19,7 +19,7 @@ before(async () => {
   home = await mkdtemp(join(tmpdir(), 'fastvision-learn-'));
   process.env.FASTVISION_HOME = home;
   const tfms = tfmsFromModel(mobilenet_v2_nsfwjs, 64, { augTfms: transformsSideOn, maxZoom: 1.1 });
-  data = await ImageClassifierData.fromPaths(join(petsSample, 'dogscats'), { tfms, bs: 64 });
+  data = await ImageClassifierData.fromPaths(join(photos, 'dogscats'), { tfms, bs: 4 });
 });
 after(async () => {
   await closeLoaderWorkers();
@@ -59,7 +59,7 @@ test('precomputed activations are cached, reused, and recomputed for another fil
   const again = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, { ...quiet, precompute: true });
   await again.precomputeActivations();
   assert.equal((await cacheFiles()).length, before, 'a second learner reuses the cache');
-  const other = await ImageClassifierData.fromPaths(join(petsSample, 'dogscats'), { tfms: data.tfms!, bs: 64, valName: null });
+  const other = await ImageClassifierData.fromPaths(join(photos, 'dogscats'), { tfms: data.tfms!, bs: 4, valName: null });
   const third = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, other, { ...quiet, precompute: true });
   await third.precomputeActivations();
   assert.equal((await cacheFiles()).length, 2, 'same training files: same cache entry');
@@ -113,8 +113,8 @@ test('fit with SGDR saves a snapshot per cycle; save/load round-trips the weight
 test('TTA averages probabilities over the original and augmented images', async () => {
   const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, quiet);
   const { probs, y } = await learn.TTA({ nAug: 2 });
-  assert.deepEqual(probs.shape, [74, 2]);
-  assert.deepEqual(y.shape, [74]);
+  assert.deepEqual(probs.shape, [6, 2]);
+  assert.deepEqual(y.shape, [6]);
   const sums = probs.sum(1).toArray();
   assert.ok(sums.every((s) => Math.abs(s - 1) < 1e-5), 'each row is a distribution');
   const plain = (await learn.predict()).exp();
@@ -146,8 +146,8 @@ test('an ensemble of cycle snapshots averages their probabilities and leaves the
   await learn.fit(1e-2, 2, { cycleLen: 1, cycleSaveName: 'ens' });
   const now = snapshot(learn.model);
   const { probs, y } = await learn.predictEnsemble(['ens_cyc_0', 'ens_cyc_1']);
-  assert.deepEqual(probs.shape, [74, 2]);
-  assert.equal(y.shape[0], 74);
+  assert.deepEqual(probs.shape, [6, 2]);
+  assert.equal(y.shape[0], 6);
   await learn.load('ens_cyc_0');
   const p0 = (await learn.predict()).exp();
   await learn.load('ens_cyc_1');
@@ -158,13 +158,13 @@ test('an ensemble of cycle snapshots averages their probabilities and leaves the
 });
 
 test('oversampling draws every class as often as the largest one', async () => {
-  const over = await ImageClassifierData.fromPaths(join(petsSample, 'dogscats'), { tfms: data.tfms!, bs: 64, oversample: true });
+  const over = await ImageClassifierData.fromPaths(join(photos, 'dogscats'), { tfms: data.tfms!, bs: 4, oversample: true });
   const idx = over.trnDl.batchIndices(0).flat();
   const labels = (over.trnDs as { labels: number[] }).labels;
   const counts = [0, 0];
   for (const i of idx) counts[labels[i]!]!++;
-  assert.deepEqual(counts, [200, 200], '96 cats are drawn 200 times, like the 200 dogs');
-  assert.equal(over.trnDl.length, Math.ceil(400 / 64));
+  assert.deepEqual(counts, [10, 10], '6 cats are drawn 10 times, like the 10 dogs');
+  assert.equal(over.trnDl.length, Math.ceil(20 / 4));
   assert.notDeepEqual(idx, over.trnDl.batchIndices(1).flat());
 });
 
