@@ -109,6 +109,8 @@ export function unpickleAt(
     return new PickleGlobal(full, f!);
   };
   const long = (b: Uint8Array): number | bigint => {
+    // State dicts hold no integers beyond 64 bits; a longer one is a malformed file (and costly to decode).
+    if (b.length > 16) fail(`an integer of ${b.length} bytes`);
     let v = 0n;
     for (let i = b.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]!);
     if (b.length > 0 && b[b.length - 1]! & 0x80) v -= 1n << BigInt(8 * b.length);

@@ -51,14 +51,95 @@ export type PthValue = PickleValue | Tensor;
 /** A `.pth` file that is corrupt, truncated, or not a state dict. */
 export class PthError extends Error {}
 
-function asDims(v: PickleValue, what: string): number[] {
-  if (!Array.isArray(v) || !v.every((x) => typeof x === 'number')) throw new PthError(`${what} is not a tuple of ints`);
-  return v as number[];
+/** An integer from a pickle (a number or a big int), or null. */
+function asInt(v: PickleValue | undefined): bigint | null {
+  if (typeof v === 'bigint') return v;
+  if (typeof v === 'number' && Number.isInteger(v)) return BigInt(v);
+  return null;
+}
+
+/** A tuple of non-negative integers (sizes or strides) from a pickle. */
+function asDims(v: PickleValue | undefined, what: string): bigint[] {
+  if (!Array.isArray(v)) throw new PthError(`${what} is not a tuple of ints`);
+  if (v.length > 64) throw new PthError(`${what} has ${v.length} dimensions (PyTorch allows 64)`);
+  return v.map((x) => {
+    const n = asInt(x);
+    if (n === null || n < 0n) throw new PthError(`${what} is not a tuple of non-negative ints: (${v.map(String).join(', ')})`);
+    return n;
+  });
+}
+
+const MAX_INDEX = 2n ** 62n;
+
+/**
+ * Every allocation a `.pth` file asks for, checked before it is made: storage
+ * sizes against the bytes the file really holds, each tensor's offset, sizes
+ * and strides (in exact integer arithmetic, so nothing wraps around) against its
+ * storage, and the bytes of all tensors together against a budget set by the
+ * file's size (twice its storages' bytes, plus 64 KiB) — a small file can never
+ * make the reader allocate gigabytes.
+ */
+class AllocationBudget {
+  private storageBytes = 0n;
+  private tensorBytes = 0n;
+  private readonly storages = new Map<Tensor, { numel: bigint; itemSize: number; key: string }>();
+
+  constructor(private readonly what: string) {}
+
+  /** Checks a storage of `numel` elements against the `available` bytes that hold it; returns its size in bytes. */
+  storage(key: string, numelValue: PickleValue | undefined, type: DType, available: number): number {
+    const numel = asInt(numelValue);
+    if (numel === null || numel < 0n) throw new PthError(`${this.what}: storage ${key} has an invalid element count (${String(numelValue)})`);
+    const bytes = numel * BigInt(dtypeSize(type));
+    if (bytes > BigInt(available)) throw new PthError(`${this.what}: storage ${key} claims ${bytes} bytes (${numel} × ${type}), but the file holds only ${available} for it; the file is truncated or corrupt`);
+    this.storageBytes += bytes;
+    return Number(bytes);
+  }
+
+  /** Registers a storage tensor, so that only real storages can back tensors. */
+  register(t: Tensor, key: string, numel: number, type: DType): void {
+    this.storages.set(t, { numel: BigInt(numel), itemSize: dtypeSize(type), key });
+  }
+
+  /**
+   * Checks a tensor view (offset, sizes, strides) of `storage` and charges its bytes
+   * to the budget; returns the view's arguments as plain numbers for `as_strided`.
+   */
+  view(storage: PickleValue | undefined, offsetValue: PickleValue | undefined, sizeValue: PickleValue | undefined, strideValue: PickleValue | undefined): { storage: Tensor; offset: number; size: number[]; stride: number[] } {
+    const s = storage instanceof Tensor ? this.storages.get(storage) : undefined;
+    if (s === undefined || !(storage instanceof Tensor)) throw new PthError(`${this.what}: a tensor without a storage`);
+    const where = `${this.what}: tensor on storage ${s.key}`;
+    const offset = asInt(offsetValue);
+    if (offset === null || offset < 0n) throw new PthError(`${where} has an invalid storage offset (${String(offsetValue)})`);
+    const size = asDims(sizeValue, `${where}: its size`);
+    const stride = asDims(strideValue, `${where}: its stride`);
+    if (size.length !== stride.length) throw new PthError(`${where} has ${size.length} sizes but ${stride.length} strides`);
+    let numel = 1n;
+    let last = offset;
+    for (let i = 0; i < size.length; i++) {
+      numel *= size[i]!;
+      if (size[i]! > 0n) last += (size[i]! - 1n) * stride[i]!;
+      if (numel > MAX_INDEX || last > MAX_INDEX) throw new PthError(`${where}: offset ${offset}, size (${size.join(', ')}) and stride (${stride.join(', ')}) are out of range`);
+    }
+    if (numel > 0n && last >= s.numel) {
+      throw new PthError(`${where}: offset ${offset}, size (${size.join(', ')}) and stride (${stride.join(', ')}) reach element ${last}, but the storage has ${s.numel}`);
+    }
+    if (numel === 0n && offset > s.numel) throw new PthError(`${where}: offset ${offset} is past the storage's ${s.numel} elements`);
+    // A view may legitimately repeat elements (stride 0), but never by much more than the file holds.
+    this.tensorBytes += numel * BigInt(s.itemSize);
+    const budget = 2n * this.storageBytes + 2n ** 16n;
+    if (this.tensorBytes > budget) {
+      throw new PthError(`${where}: the tensors would take ${this.tensorBytes} bytes from ${this.storageBytes} bytes of storage (stride 0 or overlapping views); refusing`);
+    }
+    return { storage, offset: Number(offset), size: size.map(Number), stride: stride.map(Number) };
+  }
 }
 
 /**
- * Reads a `.pth` file written by `torch.save` (PyTorch ≥ 1.6 zip format). Tensors
- * come back as Tensors (owned by the caller), dicts as Maps, lists and tuples as arrays.
+ * Reads a `.pth` file written by `torch.save` (PyTorch ≥ 1.6 zip format, or the
+ * legacy format). Tensors come back as Tensors (owned by the caller), dicts as
+ * Maps, lists and tuples as arrays. Anything else in the pickle is refused, and
+ * every size in the file is checked before anything is allocated.
  */
 export async function loadPth(path: string): Promise<PthValue> {
   let buf: Buffer;
@@ -70,9 +151,23 @@ export async function loadPth(path: string): Promise<PthValue> {
   return parsePth(buf, path);
 }
 
+/** The storage dtype a persistent id names, or undefined. */
+function storageType(pid: PickleValue): DType | undefined {
+  return Array.isArray(pid) && pid[0] === 'storage' && pid[1] instanceof PickleGlobal ? STORAGE_DTYPES[pid[1].name.slice('torch.'.length)] : undefined;
+}
+
 /** Parses the bytes of a `.pth` file (see `loadPth`); `what` names it in errors. */
 export function parsePth(buf: Buffer, what = 'buffer'): PthValue {
-  if (buf.length >= 2 && buf[0] === 0x80) return parseLegacyPth(buf, what);
+  try {
+    return buf.length >= 2 && buf[0] === 0x80 ? parseLegacyPth(buf, what) : parseZipPth(buf, what);
+  } catch (e) {
+    if (e instanceof PthError) throw e;
+    // Whatever else a hostile file provokes (a libtorch check, a malformed value) is still an error about the file.
+    throw new PthError(`${what}: corrupt or unsupported .pth file (${(e as Error).message.split('\n')[0]})`);
+  }
+}
+
+function parseZipPth(buf: Buffer, what: string): PthValue {
   let records: Map<string, Uint8Array>;
   try {
     records = readZip(buf, what);
@@ -85,26 +180,35 @@ export function parsePth(buf: Buffer, what = 'buffer'): PthValue {
   const prefix = pklName.slice(0, pklName.length - 'data.pkl'.length);
   const created: Tensor[] = [];
   const storages = new Map<string, Tensor>();
+  const budget = new AllocationBudget(what);
   const storageFor = (pid: PickleValue): PickleValue => {
-    const type = Array.isArray(pid) && pid[0] === 'storage' && pid[1] instanceof PickleGlobal ? STORAGE_DTYPES[pid[1].name.slice('torch.'.length)] : undefined;
+    const type = storageType(pid);
     if (type === undefined) throw new PthError(`${what}: unsupported persistent id in data.pkl`);
-    const [, , key, , numel] = pid as [string, PickleGlobal, string, string, number];
+    const [, , keyValue, , numel] = pid as [string, PickleGlobal, PickleValue, string, PickleValue];
+    const key = String(keyValue);
     let t = storages.get(key);
     if (t === undefined) {
       const bytes = records.get(`${prefix}data/${key}`);
       if (bytes === undefined) throw new PthError(`${what}: storage record data/${key} is missing`);
-      const expected = Number(numel) * dtypeSize(type);
-      if (bytes.length < expected) throw new PthError(`${what}: storage data/${key} has ${bytes.length} bytes, expected ${expected}`);
-      const raw = new Tensor(native.fromTypedArray(bytes.subarray(0, expected), [expected]));
+      const n = budget.storage(key, numel, type, bytes.length);
+      const raw = new Tensor(native.fromTypedArray(bytes.subarray(0, n), [n]));
       t = new Tensor(callTensorOp('aten::view.dtype', [raw.handle, dtypeCode(type)]));
       raw.dispose();
       storages.set(key, t);
+      budget.register(t, key, n / dtypeSize(type), type);
     }
     return t;
   };
-  const globals = allowedGlobals(what, created);
+  const globals = allowedGlobals((args) => {
+    const v = budget.view(args[0], args[1], args[2], args[3]);
+    const view = new Tensor(callTensorOp('aten::as_strided', [v.storage.handle, v.size, v.stride, v.offset]));
+    const t = view.clone('contiguous');
+    view.dispose();
+    created.push(t);
+    return t;
+  });
   try {
-    return unpickle(records.get(pklName)!, globals, storageFor, `${what} (data.pkl)`) as PthValue;
+    return keepReachable(unpickle(records.get(pklName)!, globals, storageFor, `${what} (data.pkl)`) as PthValue, created, what);
   } catch (e) {
     for (const t of created) t.dispose();
     if (e instanceof PickleError) throw new PthError(e.message);
@@ -114,19 +218,34 @@ export function parsePth(buf: Buffer, what = 'buffer'): PthValue {
   }
 }
 
-/** The globals a state dict may name, with the tensors they create recorded in `created`. */
-function allowedGlobals(what: string, created: Tensor[]): Map<string, GlobalFactory> {
-  const rebuildTensor = (args: PickleValue[]): PickleValue => {
-    const [storage, offset, size, stride] = args;
-    if (!(storage instanceof Tensor)) throw new PthError(`${what}: tensor without storage`);
-    const dims = asDims(size!, `${what}: tensor size`);
-    const strides = asDims(stride!, `${what}: tensor stride`);
-    const view = new Tensor(callTensorOp('aten::as_strided', [storage.handle, dims, strides, Number(offset)]));
-    const t = view.clone('contiguous');
-    view.dispose();
-    created.push(t);
-    return t;
+/**
+ * Disposes the tensors a pickle built but did not hand back (a crafted pickle can
+ * build and drop them), so that the caller owns exactly what it receives.
+ */
+function keepReachable(value: PthValue, created: Tensor[], what: string): PthValue {
+  const reachable = new Set<Tensor>();
+  const seen = new Set<unknown>();
+  const walk = (v: unknown): void => {
+    if (v instanceof Tensor) reachable.add(v);
+    if (v === null || typeof v !== 'object' || seen.has(v)) return;
+    seen.add(v);
+    if (v instanceof Map) {
+      for (const [k, x] of v) {
+        walk(k);
+        walk(x);
+      }
+    } else if (Array.isArray(v)) for (const x of v) walk(x);
   };
+  walk(value);
+  const own = new Set(created);
+  // The caller's catch disposes every created tensor.
+  if ([...reachable].some((t) => !own.has(t))) throw new PthError(`${what}: a storage outside of any tensor (torch.save never writes one)`);
+  for (const t of created) if (!reachable.has(t)) t.dispose();
+  return value;
+}
+
+/** The globals a state dict may name; tensors are rebuilt by `rebuildTensor`. */
+function allowedGlobals(rebuildTensor: GlobalFactory): Map<string, GlobalFactory> {
   const globals = new Map<string, GlobalFactory>([
     ['collections.OrderedDict', () => new OrderedDictValue()],
     ['torch._utils._rebuild_tensor_v2', rebuildTensor],
@@ -149,70 +268,80 @@ const LEGACY_MAGIC = 0x1950a86a20f9469cfc6cn;
  */
 function parseLegacyPth(buf: Buffer, what: string): PthValue {
   const created: Tensor[] = [];
-  const globals = allowedGlobals(what, created);
-  const placeholders = new Map<string, { dtype: DType; numel: number; tensor: Tensor }>();
+  const budget = new AllocationBudget(what);
+  const placeholders = new Map<string, { dtype: DType; numel: number; tensor: Tensor; filled: boolean }>();
   const noPersistent = (): never => {
     throw new PthError(`${what}: unexpected persistent id in the file header`);
   };
+  const plainGlobals = allowedGlobals(() => {
+    throw new PthError(`${what}: a tensor in the file header`);
+  });
   try {
-    const magic = unpickleAt(buf, 0, globals, noPersistent, what);
-    if (BigInt(magic.value as number | bigint) !== LEGACY_MAGIC) {
-      throw new PthError(`${what}: not a PyTorch file (a pickle, but without torch.save's magic number)`);
-    }
-    const protocol = unpickleAt(buf, magic.end, globals, noPersistent, what);
+    const magic = unpickleAt(buf, 0, plainGlobals, noPersistent, what);
+    const magicInt = asInt(magic.value);
+    if (magicInt !== LEGACY_MAGIC) throw new PthError(`${what}: not a PyTorch file (a pickle, but without torch.save's magic number)`);
+    const protocol = unpickleAt(buf, magic.end, plainGlobals, noPersistent, what);
     if (protocol.value !== 1001) throw new PthError(`${what}: unsupported legacy protocol ${String(protocol.value)}`);
-    const sysInfo = unpickleAt(buf, protocol.end, globals, noPersistent, what);
-    // Storages are read after the object, so the object is first built on empty
-    // placeholders of the right size, which are filled in place afterwards.
+    const sysInfo = unpickleAt(buf, protocol.end, plainGlobals, noPersistent, what);
+    // Storages come after the object, so the object is first built on empty
+    // placeholders of the right size, filled in place afterwards. Every storage's
+    // bytes must be in the rest of the file, so that bounds what may be allocated.
+    let claimed = 0;
     const storageFor = (pid: PickleValue): PickleValue => {
-      const type = Array.isArray(pid) && pid[0] === 'storage' && pid[1] instanceof PickleGlobal ? STORAGE_DTYPES[pid[1].name.slice('torch.'.length)] : undefined;
+      const type = storageType(pid);
       if (type === undefined) throw new PthError(`${what}: unsupported persistent id`);
-      const [, , key, , numel, viewMetadata] = pid as [string, PickleGlobal, string, string, number, PickleValue];
+      const [, , keyValue, , numel, viewMetadata] = pid as [string, PickleGlobal, PickleValue, string, PickleValue, PickleValue];
       if (viewMetadata !== null && viewMetadata !== undefined) throw new PthError(`${what}: storage views are not supported`);
+      const key = String(keyValue);
       let p = placeholders.get(key);
       if (p === undefined) {
-        p = { dtype: type, numel: Number(numel), tensor: new Tensor(callTensorOp('aten::zeros', [[Number(numel)], dtypeCode(type), null, 'cpu', null])) };
+        const bytes = budget.storage(key, numel, type, buf.length - sysInfo.end - claimed);
+        claimed += bytes;
+        const n = bytes / dtypeSize(type);
+        p = { dtype: type, numel: n, tensor: new Tensor(callTensorOp('aten::zeros', [[n], dtypeCode(type), null, 'cpu', null])), filled: false };
+        budget.register(p.tensor, key, n, type);
         placeholders.set(key, p);
       }
       return p.tensor;
     };
     const rebuilt = new Map<Tensor, { storage: Tensor; offset: number; size: number[]; stride: number[] }>();
-    const lazyGlobals = new Map(globals);
-    const lazyRebuild = (args: PickleValue[]): PickleValue => {
-      const [storage, offset, size, stride] = args;
-      if (!(storage instanceof Tensor)) throw new PthError(`${what}: tensor without storage`);
-      const t = new Tensor(callTensorOp('aten::zeros', [asDims(size!, 'size'), native.dtype(storage.handle), null, 'cpu', null]));
+    const lazyGlobals = allowedGlobals((args) => {
+      const v = budget.view(args[0], args[1], args[2], args[3]);
+      const t = new Tensor(callTensorOp('aten::zeros', [v.size, native.dtype(v.storage.handle), null, 'cpu', null]));
       created.push(t);
-      rebuilt.set(t, { storage, offset: Number(offset), size: asDims(size!, 'size'), stride: asDims(stride!, 'stride') });
+      rebuilt.set(t, v);
       return t;
-    };
-    lazyGlobals.set('torch._utils._rebuild_tensor_v2', lazyRebuild);
-    lazyGlobals.set('torch._utils._rebuild_tensor', lazyRebuild);
+    });
     const obj = unpickleAt(buf, sysInfo.end, lazyGlobals, storageFor, `${what} (object)`);
-    const keys = unpickleAt(buf, obj.end, globals, noPersistent, `${what} (storage keys)`);
+    const keys = unpickleAt(buf, obj.end, plainGlobals, noPersistent, `${what} (storage keys)`);
     if (!Array.isArray(keys.value)) throw new PthError(`${what}: storage key list missing`);
     let pos = keys.end;
-    for (const key of keys.value as string[]) {
+    for (const keyValue of keys.value) {
+      const key = String(keyValue);
       const p = placeholders.get(key);
       if (p === undefined) throw new PthError(`${what}: storage ${key} is listed but never used`);
+      if (p.filled) throw new PthError(`${what}: storage ${key} is listed twice`);
       if (pos + 8 > buf.length) throw new PthError(`${what}: truncated before storage ${key}`);
-      const numel = Number(buf.readBigInt64LE(pos));
+      const numel = buf.readBigInt64LE(pos);
       pos += 8;
-      const bytes = numel * dtypeSize(p.dtype);
-      if (numel !== p.numel || pos + bytes > buf.length) throw new PthError(`${what}: storage ${key} is truncated or of the wrong size`);
+      const bytes = p.numel * dtypeSize(p.dtype);
+      if (numel !== BigInt(p.numel) || pos + bytes > buf.length) throw new PthError(`${what}: storage ${key} is truncated or of the wrong size`);
       const raw = new Tensor(native.fromTypedArray(buf.subarray(pos, pos + bytes), [bytes]));
       const typed = new Tensor(callTensorOp('aten::view.dtype', [raw.handle, dtypeCode(p.dtype)]));
       p.tensor.copy_(typed);
       typed.dispose();
       raw.dispose();
+      p.filled = true;
       pos += bytes;
     }
+    const missing = [...placeholders].filter(([, p]) => !p.filled).map(([k]) => k);
+    if (missing.length > 0) throw new PthError(`${what}: the data of storage(s) ${missing.slice(0, 5).join(', ')} is missing; the file is truncated`);
     for (const [t, r] of rebuilt) {
       const view = new Tensor(callTensorOp('aten::as_strided', [r.storage.handle, r.size, r.stride, r.offset]));
       t.copy_(view);
       view.dispose();
     }
-    return obj.value as PthValue;
+    return keepReachable(obj.value as PthValue, created, what);
   } catch (e) {
     for (const t of created) t.dispose();
     if (e instanceof PickleError) throw new PthError(e.message);

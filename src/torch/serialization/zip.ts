@@ -39,7 +39,17 @@ function u64(b: Buffer, o: number): number {
   return Number(b.readBigUInt64LE(o));
 }
 
-/** Reads every record of a zip archive held in memory, checking each CRC. */
+/**
+ * How much a compressed archive may expand, in all, relative to its own size:
+ * weights barely compress, so a file that inflates by more is a zip bomb.
+ */
+const MAX_EXPANSION = 16;
+
+/**
+ * Reads every record of a zip archive held in memory, checking each CRC.
+ * Compressed records may expand to at most 16× the archive's size (plus 1 MiB)
+ * in all; this is checked from the declared sizes before inflating anything.
+ */
 export function readZip(buf: Buffer, what = 'archive'): Map<string, Uint8Array> {
   const fail = (why: string): never => {
     throw new ZipFormatError(`${what}: not a valid PyTorch zip file (${why})`);
@@ -68,6 +78,8 @@ export function readZip(buf: Buffer, what = 'archive'): Map<string, Uint8Array> 
   }
   if (cdOffset + cdSize > buf.length) fail('central directory past the end of the file; the file is truncated');
   const out = new Map<string, Uint8Array>();
+  let inflated = 0;
+  const maxInflated = MAX_EXPANSION * buf.length + 2 ** 20;
   let p = cdOffset;
   for (let i = 0; i < count; i++) {
     if (p + 46 > buf.length || u32(buf, p) !== 0x02014b50) fail(`bad central directory entry ${i}`);
@@ -79,6 +91,7 @@ export function readZip(buf: Buffer, what = 'archive'): Map<string, Uint8Array> 
     const extraLen = u16(buf, p + 30);
     const commentLen = u16(buf, p + 32);
     let localOffset = u32(buf, p + 42);
+    if (p + 46 + nameLen + extraLen + commentLen > buf.length) fail(`central directory entry ${i} runs past the end of the file`);
     const name = buf.toString('utf8', p + 46, p + 46 + nameLen);
     // ZIP64 extra field: the 64-bit values replace the saturated 32-bit ones, in order.
     let e = p + 46 + nameLen;
@@ -108,10 +121,13 @@ export function readZip(buf: Buffer, what = 'archive'): Map<string, Uint8Array> 
     let data: Uint8Array;
     if (method === 0) data = raw;
     else if (method === 8) {
+      inflated += size;
+      if (inflated > maxInflated) fail(`${name} would inflate to ${size} bytes, beyond ${MAX_EXPANSION}× the file's size (a zip bomb?)`);
       try {
-        data = inflateRawSync(raw);
+        // Never more than the declared size, whatever the stream says.
+        data = inflateRawSync(raw, { maxOutputLength: Math.max(1, size) });
       } catch {
-        return fail(`${name} does not inflate`);
+        return fail(`${name} does not inflate to its declared ${size} bytes`);
       }
     } else return fail(`${name} uses unsupported compression method ${method}`);
     if (data.length !== size) fail(`${name} has ${data.length} bytes, expected ${size}`);
