@@ -34,13 +34,16 @@ void OnMessage(j_common_ptr cinfo, int level) {
   }
 }
 
-// decodeJpeg(bytes, minWidth, minHeight) -> { data: Uint8Array (RGB), width, height }
-// or null when the colour space is one this path does not handle (CMYK).
+// decodeJpeg(bytes, minWidth, minHeight, maxPixels) -> { data: Uint8Array (RGB), width, height }
+// or null when the colour space is one this path does not handle (CMYK). An image
+// whose header declares more than maxPixels pixels is an error before any decoding:
+// libjpeg itself has no limit, and a few hundred bytes can declare gigapixels.
 Napi::Value DecodeJpeg(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto bytes = info[0].As<Napi::Uint8Array>();
   int minW = info.Length() > 1 ? info[1].As<Napi::Number>().Int32Value() : 0;
   int minH = info.Length() > 2 ? info[2].As<Napi::Number>().Int32Value() : 0;
+  double maxPixels = info.Length() > 3 ? info[3].As<Napi::Number>().DoubleValue() : 178956970.0;
   jpeg_decompress_struct cinfo;
   ErrorManager err;
   cinfo.err = jpeg_std_error(&err.pub);
@@ -54,6 +57,15 @@ Napi::Value DecodeJpeg(const Napi::CallbackInfo& info) {
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, bytes.Data(), bytes.ByteLength());
   jpeg_read_header(&cinfo, TRUE);
+  if (static_cast<double>(cinfo.image_width) * static_cast<double>(cinfo.image_height) > maxPixels) {
+    const unsigned w = cinfo.image_width;
+    const unsigned h = cinfo.image_height;
+    jpeg_destroy_decompress(&cinfo);
+    Napi::Error e = Napi::Error::New(env, "over the pixel limit");
+    e.Set("width", Napi::Number::New(env, w));
+    e.Set("height", Napi::Number::New(env, h));
+    throw e;
+  }
   if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
     jpeg_destroy_decompress(&cinfo);
     return env.Null();

@@ -3,6 +3,7 @@
 // normalization. Free of libtorch, so that loader workers can import it.
 import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
+import { maxImagePixels, overLimitMessage } from './image-limits.js';
 import { decodeJpeg, exifOrientation, isJpeg, type RgbImage } from './jpeg.js';
 
 /** Per-channel normalization of the input. */
@@ -118,14 +119,18 @@ function orientationMap(o: number, w: number, h: number): Affine {
   }
 }
 
-async function decode(file: string | Buffer, target: number): Promise<{ img: RgbImage; orientation: number }> {
+async function decode(file: string | Buffer, target: number, maxPixels: number): Promise<{ img: RgbImage; orientation: number }> {
   const bytes = typeof file === 'string' ? await readFile(file) : file;
+  if (bytes.length === 0) throw new Error('empty file');
   if (isJpeg(bytes)) {
-    const img = decodeJpeg(bytes, target, target);
+    const img = decodeJpeg(bytes, target, target, maxPixels);
     if (img !== null) return { img, orientation: exifOrientation(bytes) };
   }
   // Other formats, CMYK JPEGs: sharp (orientation applied, first frame, RGB), big ones shrunk first.
-  const r = await sharp(bytes, { failOn: 'error', pages: 1 })
+  // sharp checks the same pixel limit from the header.
+  const meta = await sharp(bytes, { pages: 1, limitInputPixels: false }).metadata();
+  if (meta.width !== undefined && meta.height !== undefined && meta.width * meta.height > maxPixels) throw new Error(overLimitMessage(meta.width, meta.height, maxPixels));
+  const r = await sharp(bytes, { failOn: 'error', pages: 1, limitInputPixels: maxPixels })
     .rotate()
     .resize(target, target, { fit: 'outside', withoutEnlargement: true })
     .removeAlpha()
@@ -142,15 +147,16 @@ async function decode(file: string | Buffer, target: number): Promise<{ img: Rgb
  * of animations), grey/CMYK/alpha to RGB, EXIF orientation, then scale,
  * rotation, flips and crop as one affine resampling (bilinear, mirrored borders,
  * as fast.ai's warps), lighting and normalization. Writes sz×sz×3 values into
- * `out` at `offset`, channels-first (or channels-last when `nhwc`).
+ * `out` at `offset`, channels-first (or channels-last when `nhwc`). An image that
+ * declares more than `maxPixels` pixels is refused from its header.
  */
-export async function loadTransformed(file: string | Buffer, t: Transform, rand: () => number, out: Float32Array, offset: number, nhwc = false): Promise<void> {
+export async function loadTransformed(file: string | Buffer, t: Transform, rand: () => number, out: Float32Array, offset: number, nhwc = false, maxPixels = maxImagePixels()): Promise<void> {
   const p = plan(t, rand);
   const { sz } = t;
   const target = t.crop === 'none' ? sz : Math.max(sz, Math.round(sz * p.zoom));
   let decoded: { img: RgbImage; orientation: number };
   try {
-    decoded = await decode(file, target);
+    decoded = await decode(file, target, maxPixels);
   } catch (e) {
     throw new BadImageError(typeof file === 'string' ? file : 'image buffer', (e as Error).message);
   }

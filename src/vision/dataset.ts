@@ -97,22 +97,44 @@ function listDir(dir: string, what: string): string[] {
   }
 }
 
-function imagesIn(dir: string): string[] {
+/** Where scanning warnings go (a file skipped); tests and the CLI may redirect them. */
+export type Warn = (message: string) => void;
+
+const consoleWarn: Warn = (m) => console.warn(m);
+
+/**
+ * What `path` is, following symbolic links; null (with a warning) when it cannot
+ * be told — a link loop, a dangling link, no permission — so that one bad entry is
+ * skipped instead of stopping the scan.
+ */
+export function entryKind(path: string, warn: Warn = consoleWarn): 'file' | 'dir' | 'other' | null {
+  try {
+    const st = statSync(path);
+    return st.isFile() ? 'file' : st.isDirectory() ? 'dir' : 'other';
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'ELOOP' ? 'a symbolic link loop' : code === 'ENOENT' ? 'a dangling symbolic link' : (e as Error).message;
+    warn(`warning: skipping ${path}: ${why}`);
+    return null;
+  }
+}
+
+function imagesIn(dir: string, warn: Warn): string[] {
   return listDir(dir, 'folder')
     .filter(isImageFile)
-    .filter((f) => statSync(join(dir, f)).isFile())
+    .filter((f) => entryKind(join(dir, f), warn) === 'file')
     .map((f) => join(dir, f));
 }
 
-function subfolders(dir: string): string[] {
-  return listDir(dir, 'folder').filter((f) => !f.startsWith('.') && statSync(join(dir, f)).isDirectory());
+function subfolders(dir: string, warn: Warn): string[] {
+  return listDir(dir, 'folder').filter((f) => !f.startsWith('.') && entryKind(join(dir, f), warn) === 'dir');
 }
 
 /** Reads an unlabelled folder of images (a test set). */
-export function scanTestFolder(path: string, testName: string, classes: string[]): FilesDataset {
+export function scanTestFolder(path: string, testName: string, classes: string[], warn: Warn = consoleWarn): FilesDataset {
   const dir = join(path, testName);
   if (!existsSync(dir)) throw new DataError(`test folder ${dir} does not exist (testName: '${testName}')`);
-  const files = imagesIn(dir);
+  const files = imagesIn(dir, warn);
   if (files.length === 0) throw new DataError(`test folder ${dir} holds no images (${[...IMAGE_EXTENSIONS].join(', ')})`);
   return new FilesDataset(files, files.map(() => -1), classes);
 }
@@ -121,23 +143,23 @@ export function scanTestFolder(path: string, testName: string, classes: string[]
  * Reads the folder layout: `{path}/{trnName}/<label>/*.jpg` and the same under
  * `valName`. Classes come from the training folder's subfolders, sorted.
  */
-export function scanFolders(path: string, trnName: string, valName: string | null): { trn: FilesDataset; val: FilesDataset | null; classes: string[] } {
+export function scanFolders(path: string, trnName: string, valName: string | null, warn: Warn = consoleWarn): { trn: FilesDataset; val: FilesDataset | null; classes: string[] } {
   if (!existsSync(path)) throw new DataError(`data folder ${path} does not exist`);
   const trnDir = join(path, trnName);
   if (!existsSync(trnDir)) {
     throw new DataError(`training folder ${trnDir} is missing; ${path} holds: ${listDir(path, 'folder').join(', ') || 'nothing'} (set trnName to the right one)`);
   }
-  const classes = subfolders(trnDir);
+  const classes = subfolders(trnDir, warn);
   if (classes.length === 0) throw new DataError(`training folder ${trnDir} has no class subfolders (expected ${trnDir}/<label>/<image>)`);
   const gather = (dir: string, known: string[], strict: boolean): FilesDataset => {
     const files: string[] = [];
     const labels: number[] = [];
-    for (const cls of subfolders(dir)) {
+    for (const cls of subfolders(dir, warn)) {
       const label = known.indexOf(cls);
       if (label < 0) {
         throw new DataError(`${join(dir, cls)}: label '${cls}' is not among the training labels (${known.join(', ')})`);
       }
-      const found = imagesIn(join(dir, cls));
+      const found = imagesIn(join(dir, cls), warn);
       if (found.length === 0 && strict) throw new DataError(`class folder ${join(dir, cls)} holds no images`);
       for (const f of found) {
         files.push(f);
@@ -176,8 +198,10 @@ export function scanCsv(path: string, folder: string, csvFile: string, { valIdxs
   try {
     records = parse(text, { skip_empty_lines: true, trim: true, relax_column_count: true }) as string[][];
   } catch (e) {
-    const err = e as Error & { lines?: number };
-    throw new DataError(`${csvPath}${err.lines ? `, line ${err.lines}` : ''}: malformed CSV (${err.message.replace(/^Invalid.*?: /, '')})`);
+    const err = e as Error & { lines?: number; code?: string };
+    // csv-parse reports an unclosed quote at the end of the file; the user needs the line where it opens.
+    const line = err.code === 'CSV_QUOTE_NOT_CLOSED' ? (unclosedQuoteLine(text) ?? err.lines) : err.lines;
+    throw new DataError(`${csvPath}${line ? `, line ${line}` : ''}: malformed CSV (${err.message.replace(/^Invalid.*?: /, '')})`);
   }
   const rows: CsvRow[] = [];
   const start = skipHeader ? 1 : 0;
@@ -193,12 +217,26 @@ export function scanCsv(path: string, folder: string, csvFile: string, { valIdxs
     rows.push({ file: join(path, folder, `${id}${suffix}`), label, line });
   }
   if (rows.length === 0) throw new DataError(`${csvPath} has no data rows`);
+  const firstById = new Map<string, CsvRow>();
+  for (const r of rows) {
+    const prev = firstById.get(r.file);
+    if (prev === undefined) firstById.set(r.file, r);
+    else if (prev.label !== r.label) throw new DataError(`${csvPath}, line ${r.line}: this image is already labelled '${prev.label}' on line ${prev.line}, here '${r.label}'`);
+    else throw new DataError(`${csvPath}, line ${r.line}: repeats line ${prev.line} (the same image would be counted twice, perhaps in training and in validation)`);
+  }
   for (const r of rows) {
     if (!existsSync(r.file)) throw new DataError(`${csvPath}, line ${r.line}: image ${r.file} does not exist (check folder '${folder}' and suffix '${suffix}')`);
   }
   const classes = [...new Set(rows.map((r) => r.label))].sort();
   const valSet = new Set(valIdxs);
   for (const i of valSet) if (!(Number.isInteger(i) && i >= 0 && i < rows.length)) throw new DataError(`valIdxs: ${i} is not a row index (0..${rows.length - 1})`);
+  // A class seen only in the held-out rows has nothing to learn from.
+  const trained = new Set(rows.filter((_, i) => !valSet.has(i)).map((r) => r.label));
+  const unseen = rows.filter((r, i) => valSet.has(i) && !trained.has(r.label));
+  if (unseen.length > 0) {
+    const r = unseen[0]!;
+    throw new DataError(`${csvPath}, line ${r.line}: label '${r.label}' has no training rows (${unseen.filter((u) => u.label === r.label).length} row(s), all held out for validation); give it more rows or remove it`);
+  }
   const pick = (inVal: boolean): FilesDataset => {
     const chosen = rows.filter((_, i) => valSet.has(i) === inVal);
     return new FilesDataset(
@@ -224,4 +262,28 @@ function readCsvText(path: string, csvFile: string): { csvPath: string; text: st
   } catch {
     throw new DataError(`labels file ${csvPath} does not exist or cannot be read`);
   }
+}
+
+/** The line (1-based) where a quoted field opens and is never closed, or null. */
+export function unclosedQuoteLine(text: string): number | null {
+  let line = 1;
+  let inQuote = false;
+  let openedAt = 0;
+  let fieldStart = true;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (inQuote) {
+      if (c === '"') {
+        if (text[i + 1] === '"') i++;
+        else inQuote = false;
+      } else if (c === '\n') line++;
+      continue;
+    }
+    if (c === '"' && fieldStart) {
+      inQuote = true;
+      openedAt = line;
+    } else if (c === '\n') line++;
+    fieldStart = c === ',' || c === '\n' || (c === '\r' && text[i + 1] === '\n') || (fieldStart && (c === ' ' || c === '\t'));
+  }
+  return inQuote ? openedAt : null;
 }

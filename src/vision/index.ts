@@ -10,3 +10,4 @@ export * from './dataset.js';
 export * from './loader.js';
 export * from './data.js';
 export * from './jpeg.js';
+export { DEFAULT_MAX_IMAGE_PIXELS, maxImagePixels, setMaxImagePixels } from './image-limits.js';

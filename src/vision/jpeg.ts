@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { maxImagePixels, overLimitMessage } from './image-limits.js';
 
 /** Decoded RGB pixels, row-major, 3 bytes per pixel. */
 export interface RgbImage {
@@ -13,7 +14,7 @@ export interface RgbImage {
 }
 
 interface ImageAddon {
-  decodeJpeg(bytes: Uint8Array, minWidth: number, minHeight: number): RgbImage | null;
+  decodeJpeg(bytes: Uint8Array, minWidth: number, minHeight: number, maxPixels: number): RgbImage | null;
 }
 
 let addon: ImageAddon | null | undefined;
@@ -36,11 +37,19 @@ export function isJpeg(bytes: Uint8Array): boolean {
  * Decodes a JPEG to RGB, shrunk by 1/2, 1/4 or 1/8 in the DCT domain while both
  * sides stay at least minWidth × minHeight. Returns null when this decoder does not
  * handle the file (CMYK, or the addon is not built): use sharp instead. Throws on
- * corrupt or truncated data.
+ * corrupt or truncated data, and — from the header, before decoding — on an image
+ * of more than `maxPixels` pixels.
  */
-export function decodeJpeg(bytes: Uint8Array, minWidth = 0, minHeight = 0): RgbImage | null {
+export function decodeJpeg(bytes: Uint8Array, minWidth = 0, minHeight = 0, maxPixels = maxImagePixels()): RgbImage | null {
   const a = load();
-  return a === null ? null : a.decodeJpeg(bytes, minWidth, minHeight);
+  if (a === null) return null;
+  try {
+    return a.decodeJpeg(bytes, minWidth, minHeight, maxPixels);
+  } catch (e) {
+    const { width, height } = e as { width?: number; height?: number };
+    if (width !== undefined && height !== undefined) throw new Error(overLimitMessage(width, height, maxPixels));
+    throw e;
+  }
 }
 
 /** The EXIF orientation (1-8) of a JPEG, 1 when there is none. */
