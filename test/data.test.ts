@@ -72,9 +72,12 @@ test('training batches are shuffled per epoch, reproducibly for a seed; dropLast
   const e0 = a.trnDl.batchIndices(0).flat();
   assert.deepEqual(e0, b.trnDl.batchIndices(0).flat());
   assert.notDeepEqual(e0, a.trnDl.batchIndices(1).flat());
-  assert.deepEqual([...e0].sort((x, y) => x - y), Array.from({ length: 16 }, (_, i) => i));
+  assert.equal(new Set(e0).size, 15, 'three full batches of distinct images');
+  assert.ok(e0.every((i) => i >= 0 && i < 16));
   const { shapes } = await collect(a.trnDl);
-  assert.equal(shapes.length, 4);
+  assert.deepEqual(shapes.map((sh) => sh[0]), [5, 5, 5], 'training drops the last partial batch (16 = 3 × 5 + 1: never a batch of one)');
+  const small = await ImageClassifierData.fromPaths(dogscats, { tfms, bs: 32 });
+  assert.deepEqual((await collect(small.trnDl)).shapes.map((sh) => sh[0]), [16], 'a training set smaller than a batch is one batch');
   const { DataLoader } = await import('../src/index.js');
   const dl = new DataLoader(a.trnDs, { bs: 5, dropLast: true, shuffle: true, transform: tfms.trn });
   assert.equal(dl.length, 3);
@@ -122,7 +125,7 @@ test('fromArrays batches rows of precomputed activations', async () => {
   const { shapes, labels } = await collect(data.valDl!);
   assert.deepEqual(shapes, [[3, 4]]);
   assert.deepEqual(labels, [1, 1, 0]);
-  assert.equal((await collect(data.trnDl)).shapes.length, 3);
+  assert.equal((await collect(data.trnDl)).shapes.length, 2, '10 rows at bs 4: the last partial batch is dropped in training');
 });
 
 test('image sizes for the histogram, and resize() caches shrunk copies without touching the photos', async () => {
@@ -176,25 +179,66 @@ test('non-image files are ignored; an unreadable image is skipped with a warning
 test('folder layout errors name the folder at fault', async () => {
   const empty = await makeTree('empty-class', { train: { a: ['1.jpg'], b: [] }, valid: { a: ['2.jpg'] } });
   await assert.rejects(ImageClassifierData.fromPaths(empty, { tfms }), (e: Error) => e instanceof DataError && e.message.includes(`class folder ${join(empty, 'train', 'b')} holds no images`));
-  const noValid = await makeTree('no-valid', { train: { a: ['1.jpg'] } });
+  const noValid = await makeTree('no-valid', { train: { a: ['1.jpg'], b: ['2.jpg'] } });
   await assert.rejects(ImageClassifierData.fromPaths(noValid, { tfms }), /validation folder .*no-valid\/valid is missing; .* holds: train \(set valName, or valName: null/);
   assert.equal((await ImageClassifierData.fromPaths(noValid, { tfms, valName: null })).valDs, null);
   await assert.rejects(ImageClassifierData.fromPaths(noValid, { tfms, trnName: 'training' }), /training folder .*no-valid\/training is missing; .* holds: train/);
   const stray = await makeTree('stray-label', { train: { a: ['1.jpg'], b: ['2.jpg'] }, valid: { a: ['3.jpg'], c: ['4.jpg'] } });
   await assert.rejects(ImageClassifierData.fromPaths(stray, { tfms }), /stray-label\/valid\/c: label 'c' is not among the training labels \(a, b\)/);
   await assert.rejects(ImageClassifierData.fromPaths(join(scratch, 'nowhere'), { tfms }), /data folder .*nowhere does not exist/);
+  const oneClass = await makeTree('one-class', { train: { a: ['1.jpg', '2.jpg'] }, valid: { a: ['3.jpg'] } });
+  await assert.rejects(ImageClassifierData.fromPaths(oneClass, { tfms }), (e: Error) => e instanceof DataError && /one-class: only one class \('a'\); a classifier needs at least two/.test(e.message));
 });
 
 test('CSV errors name the line at fault', async () => {
   const root = await makeTree('csv', { train: { '.': ['x1.jpg', 'x2.jpg', 'x3.jpg'] } });
   await writeFile(join(root, 'ok.csv'), 'id,label\nx1,cat\nx2,dog\nx3,dog\n');
-  const ok = await ImageClassifierData.fromCsv(root, 'train', 'ok.csv', { tfms, suffix: '.jpg', valIdxs: [0] });
+  const ok = await ImageClassifierData.fromCsv(root, 'train', 'ok.csv', { tfms, suffix: '.jpg', valIdxs: [1] });
   assert.deepEqual(ok.classes, ['cat', 'dog']);
   await writeFile(join(root, 'missing.csv'), 'id,label\nx1,cat\n\nx9,dog\n');
   await assert.rejects(ImageClassifierData.fromCsv(root, 'train', 'missing.csv', { tfms, suffix: '.jpg', valIdxs: [] }), /missing\.csv, line 4: image .*x9\.jpg does not exist/);
   await writeFile(join(root, 'columns.csv'), 'id,label\nx1,cat\nx2,dog,extra\n');
   await assert.rejects(ImageClassifierData.fromCsv(root, 'train', 'columns.csv', { tfms, suffix: '.jpg', valIdxs: [] }), /columns\.csv, line 3: expected 2 columns/);
-  await writeFile(join(root, 'quote.csv'), 'id,label\nx1,"cat\nx2,dog\n');
-  await assert.rejects(ImageClassifierData.fromCsv(root, 'train', 'quote.csv', { tfms, suffix: '.jpg', valIdxs: [] }), /quote\.csv.*malformed CSV/);
+  await writeFile(join(root, 'quote.csv'), 'id,label\nx1,cat\nx2,"dog\nx3,dog\n');
+  await assert.rejects(ImageClassifierData.fromCsv(root, 'train', 'quote.csv', { tfms, suffix: '.jpg', valIdxs: [] }), /quote\.csv, line 3: malformed CSV \(Quote Not Closed/, 'the line where the quote opens');
+  await writeFile(join(root, 'dup.csv'), 'id,label\nx1,cat\nx2,dog\nx1,dog\n');
+  await assert.rejects(ImageClassifierData.fromCsv(root, 'train', 'dup.csv', { tfms, suffix: '.jpg', valIdxs: [] }), /dup\.csv, line 4: this image is already labelled 'cat' on line 2, here 'dog'/);
+  await writeFile(join(root, 'again.csv'), 'id,label\nx1,cat\nx2,dog\nx3,dog\nx2,dog\n');
+  await assert.rejects(ImageClassifierData.fromCsv(root, 'train', 'again.csv', { tfms, suffix: '.jpg', valIdxs: [] }), /again\.csv, line 5: repeats line 3/);
+  await writeFile(join(root, 'valonly.csv'), 'id,label\nx1,cat\nx2,dog\nx3,bird\n');
+  await assert.rejects(ImageClassifierData.fromCsv(root, 'train', 'valonly.csv', { tfms, suffix: '.jpg', valIdxs: [2] }), /valonly\.csv, line 4: label 'bird' has no training rows \(1 row\(s\), all held out for validation\)/);
   await assert.rejects(ImageClassifierData.fromCsv(root, 'train', 'nope.csv', { tfms }), /labels file .*nope\.csv does not exist/);
+});
+
+test('a script exits when it is done: idle loader threads never keep the process alive', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { repoRoot } = await import('./helpers.js');
+  const script = `
+    import { ImageClassifierData, tfmsFromModel, resnet34 } from ${JSON.stringify(join(repoRoot, 'dist', 'src', 'index.js'))};
+    const data = await ImageClassifierData.fromPaths(${JSON.stringify(dogscats)}, { tfms: tfmsFromModel(resnet34, 32), bs: 4, numWorkers: 2 });
+    let n = 0;
+    for await (const { x, y } of data.trnDl) { n++; x.dispose(); y.dispose(); }
+    console.log('batches', n);`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, FASTVISION_HOME: join(scratch, 'home') } });
+  assert.equal(r.signal, null, 'it exited by itself (no closeLoaderWorkers)');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /batches 4/);
+});
+
+test('a loader thread that dies is replaced and its batch decoded again', async () => {
+  const { DataLoader, loaderThreads } = await import('../src/index.js');
+  const data = await ImageClassifierData.fromPaths(dogscats, { tfms, bs: 4 });
+  const dl = new DataLoader(data.valDs!, { bs: 1, transform: tfms.val, numWorkers: 2, prefetch: 4 });
+  const seen: number[] = [];
+  let killed = 0;
+  for await (const { x, y, indices } of dl) {
+    if (seen.length === 0) for (const t of loaderThreads()) killed += (await t.terminate(), 1);
+    seen.push(...indices);
+    x.dispose();
+    y.dispose();
+  }
+  assert.ok(killed >= 2, `${killed} threads killed`);
+  assert.deepEqual(seen, [0, 1, 2, 3, 4, 5], 'every image arrived, in order');
+  const again = await collect(dl);
+  assert.deepEqual(again.indices, [0, 1, 2, 3, 4, 5], 'the next pass runs on new threads');
 });

@@ -1,8 +1,7 @@
 // The HTML report: pictures (also kept as PNG files next to it) and tables in
 // one self-contained page — images embedded, no scripts, no network.
-import { mkdir } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import { writeFileAtomic } from '../util/files.js';
+import { ensureDir, writeFileAtomic } from '../util/files.js';
 
 type Section = { kind: 'picture'; title: string; file: string; png: Buffer; note?: string } | { kind: 'table'; title: string; headers: string[]; rows: (string | number)[][]; note?: string } | { kind: 'text'; title: string; text: string };
 
@@ -26,7 +25,7 @@ export class Report {
   async addPicture(name: string, title: string, png: Buffer, note?: string): Promise<string> {
     if (!/^[A-Za-z0-9_-]+$/.test(name)) throw new Error(`picture name '${name}' must be letters, digits, '-' or '_'`);
     const file = join(this.dir, 'pictures', `${name}.png`);
-    await mkdir(join(this.dir, 'pictures'), { recursive: true });
+    ensureDir(join(this.dir, 'pictures'));
     await writeFileAtomic(file, png);
     this.sections.push({ kind: 'picture', title, file, png, note });
     this.pictures.push(file);
@@ -78,7 +77,7 @@ ${body}
 
   /** Writes the page as `{dir}/{name}` (atomically) and returns its path. */
   async write(name = 'report.html'): Promise<string> {
-    await mkdir(this.dir, { recursive: true });
+    ensureDir(this.dir);
     const file = join(this.dir, name);
     await writeFileAtomic(file, this.html());
     return file;

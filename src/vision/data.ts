@@ -1,14 +1,17 @@
 // ImageClassifierData: training, validation and test sets with their loaders,
 // from a folder tree, a labels CSV, or arrays, as in fast.ai's lesson.
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync } from 'node:fs';
-import { mkdir, rename } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { rename, rm } from 'node:fs/promises';
+import { ensureDir } from '../util/files.js';
+import { removeOnInterrupt } from '../util/cleanup.js';
+import { maxImagePixels } from './image-limits.js';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import sharp from 'sharp';
 import type { Tensor } from '../torch/index.js';
 import { progress } from '../util/progress.js';
 import type { Transform } from './augment.js';
-import { ArrayDataset, csvRowCount, DataError, FilesDataset, getCvIdxs, scanCsv, scanFolders, scanTestFolder, type Dataset } from './dataset.js';
+import { ArrayDataset, csvRowCount, DataError, FilesDataset, getCvIdxs, scanCsv, scanFolders, scanTestFolder, type Dataset, type Warn } from './dataset.js';
 import { DataLoader, type BadImagePolicy } from './loader.js';
 import { fastvisionHome } from './zoo.js';
 import type { Transforms } from './transforms.js';
@@ -35,7 +38,7 @@ export interface DataOptions {
 
 /**
  * The data of an image classifier: `trnDs`, `valDs`, `testDs` and their loaders
- * (`trnDl` shuffled with training transforms, `valDl` and `testDl` in order with
+ * (`trnDl` shuffled with training transforms, without a last partial batch, `valDl` and `testDl` in order with
  * validation transforms, `augDl` / `testAugDl` the validation and test sets with
  * training transforms, for test-time augmentation).
  */
@@ -61,7 +64,10 @@ export class ImageClassifierData {
     const common = { bs: options.bs, numWorkers: options.numWorkers, seed: options.seed, channelsLast: options.channelsLast, onBadImage: options.onBadImage };
     const loader = (ds: Dataset | null, t: Transform | undefined, shuffle: boolean): DataLoader | null =>
       ds === null ? null : new DataLoader(ds, { ...common, transform: t, shuffle });
-    this.trnDl = new DataLoader(trnDs, { ...common, transform: tfms?.trn, shuffle: true, oversample: options.oversample ?? false });
+    // Training drops the last partial batch, as fast.ai does: a batch of one would give
+    // batch norm NaN statistics, and a tiny last batch a noisy step. A training set
+    // smaller than one batch is one batch.
+    this.trnDl = new DataLoader(trnDs, { ...common, transform: tfms?.trn, shuffle: true, dropLast: trnDs.length > options.bs, oversample: options.oversample ?? false });
     this.valDl = loader(valDs, tfms?.val, false);
     this.testDl = loader(testDs, tfms?.val, false);
     this.augDl = loader(valDs, tfms?.trn, false);
@@ -122,6 +128,8 @@ export class ImageClassifierData {
   private static build(root: string, trn: FilesDataset, val: FilesDataset | null, test: FilesDataset | null, classes: string[], opts: DataOptions): ImageClassifierData {
     if (!opts.tfms) throw new DataError('image data needs transforms: pass tfms (from tfmsFromModel(arch, size))');
     if (trn.length === 0) throw new DataError(`no training images found under ${root}`);
+    if (classes.length < 2) throw new DataError(`${root}: only one class ('${classes[0]}'); a classifier needs at least two`);
+    if (trn.length < 2) throw new DataError(`${root}: only one training image; training needs at least two`);
     return new ImageClassifierData(root, trn, val, test, classes, opts.tfms, {
       bs: opts.bs ?? 64,
       numWorkers: opts.numWorkers,
@@ -149,16 +157,27 @@ export class ImageClassifierData {
     return { trn: counts(this.trnDs)!, val: counts(this.valDs) };
   }
 
-  /** Width and height of every training image (from headers; EXIF rotation applied), for the size histogram. */
-  async imageSizes(ds: Dataset | null = this.trnDs): Promise<{ file: string; width: number; height: number }[]> {
+  /**
+   * Width and height of every training image (from headers; EXIF rotation applied),
+   * for the size histogram. An image whose header cannot be read is left out with a
+   * warning naming it, and marked bad so that the loaders skip it too.
+   */
+  async imageSizes(ds: Dataset | null = this.trnDs, warn: Warn = (m) => console.warn(m)): Promise<{ file: string; width: number; height: number }[]> {
     if (!(ds instanceof FilesDataset)) throw new Error('imageSizes needs an image dataset');
-    return Promise.all(
-      ds.files.map(async (file) => {
+    const sizes = await mapLimit(ds.files, 16, async (file, i) => {
+      if (ds.bad.has(i)) return null;
+      try {
         const m = await sharp(file).metadata();
+        if (!m.width || !m.height) throw new Error('no image size in its header');
         const swap = (m.orientation ?? 1) >= 5;
-        return { file, width: (swap ? m.height : m.width) ?? 0, height: (swap ? m.width : m.height) ?? 0 };
-      }),
-    );
+        return { file, width: swap ? m.height : m.width, height: swap ? m.width : m.height };
+      } catch (e) {
+        ds.bad.add(i);
+        warn(`warning: skipping unreadable image ${file}: ${(e as Error).message}`);
+        return null;
+      }
+    });
+    return sizes.filter((s): s is { file: string; width: number; height: number } => s !== null);
   }
 
   /** Where caches for this data go (under FASTVISION_HOME, keyed by the data folder; see `cacheDirFor`). */
@@ -181,10 +200,11 @@ export class ImageClassifierData {
       const rel = relative(this.path, file);
       const out = join(dest, rel.startsWith('..') ? createHash('sha1').update(file).digest('hex').slice(0, 16) + '-' + basename(file) : rel);
       if (!existsSync(out)) {
-        await mkdir(dirname(out), { recursive: true });
+        ensureDir(dirname(out));
         const tmp = `${out}.${process.pid}.tmp`;
+        const unregister = removeOnInterrupt(tmp);
         try {
-          await sharp(file, { failOn: 'error' })
+          await sharp(file, { failOn: 'error', limitInputPixels: maxImagePixels() })
             .rotate()
             .resize(targetSize, targetSize, { fit: 'outside', withoutEnlargement: true })
             .toFormat('jpeg', { quality: 92 })
@@ -192,8 +212,11 @@ export class ImageClassifierData {
           await rename(tmp, out);
         } catch {
           // An unreadable original stays as it is; the loader reports it.
+          await rm(tmp, { force: true });
           bar.tick();
           return file;
+        } finally {
+          unregister();
         }
       }
       bar.tick();
@@ -221,6 +244,20 @@ export class ImageClassifierData {
 export function cacheDirFor(path: string, name: string): string {
   const hash = createHash('sha1').update(resolve(path)).digest('hex').slice(0, 10);
   const dir = join(fastvisionHome(), 'cache', `${basename(resolve(path))}-${hash}`, name);
-  mkdirSync(dir, { recursive: true });
+  ensureDir(dir);
   return dir;
+}
+
+/** `fn` over `items` with at most `limit` calls in flight (thousands of open files at once fail). */
+async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!, i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
 }

@@ -1,6 +1,6 @@
-// A data-loader worker thread: decodes and transforms the images of one batch
-// into a Float32Array it hands back without copying. Imports no libtorch.
-import { parentPort } from 'node:worker_threads';
+// A data-loader worker thread (a piscina task): decodes and transforms the images
+// of one batch into a Float32Array it hands back without copying. Imports no libtorch.
+import { move, transferableSymbol, valueSymbol } from 'piscina';
 import { BadImageError, loadTransformed, rngFor, type Transform } from './augment.js';
 
 /** A batch request from the loader. */
@@ -10,6 +10,8 @@ export interface BatchRequest {
   seeds: [number, number, number][];
   transform: Transform;
   nhwc: boolean;
+  /** The pixel limit of the thread that asked (workers have their own module state). */
+  maxPixels: number;
 }
 
 /** The worker's answer: the batch values, and per image an error message or null. */
@@ -26,7 +28,7 @@ export async function processBatch(req: BatchRequest): Promise<BatchReply> {
   const errors = await Promise.all(
     req.files.map(async (file, i) => {
       try {
-        await loadTransformed(file, req.transform, rngFor(...req.seeds[i]!), out, i * per, req.nhwc);
+        await loadTransformed(file, req.transform, rngFor(...req.seeds[i]!), out, i * per, req.nhwc, req.maxPixels);
         return null;
       } catch (e) {
         return e instanceof BadImageError ? e.reason : (e as Error).message;
@@ -36,12 +38,18 @@ export async function processBatch(req: BatchRequest): Promise<BatchReply> {
   return { id: req.id, buffer: out.buffer, errors };
 }
 
-if (parentPort !== null) {
-  const port = parentPort;
-  port.on('message', (req: BatchRequest) => {
-    processBatch(req).then(
-      (reply) => port.postMessage(reply, [reply.buffer]),
-      (e: Error) => port.postMessage({ id: req.id, buffer: new ArrayBuffer(0), errors: req.files.map(() => e.message) } satisfies BatchReply),
-    );
-  });
+/** A reply whose buffer moves to the main thread instead of being copied (piscina's transferable protocol). */
+class MovedReply {
+  constructor(private readonly reply: BatchReply) {}
+  get [transferableSymbol](): ArrayBuffer[] {
+    return [this.reply.buffer];
+  }
+  get [valueSymbol](): BatchReply {
+    return this.reply;
+  }
+}
+
+/** The pool's task: one batch, decoded on a worker thread. */
+export default async function task(req: BatchRequest): Promise<MovedReply> {
+  return move(new MovedReply(await processBatch(req))) as unknown as MovedReply;
 }

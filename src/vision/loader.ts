@@ -2,10 +2,11 @@
 // threads with prefetch, in a seeded shuffled order for training and a fixed
 // order for validation and test.
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
+import { Piscina } from 'piscina';
 import { tensor, type Tensor } from '../torch/index.js';
 import type { Transform } from './augment.js';
 import { ArrayDataset, FilesDataset, seededPermutation, type Dataset } from './dataset.js';
+import { maxImagePixels } from './image-limits.js';
 import { processBatch, type BatchReply, type BatchRequest } from './loader-worker.js';
 
 /** A batch: inputs (N×C×H×W float, or N×features for array datasets), int64 labels, dataset indices. */
@@ -41,51 +42,41 @@ export interface DataLoaderOptions {
   warn?: (msg: string) => void;
 }
 
+/**
+ * The decoding threads: a piscina pool, which replaces a worker that crashes and,
+ * idle, never keeps the process alive (so scripts exit when they are done).
+ */
 class WorkerPool {
-  private readonly workers: Worker[] = [];
-  private readonly idle: Worker[] = [];
-  private readonly queue: { req: BatchRequest; resolve: (r: BatchReply) => void; reject: (e: Error) => void }[] = [];
-  private readonly pending = new Map<Worker, { resolve: (r: BatchReply) => void; reject: (e: Error) => void }>();
+  private readonly pool: Piscina;
 
   constructor(readonly size: number) {
-    for (let i = 0; i < size; i++) {
-      const w = new Worker(new URL('./loader-worker.js', import.meta.url));
-      w.unref();
-      w.on('message', (reply: BatchReply) => {
-        const p = this.pending.get(w);
-        this.pending.delete(w);
-        this.idle.push(w);
-        p?.resolve(reply);
-        this.pump();
-      });
-      w.on('error', (e) => {
-        const p = this.pending.get(w);
-        this.pending.delete(w);
-        p?.reject(e);
-      });
-      this.workers.push(w);
-      this.idle.push(w);
-    }
+    this.pool = new Piscina({ filename: new URL('./loader-worker.js', import.meta.url).href, minThreads: size, maxThreads: size, idleTimeout: 5_000 });
   }
 
-  run(req: BatchRequest): Promise<BatchReply> {
-    return new Promise((resolve, reject) => {
-      this.queue.push({ req, resolve, reject });
-      this.pump();
-    });
+  /**
+   * Runs one request. A thread that dies on it is replaced by the pool and the
+   * request tried again, up to three times in all (bad images never kill a thread:
+   * they are reported in the reply; a death is the thread's own trouble).
+   */
+  async run(req: BatchRequest): Promise<BatchReply> {
+    let last: unknown;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        return (await this.pool.run(req)) as BatchReply;
+      } catch (e) {
+        last = e;
+      }
+    }
+    throw new Error(`loader threads died three times on a batch of ${req.files.length} image(s) (${req.files.slice(0, 3).join(', ')}${req.files.length > 3 ? ', …' : ''}): ${(last as Error).message}`);
   }
 
-  private pump(): void {
-    while (this.idle.length > 0 && this.queue.length > 0) {
-      const w = this.idle.pop()!;
-      const job = this.queue.shift()!;
-      this.pending.set(w, job);
-      w.postMessage(job.req);
-    }
+  /** The pool's threads (for tests that make one crash). */
+  get threads(): readonly { terminate(): Promise<number> }[] {
+    return this.pool.threads;
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.terminate()));
+    await this.pool.destroy();
   }
 }
 
@@ -100,7 +91,12 @@ function poolOf(size: number): WorkerPool {
   return p;
 }
 
-/** Stops the loader worker threads (they are also unref'd, so they never keep the process alive). */
+/** The loader threads of the pools in use (for tests that make one crash). */
+export function loaderThreads(): readonly { terminate(): Promise<number> }[] {
+  return [...pools.values()].flatMap((p) => p.threads);
+}
+
+/** Stops the loader worker threads now. Not needed before exiting: idle threads never keep the process alive. */
 export async function closeLoaderWorkers(): Promise<void> {
   const all = [...pools.values()];
   pools.clear();
@@ -153,7 +149,7 @@ export class DataLoader {
     return this.dropLast ? Math.floor(n / this.bs) : Math.ceil(n / this.bs);
   }
 
-  /** One pass's indices with every class drawn as often as the largest (seeded, with replacement for rare classes). */
+  /** One pass's indices with every class drawn as often as the largest: rare images repeated, each at least once. */
   private oversampled(epoch: number): number[] {
     const byClass = new Map<number, number[]>();
     const bad = this.dataset instanceof FilesDataset ? this.dataset.bad : new Set<number>();
@@ -166,8 +162,12 @@ export class DataLoader {
     const most = Math.max(...[...byClass.values()].map((v) => v.length));
     const out: number[] = [];
     for (const [label, items] of [...byClass].sort((a, b) => a[0] - b[0])) {
-      const perm = seededPermutation(items.length * Math.ceil(most / items.length), this.seed * 7919 + epoch * 31 + label);
-      for (let k = 0; k < most; k++) out.push(items[perm[k]! % items.length]!);
+      // Every image of the class as many whole times as fit, then a seeded draw without
+      // replacement for the rest: each rare image is seen in every pass, none twice more than another.
+      const whole = Math.floor(most / items.length);
+      for (let k = 0; k < whole; k++) out.push(...items);
+      const perm = seededPermutation(items.length, this.seed * 7919 + epoch * 31 + label);
+      for (let k = 0; k < most - whole * items.length; k++) out.push(items[perm[k]!]!);
     }
     return out;
   }
@@ -220,6 +220,7 @@ export class DataLoader {
           seeds: chunk.map((i) => [this.seed, epoch, i]),
           transform,
           nhwc: this.channelsLast,
+          maxPixels: maxImagePixels(),
         };
         return pool ? pool.run(req) : processBatch(req);
       };

@@ -2,10 +2,12 @@
 // folder, downloads with a progress bar and a checksum check, and local files.
 import { createHash } from 'node:crypto';
 import { createWriteStream, existsSync } from 'node:fs';
-import { mkdir, rename, stat, unlink } from 'node:fs/promises';
+import { rename, stat, unlink } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { basename, join } from 'node:path';
 import { megabytes, progress } from '../util/progress.js';
+import { ensureDir } from '../util/files.js';
+import { removeOnInterrupt } from '../util/cleanup.js';
 
 /** A published weights file. */
 export interface ZooEntry {
@@ -77,8 +79,9 @@ function checksumMatches(digest: string, expected: string): boolean {
 export async function fetchWeights(entry: ZooEntry, { progress: showProgress = true, dir = weightsDir() }: FetchOptions = {}): Promise<string> {
   const dest = join(dir, entry.fileName);
   if (existsSync(dest)) return dest;
-  await mkdir(dir, { recursive: true });
+  ensureDir(dir);
   const partial = `${dest}.partial`;
+  const unregister = removeOnInterrupt(partial);
   const offlineHelp = `Without network access, download ${entry.url} elsewhere and put it at ${dest} (SHA-256 starting ${entry.sha256}), or pass the file's path instead of the zoo name.`;
   let res: Response;
   try {
@@ -120,6 +123,7 @@ export async function fetchWeights(entry: ZooEntry, { progress: showProgress = t
     throw new WeightsError(`download of ${entry.url} is corrupt: its SHA-256 is ${digest}, expected one starting ${entry.sha256}. Nothing was kept; run again to retry.`);
   }
   await rename(partial, dest);
+  unregister();
   return dest;
 }
 

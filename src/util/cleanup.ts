@@ -1,0 +1,43 @@
+// What to undo when the process is interrupted: temporary files of writes in
+// flight, output locks. The CLI installs the handlers (SIGINT, SIGTERM), so that
+// Ctrl-C leaves neither a `.tmp` file nor a stale lock behind; library users who
+// install their own handlers can call `runCleanups()` from them.
+import { rmSync } from 'node:fs';
+
+const paths = new Set<string>();
+
+/** Registers a file (or a folder being built) to delete if the process is interrupted; returns a function that unregisters it. */
+export function removeOnInterrupt(path: string): () => void {
+  paths.add(path);
+  return () => void paths.delete(path);
+}
+
+/** Deletes every registered file now (synchronously: it runs from signal handlers). */
+export function runCleanups(): void {
+  for (const p of paths) {
+    try {
+      rmSync(p, { recursive: true, force: true });
+    } catch {
+      // already gone, or not ours to remove
+    }
+  }
+  paths.clear();
+}
+
+let installed = false;
+
+/**
+ * On SIGINT or SIGTERM: delete the registered files, say so on stderr, and exit
+ * with 128 + the signal's number, as a shell expects. Installed once.
+ */
+export function cleanUpOnSignals(say: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): void {
+  if (installed) return;
+  installed = true;
+  for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+    process.on(sig, () => {
+      runCleanups();
+      say(`fastvision: interrupted (${sig}); files written so far are complete, nothing half-written was left`);
+      process.exit(code);
+    });
+  }
+}
