@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
 #include <c10/core/GradMode.h>
@@ -21,6 +22,7 @@
 #include <sstream>
 #include <cstdlib>
 #include <malloc.h>
+#include <mutex>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -609,6 +611,28 @@ Napi::Value ManualSeed(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// getRngState() -> uint8 tensor: the CPU generator's state (what torch.get_rng_state returns),
+// so that a resumed run draws the same dropout masks as an uninterrupted one.
+Napi::Value GetRngState(const Napi::CallbackInfo& info) {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return Wrap(info.Env(), gen.get_state());
+}
+
+// setRngState(state): restores a state from getRngState (libtorch checks its size).
+Napi::Value SetRngState(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const at::Tensor& state = TensorOf(env, info[0], "setRngState");
+  auto gen = at::detail::getDefaultCPUGenerator();
+  try {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(state);
+  } catch (const c10::Error& e) {
+    throw Napi::Error::New(env, "setRngState: " + CleanMessage(e));
+  }
+  return env.Undefined();
+}
+
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   int n = info[0].As<Napi::Number>().Int32Value();
   if (n < 1) throw Napi::RangeError::New(info.Env(), "setNumThreads: need at least 1 thread");
@@ -693,6 +717,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT("setGradEnabled", SetGradEnabled);
   EXPORT("isGradEnabled", IsGradEnabled);
   EXPORT("manualSeed", ManualSeed);
+  EXPORT("getRngState", GetRngState);
+  EXPORT("setRngState", SetRngState);
   EXPORT("setNumThreads", SetNumThreads);
   EXPORT("getNumThreads", GetNumThreads);
   EXPORT("liveHandles", LiveHandles);

@@ -103,7 +103,7 @@ test('fit with SGDR saves a snapshot per cycle; save/load round-trips the weight
   assert.ok(existsSync(join(learn.modelsDir, 'snap_cyc_0.pth')) && existsSync(join(learn.modelsDir, 'snap_cyc_1.pth')));
   const saved = snapshot(learn.model);
   await learn.save('mine');
-  await learn.fit(1e-1, 1);
+  await learn.fit(1e-2, 1);
   assert.notDeepEqual(snapshot(learn.model), saved);
   await learn.load('mine');
   assert.deepEqual(snapshot(learn.model), saved);
@@ -164,6 +164,13 @@ test('oversampling draws every class as often as the largest one', async () => {
   const counts = [0, 0];
   for (const i of idx) counts[labels[i]!]!++;
   assert.deepEqual(counts, [10, 10], '6 cats are drawn 10 times, like the 10 dogs');
+  for (let epoch = 0; epoch < 5; epoch++) {
+    const drawn = new Map<number, number>();
+    for (const i of over.trnDl.batchIndices(epoch).flat()) drawn.set(i, (drawn.get(i) ?? 0) + 1);
+    const cats = labels.map((l, i) => (l === 0 ? i : -1)).filter((i) => i >= 0);
+    const times = cats.map((i) => drawn.get(i) ?? 0);
+    assert.ok(times.every((t) => t === 1 || t === 2), `epoch ${epoch}: every cat is drawn once or twice (${times.join(', ')})`);
+  }
   assert.equal(over.trnDl.length, Math.ceil(20 / 4));
   assert.notDeepEqual(idx, over.trnDl.batchIndices(1).flat());
 });

@@ -1,18 +1,18 @@
 // ConvLearner: an ImageNet-pretrained body with fast.ai's head, layer groups for
 // freezing and differential learning rates, precomputed activations, the fit loop
 // with SGDR, the learning-rate finder, save/load, prediction and TTA.
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   cat,
   F,
-  loadPth,
+  getRngState,
   loadStateDictFile,
   nn,
   noGrad,
   optim,
   savePth,
+  setRngState,
   tensor,
   tidy,
   type Tensor,
@@ -24,6 +24,8 @@ import type { DataLoader } from '../vision/loader.js';
 import { progress } from '../util/progress.js';
 import { writeFileAtomic } from '../util/files.js';
 import { lrFinderSpec, renderChart, scheduleSpec } from '../report/charts.js';
+import { DivergenceGuard, TrainingDivergedError } from './guard.js';
+import { activationsKey, cachedActivations, computeActivations, stateHash, type Activations } from './activations.js';
 import { constantSchedule, lrFinderMultiplier, sgdrSchedule, SmoothedLoss, type Schedule } from './schedule.js';
 
 /** Options of `ConvLearner.pretrained`. */
@@ -73,6 +75,31 @@ export interface Callback {
   onCycleEnd?(cycle: number): void;
 }
 
+/**
+ * Where a fit stands at the end of an epoch: everything needed to continue it and
+ * get what an uninterrupted run would have given (with the model's weights, which
+ * the caller saves). `rng` and the optimizer's tensors are owned by the caller.
+ */
+export interface FitState {
+  /** Epochs completed. */
+  epoch: number;
+  /** Mini-batches completed (the schedule's position). */
+  iteration: number;
+  /** SGDR cycles completed. */
+  cycle: number;
+  /** The smoothed training loss's running state. */
+  smoothed: { avg: number; n: number };
+  /** The training loader's pass counter (its shuffling and augmentation are seeded by it). */
+  loaderEpoch: number;
+  /** The rows of the epochs completed. */
+  history: EpochRecord[];
+  /** The best score so far of `bestSaveName` (lower is better). */
+  best: number;
+  optimizer: optim.OptimizerStateDict;
+  /** libtorch's random generator (dropout masks). */
+  rng: Tensor;
+}
+
 /** Options of `fit`. */
 export interface FitOptions {
   cycleLen?: number;
@@ -86,6 +113,17 @@ export interface FitOptions {
   /** Metrics on the validation set after each epoch (default: accuracy). */
   metrics?: Metric[];
   callbacks?: Callback[];
+  /**
+   * Stop when the loss becomes NaN or infinite or runs away (the smoothed or
+   * validation loss above `runawayFactor` × max(the first loss, 1)), put back the
+   * weights of the last good epoch, and throw a TrainingDivergedError (default true).
+   */
+  guard?: boolean;
+  runawayFactor?: number;
+  /** Called at the end of every epoch with the state to resume from (save it with the weights). */
+  onCheckpoint?: (state: FitState) => Promise<void> | void;
+  /** Continues a fit from a checkpoint's state (same data, schedule and model). */
+  resume?: FitState;
 }
 
 /** What the learning-rate finder recorded. */
@@ -164,7 +202,7 @@ export class ConvLearner {
   sched: LrFinderResult | null = null;
   /** Keep every batch norm layer's statistics fixed, even in unfrozen groups (fast.ai's bn_freeze). */
   bnFrozen = false;
-  private precomputed: { trn: Tensor; val: Tensor | null; test: Tensor | null } | null = null;
+  private precomputed: { trn: Activations; val: Activations | null } | null = null;
   private precomputeOn: boolean;
   private readonly optFn: 'sgd' | 'adam';
   private readonly defaultMetrics: Metric[];
@@ -177,6 +215,8 @@ export class ConvLearner {
     readonly pool: nn.Sequential,
     readonly head: nn.Module,
     options: ConvLearnerOptions,
+    /** fast.ai's head as built: hidden layer sizes and dropouts (null for a custom head). */
+    readonly headSpec: { xtraFc: number[]; ps: number[] } | null = null,
   ) {
     this.model = nn.Sequential.named([
       ['body', body],
@@ -210,7 +250,7 @@ export class ConvLearner {
     const ps = options.ps === undefined ? [...new Array<number>(xtraFc.length).fill(0.25), 0.5] : typeof options.ps === 'number' ? [...new Array<number>(xtraFc.length).fill(options.ps / 2), options.ps] : options.ps;
     if (ps.length !== nLayers) throw new Error(`ps has ${ps.length} values for ${nLayers} head layers`);
     const head = options.customHead ?? makeHead(bodyFeatures * 2, data.c, xtraFc, ps);
-    return new ConvLearner(a, data, body, pool, head, options);
+    return new ConvLearner(a, data, body, pool, head, options, options.customHead ? null : { xtraFc: [...xtraFc], ps: [...ps] });
   }
 
   /** Whether training runs on cached body activations (turning it on computes them). */
@@ -281,7 +321,7 @@ export class ConvLearner {
 
   private disposePrecomputed(): void {
     if (this.precomputed) {
-      for (const t of [this.precomputed.trn, this.precomputed.val, this.precomputed.test]) t?.dispose();
+      for (const a of [this.precomputed.trn, this.precomputed.val]) a?.x.dispose();
       this.precomputed = null;
     }
   }
@@ -308,59 +348,37 @@ export class ConvLearner {
     return nn.pipe(x, this.body, this.pool);
   }
 
-  /** Body activations (pooled) for every image of a loader, in order. */
-  private async activations(dl: DataLoader, what: string): Promise<Tensor> {
-    const parts: Tensor[] = [];
-    this.model.eval();
-    const bar = this.log ? progress(`precomputing ${what} activations`, dl.length) : null;
-    for await (const { x, y } of dl) {
-      parts.push(noGrad(() => this.features(x)));
-      x.dispose();
-      y.dispose();
-      bar?.tick();
-    }
-    bar?.stop();
-    const all = stackRows(parts);
-    for (const p of parts) p.dispose();
-    return all;
-  }
-
-  /** The cache key of a dataset's activations: architecture, size, and the exact file list. */
-  private cacheFile(split: string, ds: FilesDataset): string {
-    const hash = createHash('sha256').update(`${this.arch.name}\n${this.data.sz}\n${ds.files.join('\n')}`).digest('hex').slice(0, 16);
-    return join(cacheDirFor(this.data.path, 'tmp'), `${this.arch.name}_${this.data.sz}_${split}_${hash}.pth`);
-  }
-
-  private async cachedActivations(split: string, ds: FilesDataset, dl: DataLoader): Promise<Tensor> {
-    const file = this.cacheFile(split, ds);
-    if (existsSync(file)) {
-      const v = await loadPth(file);
-      if (v instanceof Map && v.get('x')) return v.get('x') as Tensor;
-    }
-    const x = await this.activations(dl, split);
-    await savePth(file, new Map([['x', x]]));
-    return x;
-  }
-
-  /** Computes (or loads from the cache) the body's activations for train, valid and test. */
+  /**
+   * Computes (or loads from the cache) the body's activations for the training and
+   * validation sets. The cache is keyed on the architecture, the transform, the
+   * body's weights and each file's size and modification time.
+   */
   async precomputeActivations(): Promise<void> {
     if (this.precomputed) return;
     const d = this.data;
-    const fixDl = d.fixDl!;
-    const trn = await this.cachedActivations('trn', d.trnDs as FilesDataset, fixDl);
-    const val = d.valDs && d.valDl ? await this.cachedActivations('val', d.valDs as FilesDataset, d.valDl) : null;
-    const test = d.testDs && d.testDl ? await this.cachedActivations('test', d.testDs as FilesDataset, d.testDl) : null;
-    this.precomputed = { trn, val, test };
+    const dir = cacheDirFor(d.path, 'tmp');
+    const weights = stateHash(this.body);
+    const features = (x: Tensor): Tensor => this.features(x);
+    const one = async (split: string, ds: FilesDataset, dl: DataLoader): Promise<Activations> => {
+      this.model.eval();
+      const key = activationsKey({ arch: this.arch.name, transform: dl.transform!, weights, split, ds });
+      return cachedActivations(dir, key, ds, () => computeActivations(features, dl, this.log ? `precomputing ${split} activations` : null));
+    };
+    const trn = await one('trn', d.trnDs as FilesDataset, d.fixDl!);
+    const val = d.valDs instanceof FilesDataset && d.valDl ? await one('val', d.valDs, d.valDl) : null;
+    this.precomputed = { trn, val };
   }
 
   private async trainingData(): Promise<{ trn: DataLoader; val: DataLoader | null; net: nn.Module }> {
     if (!this.precomputeOn) return { trn: this.data.trnDl, val: this.data.valDl, net: this.model };
     await this.precomputeActivations();
     const p = this.precomputed!;
+    // Rows are the images that could be read: each takes its own image's label.
+    const labelsOf = (a: Activations, ds: FilesDataset): number[] => a.indices.map((i) => ds.labels[i]!);
     const arrays = ImageClassifierData.fromArrays(
       this.data.path,
-      [p.trn, (this.data.trnDs as FilesDataset).labels],
-      p.val && this.data.valDs ? [p.val, (this.data.valDs as FilesDataset).labels] : null,
+      [p.trn.x, labelsOf(p.trn, this.data.trnDs as FilesDataset)],
+      p.val && this.data.valDs ? [p.val.x, labelsOf(p.val, this.data.valDs as FilesDataset)] : null,
       this.data.classes,
       { bs: this.data.bs, seed: this.data.options.seed },
     );
@@ -385,11 +403,13 @@ export class ConvLearner {
    * without, `nCycle` epochs at a constant rate. Prints a row per epoch and
    * returns them.
    */
-  async fit(lrs: number | number[], nCycle: number, { cycleLen, cycleMult = 1, cycleSaveName, bestSaveName, wds = 0, metrics = this.defaultMetrics, callbacks = [] }: FitOptions = {}): Promise<EpochRecord[]> {
+  async fit(lrs: number | number[], nCycle: number, opts: FitOptions = {}): Promise<EpochRecord[]> {
+    const { cycleLen, cycleMult = 1, cycleSaveName, bestSaveName, wds = 0, metrics = this.defaultMetrics, callbacks = [], guard = true, runawayFactor = 10, onCheckpoint, resume } = opts;
     const base = this.perGroup(lrs, 'lrs');
     const decay = this.perGroup(wds, 'wds');
     const { trn, val, net } = await this.trainingData();
     const perEpoch = trn.length;
+    if (perEpoch === 0) throw new Error('fit: the training set gives no batches (no readable images?)');
     const sched: Schedule = cycleLen === undefined ? constantSchedule(nCycle, perEpoch) : sgdrSchedule(nCycle, perEpoch, cycleLen, cycleMult);
     const opt = this.makeOptimizer(base, decay);
     const history: EpochRecord[] = [];
@@ -397,14 +417,35 @@ export class ConvLearner {
     let it = 0;
     let cycle = 0;
     let best = Infinity;
+    let start = 0;
+    if (resume) {
+      if (resume.epoch > sched.epochs) throw new Error(`fit: the checkpoint is at epoch ${resume.epoch}, past this schedule's ${sched.epochs}`);
+      opt.loadStateDict(resume.optimizer);
+      setRngState(resume.rng);
+      smooth.restore(resume.smoothed);
+      history.push(...resume.history);
+      ({ iteration: it, cycle, best, epoch: start } = resume);
+      trn.epoch = resume.loaderEpoch;
+    }
+    const keeper = guard ? new DivergenceGuard(this.model, runawayFactor) : null;
     let stop = false;
+    let skippedOne = false;
     this.log?.(['epoch'.padEnd(7), 'trn_loss'.padEnd(12), 'val_loss'.padEnd(12), ...metrics.map((m) => m.name.padEnd(12))].join('').trimEnd());
     for (const cb of callbacks) cb.onTrainBegin?.();
     try {
-      for (let epoch = 0; epoch < sched.epochs && !stop; epoch++) {
+      for (let epoch = start; epoch < sched.epochs && !stop; epoch++) {
         this.trainMode();
         const bar = this.log ? progress(`epoch ${epoch}`, perEpoch) : null;
+        let diverged: string | null = null;
         for await (const { x, y } of trn) {
+          if (x.shape[0]! < 2) {
+            // Batch norm cannot normalize a batch of one (its statistics would be NaN).
+            if (!skippedOne) this.log?.('warning: skipping a training batch of one image');
+            skippedOne = true;
+            x.dispose();
+            y.dispose();
+            continue;
+          }
           const m = sched.multipliers[Math.min(it, sched.multipliers.length - 1)]!;
           opt.paramGroups.forEach((g, i) => (g.lr = base[i]! * m));
           opt.zeroGrad();
@@ -416,6 +457,8 @@ export class ConvLearner {
           for (const t of [loss, x, y]) t.dispose();
           it++;
           bar?.tick();
+          diverged = keeper?.checkBatch(l, smoothed) ?? null;
+          if (diverged) break;
           for (const cb of callbacks) if (cb.onBatchEnd?.({ iteration: it, loss: l, smoothedLoss: smoothed, lrs: opt.paramGroups.map((g) => g.lr) })) stop = true;
           if (cycle < sched.cycleEnds.length && it === sched.cycleEnds[cycle]) {
             if (cycleSaveName) await this.save(`${cycleSaveName}_cyc_${cycle}`);
@@ -425,12 +468,16 @@ export class ConvLearner {
           if (stop) break;
         }
         bar?.stop();
+        if (diverged) throw this.diverged(keeper!, diverged, epoch, history);
         const v = val ? await this.validate(val, net, metrics) : null;
         const rec: EpochRecord = { epoch, trnLoss: smooth.value, valLoss: v?.loss ?? null, accuracy: v?.metrics.accuracy ?? null, metrics: v?.metrics ?? {} };
-        history.push(rec);
         this.log?.(
-          [String(epoch).padEnd(7), rec.trnLoss.toFixed(6).padEnd(12), rec.valLoss === null ? ''.padEnd(12) : rec.valLoss.toFixed(6).padEnd(12), ...metrics.map((m) => (rec.metrics[m.name] ?? Number.NaN).toFixed(6).padEnd(12))].join('').trimEnd(),
+          // A cell always ends with a space, so that even a huge loss stays apart from its neighbour.
+          [String(epoch).padEnd(7), `${rec.trnLoss.toFixed(6)} `.padEnd(12), rec.valLoss === null ? ''.padEnd(12) : `${rec.valLoss.toFixed(6)} `.padEnd(12), ...metrics.map((mt) => (v ? `${(rec.metrics[mt.name] ?? Number.NaN).toFixed(6)} ` : '').padEnd(12))].join('').trimEnd(),
         );
+        diverged = keeper?.checkEpoch(rec) ?? null;
+        if (diverged) throw this.diverged(keeper!, diverged, epoch, history);
+        history.push(rec);
         for (const cb of callbacks) cb.onEpochEnd?.(rec);
         if (bestSaveName && v) {
           // Lower is better: the validation loss, or minus the first metric.
@@ -440,11 +487,27 @@ export class ConvLearner {
             await this.save(bestSaveName);
           }
         }
+        if (onCheckpoint) {
+          const rng = getRngState();
+          try {
+            await onCheckpoint({ epoch: epoch + 1, iteration: it, cycle, smoothed: smooth.state(), loaderEpoch: trn.epoch, history: [...history], best, optimizer: opt.stateDict(), rng });
+          } finally {
+            rng.dispose();
+          }
+        }
       }
     } finally {
+      keeper?.dispose();
       opt.dispose();
     }
     return history;
+  }
+
+  /** Restores the guard's good weights and makes the error that says so. */
+  private diverged(keeper: DivergenceGuard, reason: string, epoch: number, history: EpochRecord[]): TrainingDivergedError {
+    const err = new TrainingDivergedError(reason, epoch, keeper.restore(), history);
+    this.log?.(`stopped: ${err.message}`);
+    return err;
   }
 
   private async validate(dl: DataLoader, net: nn.Module, metrics: Metric[]): Promise<{ loss: number; metrics: Record<string, number> }> {

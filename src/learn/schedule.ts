@@ -71,4 +71,15 @@ export class SmoothedLoss {
   get value(): number {
     return this.n === 0 ? Number.NaN : this.avg / (1 - this.beta ** this.n);
   }
+
+  /** The running state, for checkpoints. */
+  state(): { avg: number; n: number } {
+    return { avg: this.avg, n: this.n };
+  }
+
+  /** Continues from a state `state()` returned. */
+  restore({ avg, n }: { avg: number; n: number }): void {
+    this.avg = avg;
+    this.n = n;
+  }
 }

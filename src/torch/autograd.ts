@@ -1,5 +1,6 @@
 // Autograd switches and global engine settings.
 import { native } from './native.js';
+import { Tensor } from './tensor.js';
 
 function withGradMode<T>(enabled: boolean, fn: () => T): T {
   const prev = native.setGradEnabled(enabled);
@@ -28,6 +29,16 @@ export function isGradEnabled(): boolean {
 /** Seeds libtorch's random generator (torch.manual_seed). */
 export function manualSeed(seed: number): void {
   native.manualSeed(seed);
+}
+
+/** The CPU generator's state (torch.get_rng_state): a uint8 tensor, owned by the caller. */
+export function getRngState(): Tensor {
+  return new Tensor(native.getRngState());
+}
+
+/** Restores a state from `getRngState` (torch.set_rng_state): the same random draws follow. */
+export function setRngState(state: Tensor): void {
+  native.setRngState(state.handle);
 }
 
 /** Sets the number of threads libtorch's operators use. */

@@ -9,5 +9,5 @@ export type { Handle } from './native.js';
 export * as F from './functional.js';
 export * as nn from './nn/index.js';
 export * as optim from './optim/index.js';
-export { loadPth, parsePth, serializePth, savePth, loadStateDictFile, saveStateDictFile, asStateDict, PthError, type PthValue, type PthWritable } from './serialization/pth.js';
+export { loadPth, parsePth, readPthExtras, serializePth, savePth, loadStateDictFile, saveStateDictFile, asStateDict, PthError, type PthValue, type PthWritable } from './serialization/pth.js';
 export { writeFileAtomic } from '../util/files.js';

@@ -278,6 +278,16 @@ export class Tensor implements Disposable {
 
   // ---- reductions ----------------------------------------------------------
 
+  /** Whether every element is finite (no NaN, no ±Infinity); integer tensors always are. */
+  allFinite(): boolean {
+    const finite = new Tensor(callTensorOp('aten::isfinite', [this.handle]));
+    const all = new Tensor(callTensorOp('aten::all', [finite.handle]));
+    finite.dispose();
+    const ok = all.item() !== 0;
+    all.dispose();
+    return ok;
+  }
+
   /** Sum of all elements, or along `dim`. */
   sum(dim?: number | number[], keepdim = false): Tensor {
     if (dim === undefined) return new Tensor(callTensorOp('aten::sum', [this.handle]));

@@ -186,10 +186,14 @@ export abstract class Module {
         problems.push(`size mismatch for ${k}: the checkpoint has [${b.join(', ')}], the model [${a.join(', ')}]`);
       }
     }
-    if (strict && missingKeys.length > 0) problems.push(`missing keys: ${missingKeys.join(', ')}`);
-    if (strict && unexpectedKeys.length > 0) problems.push(`unexpected keys: ${unexpectedKeys.join(', ')}`);
+    // The first few keys of a list, and how many there are: a whole model's keys would bury the message.
+    const some = (keys: string[]): string => `${keys.slice(0, 8).join(', ')}${keys.length > 8 ? `, … (${keys.length} in all)` : ''}`;
+    if (strict && missingKeys.length > 0) problems.push(`missing keys: ${some(missingKeys)}`);
+    if (strict && unexpectedKeys.length > 0) problems.push(`unexpected keys: ${some(unexpectedKeys)}`);
     if (problems.length > 0) {
-      throw new Error(`Error(s) in loading state dict for ${this.constructor.name}:\n  ${problems.join('\n  ')}`);
+      // One line: command-line tools show the first line of an error.
+      const shown = problems.length > 6 ? [...problems.slice(0, 6), `… ${problems.length - 6} more`] : problems;
+      throw new Error(`Error(s) in loading state dict for ${this.constructor.name}: ${shown.join('; ')}`);
     }
     noGrad(() => {
       for (const [k, t] of own) {

@@ -383,8 +383,12 @@ function allTensors(m: Map<PickleValue, PickleValue>): boolean {
 /** Values `savePth` can write: tensors, numbers, strings, booleans, null, arrays, Maps and plain objects of them. */
 export type PthWritable = Tensor | null | boolean | number | bigint | string | PthWritable[] | Map<string | number, PthWritable> | { [key: string]: PthWritable };
 
-/** Encodes a value as the bytes of a `.pth` file. */
-export function serializePth(value: PthWritable, archiveName = 'archive'): Buffer {
+/**
+ * Encodes a value as the bytes of a `.pth` file. `extras` become records
+ * `{archive}/extra/{name}` beside the pickle: `torch.load` ignores them, and
+ * `readPthExtras` reads them back (fastvision keeps a model's description there).
+ */
+export function serializePth(value: PthWritable, archiveName = 'archive', extras: Record<string, Uint8Array | string> = {}): Buffer {
   const storages: { key: string; data: Uint8Array }[] = [];
   const emptyOrderedDict = (): PyReduce => new PyReduce('collections', 'OrderedDict', []);
   const encodeTensor = (t: Tensor): PyReduce => tidy(() => {
@@ -425,7 +429,29 @@ export function serializePth(value: PthWritable, archiveName = 'archive'): Buffe
   const entries = [{ name: `${archiveName}/data.pkl`, data: pkl }];
   for (const s of storages) entries.push({ name: `${archiveName}/data/${s.key}`, data: s.data });
   entries.push({ name: `${archiveName}/version`, data: new TextEncoder().encode('3\n') });
+  for (const [name, data] of Object.entries(extras)) {
+    if (!/^[\w.-]+$/.test(name)) throw new Error(`serializePth: extra record name '${name}' must be a plain file name`);
+    entries.push({ name: `${archiveName}/extra/${name}`, data: typeof data === 'string' ? new TextEncoder().encode(data) : data });
+  }
   return writeZip(entries);
+}
+
+/** The extra records of a `.pth` file (see `serializePth`), by name; none for the legacy format. */
+export function readPthExtras(buf: Buffer, what = 'buffer'): Map<string, Uint8Array> {
+  const out = new Map<string, Uint8Array>();
+  if (buf.length >= 2 && buf[0] === 0x80) return out;
+  let records: Map<string, Uint8Array>;
+  try {
+    records = readZip(buf, what);
+  } catch (e) {
+    if (e instanceof ZipFormatError) throw new PthError(e.message);
+    throw e;
+  }
+  for (const [name, data] of records) {
+    const m = /^[^/]+\/extra\/([\w.-]+)$/.exec(name);
+    if (m) out.set(m[1]!, data);
+  }
+  return out;
 }
 
 /**
@@ -433,9 +459,9 @@ export function serializePth(value: PthWritable, archiveName = 'archive'): Buffe
  * atomic: a temporary file in the same folder, flushed, then renamed over `path`,
  * so an interrupted save never destroys the previous file.
  */
-export async function savePth(path: string, value: PthWritable): Promise<void> {
+export async function savePth(path: string, value: PthWritable, { extras }: { extras?: Record<string, Uint8Array | string> } = {}): Promise<void> {
   const name = basename(path).replace(/\.[^.]*$/, '').replace(/[^A-Za-z0-9_]/g, '_') || 'archive';
-  await writeFileAtomic(path, serializePth(value, name));
+  await writeFileAtomic(path, serializePth(value, name, extras));
 }
 
 /** Saves a state dict (e.g. `model.stateDict()`) as a `.pth` file, atomically. */

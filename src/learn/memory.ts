@@ -1,0 +1,105 @@
+// Will a batch fit? fast.ai's advice for running out of memory — use a smaller
+// batch — automated: before training starts, estimate the memory one training
+// step takes (the activations autograd keeps, measured on one image, and the
+// weights with their gradients and optimizer state) against what the machine
+// has, and stop early with the batch size that fits.
+import { readFileSync } from 'node:fs';
+import { freemem } from 'node:os';
+import { noGrad, randn, type nn } from '../torch/index.js';
+
+/** Activation elements one image produces: in all (what backward keeps) and in the largest layer. */
+export function activationsPerImage(model: nn.Module, size: number): { total: number; largest: number } {
+  let total = 0;
+  let largest = 0;
+  const leaves = model.modules().filter((m) => m.children().length === 0);
+  const patched = leaves.map((m) => {
+    const forward = m.forward.bind(m);
+    Object.defineProperty(m, 'forward', {
+      configurable: true,
+      value: (x: Parameters<typeof forward>[0]) => {
+        const y = forward(x);
+        total += y.numel;
+        largest = Math.max(largest, y.numel);
+        return y;
+      },
+    });
+    return m;
+  });
+  const wasTraining = model.training;
+  model.eval();
+  try {
+    const x = randn([1, 3, size, size]);
+    noGrad(() => model.forward(x).dispose());
+    x.dispose();
+  } finally {
+    for (const m of patched) delete (m as { forward?: unknown }).forward;
+    if (wasTraining) model.train();
+  }
+  return { total, largest };
+}
+
+/**
+ * Memory this process may still use, in bytes: the smallest of the kernel's
+ * MemAvailable, the cgroup's limit less its usage, and FASTVISION_MEMORY_LIMIT.
+ */
+export function availableMemory(): number {
+  const candidates: number[] = [];
+  try {
+    const m = /MemAvailable:\s+(\d+) kB/.exec(readFileSync('/proc/meminfo', 'utf8'));
+    if (m) candidates.push(Number(m[1]) * 1024);
+  } catch {
+    candidates.push(freemem());
+  }
+  try {
+    const max = readFileSync('/sys/fs/cgroup/memory.max', 'utf8').trim();
+    const current = Number(readFileSync('/sys/fs/cgroup/memory.current', 'utf8').trim());
+    if (max !== 'max') candidates.push(Number(max) - current);
+  } catch {
+    // no cgroup v2 limit
+  }
+  const env = Number(process.env.FASTVISION_MEMORY_LIMIT);
+  if (Number.isFinite(env) && env > 0) candidates.push(env);
+  return Math.max(0, Math.min(...candidates));
+}
+
+/** A batch size too large for this machine's memory, with the one to use instead. */
+export class BatchTooLargeError extends Error {
+  constructor(
+    message: string,
+    /** The largest power-of-two batch size that fits (0 when not even one image does). */
+    readonly suggestedBs: number,
+  ) {
+    super(message);
+  }
+}
+
+const GiB = 2 ** 30;
+/** Bytes of a training step per activation element one image produces: float32, plus what backward holds at its peak (measured: 1.1–1.7×). */
+const BYTES_PER_ELEMENT_TRAINING = 4 * 1.75;
+
+/**
+ * The bytes a training step at `bs` takes, roughly: with `unfrozen`, every layer's
+ * activations are kept for backward; frozen, only a few layers' at a time.
+ */
+export function trainingStepBytes(model: nn.Module, size: number, bs: number, unfrozen: boolean): { total: number; perImage: number; fixed: number } {
+  const act = activationsPerImage(model, size);
+  const params = model.parameters().reduce((n, p) => n + p.numel, 0);
+  // Weights, gradients, momentum, and the guard's copy of the last good weights.
+  const fixed = 4 * 4 * params;
+  const perImage = unfrozen ? act.total * BYTES_PER_ELEMENT_TRAINING : act.largest * 4 * 3;
+  return { total: fixed + bs * perImage, perImage, fixed };
+}
+
+/**
+ * Throws a BatchTooLargeError when a training step at `bs` would need more than
+ * 90% of the memory available, naming the batch size that fits.
+ */
+export function checkBatchFits(model: nn.Module, { arch, size, bs, unfrozen }: { arch: string; size: number; bs: number; unfrozen: boolean }): void {
+  const { total, perImage, fixed } = trainingStepBytes(model, size, bs, unfrozen);
+  const budget = 0.9 * availableMemory();
+  if (total <= budget) return;
+  const fits = Math.floor((budget - fixed) / perImage);
+  const suggested = fits >= 1 ? 2 ** Math.floor(Math.log2(fits)) : 0;
+  const need = `batch size ${bs} at ${size} px needs about ${(total / GiB).toFixed(1)} GiB to train ${arch}${unfrozen ? ' unfrozen' : ''}, and ${(budget / 0.9 / GiB).toFixed(1)} GiB is available`;
+  throw new BatchTooLargeError(suggested > 0 ? `${need}: try --bs ${suggested}` : `${need}, not enough for even one image: try a smaller --size`, suggested);
+}
