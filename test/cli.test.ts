@@ -150,10 +150,14 @@ test('predict, submit, interpret on the saved model', async () => {
 
 test('train on the CSV layout with --suffix, then lr-find, fit --from and sizes', async () => {
   const out = join(tmp, 'run-csv');
-  // An unfrozen stage at an absurd rate ends far worse than the frozen ones: the recipe keeps the better weights.
+  // An unfrozen stage at an absurd rate diverges: the guard stops it and puts back the weights it started
+  // from, and the recipe keeps the best snapshot point of the stages that ended well.
   const text = ok(cli('train', csvData, '--csv', 'labels.csv', '--suffix', '.jpg', '--val-pct', '0.34', ...TINY, '--unfreeze-lr', '10', '--test', 'test', '--out', out, '--json', join(tmp, 'csv.json')), 'train --csv');
-  assert.match(text, /keeping the weights from epoch 0 of 'head (on precomputed activations|with augmentation)'/);
-  const run = JSON.parse(readFileSync(join(tmp, 'csv.json'), 'utf8')) as { final: { stage: string; epoch: number; valLoss: number }; stages: { name: string; history: { valLoss: number }[] }[]; tta: { loss: number } };
+  assert.match(text, /training diverged in epoch 0 \(validation loss .* ran away .*\); the weights are those of the start of this fit/);
+  assert.match(text, /warning: training stopped early .* the model saved is the last good one/);
+  const run = JSON.parse(readFileSync(join(tmp, 'csv.json'), 'utf8')) as { final: { stage: string; epoch: number; valLoss: number }; stages: { name: string; history: { valLoss: number }[] }[]; tta: { loss: number }; diverged: { stage: string } };
+  assert.equal(run.diverged.stage, 'unfrozen, differential rates');
+  assert.ok(run.stages.every((st) => st.history.every((h) => Number.isFinite(h.valLoss) && h.valLoss < 100)), 'no diverged epoch is in the history');
   // One epoch per stage here, so every epoch is a snapshot point.
   const losses = run.stages.flatMap((st) => st.history.map((h) => h.valLoss));
   assert.ok(run.final.stage.startsWith('head ') && run.final.epoch === 0, `${run.final.stage} ${run.final.epoch}`);

@@ -3,6 +3,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ImageClassifierData } from '../vision/data.js';
+import { setMaxImagePixels } from '../vision/image-limits.js';
 import { csvRowCount, getCvIdxs } from '../vision/dataset.js';
 import { archOf, ARCHS, type Arch } from '../vision/models/archs.js';
 import { tfmsFromModel, transformsSideOn, transformsTopDown, type Augmentation, type Transforms } from '../vision/transforms.js';
@@ -25,6 +26,8 @@ export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   bs: { type: 'string', arg: 'N', help: 'batch size', default: '32' },
   aug: { type: 'string', arg: 'KIND', help: 'augmentation: side-on (photos from the side), top-down (satellite, microscopy), none', default: 'side-on' },
   workers: { type: 'string', arg: 'N', help: 'image loading threads', default: 'cores, at most 4' },
+  oversample: { type: 'boolean', help: 'draw every class as often as the largest one in each training pass (for rare classes)' },
+  'max-image-pixels': { type: 'string', arg: 'N', help: 'refuse images whose header declares more pixels (decompression bombs)', default: '178956970' },
 };
 
 const AUGS: Record<string, Augmentation[]> = { 'side-on': transformsSideOn, 'top-down': transformsTopDown, none: [] };
@@ -56,19 +59,28 @@ export async function loadData(path: string, args: ParsedArgs, arch: Arch, size:
   const tfms = tfmsFor(args, arch, size);
   const bs = num(args, 'bs', 32, { min: 1, max: 4096, integer: true });
   const numWorkers = num(args, 'workers', undefined, { min: 1, max: 64, integer: true });
+  const seed = num(args, 'seed', 0, { min: 0, max: 2 ** 31 - 1, integer: true });
+  const oversample = args.values.oversample === true;
+  imageLimitArg(args);
   const testName = str(args, 'test');
   if (testName !== undefined && !existsSync(resolve(path, testName))) throw new UsageError(`--test: no folder ${testName} under ${path}`);
   const csv = str(args, 'csv');
-  if (csv === undefined) return ImageClassifierData.fromPaths(path, { tfms, bs, numWorkers, testName });
+  if (csv === undefined) return ImageClassifierData.fromPaths(path, { tfms, bs, numWorkers, testName, seed, oversample });
   if (!existsSync(resolve(path, csv))) throw new UsageError(`--csv: no file ${csv} under ${path}`);
   const folder = str(args, 'folder', 'train');
   if (!existsSync(resolve(path, folder))) throw new UsageError(`--folder: no folder ${folder} under ${path}`);
   const valPct = num(args, 'val-pct', 0.2, { min: 0, max: 0.9 });
   const valIdxs = getCvIdxs(csvRowCount(path, csv), { valPct });
-  return ImageClassifierData.fromCsv(path, folder, csv, { tfms, bs, numWorkers, testName, valIdxs, suffix: str(args, 'suffix', '') });
+  return ImageClassifierData.fromCsv(path, folder, csv, { tfms, bs, numWorkers, testName, valIdxs, suffix: str(args, 'suffix', ''), seed, oversample });
 }
 
 /** The `--size` option. */
 export function sizeArg(args: ParsedArgs, dflt: number): number {
   return num(args, 'size', dflt, { min: 8, max: 2048, integer: true });
+}
+
+/** Applies `--max-image-pixels` (when given) to every decoder. */
+export function imageLimitArg(args: ParsedArgs): void {
+  const n = num(args, 'max-image-pixels', undefined, { min: 1, max: 2 ** 40, integer: true });
+  if (n !== undefined) setMaxImagePixels(n);
 }

@@ -2,7 +2,9 @@
 // with the set-up — Debian's Fashion-MNIST, written once as an image-folder tree
 // (train/valid/<class>/*.png and an unlabelled test/) — and the offline MobileNetV2.
 import { existsSync } from 'node:fs';
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { rename, rm, writeFile } from 'node:fs/promises';
+import { ensureDir } from '../util/files.js';
+import { removeOnInterrupt } from '../util/cleanup.js';
 import { join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, loadFashionMnist } from '../vision/fashion-mnist.js';
@@ -11,6 +13,7 @@ import { num, str, UsageError, type CommandSpec } from './args.js';
 import { loadData } from './data-args.js';
 import { recipeSettings, RECIPE_OPTIONS, runRecipe } from './train.js';
 import { archOf } from '../vision/models/archs.js';
+import { claimFile, withOutput } from './outputs.js';
 
 /** Folder-safe class names ("T-shirt/top" → "T-shirt-top"). */
 export const DEMO_CLASSES = FASHION_MNIST_CLASSES.map((c) => c.replace(/\//g, '-'));
@@ -28,6 +31,7 @@ export async function writeFashionMnistFolders(dir: string, { perClass = 100, va
   }
   const tmp = `${dir}.partial-${process.pid}`;
   await rm(tmp, { recursive: true, force: true });
+  const unregister = removeOnInterrupt(tmp);
   const trn = await loadFashionMnist('train');
   const tst = await loadFashionMnist('test', { limit: nTest });
   const px = trn.height * trn.width;
@@ -39,15 +43,16 @@ export async function writeFashionMnistFolders(dir: string, { perClass = 100, va
     if (k >= perClass + valPerClass) continue;
     taken[label] = k + 1;
     const folder = join(tmp, k < perClass ? 'train' : 'valid', DEMO_CLASSES[label]!);
-    await mkdir(folder, { recursive: true });
+    ensureDir(folder);
     await writeFile(join(folder, `${String(i).padStart(5, '0')}.png`), await png(trn, i));
   }
-  await mkdir(join(tmp, 'test'), { recursive: true });
+  ensureDir(join(tmp, 'test'));
   for (let i = 0; i < tst.count; i++) await writeFile(join(tmp, 'test', `${String(i).padStart(5, '0')}.png`), await png(tst, i));
   await writeFile(join(tmp, '.complete'), '');
-  await mkdir(resolve(dir, '..'), { recursive: true });
+  ensureDir(resolve(dir, '..'));
   await rm(dir, { recursive: true, force: true });
   await rename(tmp, dir);
+  unregister();
   return dir;
 }
 
@@ -78,7 +83,10 @@ export const demoCommand: CommandSpec = {
     const withDefaults = { ...args, values: { size: '64', aug: 'side-on', test: 'test', out: str(args, 'out', './fastvision-demo'), 'bn-freeze': true, 'lesson-unfreeze': true, ...args.values } };
     const settings = recipeSettings(withDefaults, dir, 64);
     const arch = archOf('mobilenet_v2_nsfwjs');
-    const data = await loadData(dir, withDefaults, arch, settings.sizes[0]!);
-    await runRecipe(data, arch.name, settings, (size) => loadData(dir, withDefaults, arch, size));
+    await withOutput(settings.out, async () => {
+      if (settings.json) claimFile(settings.json, '--json');
+      const data = await loadData(dir, withDefaults, arch, settings.sizes[0]!);
+      await runRecipe(data, arch.name, settings, (size) => loadData(dir, withDefaults, arch, size));
+    });
   },
 };

@@ -7,7 +7,8 @@ import { FilesDataset } from '../vision/dataset.js';
 import { archOf } from '../vision/models/archs.js';
 import { flag, num, str, UsageError, type CommandSpec } from './args.js';
 import { dataPath, LAYOUT_OPTIONS, loadData, MODEL_OPTIONS } from './data-args.js';
-import { learnerFor, probabilitiesOf, readModel } from './model-file.js';
+import { ENSEMBLE, learnerFor, probabilitiesOf, readModel, snapshotsOf } from './model-file.js';
+import { withOutput } from './outputs.js';
 import { predictedFiles } from './train.js';
 
 const OUT = { type: 'string', arg: 'DIR', help: 'where the pictures and report go', default: './fastvision-out/<folder name>' } as const;
@@ -22,6 +23,7 @@ export const interpretCommand: CommandSpec = {
     aug: MODEL_OPTIONS.aug!,
     tta: { type: 'boolean', help: 'use test-time augmentation (as train does)' },
     'tta-aug': { type: 'string', arg: 'N', help: 'with --tta: augmented copies', default: '4' },
+    ensemble: ENSEMBLE,
     out: OUT,
   },
   async run(args) {
@@ -32,18 +34,21 @@ export const interpretCommand: CommandSpec = {
     if (data.classes.join('\n') !== saved.info.classes.join('\n')) {
       throw new UsageError(`${path}: its classes (${data.classes.join(', ')}) are not the model's (${saved.info.classes.join(', ')})`);
     }
-    if (!(data.valDs instanceof FilesDataset) || data.valDs.length === 0) throw new UsageError(`${path}: no validation images to interpret`);
-    const learn = await learnerFor(saved, data);
-    const { probs, y } = await probabilitiesOf(learn, { tta: flag(args, 'tta'), nAug: num(args, 'tta-aug', 4, { min: 0, max: 64, integer: true }), isTest: false });
-    const report = new Report(out, `fastvision interpret: ${basename(path)}`);
-    const { confusion } = await addInterpretation(report, { probs, c: data.c, y }, predictedFiles(data.valDs), data.classes);
-    const correct = confusion.reduce((s, row, i) => s + row[i]!, 0);
-    console.log(`accuracy ${(correct / y.length).toFixed(4)} on ${y.length} validation images`);
-    console.log('confusion matrix (rows: actual, columns: predicted):');
-    const w = Math.max(...data.classes.map((c) => c.length), 6);
-    console.log(`${''.padEnd(w)} ${data.classes.map((c) => c.slice(0, 8).padStart(8)).join(' ')}`);
-    confusion.forEach((row, i) => console.log(`${data.classes[i]!.padEnd(w)} ${row.map((n) => String(n).padStart(8)).join(' ')}`));
-    console.log(`report: ${await report.write('interpret.html')}`);
+    const valDs = data.valDs;
+    if (!(valDs instanceof FilesDataset) || valDs.length === 0) throw new UsageError(`${path}: no validation images to interpret`);
+    await withOutput(out, async () => {
+      const learn = await learnerFor(saved, data);
+      const { probs, y } = await probabilitiesOf(learn, { tta: flag(args, 'tta'), nAug: num(args, 'tta-aug', 4, { min: 0, max: 64, integer: true }), isTest: false, ensemble: flag(args, 'ensemble') ? snapshotsOf(saved) : undefined });
+      const report = new Report(out, `fastvision interpret: ${basename(path)}`);
+      const { confusion } = await addInterpretation(report, { probs, c: data.c, y }, predictedFiles(valDs), data.classes);
+      const correct = confusion.reduce((s, row, i) => s + row[i]!, 0);
+      console.log(`accuracy ${(correct / y.length).toFixed(4)} on ${y.length} validation images`);
+      console.log('confusion matrix (rows: actual, columns: predicted):');
+      const w = Math.max(...data.classes.map((c) => c.length), 6);
+      console.log(`${''.padEnd(w)} ${data.classes.map((c) => c.slice(0, 8).padStart(8)).join(' ')}`);
+      confusion.forEach((row, i) => console.log(`${data.classes[i]!.padEnd(w)} ${row.map((n) => String(n).padStart(8)).join(' ')}`));
+      console.log(`report: ${await report.write('interpret.html')}`);
+    });
   },
 };
 
@@ -56,17 +61,19 @@ export const sizesCommand: CommandSpec = {
     const path = dataPath(args.positionals[0]);
     const out = resolve(str(args, 'out', join('fastvision-out', basename(path))));
     const data = await loadData(path, { ...args, values: { ...args.values, aug: 'none' } }, archOf('mobilenet_v2_nsfwjs'), 64);
-    const report = new Report(out, `fastvision sizes: ${basename(path)}`);
-    const counts = await addDataSection(report, data);
-    console.log(`${'class'.padEnd(24)} ${'train'.padStart(7)} ${counts.val ? 'valid'.padStart(7) : ''}`);
-    for (const c of data.classes) console.log(`${c.padEnd(24)} ${String(counts.trn[c] ?? 0).padStart(7)} ${counts.val ? String(counts.val[c] ?? 0).padStart(7) : ''}`);
-    const { sizes } = counts;
-    if (sizes) {
-      const ws = sizes.map((s) => s.width).sort((a, b) => a - b);
-      const hs = sizes.map((s) => s.height).sort((a, b) => a - b);
-      const med = (a: number[]): number => a[Math.floor(a.length / 2)] ?? 0;
-      console.log(`image sizes: width ${ws[0]}–${ws[ws.length - 1]} (median ${med(ws)}), height ${hs[0]}–${hs[hs.length - 1]} (median ${med(hs)}) px`);
-    }
-    console.log(`report: ${await report.write('sizes.html')}`);
+    await withOutput(out, async () => {
+      const report = new Report(out, `fastvision sizes: ${basename(path)}`);
+      const counts = await addDataSection(report, data);
+      console.log(`${'class'.padEnd(24)} ${'train'.padStart(7)} ${counts.val ? 'valid'.padStart(7) : ''}`);
+      for (const c of data.classes) console.log(`${c.padEnd(24)} ${String(counts.trn[c] ?? 0).padStart(7)} ${counts.val ? String(counts.val[c] ?? 0).padStart(7) : ''}`);
+      const { sizes } = counts;
+      if (sizes) {
+        const ws = sizes.map((s) => s.width).sort((a, b) => a - b);
+        const hs = sizes.map((s) => s.height).sort((a, b) => a - b);
+        const med = (a: number[]): number => a[Math.floor(a.length / 2)] ?? 0;
+        console.log(`image sizes: width ${ws[0]}–${ws[ws.length - 1]} (median ${med(ws)}), height ${hs[0]}–${hs[hs.length - 1]} (median ${med(hs)}) px`);
+      }
+      console.log(`report: ${await report.write('sizes.html')}`);
+    });
   },
 };

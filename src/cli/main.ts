@@ -1,5 +1,7 @@
 // The `fastvision` command: dispatches to a subcommand; any failure is one line
 // on stderr and a non-zero exit (2 for a wrong call, 1 for a failure while running).
+import { PthError } from '../torch/index.js';
+import { DataError } from '../vision/dataset.js';
 import { closeLoaderWorkers } from '../vision/loader.js';
 import { commandHelp, parseCommandArgs, UsageError, type CommandSpec } from './args.js';
 import { demoCommand } from './demo.js';
@@ -52,7 +54,8 @@ export async function main(argv: string[]): Promise<number> {
     const err = e as Error;
     if (process.env.FASTVISION_DEBUG === '1') console.error(err.stack);
     console.error(`fastvision ${cmd.name}: ${(err.message || String(e)).split('\n')[0]!.replace(/^fastvision \S+: /, '')}`);
-    return e instanceof UsageError ? 2 : 1;
+    // 2: the call or its input is wrong (options, data, model files); 1: a failure while running.
+    return e instanceof UsageError || e instanceof DataError || e instanceof PthError ? 2 : 1;
   } finally {
     // Loader worker threads would keep the process alive after the command.
     await closeLoaderWorkers();

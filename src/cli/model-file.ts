@@ -1,15 +1,16 @@
 // A trained model on disk: the weights as a PyTorch state dict (`model.pth`)
-// and what is needed to use them again (`model.json`: architecture, classes,
-// image size, head), so that `predict`, `submit` and `interpret` need only the file.
-import { existsSync, statSync } from 'node:fs';
+// that carries what is needed to use them again (architecture, classes, image
+// size, head) inside it, with the same description beside it as `model.json`;
+// `predict`, `submit` and `interpret` need only the `.pth`.
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { ConvLearner } from '../learn/learner.js';
-import { savePth, type Tensor } from '../torch/index.js';
-import { writeFileAtomic } from '../util/files.js';
+import { noGrad, readPthExtras, savePth, tidy, type Tensor } from '../torch/index.js';
+import { ensureDir, writeFileAtomic } from '../util/files.js';
 import type { ImageClassifierData } from '../vision/data.js';
 import { ARCHS } from '../vision/models/archs.js';
-import { UsageError } from './args.js';
+import { UsageError, type OptionSpec } from './args.js';
 
 /** What `model.json` holds. */
 export interface ModelInfo {
@@ -23,19 +24,65 @@ export interface ModelInfo {
   ps: number[];
 }
 
-/** Saves a learner's weights and description as `{dir}/{name}.pth` and `{dir}/{name}.json` (both atomic). */
-export async function saveModel(dir: string, learn: ConvLearner, size: number, { name = 'model', xtraFc = [512], ps = [0.25, 0.5] } = {}): Promise<{ model: string; info: string }> {
-  const model = join(dir, `${name}.pth`);
-  const info = join(dir, `${name}.json`);
-  await savePth(model, learn.model.stateDict());
-  const meta: ModelInfo = { format: 'fastvision-model', version: 1, arch: learn.arch.name, classes: learn.data.classes, size, xtraFc, ps };
-  await writeFileAtomic(info, `${JSON.stringify(meta, null, 2)}\n`);
-  return { model, info };
+/** The name of the record inside a model's `.pth` that holds its description. */
+export const MODEL_INFO_RECORD = 'fastvision-model.json';
+
+/** The description of a learner's model, as `model.json` holds it. */
+export function modelInfoOf(learn: ConvLearner, size: number): ModelInfo {
+  if (learn.headSpec === null) throw new Error('a model with a custom head cannot be described in model.json');
+  return { format: 'fastvision-model', version: 1, arch: learn.arch.name, classes: learn.data.classes, size, xtraFc: learn.headSpec.xtraFc, ps: learn.headSpec.ps };
 }
 
 /**
- * Finds a saved model from what the user typed: a `.pth` file (with its `.json`
- * beside it), a `.json`, or a folder holding `model.pth`. Errors name the path.
+ * Saves a learner's weights as `{dir}/{name}.pth` — a PyTorch state dict that also
+ * carries its description (architecture, classes, size, head) as an extra record,
+ * so the one file is always complete — then the same description as
+ * `{dir}/{name}.json` for people and other tools. Both writes are atomic; a kill
+ * between them leaves a `.pth` that loads by itself. Weights that are not all
+ * finite are refused: a broken model never replaces a good one.
+ */
+export async function saveModel(dir: string, learn: ConvLearner, size: number, { name = 'model', json = true }: { name?: string; json?: boolean } = {}): Promise<{ model: string; info: string }> {
+  const model = join(dir, `${name}.pth`);
+  const info = join(dir, `${name}.json`);
+  const state = learn.model.stateDict();
+  const broken = [...state].filter(([, t]) => !t.allFinite()).map(([k]) => k);
+  if (broken.length > 0) throw new Error(`refusing to save ${model}: ${broken.length} tensor(s) hold NaN or infinite values (${broken.slice(0, 3).join(', ')}${broken.length > 3 ? ', …' : ''}); the previous model, if any, is kept`);
+  const meta = `${JSON.stringify(modelInfoOf(learn, size), null, 2)}\n`;
+  ensureDir(dir);
+  await savePth(model, state, { extras: { [MODEL_INFO_RECORD]: meta } });
+  if (json) await writeFileAtomic(info, meta);
+  return { model, info };
+}
+
+/** Checks a parsed description field by field; errors name `where`. */
+function checkInfo(info: ModelInfo, where: string): ModelInfo {
+  const bad = (what: string): never => {
+    throw new UsageError(`${where}: ${what}`);
+  };
+  if (info === null || typeof info !== 'object') bad('not a fastvision model description');
+  if (info.format !== 'fastvision-model') bad(`not a fastvision model description (format '${String(info.format)}')`);
+  if (typeof info.arch !== 'string' || !ARCHS[info.arch]) bad(`unknown architecture '${String(info.arch)}'`);
+  if (!Array.isArray(info.classes) || info.classes.length < 2 || info.classes.some((c) => typeof c !== 'string')) bad('classes must be a list of at least two names');
+  if (!Number.isInteger(info.size) || info.size < 8) bad(`size must be an integer of at least 8, got ${String(info.size)}`);
+  if (!Array.isArray(info.xtraFc) || !Array.isArray(info.ps) || info.ps.length !== info.xtraFc.length + 1) bad('xtraFc and ps do not describe a head');
+  if (info.xtraFc.some((n) => !Number.isInteger(n) || n < 1 || n > 65536) || info.ps.some((p) => typeof p !== 'number' || !(p >= 0 && p < 1))) bad('xtraFc and ps do not describe a head');
+  return info;
+}
+
+function parseInfo(text: string, where: string): ModelInfo {
+  try {
+    return checkInfo(JSON.parse(text) as ModelInfo, where);
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    throw new UsageError(`${where}: not valid JSON (${(e as Error).message})`);
+  }
+}
+
+/**
+ * Finds a saved model from what the user typed: a `.pth` file, its `.json`, or a
+ * folder holding `model.pth`. The description comes from inside the `.pth` when it
+ * carries one (every model fastvision saves now), else from the `.json` beside it.
+ * Errors name the path.
  */
 export async function readModel(where: string): Promise<{ pth: string; info: ModelInfo }> {
   if (!existsSync(where)) throw new UsageError(`no such model: ${where}`);
@@ -46,39 +93,82 @@ export async function readModel(where: string): Promise<{ pth: string; info: Mod
   const pth = `${base}.pth`;
   const json = `${base}.json`;
   if (!existsSync(pth)) throw new UsageError(`no model weights at ${pth}`);
-  if (!existsSync(json)) throw new UsageError(`no model description at ${json} (fastvision writes it next to the .pth)`);
-  let info: ModelInfo;
+  let embedded: Uint8Array | undefined;
   try {
-    info = JSON.parse(await readFile(json, 'utf8')) as ModelInfo;
+    embedded = readPthExtras(await readFile(pth), pth).get(MODEL_INFO_RECORD);
   } catch (e) {
-    throw new UsageError(`${json}: not valid JSON (${(e as Error).message})`);
+    if (!existsSync(json)) throw new UsageError(`${pth}: ${(e as Error).message.replace(`${pth}: `, '')}`);
   }
-  const bad = (what: string): never => {
-    throw new UsageError(`${json}: ${what}`);
-  };
-  if (info.format !== 'fastvision-model') bad(`not a fastvision model description (format '${String(info.format)}')`);
-  if (typeof info.arch !== 'string' || !ARCHS[info.arch]) bad(`unknown architecture '${String(info.arch)}'`);
-  if (!Array.isArray(info.classes) || info.classes.length < 2 || info.classes.some((c) => typeof c !== 'string')) bad('classes must be a list of at least two names');
-  if (!Number.isInteger(info.size) || info.size < 8) bad(`size must be an integer of at least 8, got ${String(info.size)}`);
-  if (!Array.isArray(info.xtraFc) || !Array.isArray(info.ps) || info.ps.length !== info.xtraFc.length + 1) bad('xtraFc and ps do not describe a head');
-  return { pth, info };
+  if (embedded !== undefined) return { pth, info: parseInfo(new TextDecoder().decode(embedded), `${pth} (its description)`) };
+  if (!existsSync(json)) throw new UsageError(`no model description at ${json} (fastvision writes it next to the .pth)`);
+  return { pth, info: parseInfo(await readFile(json, 'utf8'), json) };
 }
 
-/** Class probabilities (row-major) and targets for the validation or test set, plain or averaged by TTA. */
-export async function probabilitiesOf(learn: ConvLearner, { tta, nAug, isTest }: { tta: boolean; nAug: number; isTest: boolean }): Promise<{ probs: Float32Array; y: number[] }> {
-  let probs: Tensor;
-  let y: Tensor;
-  if (tta) ({ probs, y } = await learn.TTA({ nAug, isTest }));
-  else {
+/** The `--ensemble` option of the prediction commands. */
+export const ENSEMBLE: OptionSpec = { type: 'boolean', help: "average over the model's cycle snapshots (model_cyc_*.pth beside it, from fit --save-cycles): a snapshot ensemble" };
+
+/** The cycle snapshots beside a saved model (`model_cyc_K.pth`, in cycle order); an error when there are none. */
+export function snapshotsOf(saved: { pth: string }): string[] {
+  const dir = dirname(saved.pth);
+  const found = readdirSync(dir)
+    .map((f) => ({ f, k: /^model_cyc_(\d+)\.pth$/.exec(f) }))
+    .filter((e) => e.k !== null)
+    .sort((a, b) => Number(a.k![1]) - Number(b.k![1]))
+    .map((e) => join(dir, e.f));
+  if (found.length === 0) throw new UsageError(`--ensemble: no cycle snapshots (model_cyc_*.pth) in ${dir}; 'fastvision fit --save-cycles' writes them`);
+  return found;
+}
+
+/**
+ * Class probabilities (row-major) and targets for the validation or test set:
+ * plain or averaged by TTA, and with `ensemble` averaged again over those
+ * snapshots' weights (the learner's own weights are restored afterwards).
+ */
+export async function probabilitiesOf(learn: ConvLearner, { tta, nAug, isTest, ensemble }: { tta: boolean; nAug: number; isTest: boolean; ensemble?: string[] }): Promise<{ probs: Float32Array; y: number[] }> {
+  const once = async (): Promise<{ probs: Tensor; y: Tensor }> => {
+    if (tta) return learn.TTA({ nAug, isTest });
     const r = await learn.predictWithTargets(isTest);
-    probs = r.logProbs.exp();
+    const probs = r.logProbs.exp();
     r.logProbs.dispose();
-    y = r.y;
+    return { probs, y: r.y };
+  };
+  let result: { probs: Tensor; y: Tensor };
+  if (ensemble === undefined) result = await once();
+  else {
+    const parts = await withWeightsOf(learn, ensemble, once);
+    result = { probs: averageProbs(parts.map((p) => p.probs)), y: parts[0]!.y };
+    for (const p of parts) p.probs.dispose();
+    for (const p of parts.slice(1)) p.y.dispose();
   }
-  const out = { probs: probs.dataSync() as Float32Array, y: y.toArray() };
-  probs.dispose();
-  y.dispose();
+  const out = { probs: result.probs.dataSync() as Float32Array, y: result.y.toArray() };
+  result.probs.dispose();
+  result.y.dispose();
   return out;
+}
+
+/** Runs `fn` with each weights file loaded in turn, then puts the learner's weights back. */
+async function withWeightsOf<T>(learn: ConvLearner, files: string[], fn: () => Promise<T>): Promise<T[]> {
+  const current = new Map([...learn.model.stateDict()].map(([k, t]) => [k, noGrad(() => t.clone())]));
+  const out: T[] = [];
+  try {
+    for (const f of files) {
+      try {
+        await learn.load(f);
+      } catch (e) {
+        throw new UsageError(`${f}: cannot load into the model (${(e as Error).message.split('\n')[0]})`);
+      }
+      out.push(await fn());
+    }
+  } finally {
+    learn.model.loadStateDict(current);
+    for (const t of current.values()) t.dispose();
+  }
+  return out;
+}
+
+/** The mean of probability tensors of the same shape. */
+function averageProbs(parts: Tensor[]): Tensor {
+  return tidy(() => parts.slice(1).reduce((acc, p) => acc.add(p), parts[0]!).div(parts.length));
 }
 
 /** Rebuilds the learner a saved model came from, on `data`, with its weights loaded. */

@@ -2,11 +2,12 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ImageClassifierData } from '../vision/data.js';
-import { FilesDataset, isImageFile, scanTestFolder } from '../vision/dataset.js';
+import { entryKind, FilesDataset, isImageFile, scanTestFolder } from '../vision/dataset.js';
 import { archOf } from '../vision/models/archs.js';
 import { flag, num, str, UsageError, type CommandSpec, type ParsedArgs } from './args.js';
-import { tfmsFor } from './data-args.js';
-import { learnerFor, probabilitiesOf, readModel, type ModelInfo } from './model-file.js';
+import { imageLimitArg, tfmsFor } from './data-args.js';
+import { ENSEMBLE, learnerFor, probabilitiesOf, readModel, snapshotsOf, type ModelInfo } from './model-file.js';
+import { claimFile } from './outputs.js';
 import { writeSubmission } from './submission.js';
 import { predictedFiles } from './train.js';
 
@@ -18,11 +19,11 @@ export function collectImages(items: string[]): string[] {
     if (statSync(item).isDirectory()) {
       const found = readdirSync(item)
         .sort()
-        .filter((f) => isImageFile(f) && statSync(join(item, f)).isFile())
+        .filter((f) => isImageFile(f) && entryKind(join(item, f)) === 'file')
         .map((f) => resolve(item, f));
       if (found.length === 0) throw new UsageError(`${item}: no images in this folder`);
       files.push(...found);
-    } else if (isImageFile(item)) files.push(resolve(item));
+    } else if (isImageFile(basename(item))) files.push(resolve(item));
     else throw new UsageError(`${item}: not an image file (by its extension)`);
   }
   return files;
@@ -31,9 +32,11 @@ export function collectImages(items: string[]): string[] {
 /** Probabilities (rows in the order of the returned files) for a test dataset, with or without TTA. */
 async function probabilities(saved: { pth: string; info: ModelInfo }, ds: FilesDataset, args: ParsedArgs, tta: boolean): Promise<{ files: string[]; probs: Float32Array }> {
   const bs = num(args, 'bs', 32, { min: 1, max: 4096, integer: true });
+  imageLimitArg(args);
   const data = new ImageClassifierData(dirname(ds.files[0]!), ds, null, ds, saved.info.classes, tfmsFor(args, archOf(saved.info.arch), saved.info.size), { bs, seed: 0, channelsLast: false, onBadImage: 'skip' });
   const learn = await learnerFor(saved, data);
-  const { probs } = await probabilitiesOf(learn, { tta, nAug: num(args, 'tta-aug', 4, { min: 0, max: 64, integer: true }), isTest: true });
+  const ensemble = flag(args, 'ensemble') ? snapshotsOf(saved) : undefined;
+  const { probs } = await probabilitiesOf(learn, { tta, nAug: num(args, 'tta-aug', 4, { min: 0, max: 64, integer: true }), isTest: true, ensemble });
   const files = predictedFiles(ds);
   if (files.length === 0) throw new UsageError('none of the images could be read');
   return { files, probs };
@@ -44,6 +47,8 @@ const PREDICTION_OPTIONS = {
   tta: { type: 'boolean', help: 'average over augmented copies (test-time augmentation)' },
   'tta-aug': { type: 'string', arg: 'N', help: 'with TTA: augmented copies', default: '4' },
   aug: { type: 'string', arg: 'KIND', help: 'with TTA: side-on, top-down or none', default: 'side-on' },
+  ensemble: ENSEMBLE,
+  'max-image-pixels': { type: 'string', arg: 'N', help: 'refuse images whose header declares more pixels (decompression bombs)', default: '178956970' },
 } as const;
 
 export const predictCommand: CommandSpec = {
@@ -89,6 +94,7 @@ export const submitCommand: CommandSpec = {
     if (!existsSync(folder) || !statSync(folder).isDirectory()) throw new UsageError(`no such folder: ${args.positionals[1]}`);
     const ds = scanTestFolder(dirname(folder), basename(folder), saved.info.classes);
     const out = resolve(str(args, 'out', 'submission.csv'));
+    claimFile(out, '--out');
     const { files, probs } = await probabilities(saved, ds, args, !flag(args, 'no-tta'));
     await writeSubmission(out, files, probs, saved.info.classes, { labels: flag(args, 'labels') });
     console.log(`${files.length} rows written to ${out}${files.length < ds.length ? ` (${ds.length - files.length} unreadable image(s) skipped)` : ''}`);

@@ -1,16 +1,22 @@
 // `fastvision lr-find` and `fastvision fit`: the recipe's steps one at a time,
 // for users who want to choose the rate and the schedule themselves.
-import { mkdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
-import { ConvLearner } from '../learn/learner.js';
+import { disposeCheckpoint, loadCheckpoint, saveCheckpoint, type Checkpoint } from '../learn/checkpoint.js';
+import { TrainingDivergedError } from '../learn/guard.js';
+import { ConvLearner, type Callback, type FitState } from '../learn/learner.js';
+import { BatchTooLargeError, checkBatchFits } from '../learn/memory.js';
 import { addLrFinder, addTraining } from './figures.js';
 import { Report } from '../report/html.js';
 import { TrainingLog } from './training-log.js';
-import { savePth } from '../torch/index.js';
+import { manualSeed } from '../torch/index.js';
 import { archOf } from '../vision/models/archs.js';
 import { flag, num, numList, str, UsageError, type CommandSpec, type OptionSpec } from './args.js';
 import { archArg, dataPath, LAYOUT_OPTIONS, loadData, MODEL_OPTIONS, sizeArg } from './data-args.js';
 import { learnerFor, readModel, saveModel } from './model-file.js';
+import { withOutput } from './outputs.js';
+import { checkpointFile, runFingerprint } from './train.js';
 
 const OUT: OptionSpec = { type: 'string', arg: 'DIR', help: 'where the pictures, report (and model) go', default: './fastvision-out/<folder name>' };
 const UNFREEZE: OptionSpec = { type: 'boolean', help: 'train the whole network (no precomputed activations)' };
@@ -20,25 +26,37 @@ export const lrFindCommand: CommandSpec = {
   name: 'lr-find',
   summary: 'Runs the learning-rate finder and suggests a rate; draws the loss against the rate.',
   positionals: ['<path>'],
-  options: { ...LAYOUT_OPTIONS, ...MODEL_OPTIONS, unfreeze: UNFREEZE, from: FROM, out: OUT },
+  options: { ...LAYOUT_OPTIONS, ...MODEL_OPTIONS, unfreeze: UNFREEZE, from: FROM, 'num-it': { type: 'string', arg: 'N', help: 'mini-batches to run (going over a small training set several times)', default: 'max(100, one pass)' }, out: OUT },
   async run(args) {
     const path = dataPath(args.positionals[0]);
     const out = resolve(str(args, 'out', join('fastvision-out', basename(path))));
     const from = str(args, 'from');
     const saved = from === undefined ? null : await readModel(from);
     const arch = archArg(args);
-    const data = await loadData(path, args, saved ? archOf(saved.info.arch) : arch, sizeArg(args, saved?.info.size ?? 224));
-    const learn = saved ? await learnerFor(saved, data) : await ConvLearner.pretrained(arch, data, { precompute: !flag(args, 'unfreeze') });
-    if (flag(args, 'unfreeze')) learn.unfreeze();
-    const finder = await learn.lrFind();
-    const { lr, rule } = finder.suggestion();
-    for (const p of finder.plot().filter((_, i, a) => i % Math.max(1, Math.floor(a.length / 15)) === 0)) console.log(`lr ${p.lr.toExponential(2)}  loss ${p.loss.toFixed(4)}`);
-    console.log(`suggested rate ${lr.toExponential(2)} (${rule})`);
-    const report = new Report(out, `fastvision lr-find: ${basename(path)}`);
-    await addLrFinder(report, finder, lr, rule);
-    console.log(`report: ${await report.write('lr-find.html')}`);
+    await withOutput(out, async () => {
+      const data = await loadData(path, args, saved ? archOf(saved.info.arch) : arch, sizeArg(args, saved?.info.size ?? 224));
+      const learn = saved ? await learnerFor(saved, data) : await ConvLearner.pretrained(arch, data, { precompute: !flag(args, 'unfreeze') });
+      if (flag(args, 'unfreeze')) learn.unfreeze();
+      // As train does: at least 100 mini-batches, so that a small dataset gives a curve, not a handful of points.
+      const numIt = num(args, 'num-it', Math.max(100, data.trnDl.length), { min: 2, max: 100000, integer: true });
+      const finder = await learn.lrFind({ numIt });
+      const { lr, rule } = finder.suggestion();
+      for (const p of finder.plot().filter((_, i, a) => i % Math.max(1, Math.floor(a.length / 15)) === 0)) console.log(`lr ${p.lr.toExponential(2)}  loss ${p.loss.toFixed(4)}`);
+      const early = finder.lrs.length < numIt ? ` (stopped early at ${finder.lrs.at(-1)!.toExponential(2)}: the loss passed 4× its best)` : '';
+      console.log(`${finder.lrs.length} iterations${early}; suggested rate ${lr.toExponential(2)} (${rule})`);
+      const report = new Report(out, `fastvision lr-find: ${basename(path)}`);
+      await addLrFinder(report, finder, lr, rule);
+      console.log(`report: ${await report.write('lr-find.html')}`);
+    });
   },
 };
+
+/** What `fit`'s checkpoint describes besides its tensors. */
+interface FitMeta {
+  kind: 'fit';
+  fingerprint: string;
+  log: ReturnType<TrainingLog['toJSON']>;
+}
 
 export const fitCommand: CommandSpec = {
   name: 'fit',
@@ -56,7 +74,9 @@ export const fitCommand: CommandSpec = {
     unfreeze: UNFREEZE,
     adam: { type: 'boolean', help: 'Adam instead of SGD with momentum 0.9' },
     from: FROM,
-    'save-cycles': { type: 'boolean', help: 'also save a snapshot at the end of each cycle (model_cyc_K.pth)' },
+    'save-cycles': { type: 'boolean', help: 'also save a snapshot at the end of each cycle (model_cyc_K.pth; predict --ensemble averages them)' },
+    seed: { type: 'string', arg: 'N', help: "seed of the head's initial weights, dropout, shuffling and augmentation", default: '0' },
+    resume: { type: 'boolean', help: "continue an interrupted fit from --out's checkpoint, with the same options" },
     out: OUT,
   },
   async run(args) {
@@ -74,22 +94,64 @@ export const fitCommand: CommandSpec = {
     const saved = from === undefined ? null : await readModel(from);
     const arch = saved ? archOf(saved.info.arch) : archArg(args);
     const size = sizeArg(args, saved?.info.size ?? 224);
-    const data = await loadData(path, args, arch, size);
-    if (saved && saved.info.classes.join('\n') !== data.classes.join('\n')) throw new UsageError(`${path}: its classes are not those of ${from}`);
-    const learn = saved ? await learnerFor(saved, data, { optFn: flag(args, 'adam') ? 'adam' : 'sgd' }) : await ConvLearner.pretrained(arch, data, { optFn: flag(args, 'adam') ? 'adam' : 'sgd' });
-    if (flag(args, 'unfreeze')) learn.unfreeze();
-    if (flag(args, 'precompute')) learn.precompute = true;
-    const log = new TrainingLog();
-    const cb = log.begin({ name: 'fit', size, lrs, nCycle, cycleLen, cycleMult });
-    // savePth serializes before its first await, so each snapshot holds the weights at its cycle's end.
-    const snapshots: Promise<void>[] = [];
-    const snap = { onCycleEnd: (k: number) => void snapshots.push(mkdir(out, { recursive: true }).then(() => savePth(join(out, `model_cyc_${k}.pth`), learn.model.stateDict()))) };
-    await learn.fit(lrs.length === 1 ? lrs[0]! : lrs, nCycle, { cycleLen, cycleMult, wds: wds.length === 1 ? wds[0]! : wds, callbacks: flag(args, 'save-cycles') ? [cb, snap] : [cb] });
-    await Promise.all(snapshots);
-    const { model } = await saveModel(out, learn, size);
-    if (snapshots.length > 0) console.log(`cycle snapshots: ${join(out, 'model_cyc_*.pth')} (${snapshots.length})`);
-    const report = new Report(out, `fastvision fit: ${basename(path)}`);
-    await addTraining(report, log);
-    console.log(`model:  ${model}\nreport: ${await report.write('fit.html')}`);
+    const fingerprint = runFingerprint(args, path);
+    const ckptFile = checkpointFile(out);
+    await withOutput(out, async () => {
+      let resume: Checkpoint<FitMeta> | null = null;
+      if (flag(args, 'resume')) {
+        if (!existsSync(ckptFile)) throw new UsageError(`--resume: no checkpoint in ${out} (fit writes ${ckptFile} at the end of each epoch)`);
+        resume = await loadCheckpoint<FitMeta>(ckptFile);
+        if (resume.meta.kind !== 'fit' || resume.meta.fingerprint !== fingerprint || resume.fit === null) {
+          disposeCheckpoint(resume);
+          throw new UsageError(`--resume: the checkpoint in ${out} was made by a run with other data or settings; run again with the same options, or without --resume to start over`);
+        }
+      }
+      manualSeed(num(args, 'seed', 0, { min: 0, max: 2 ** 31 - 1, integer: true }));
+      const data = await loadData(path, args, arch, size);
+      if (saved && saved.info.classes.join('\n') !== data.classes.join('\n')) throw new UsageError(`${path}: its classes are not those of ${from}`);
+      const optFn = flag(args, 'adam') ? 'adam' : 'sgd';
+      const learn = saved ? await learnerFor(saved, data, { optFn }) : await ConvLearner.pretrained(arch, data, { optFn });
+      if (flag(args, 'unfreeze')) learn.unfreeze();
+      if (flag(args, 'precompute')) learn.precompute = true;
+      try {
+        checkBatchFits(learn.model, { arch: arch.name, size, bs: data.bs, unfrozen: flag(args, 'unfreeze') });
+      } catch (e) {
+        if (e instanceof BatchTooLargeError) throw new UsageError(e.message);
+        throw e;
+      }
+      const log = resume ? TrainingLog.from(resume.meta.log) : new TrainingLog();
+      const cb = resume ? log.continueLast(resume.fit!.iteration) : log.begin({ name: 'fit', size, lrs, nCycle, cycleLen, cycleMult });
+      if (resume) {
+        learn.model.loadStateDict(resume.model);
+        console.log(`resuming from ${ckptFile} at epoch ${resume.fit!.epoch}`);
+      }
+      // Each cycle's snapshot is a complete model file (its description inside), written as the cycle ends.
+      const snapshots: Promise<unknown>[] = [];
+      const snap: Callback = { onCycleEnd: (k: number) => void snapshots.push(saveModel(out, learn, size, { name: `model_cyc_${k}`, json: false })) };
+      const onCheckpoint = async (fs: FitState): Promise<void> => {
+        await saveCheckpoint<FitMeta>(ckptFile, { meta: { kind: 'fit', fingerprint, log: log.toJSON() }, model: learn.model.stateDict(), fit: fs, rng: fs.rng });
+      };
+      let diverged: TrainingDivergedError | null = null;
+      try {
+        await learn.fit(lrs.length === 1 ? lrs[0]! : lrs, nCycle, { cycleLen, cycleMult, wds: wds.length === 1 ? wds[0]! : wds, callbacks: flag(args, 'save-cycles') ? [cb, snap] : [cb], onCheckpoint, resume: resume?.fit ?? undefined });
+      } catch (e) {
+        if (!(e instanceof TrainingDivergedError)) throw e;
+        diverged = e;
+      } finally {
+        if (resume) disposeCheckpoint(resume);
+      }
+      await Promise.all(snapshots);
+      if (diverged && log.last() === undefined) {
+        await rm(ckptFile, { force: true });
+        throw new Error(`${diverged.message.replace(/ Try a lower learning rate\.$/, '')}; no epoch ended well, so nothing was saved${existsSync(join(out, 'model.pth')) ? ' (the previous model is kept)' : ''}: try a lower --lr`);
+      }
+      const { model } = await saveModel(out, learn, size);
+      await rm(ckptFile, { force: true });
+      if (snapshots.length > 0) console.log(`cycle snapshots: ${join(out, 'model_cyc_*.pth')} (${snapshots.length})`);
+      const report = new Report(out, `fastvision fit: ${basename(path)}`);
+      await addTraining(report, log);
+      console.log(`model:  ${model}\nreport: ${await report.write('fit.html')}`);
+      if (diverged) console.log(`warning: training stopped early (${diverged.reason}); the model saved is that of ${diverged.restoredTo}`);
+    });
   },
 };

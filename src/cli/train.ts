@@ -2,19 +2,25 @@
 // done for a folder of photos — learning-rate finder, head on precomputed
 // activations, augmentation, unfreezing with differential rates and cycleMult 2,
 // optional progressive resizing, TTA — then the model, report, JSON and submission.
+import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
-import { ConvLearner, type Callback, type EpochRecord } from '../learn/learner.js';
+import { ConvLearner, LrFinderResult, type Callback, type EpochRecord, type FitState } from '../learn/learner.js';
+import { disposeCheckpoint, loadCheckpoint, saveCheckpoint, type Checkpoint } from '../learn/checkpoint.js';
+import { TrainingDivergedError } from '../learn/guard.js';
+import { BatchTooLargeError, checkBatchFits } from '../learn/memory.js';
 import type { Arch } from '../vision/models/archs.js';
 import { addAugmentationPreview, addDataSection, addInterpretation, addLrFinder, addTraining } from './figures.js';
 import { Report } from '../report/html.js';
 import { TrainingLog } from './training-log.js';
-import { F, noGrad, tidy, type Tensor } from '../torch/index.js';
+import { F, manualSeed, noGrad, setRngState, tidy, type Tensor } from '../torch/index.js';
 import { writeFileAtomic } from '../util/files.js';
 import type { ImageClassifierData } from '../vision/data.js';
 import { FilesDataset } from '../vision/dataset.js';
 import { flag, num, numList, str, UsageError, type CommandSpec, type OptionSpec, type ParsedArgs } from './args.js';
 import { archArg, dataPath, LAYOUT_OPTIONS, loadData, MODEL_OPTIONS, sizeArg } from './data-args.js';
 import { saveModel } from './model-file.js';
+import { claimFile, withOutput } from './outputs.js';
 import { writeSubmission } from './submission.js';
 
 /** What the recipe needs, with the CLI's defaults filled in. */
@@ -41,6 +47,12 @@ export interface RecipeSettings {
   ttaAug: number;
   /** Hand back the weights from the end of the stage with the lowest validation loss (else the last ones). */
   keepBest: boolean;
+  /** Seed of libtorch's generator (the head's initial weights, dropout) and of the loaders. */
+  seed: number;
+  /** Continue from the output folder's checkpoint. */
+  resume: boolean;
+  /** The options that decide the run's result: a resume must be given the same. */
+  fingerprint: string;
   out: string;
   json?: string;
 }
@@ -51,11 +63,15 @@ export interface TrainSummary {
   arch: string;
   sizes: number[];
   /** The settings the recipe ran with. */
-  settings: Omit<RecipeSettings, 'out' | 'json'>;
+  settings: Omit<RecipeSettings, 'out' | 'json' | 'resume' | 'fingerprint'>;
   lr: { chosen: number; suggested: number | null; rule: string; finder: { lr: number; loss: number }[] };
   stages: { name: string; size: number; lrs: number[]; nCycle: number; cycleLen?: number; cycleMult?: number; seconds: number; history: { epoch: number; trnLoss: number; valLoss: number | null; accuracy: number | null }[] }[];
   /** The model saved: its validation figures, and the stage and epoch it is from (the best snapshot point by validation loss, unless --keep-last). */
   final: { valLoss: number | null; accuracy: number | null; stage: string | null; epoch: number | null };
+  /** Where training diverged and stopped, if it did (the weights kept are the last good ones). */
+  diverged: { stage: string; epoch: number; reason: string; restoredTo: string } | null;
+  /** The checkpoint a resumed run continued from. */
+  resumedFrom: { stage: string; epoch: number | null } | null;
   tta: { accuracy: number; loss: number; nAug: number } | null;
   confusion: number[][] | null;
   artifacts: { out: string; model: string; modelInfo: string; report: string; pictures: string[]; submission: string | null; json: string | null };
@@ -85,76 +101,222 @@ export function unfreezePlan(arch: Arch, lr: number, s: Pick<RecipeSettings, 'bn
   return { bnFreeze, lr: top, note: followed ? `unfreezing ${arch.name} with batch-norm statistics ${bnFreeze ? 'kept' : 'updated'} and the head at ${top.toExponential(2)}: ${advice.why} (--lesson-unfreeze for the lesson's way)` : undefined };
 }
 
-/** Runs the recipe on `data` (at `settings.sizes[0]`); `dataAt` gives the data at later sizes. */
+/** What a recipe checkpoint describes besides its tensors. */
+interface RecipeMeta {
+  kind: 'train';
+  /** The settings the run was started with; a resume must match them. */
+  fingerprint: string;
+  lr: number;
+  suggested: number | null;
+  rule: string;
+  finder: { lrs: number[]; losses: number[] };
+  /** The stage in progress, and whether it is complete. */
+  stage: number;
+  stageDone: boolean;
+  /** The image training loader's pass counter (its shuffling and augmentation are seeded by it). */
+  imageLoaderEpoch: number;
+  log: ReturnType<TrainingLog['toJSON']>;
+  best: { stage: string; record: EpochRecord } | null;
+  seconds: number;
+}
+
+/** One stage of the recipe: how to enter it (freezing, data) and what to fit. */
+interface StagePlan {
+  name: string;
+  size: number;
+  lrs: number[];
+  nCycle: number;
+  cycleLen?: number;
+  cycleMult?: number;
+  enter: () => Promise<void>;
+}
+
+/** Epochs of a fit: nCycle, or SGDR's cycleLen × (1 + mult + mult² …). */
+function stageEpochs(s: Pick<StagePlan, 'nCycle' | 'cycleLen' | 'cycleMult'>): number {
+  return s.cycleLen === undefined ? s.nCycle : s.cycleLen * Array.from({ length: s.nCycle }, (_, k) => (s.cycleMult ?? 1) ** k).reduce((a, b) => a + b, 0);
+}
+
+/** Where `train` keeps its checkpoint in the output folder. */
+export function checkpointFile(out: string): string {
+  return join(resolve(out), 'checkpoint.pth');
+}
+
+/**
+ * Runs the recipe on `data` (at `settings.sizes[0]`); `dataAt` gives the data at
+ * later sizes. A checkpoint is written at each epoch's end; with
+ * `settings.resume` the run continues from it and ends as an uninterrupted run
+ * with the same seed would. A stage whose loss diverges stops the training: the
+ * last good weights are kept, and without any good epoch nothing is saved.
+ */
 export async function runRecipe(data: ImageClassifierData, arch: string, settings: RecipeSettings, dataAt: (size: number) => Promise<ImageClassifierData>, say: (line: string) => void = console.log): Promise<TrainSummary> {
   const t0 = performance.now();
   const out = resolve(settings.out);
+  const ckptFile = checkpointFile(out);
+  let resume: Checkpoint<RecipeMeta> | null = null;
+  if (settings.resume) {
+    if (!existsSync(ckptFile)) throw new UsageError(`--resume: no checkpoint in ${out} (train writes ${ckptFile} at the end of each epoch)`);
+    resume = await loadCheckpoint<RecipeMeta>(ckptFile);
+    if (resume.meta.kind !== 'train' || resume.meta.fingerprint !== settings.fingerprint) {
+      disposeCheckpoint(resume);
+      throw new UsageError(`--resume: the checkpoint in ${out} was made by a run with other data or settings; run again with the same options, or without --resume to start over`);
+    }
+  }
   const report = new Report(out, `fastvision: ${basename(data.path)} (${arch})`);
   say(`${data.trnDs.length} training, ${data.valDs?.length ?? 0} validation${data.testDs ? `, ${data.testDs.length} test` : ''} images; ${data.c} classes: ${data.classes.slice(0, 10).join(', ')}${data.c > 10 ? ', …' : ''}`);
   if (!data.valDs || data.valDs.length === 0) throw new UsageError(`${data.path}: no validation images; the recipe needs a validation set (valid/ folder or --val-pct above 0)`);
+  manualSeed(settings.seed);
   const { trn: trnCounts, val: valCounts } = await addDataSection(report, data);
   await addAugmentationPreview(report, data);
   const learn = await ConvLearner.pretrained(arch, data, { precompute: true, pretrained: settings.weights ?? true });
-  const log = new TrainingLog();
+  if (settings.unfreezeCycles > 0 || settings.sizes.length > 1) {
+    try {
+      checkBatchFits(learn.model, { arch, size: settings.sizes[settings.sizes.length - 1]!, bs: data.bs, unfrozen: settings.unfreezeCycles > 0 });
+    } catch (e) {
+      if (e instanceof BatchTooLargeError) throw new UsageError(e.message);
+      throw e;
+    }
+  }
   const size0 = settings.sizes[0]!;
 
-  say('\n# learning-rate finder');
-  // At least 100 mini-batches (cheap on precomputed activations): one pass over a small dataset is a handful of coarse points.
-  const finder = await learn.lrFind({ numIt: Math.max(100, data.trnDl.length) });
-  const suggestion = finder.suggestion();
-  const lr = settings.lr ?? suggestion.lr;
-  const rule = settings.lr === undefined ? suggestion.rule : 'given by --lr';
-  say(`${finder.lrs.length} iterations; suggested ${suggestion.lr.toExponential(2)} (${suggestion.rule}); using ${lr.toExponential(2)}`);
+  let lr: number;
+  let suggestion: { lr: number; rule: string } | null = null;
+  let rule: string;
+  let finder: LrFinderResult;
+  if (resume) {
+    say(`\nresuming from ${ckptFile}: '${resume.meta.log.stages.at(-1)?.name ?? 'the start'}' had finished ${resume.fit?.epoch ?? 0} epoch(s)`);
+    ({ lr, rule } = resume.meta);
+    suggestion = resume.meta.suggested === null ? null : { lr: resume.meta.suggested, rule: resume.meta.rule };
+    finder = new LrFinderResult(resume.meta.finder.lrs, resume.meta.finder.losses);
+    learn.model.loadStateDict(resume.model);
+  } else {
+    say('\n# learning-rate finder');
+    // At least 100 mini-batches (cheap on precomputed activations): one pass over a small dataset is a handful of coarse points.
+    finder = await learn.lrFind({ numIt: Math.max(100, data.trnDl.length) });
+    suggestion = finder.suggestion();
+    lr = settings.lr ?? suggestion.lr;
+    rule = settings.lr === undefined ? suggestion.rule : 'given by --lr';
+    say(`${finder.lrs.length} iterations; suggested ${suggestion.lr.toExponential(2)} (${suggestion.rule}); using ${lr.toExponential(2)}`);
+  }
   await addLrFinder(report, finder, lr, rule);
 
   const d = settings.groupDiv;
   const plan = unfreezePlan(learn.arch, lr, settings);
   const groupLrs = [plan.lr / d / d, plan.lr / d, plan.lr];
+  const log = resume ? TrainingLog.from(resume.meta.log) : new TrainingLog();
   // The weights with the lowest validation loss among SGDR's snapshot points — the end of each
   // cycle, where the rate has annealed — and each stage's last epoch: a later stage (unfreezing,
   // above all) can end worse, and the recipe should not hand back the worse model.
   let best: { stage: string; record: EpochRecord; state: Map<string, Tensor> } | null = null;
+  if (resume?.meta.best && resume.states.has('best')) best = { ...resume.meta.best, state: resume.states.get('best')! };
   const consider = (name: string, rec: EpochRecord): void => {
     if (!settings.keepBest || rec.valLoss === null || !Number.isFinite(rec.valLoss) || (best !== null && rec.valLoss >= best.record.valLoss!)) return;
     if (best) for (const t of best.state.values()) t.dispose();
     best = { stage: name, record: rec, state: new Map([...learn.model.stateDict()].map(([k, t]) => [k, noGrad(() => t.clone())])) };
   };
-  const stage = async (name: string, size: number, lrs: number[], nCycle: number, opts: { cycleLen?: number; cycleMult?: number }): Promise<void> => {
-    if (nCycle === 0) return;
-    say(`\n# ${name}`);
-    const cb = log.begin({ name, size, lrs, nCycle, ...opts });
-    const epochs = opts.cycleLen === undefined ? nCycle : opts.cycleLen * Array.from({ length: nCycle }, (_, k) => (opts.cycleMult ?? 1) ** k).reduce((a, b) => a + b, 0);
+  const stages: StagePlan[] = [
+    { name: 'head on precomputed activations', size: size0, lrs: [lr], nCycle: settings.cycles, enter: async () => void (learn.precompute = true) },
+    { name: 'head with augmentation', size: size0, lrs: [lr], nCycle: settings.cycles, cycleLen: 1, enter: async () => void (learn.precompute = false) },
+    {
+      name: 'unfrozen, differential rates',
+      size: size0,
+      lrs: groupLrs,
+      nCycle: settings.unfreezeCycles,
+      cycleLen: 1,
+      cycleMult: 2,
+      enter: async () => {
+        learn.unfreeze();
+        learn.bnFreeze(plan.bnFreeze);
+        if (plan.note && settings.unfreezeCycles > 0) say(`\n${plan.note}`);
+      },
+    },
+    ...settings.sizes.slice(1).flatMap((size): StagePlan[] => [
+      {
+        name: `size ${size}: head with augmentation`,
+        size,
+        lrs: [lr],
+        nCycle: settings.cycles,
+        cycleLen: 1,
+        enter: async () => {
+          say(`\n# progressive resizing to ${size}`);
+          learn.setData(await dataAt(size));
+        },
+      },
+      {
+        name: `size ${size}: unfrozen, differential rates`,
+        size,
+        lrs: groupLrs,
+        nCycle: settings.unfreezeCycles,
+        cycleLen: 1,
+        cycleMult: 2,
+        enter: async () => {
+          learn.unfreeze();
+          learn.bnFreeze(plan.bnFreeze);
+        },
+      },
+    ]),
+  ];
+
+  let diverged: { stage: string; error: TrainingDivergedError } | null = null;
+  const resumedFrom = resume ? { stage: resume.meta.stage, epoch: resume.fit?.epoch ?? null } : null;
+  for (const [i, st] of stages.entries()) {
+    await st.enter();
+    if (resume && i < resume.meta.stage) continue;
+    const fitResume = resume && i === resume.meta.stage ? resume : null;
+    resume = null;
+    if (fitResume?.meta.stageDone) {
+      // The checkpoint is this stage's end: the next stage starts from its loaders and random state.
+      learn.data.trnDl.epoch = fitResume.meta.imageLoaderEpoch;
+      setRngState(fitResume.rng);
+      continue;
+    }
+    if (st.nCycle === 0 || diverged) continue;
+    if (!fitResume) say(`\n# ${st.name}`);
+    const cb = fitResume?.fit ? log.continueLast(fitResume.fit.iteration) : log.begin({ name: st.name, size: st.size, lrs: st.lrs, nCycle: st.nCycle, cycleLen: st.cycleLen, cycleMult: st.cycleMult });
+    const epochs = stageEpochs(st);
     let cycleEnded = false;
     const keeper: Callback = {
       onCycleEnd: () => void (cycleEnded = true),
       onEpochEnd: (rec) => {
-        if (cycleEnded || rec.epoch === epochs - 1) consider(name, rec);
+        if (cycleEnded || rec.epoch === epochs - 1) consider(st.name, rec);
         cycleEnded = false;
       },
     };
-    await learn.fit(lrs.length === 1 ? lrs[0]! : lrs, nCycle, { ...opts, callbacks: [cb, keeper] });
-  };
-  await stage('head on precomputed activations', size0, [lr], settings.cycles, {});
-  learn.precompute = false;
-  await stage('head with augmentation', size0, [lr], settings.cycles, { cycleLen: 1 });
-  learn.unfreeze();
-  learn.bnFreeze(plan.bnFreeze);
-  if (plan.note && settings.unfreezeCycles > 0) say(`\n${plan.note}`);
-  await stage('unfrozen, differential rates', size0, groupLrs, settings.unfreezeCycles, { cycleLen: 1, cycleMult: 2 });
-  let size = size0;
-  for (const next of settings.sizes.slice(1)) {
-    size = next;
-    say(`\n# progressive resizing to ${size}`);
-    learn.setData(await dataAt(size));
-    await stage(`size ${size}: head with augmentation`, size, [lr], settings.cycles, { cycleLen: 1 });
-    learn.unfreeze();
-    learn.bnFreeze(plan.bnFreeze);
-    await stage(`size ${size}: unfrozen, differential rates`, size, groupLrs, settings.unfreezeCycles, { cycleLen: 1, cycleMult: 2 });
+    const onCheckpoint = async (fs: FitState): Promise<void> => {
+      const chosen = best as { stage: string; record: EpochRecord; state: Map<string, Tensor> } | null;
+      const meta: RecipeMeta = {
+        kind: 'train',
+        fingerprint: settings.fingerprint,
+        lr,
+        suggested: suggestion?.lr ?? null,
+        rule,
+        finder: { lrs: finder.lrs, losses: finder.losses },
+        stage: i,
+        stageDone: fs.epoch === epochs,
+        imageLoaderEpoch: learn.data.trnDl.epoch,
+        log: log.toJSON(),
+        best: chosen ? { stage: chosen.stage, record: chosen.record } : null,
+        seconds: (performance.now() - t0) / 1000,
+      };
+      await saveCheckpoint(ckptFile, { meta, model: learn.model.stateDict(), fit: fs, states: chosen ? new Map([['best', chosen.state]]) : undefined, rng: fs.rng });
+    };
+    if (fitResume) learn.data.trnDl.epoch = fitResume.meta.imageLoaderEpoch;
+    try {
+      await learn.fit(st.lrs.length === 1 ? st.lrs[0]! : st.lrs, st.nCycle, { cycleLen: st.cycleLen, cycleMult: st.cycleMult, callbacks: [cb, keeper], onCheckpoint, resume: fitResume?.fit ?? undefined });
+    } catch (e) {
+      if (!(e instanceof TrainingDivergedError)) throw e;
+      diverged = { stage: st.name, error: e };
+      say(`\n${e.message}`);
+    } finally {
+      if (fitResume) disposeCheckpoint({ ...fitResume, states: new Map() });
+    }
   }
   let last = log.last();
+  if (last === undefined) {
+    throw new Error(`${diverged ? `training diverged in '${diverged.stage}' (${diverged.error.reason})` : 'no epoch was trained'} before any epoch ended well, so no model was saved${existsSync(join(out, 'model.pth')) ? ' (the previous model is kept)' : ''}; try a lower --lr`);
+  }
   let kept: { stage: string; epoch: number; valLoss: number | null } | null = null;
   const chosen = best as { stage: string; record: EpochRecord; state: Map<string, Tensor> } | null;
-  if (chosen && last && chosen.record !== last) {
+  if (chosen && chosen.record !== last && !(chosen.record.epoch === last.epoch && chosen.record.valLoss === last.valLoss && chosen.stage === log.stages.at(-1)?.name)) {
     say(`\nkeeping the weights from epoch ${chosen.record.epoch} of '${chosen.stage}' (validation loss ${chosen.record.valLoss!.toFixed(4)}; training ended at ${last.valLoss?.toFixed(4)}); --keep-last keeps the last ones`);
     learn.model.loadStateDict(chosen.state);
     last = chosen.record;
@@ -163,7 +325,7 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     kept = { stage: chosen.stage, epoch: chosen.record.epoch, valLoss: chosen.record.valLoss };
     for (const t of chosen.state.values()) t.dispose();
   }
-  const saved = await saveModel(out, learn, size);
+  const saved = await saveModel(out, learn, learn.data.sz ?? size0);
   await addTraining(report, log);
 
   say(`\n# test-time augmentation (${settings.ttaAug} augmented copies + the original)`);
@@ -211,17 +373,22 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     data: { path: data.path, classes: data.classes, counts: { trn: trnCounts, val: valCounts }, test: data.testDs?.length ?? 0 },
     arch,
     sizes: settings.sizes,
-    settings: { sizes: settings.sizes, cycles: settings.cycles, unfreezeCycles: settings.unfreezeCycles, lr: settings.lr, groupDiv: settings.groupDiv, bnFreeze: plan.bnFreeze, unfreezeLr: plan.lr, lessonUnfreeze: settings.lessonUnfreeze, weights: settings.weights, ttaAug: settings.ttaAug, keepBest: settings.keepBest },
-    lr: { chosen: lr, suggested: suggestion.lr, rule, finder: finder.lrs.map((l, i) => ({ lr: l, loss: finder.losses[i]! })) },
+    settings: { sizes: settings.sizes, cycles: settings.cycles, unfreezeCycles: settings.unfreezeCycles, lr: settings.lr, groupDiv: settings.groupDiv, bnFreeze: plan.bnFreeze, unfreezeLr: plan.lr, lessonUnfreeze: settings.lessonUnfreeze, weights: settings.weights, ttaAug: settings.ttaAug, keepBest: settings.keepBest, seed: settings.seed },
+    lr: { chosen: lr, suggested: suggestion?.lr ?? null, rule, finder: finder.lrs.map((l, i) => ({ lr: l, loss: finder.losses[i]! })) },
     stages: log.stages.map((s) => ({ name: s.name, size: s.size, lrs: s.lrs, nCycle: s.nCycle, cycleLen: s.cycleLen, cycleMult: s.cycleMult, seconds: s.seconds, history: s.history.map((h) => ({ epoch: h.epoch, trnLoss: h.trnLoss, valLoss: h.valLoss, accuracy: h.accuracy })) })),
     final: { valLoss: last?.valLoss ?? null, accuracy: last?.accuracy ?? null, stage: kept?.stage ?? log.stages.at(-1)?.name ?? null, epoch: kept?.epoch ?? last?.epoch ?? null },
     tta: { ...ttaScore, nAug: settings.ttaAug },
     confusion,
     artifacts: { out, model: saved.model, modelInfo: saved.info, report: reportFile, pictures: report.pictures, submission, json: settings.json ? resolve(settings.json) : null },
+    diverged: diverged ? { stage: diverged.stage, epoch: diverged.error.epoch, reason: diverged.error.reason, restoredTo: diverged.error.restoredTo } : null,
+    resumedFrom: resumedFrom ? { stage: stages[resumedFrom.stage]!.name, epoch: resumedFrom.epoch } : null,
     seconds: (performance.now() - t0) / 1000,
   };
   if (settings.json) await writeFileAtomic(resolve(settings.json), `${JSON.stringify(summary, null, 2)}\n`);
+  // The run is complete: a later --resume has nothing to continue.
+  await rm(ckptFile, { force: true });
   say(`\nmodel:  ${saved.model}\nreport: ${reportFile}${submission ? `\nsubmission: ${submission}` : ''}${settings.json ? `\nsummary: ${resolve(settings.json)}` : ''}`);
+  if (diverged) say(`warning: training stopped early (${diverged.error.reason} in '${diverged.stage}'); the model saved is the last good one`);
   return summary;
 }
 
@@ -237,9 +404,24 @@ export const RECIPE_OPTIONS: Record<string, OptionSpec> = {
   weights: { type: 'string', arg: 'NAME|FILE', help: "the body's pretrained weights: a zoo name or a .pth file (default: the architecture's own)" },
   'tta-aug': { type: 'string', arg: 'N', help: 'augmented copies averaged by test-time augmentation', default: '4' },
   'keep-last': { type: 'boolean', help: 'save the weights training ended with, not those of the cycle end with the lowest validation loss' },
+  seed: { type: 'string', arg: 'N', help: "seed of the head's initial weights, dropout, shuffling and augmentation", default: '0' },
+  resume: { type: 'boolean', help: "continue an interrupted run from --out's checkpoint (written at each epoch's end), with the same options" },
   out: { type: 'string', arg: 'DIR', help: 'where the model, pictures, report and submission go', default: './fastvision-out/<folder name>' },
   json: { type: 'string', arg: 'FILE', help: 'also write a machine-readable summary there' },
 };
+
+/**
+ * The options that decide what a run computes (the data, the model, the
+ * schedule, the seed), as one string: a resumed run must be given the same.
+ * Where the results go, and how many threads load images, do not count.
+ */
+export function runFingerprint(args: ParsedArgs, path: string): string {
+  const ignored = new Set(['resume', 'out', 'json', 'workers']);
+  const values = Object.entries(args.values)
+    .filter(([k, v]) => !ignored.has(k) && v !== undefined)
+    .sort(([a], [b]) => a.localeCompare(b));
+  return JSON.stringify({ path: resolve(path), values });
+}
 
 /** The recipe's settings from the command line. */
 export function recipeSettings(args: ParsedArgs, path: string, dfltSize = 224): RecipeSettings {
@@ -257,6 +439,9 @@ export function recipeSettings(args: ParsedArgs, path: string, dfltSize = 224): 
     weights: str(args, 'weights'),
     ttaAug: num(args, 'tta-aug', 4, { min: 0, max: 64, integer: true }),
     keepBest: !flag(args, 'keep-last'),
+    seed: num(args, 'seed', 0, { min: 0, max: 2 ** 31 - 1, integer: true }),
+    resume: flag(args, 'resume'),
+    fingerprint: runFingerprint(args, path),
     out: str(args, 'out', join('fastvision-out', basename(path))),
     json: str(args, 'json'),
   };
@@ -279,7 +464,10 @@ export const trainCommand: CommandSpec = {
     const path = dataPath(args.positionals[0]);
     const arch = archArg(args);
     const settings = recipeSettings(args, path);
-    const data = await loadData(path, args, arch, settings.sizes[0]!);
-    await runRecipe(data, arch.name, settings, (size) => loadData(path, args, arch, size));
+    await withOutput(settings.out, async () => {
+      if (settings.json) claimFile(settings.json, '--json');
+      const data = await loadData(path, args, arch, settings.sizes[0]!);
+      await runRecipe(data, arch.name, settings, (size) => loadData(path, args, arch, size));
+    });
   },
 };

@@ -24,17 +24,44 @@ export class TrainingLog {
   private offset = 0;
   private started = 0;
 
-  /** Starts a stage; what `callback()` records from now on belongs to it. */
+  /** Starts a stage; what the returned callback records from now on belongs to it. */
   begin(stage: Omit<StageRecord, 'history' | 'epochEnds' | 'seconds'>): Callback {
     const rec: StageRecord = { ...stage, history: [], epochEnds: [], seconds: 0 };
     this.stages.push(rec);
-    this.offset = this.iterations.length;
-    this.started = performance.now();
+    return this.recorder(rec, this.iterations.length, 0);
+  }
+
+  /**
+   * Continues the last stage after a resume, `done` of its iterations having been
+   * recorded before the interruption.
+   */
+  continueLast(done: number): Callback {
+    const rec = this.stages[this.stages.length - 1];
+    if (rec === undefined) throw new Error('TrainingLog: no stage to continue');
+    return this.recorder(rec, this.iterations.length - done, rec.seconds);
+  }
+
+  /** The log as plain data (for checkpoints). */
+  toJSON(): { stages: StageRecord[]; iterations: TrainingLog['iterations'] } {
+    return { stages: this.stages, iterations: this.iterations };
+  }
+
+  /** A log restored from `toJSON()`'s data. */
+  static from(data: { stages: StageRecord[]; iterations: TrainingLog['iterations'] }): TrainingLog {
+    const log = new TrainingLog();
+    log.stages.push(...data.stages);
+    log.iterations.push(...data.iterations);
+    return log;
+  }
+
+  private recorder(rec: StageRecord, offset: number, secondsBefore: number): Callback {
+    this.offset = offset;
+    this.started = performance.now() - secondsBefore * 1000;
     let last = 0;
     return {
       onBatchEnd: ({ iteration, smoothedLoss, lrs }) => {
         last = iteration;
-        this.iterations.push({ iteration: this.offset + iteration, lr: lrs[lrs.length - 1]!, loss: smoothedLoss, stage: stage.name });
+        this.iterations.push({ iteration: this.offset + iteration, lr: lrs[lrs.length - 1]!, loss: smoothedLoss, stage: rec.name });
       },
       onEpochEnd: (r) => {
         rec.history.push(r);
