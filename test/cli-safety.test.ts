@@ -227,3 +227,17 @@ test('lr-find runs at least 100 mini-batches; predict --ensemble averages the cy
   for (const label of ['cats', 'dogs']) assert.ok(Math.abs(e.get(label)! - (a.get(label)! + b.get(label)!) / 2) < 2e-4, `${label}: ${e.get(label)} is the mean of ${a.get(label)} and ${b.get(label)}`);
   assert.match(cli(['predict', join(tmp, 'o-lr'), photo, '--ensemble']).stderr, /no (model weights|cycle snapshots)/);
 });
+
+test('weights that do not fit the description: the message names the keys', async () => {
+  const out = join(tmp, 'o-mismatch');
+  ok(cli(['fit', data, '--precompute', '--cycles', '1', '--size', '32', '--bs', '4', '--out', out]), 'fit');
+  // An older model file without its description inside, beside a description of another head.
+  const { savePth } = await import('../src/index.js');
+  const state = await loadStateDictFile(join(out, 'model.pth'));
+  await savePth(join(out, 'model.pth'), state);
+  writeFileSync(join(out, 'model.json'), JSON.stringify({ format: 'fastvision-model', version: 1, arch: 'mobilenet_v2_nsfwjs', classes: ['a', 'b', 'c'], size: 32, xtraFc: [512], ps: [0.25, 0.5] }));
+  const r = cli(['predict', out, join(data, 'test')]);
+  assert.equal(r.code, 2);
+  assert.equal(r.stderr.trim().split('\n').length, 1);
+  assert.match(r.stderr, /cannot load into mobilenet_v2_nsfwjs for 3 classes \(.*size mismatch for head\.6\.weight: the checkpoint has \[2, 512\], the model \[3, 512\]/);
+});
