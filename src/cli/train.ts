@@ -213,22 +213,24 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     if (best) for (const t of best.state.values()) t.dispose();
     best = { stage: name, record: rec, state: new Map([...learn.model.stateDict()].map(([k, t]) => [k, noGrad(() => t.clone())])) };
   };
+  // The unfrozen stage at a size: all layer groups, differential rates, SGDR with cycleMult 2.
+  const unfrozen = (name: string, size: number, note?: string): StagePlan => ({
+    name,
+    size,
+    lrs: groupLrs,
+    nCycle: settings.unfreezeCycles,
+    cycleLen: 1,
+    cycleMult: 2,
+    enter: async () => {
+      learn.unfreeze();
+      learn.bnFreeze(plan.bnFreeze);
+      if (note && settings.unfreezeCycles > 0) say(`\n${note}`);
+    },
+  });
   const stages: StagePlan[] = [
     { name: 'head on precomputed activations', size: size0, lrs: [lr], nCycle: settings.cycles, enter: async () => void (learn.precompute = true) },
     { name: 'head with augmentation', size: size0, lrs: [lr], nCycle: settings.cycles, cycleLen: 1, enter: async () => void (learn.precompute = false) },
-    {
-      name: 'unfrozen, differential rates',
-      size: size0,
-      lrs: groupLrs,
-      nCycle: settings.unfreezeCycles,
-      cycleLen: 1,
-      cycleMult: 2,
-      enter: async () => {
-        learn.unfreeze();
-        learn.bnFreeze(plan.bnFreeze);
-        if (plan.note && settings.unfreezeCycles > 0) say(`\n${plan.note}`);
-      },
-    },
+    unfrozen('unfrozen, differential rates', size0, plan.note),
     ...settings.sizes.slice(1).flatMap((size): StagePlan[] => [
       {
         name: `size ${size}: head with augmentation`,
@@ -241,18 +243,7 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
           learn.setData(await dataAt(size));
         },
       },
-      {
-        name: `size ${size}: unfrozen, differential rates`,
-        size,
-        lrs: groupLrs,
-        nCycle: settings.unfreezeCycles,
-        cycleLen: 1,
-        cycleMult: 2,
-        enter: async () => {
-          learn.unfreeze();
-          learn.bnFreeze(plan.bnFreeze);
-        },
-      },
+      unfrozen(`size ${size}: unfrozen, differential rates`, size),
     ]),
   ];
 

@@ -99,7 +99,7 @@ export function lockOutput(dir: string, what = 'fastvision'): OutputLock {
         // unreadable: treat as stale
       }
       if (Number.isInteger(pid) && pid !== process.pid && alive(pid)) {
-        throw new Error(`${resolve(dir)} is in use by another ${what} run (pid ${pid}); wait for it to finish or choose another --out`);
+        throw new Error(`${resolve(dir)} is in use by another ${what} run (pid ${pid}); wait for it to finish or choose another --out (or delete ${file} if no such run is going on)`);
       }
       try {
         unlinkSync(file);

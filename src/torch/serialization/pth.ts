@@ -167,14 +167,18 @@ export function parsePth(buf: Buffer, what = 'buffer'): PthValue {
   }
 }
 
-function parseZipPth(buf: Buffer, what: string): PthValue {
-  let records: Map<string, Uint8Array>;
+/** The records of a zip-format `.pth`; a broken archive is a PthError. */
+function zipRecords(buf: Buffer, what: string): Map<string, Uint8Array> {
   try {
-    records = readZip(buf, what);
+    return readZip(buf, what);
   } catch (e) {
     if (e instanceof ZipFormatError) throw new PthError(e.message);
     throw e;
   }
+}
+
+function parseZipPth(buf: Buffer, what: string): PthValue {
+  const records = zipRecords(buf, what);
   const pklName = [...records.keys()].find((k) => k.endsWith('/data.pkl') || k === 'data.pkl');
   if (pklName === undefined) throw new PthError(`${what}: no data.pkl record; this is not a file written by torch.save`);
   const prefix = pklName.slice(0, pklName.length - 'data.pkl'.length);
@@ -440,14 +444,7 @@ export function serializePth(value: PthWritable, archiveName = 'archive', extras
 export function readPthExtras(buf: Buffer, what = 'buffer'): Map<string, Uint8Array> {
   const out = new Map<string, Uint8Array>();
   if (buf.length >= 2 && buf[0] === 0x80) return out;
-  let records: Map<string, Uint8Array>;
-  try {
-    records = readZip(buf, what);
-  } catch (e) {
-    if (e instanceof ZipFormatError) throw new PthError(e.message);
-    throw e;
-  }
-  for (const [name, data] of records) {
+  for (const [name, data] of zipRecords(buf, what)) {
     const m = /^[^/]+\/extra\/([\w.-]+)$/.exec(name);
     if (m) out.set(m[1]!, data);
   }
