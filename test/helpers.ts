@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadPth, Tensor, type PthValue } from '../src/index.js';
+import { loadPth, manualSeed, noGrad, rand, randn, Tensor, tidy, type nn, type PthValue } from '../src/index.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** The repository root (tests run from dist/test/). */
@@ -64,3 +64,21 @@ export async function photoNHWC(file: string, size: number): Promise<Float32Arra
   const raw = await sharp(file).resize(size, size, { fit: 'cover' }).removeAlpha().raw().toBuffer();
   return Float32Array.from(raw, (v) => v / 255);
 }
+
+/** The same weights as scripts/make_model_fixtures.py's seeded_weights. */
+export function seededWeights(model: nn.Module): void {
+  noGrad(() => {
+    [...model.stateDict()].forEach(([k, v], i) => {
+      if (v.dtype !== 'float32') return;
+      tidy(() => {
+        manualSeed(i);
+        let w;
+        if (k.endsWith('running_var') || (v.ndim === 1 && k.endsWith('weight'))) w = rand(v.shape).mul(0.5).add(0.75);
+        else if (v.ndim === 1) w = randn(v.shape).mul(0.1);
+        else w = randn(v.shape).mul(Math.sqrt(2 / (v.numel / v.shape[0]!)));
+        v.copy_(w);
+      });
+    });
+  });
+}
+

@@ -9,11 +9,9 @@ import {
   Bottleneck,
   densenet121,
   inception_v3,
-  manualSeed,
   mobilenet_v2,
   nn,
   noGrad,
-  rand,
   randn,
   ResNet,
   resnet101,
@@ -30,7 +28,7 @@ import {
   renameLegacyDenseNetKeys,
   tidy,
 } from '../src/index.js';
-import { assertClose, fixture, fixturesDir, tensorAt } from './helpers.js';
+import { assertClose, fixture, fixturesDir, tensorAt, seededWeights } from './helpers.js';
 
 const shapes = JSON.parse(readFileSync(join(fixturesDir, 'models', 'state_dict_shapes.json'), 'utf8')) as Record<string, [string, number[]][]>;
 
@@ -58,23 +56,6 @@ for (const [name, expected] of Object.entries(shapes)) {
     const actual = [...model.stateDict()].map(([k, t]) => [k, t.shape]);
     assert.deepEqual(actual, expected);
     model.dispose();
-  });
-}
-
-/** The same weights as scripts/make_model_fixtures.py's seeded_weights. */
-function seededWeights(model: nn.Module): void {
-  noGrad(() => {
-    [...model.stateDict()].forEach(([k, v], i) => {
-      if (v.dtype !== 'float32') return;
-      tidy(() => {
-        manualSeed(i);
-        let w;
-        if (k.endsWith('running_var') || (v.ndim === 1 && k.endsWith('weight'))) w = rand(v.shape).mul(0.5).add(0.75);
-        else if (v.ndim === 1) w = randn(v.shape).mul(0.1);
-        else w = randn(v.shape).mul(Math.sqrt(2 / (v.numel / v.shape[0]!)));
-        v.copy_(w);
-      });
-    });
   });
 }
 

@@ -1,17 +1,20 @@
 // The `fastvision` command: dispatches to a subcommand; any failure is one line
 // on stderr and a non-zero exit (2 for a wrong call, 1 for a failure while running).
+import { ModelFileError } from '../learn/saved-model.js';
 import { PthError } from '../torch/index.js';
 import { DataError } from '../vision/dataset.js';
 import { closeLoaderWorkers } from '../vision/loader.js';
+import { fastvisionVersion } from '../util/version.js';
 import { commandHelp, parseCommandArgs, UsageError, type CommandSpec } from './args.js';
 import { demoCommand } from './demo.js';
+import { exportCommand } from './export.js';
 import { interpretCommand, sizesCommand } from './inspect.js';
 import { predictCommand, submitCommand } from './predict.js';
 import { fitCommand, lrFindCommand } from './schedule-commands.js';
 import { trainCommand } from './train.js';
 
 /** Every subcommand, in the order help lists them. */
-export const COMMANDS: CommandSpec[] = [trainCommand, lrFindCommand, fitCommand, predictCommand, submitCommand, interpretCommand, sizesCommand, demoCommand];
+export const COMMANDS: CommandSpec[] = [trainCommand, lrFindCommand, fitCommand, predictCommand, submitCommand, interpretCommand, sizesCommand, exportCommand, demoCommand];
 
 function mainHelp(): string {
   return [
@@ -34,7 +37,7 @@ export async function main(argv: string[]): Promise<number> {
     return name === undefined ? 2 : 0;
   }
   if (name === '--version') {
-    console.log('0.1.0');
+    console.log(fastvisionVersion());
     return 0;
   }
   const cmd = COMMANDS.find((c) => c.name === name);
@@ -55,7 +58,7 @@ export async function main(argv: string[]): Promise<number> {
     if (process.env.FASTVISION_DEBUG === '1') console.error(err.stack);
     console.error(`fastvision ${cmd.name}: ${(err.message || String(e)).split('\n')[0]!.replace(/^fastvision \S+: /, '')}`);
     // 2: the call or its input is wrong (options, data, model files); 1: a failure while running.
-    return e instanceof UsageError || e instanceof DataError || e instanceof PthError ? 2 : 1;
+    return e instanceof UsageError || e instanceof DataError || e instanceof PthError || e instanceof ModelFileError ? 2 : 1;
   } finally {
     // Loader worker threads would keep the process alive after the command.
     await closeLoaderWorkers();

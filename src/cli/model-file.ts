@@ -1,108 +1,18 @@
-// A trained model on disk: the weights as a PyTorch state dict (`model.pth`)
-// that carries what is needed to use them again (architecture, classes, image
-// size, head) inside it, with the same description beside it as `model.json`;
-// `predict`, `submit` and `interpret` need only the `.pth`.
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+// The command line's side of saved models: finding one from what the user typed
+// (src/learn/saved-model.ts reads and writes them), rebuilding its learner on
+// data, its probabilities with TTA and snapshot ensembles.
+import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { ConvLearner } from '../learn/learner.js';
-import { noGrad, readPthExtras, savePth, tidy, type Tensor } from '../torch/index.js';
-import { ensureDir, writeFileAtomic } from '../util/files.js';
+import { readSavedModel, type ModelInfo } from '../learn/saved-model.js';
+import { noGrad, tidy, type Tensor } from '../torch/index.js';
 import type { ImageClassifierData } from '../vision/data.js';
-import { ARCHS } from '../vision/models/archs.js';
 import { UsageError, type OptionSpec } from './args.js';
 
-/** What `model.json` holds. */
-export interface ModelInfo {
-  format: 'fastvision-model';
-  version: 1;
-  arch: string;
-  classes: string[];
-  /** The image side the model was last trained at. */
-  size: number;
-  xtraFc: number[];
-  ps: number[];
-}
+export { MODEL_INFO_RECORD, modelInfoOf, saveModel, type ModelInfo } from '../learn/saved-model.js';
 
-/** The name of the record inside a model's `.pth` that holds its description. */
-export const MODEL_INFO_RECORD = 'fastvision-model.json';
-
-/** The description of a learner's model, as `model.json` holds it. */
-export function modelInfoOf(learn: ConvLearner, size: number): ModelInfo {
-  if (learn.headSpec === null) throw new Error('a model with a custom head cannot be described in model.json');
-  return { format: 'fastvision-model', version: 1, arch: learn.arch.name, classes: learn.data.classes, size, xtraFc: learn.headSpec.xtraFc, ps: learn.headSpec.ps };
-}
-
-/**
- * Saves a learner's weights as `{dir}/{name}.pth` — a PyTorch state dict that also
- * carries its description (architecture, classes, size, head) as an extra record,
- * so the one file is always complete — then the same description as
- * `{dir}/{name}.json` for people and other tools. Both writes are atomic; a kill
- * between them leaves a `.pth` that loads by itself. Weights that are not all
- * finite are refused: a broken model never replaces a good one.
- */
-export async function saveModel(dir: string, learn: ConvLearner, size: number, { name = 'model', json = true }: { name?: string; json?: boolean } = {}): Promise<{ model: string; info: string }> {
-  const model = join(dir, `${name}.pth`);
-  const info = join(dir, `${name}.json`);
-  const state = learn.model.stateDict();
-  const broken = [...state].filter(([, t]) => !t.allFinite()).map(([k]) => k);
-  if (broken.length > 0) throw new Error(`refusing to save ${model}: ${broken.length} tensor(s) hold NaN or infinite values (${broken.slice(0, 3).join(', ')}${broken.length > 3 ? ', …' : ''}); the previous model, if any, is kept`);
-  const meta = `${JSON.stringify(modelInfoOf(learn, size), null, 2)}\n`;
-  ensureDir(dir);
-  await savePth(model, state, { extras: { [MODEL_INFO_RECORD]: meta } });
-  if (json) await writeFileAtomic(info, meta);
-  return { model, info };
-}
-
-/** Checks a parsed description field by field; errors name `where`. */
-function checkInfo(info: ModelInfo, where: string): ModelInfo {
-  const bad = (what: string): never => {
-    throw new UsageError(`${where}: ${what}`);
-  };
-  if (info === null || typeof info !== 'object') bad('not a fastvision model description');
-  if (info.format !== 'fastvision-model') bad(`not a fastvision model description (format '${String(info.format)}')`);
-  if (typeof info.arch !== 'string' || !ARCHS[info.arch]) bad(`unknown architecture '${String(info.arch)}'`);
-  if (!Array.isArray(info.classes) || info.classes.length < 2 || info.classes.some((c) => typeof c !== 'string')) bad('classes must be a list of at least two names');
-  if (!Number.isInteger(info.size) || info.size < 8) bad(`size must be an integer of at least 8, got ${String(info.size)}`);
-  if (!Array.isArray(info.xtraFc) || !Array.isArray(info.ps) || info.ps.length !== info.xtraFc.length + 1) bad('xtraFc and ps do not describe a head');
-  if (info.xtraFc.some((n) => !Number.isInteger(n) || n < 1 || n > 65536) || info.ps.some((p) => typeof p !== 'number' || !(p >= 0 && p < 1))) bad('xtraFc and ps do not describe a head');
-  return info;
-}
-
-function parseInfo(text: string, where: string): ModelInfo {
-  try {
-    return checkInfo(JSON.parse(text) as ModelInfo, where);
-  } catch (e) {
-    if (e instanceof UsageError) throw e;
-    throw new UsageError(`${where}: not valid JSON (${(e as Error).message})`);
-  }
-}
-
-/**
- * Finds a saved model from what the user typed: a `.pth` file, its `.json`, or a
- * folder holding `model.pth`. The description comes from inside the `.pth` when it
- * carries one (every model fastvision saves now), else from the `.json` beside it.
- * Errors name the path.
- */
-export async function readModel(where: string): Promise<{ pth: string; info: ModelInfo }> {
-  if (!existsSync(where)) throw new UsageError(`no such model: ${where}`);
-  let base: string;
-  if (statSync(where).isDirectory()) base = join(where, 'model');
-  else if (/\.(pth|json)$/.test(where)) base = where.replace(/\.(pth|json)$/, '');
-  else throw new UsageError(`${where}: expected a model folder, a .pth file or its .json`);
-  const pth = `${base}.pth`;
-  const json = `${base}.json`;
-  if (!existsSync(pth)) throw new UsageError(`no model weights at ${pth}`);
-  let embedded: Uint8Array | undefined;
-  try {
-    embedded = readPthExtras(await readFile(pth), pth).get(MODEL_INFO_RECORD);
-  } catch (e) {
-    if (!existsSync(json)) throw new UsageError(`${pth}: ${(e as Error).message.replace(`${pth}: `, '')}`);
-  }
-  if (embedded !== undefined) return { pth, info: parseInfo(new TextDecoder().decode(embedded), `${pth} (its description)`) };
-  if (!existsSync(json)) throw new UsageError(`no model description at ${json} (fastvision writes it next to the .pth)`);
-  return { pth, info: parseInfo(await readFile(json, 'utf8'), json) };
-}
+/** Finds a saved model from what the user typed (a folder, a .pth or its .json); errors name the path. */
+export const readModel = readSavedModel;
 
 /** The `--ensemble` option of the prediction commands. */
 export const ENSEMBLE: OptionSpec = { type: 'boolean', help: "average over the model's cycle snapshots (model_cyc_*.pth beside it, from fit --save-cycles): a snapshot ensemble" };

@@ -17,7 +17,8 @@ import {
   tidy,
   type Tensor,
 } from '../torch/index.js';
-import { archOf, bodyGroups, createPretrained, type Arch, type ArchLike } from '../vision/models/archs.js';
+import { bodyGroups, type Arch, type ArchLike } from '../vision/models/archs.js';
+import { buildClassifier, type ClassifierOptions } from './head.js';
 import { cacheDirFor, ImageClassifierData } from '../vision/data.js';
 import { FilesDataset } from '../vision/dataset.js';
 import type { DataLoader } from '../vision/loader.js';
@@ -28,22 +29,12 @@ import { DivergenceGuard, TrainingDivergedError } from './guard.js';
 import { activationsKey, cachedActivations, computeActivations, stateHash, type Activations } from './activations.js';
 import { constantSchedule, lrFinderMultiplier, sgdrSchedule, SmoothedLoss, type Schedule } from './schedule.js';
 
-/** Options of `ConvLearner.pretrained`. */
-export interface ConvLearnerOptions {
+/** Options of `ConvLearner.pretrained`: the network's shape (ClassifierOptions) and how it trains. */
+export interface ConvLearnerOptions extends ClassifierOptions {
   /** Train the head on cached body activations (no augmentation) until turned off. */
   precompute?: boolean;
-  /** Dropout of the head's layers: one value for the last layer (earlier ones get half), or one per layer. */
-  ps?: number | number[];
-  /** Sizes of the head's hidden layers (default [512]). */
-  xtraFc?: number[];
-  /** A head to use instead of fast.ai's (it receives the body's feature maps). */
-  customHead?: nn.Module;
-  /** The body's weights: true for the architecture's published or bundled ones, or a zoo name or .pth path. */
-  pretrained?: boolean | string;
   /** 'sgd' (momentum 0.9, the default) or 'adam'. */
   optFn?: 'sgd' | 'adam';
-  /** Extra children to cut from the end of a Sequential body (fast.ai's xtra_cut). */
-  xtraCut?: number;
   /** Metrics for `fit` when it is not given any (default: accuracy). */
   metrics?: Metric[];
   /** Where progress and epoch rows go (default stdout; null for silence). */
@@ -174,24 +165,6 @@ export class LrFinderResult {
   }
 }
 
-function makeHead(nf: number, c: number, xtraFc: number[], ps: number[]): nn.Sequential {
-  const layers: nn.Module[] = [];
-  let ni = nf;
-  xtraFc.forEach((n, i) => {
-    layers.push(new nn.BatchNorm1d(ni), new nn.Dropout(ps[i]!), new nn.Linear(ni, n), new nn.ReLU());
-    ni = n;
-  });
-  layers.push(new nn.BatchNorm1d(ni), new nn.Dropout(ps[ps.length - 1]!), new nn.Linear(ni, c), new nn.LogSoftmax(1));
-  const head = new nn.Sequential(...layers);
-  for (const m of head.modules()) {
-    if (m instanceof nn.Linear) {
-      nn.init.kaimingNormal_(m.weight);
-      if (m.bias) nn.init.zeros_(m.bias);
-    }
-  }
-  return head;
-}
-
 /** Image classifier: a pretrained convolutional body and a new head. */
 export class ConvLearner {
   /** The whole network: `body` then `pool` (concat pooling + flatten) then `head`. */
@@ -234,23 +207,8 @@ export class ConvLearner {
 
   /** Builds a learner on `arch`'s pretrained body for `data` (fast.ai's ConvLearner.pretrained). */
   static async pretrained(arch: ArchLike, data: ImageClassifierData, options: ConvLearnerOptions = {}): Promise<ConvLearner> {
-    const a = archOf(arch);
-    const full = options.pretrained === false ? a.create() : await createPretrained(a, options.pretrained === undefined || options.pretrained === true ? true : options.pretrained);
-    let body = a.body(full);
-    let bodyFeatures = a.bodyFeatures;
-    if (options.xtraCut) {
-      if (!(body instanceof nn.Sequential)) throw new Error(`xtraCut: ${a.name}'s body is not a sequence of layers`);
-      const kids = [...body.namedChildren()].slice(0, -options.xtraCut);
-      body = nn.Sequential.named(kids);
-      bodyFeatures = outChannels(body);
-    }
-    const pool = new nn.Sequential(new nn.AdaptiveConcatPool2d(), new nn.Flatten());
-    const xtraFc = options.xtraFc ?? [512];
-    const nLayers = xtraFc.length + 1;
-    const ps = options.ps === undefined ? [...new Array<number>(xtraFc.length).fill(0.25), 0.5] : typeof options.ps === 'number' ? [...new Array<number>(xtraFc.length).fill(options.ps / 2), options.ps] : options.ps;
-    if (ps.length !== nLayers) throw new Error(`ps has ${ps.length} values for ${nLayers} head layers`);
-    const head = options.customHead ?? makeHead(bodyFeatures * 2, data.c, xtraFc, ps);
-    return new ConvLearner(a, data, body, pool, head, options, options.customHead ? null : { xtraFc: [...xtraFc], ps: [...ps] });
+    const c = await buildClassifier(arch, data.c, options);
+    return new ConvLearner(c.arch, data, c.body, c.pool, c.head, options, c.headSpec);
   }
 
   /** Whether training runs on cached body activations (turning it on computes them). */
@@ -669,17 +627,6 @@ export class ConvLearner {
     sum.dispose();
     return { probs, y: first.y };
   }
-}
-
-/** Output channels of a body: those of its last convolution or batch norm. */
-function outChannels(body: nn.Module): number {
-  let n = 0;
-  for (const m of body.modules()) {
-    if (m instanceof nn.Conv2d) n = m.outChannels;
-    else if (m instanceof nn.BatchNorm2d) n = m.numFeatures;
-  }
-  if (n === 0) throw new Error('cannot tell the number of features of this body');
-  return n;
 }
 
 /** Concatenates batches along the first dimension. */

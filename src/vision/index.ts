@@ -11,3 +11,4 @@ export * from './loader.js';
 export * from './data.js';
 export * from './jpeg.js';
 export { DEFAULT_MAX_IMAGE_PIXELS, maxImagePixels, setMaxImagePixels } from './image-limits.js';
+export * from './warp.js';

@@ -52,7 +52,7 @@ export function tfmsFromStats(stats: Normalization, sz: number, { augTfms = [], 
   if (!(maxZoom >= 1)) throw new RangeError(`maxZoom must be at least 1, got ${maxZoom}`);
   return {
     trn: { sz, maxZoom, augs: augTfms, crop: cropType, stats },
-    val: { sz, maxZoom: 1, augs: [], crop: cropType === 'none' ? 'none' : 'center', stats },
+    val: { sz, maxZoom: 1, augs: [], crop: cropType === 'none' ? 'none' : 'center', stats, exact: true },
   };
 }
 

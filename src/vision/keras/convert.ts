@@ -7,6 +7,11 @@ import type { KerasLayer, KerasWeights } from './tfjs-format.js';
 
 type Activation = (x: Tensor) => Tensor;
 
+/** A Keras activation's name, null for none ('linear'). */
+function activationName(name: unknown): string | null {
+  return name === undefined || name === null || name === 'linear' ? null : String(name);
+}
+
 function activation(name: unknown, layer: string): Activation | null {
   switch (name) {
     case undefined:
@@ -48,7 +53,7 @@ export class KerasConv2d extends nn.Conv2d {
     cin: number,
     cout: number,
     kernel: [number, number],
-    readonly tf: { stride: [number, number]; dilation: [number, number]; same: boolean; groups: number; bias: boolean; act: Activation | null },
+    readonly tf: { stride: [number, number]; dilation: [number, number]; same: boolean; groups: number; bias: boolean; act: Activation | null; activation: string | null },
   ) {
     super(cin, cout, kernel, { stride: tf.stride, dilation: tf.dilation, groups: tf.groups, bias: tf.bias });
   }
@@ -72,8 +77,15 @@ export class KerasConv2d extends nn.Conv2d {
 }
 
 /** Dense with fused activation. */
-class KerasDense extends nn.Linear {
-  constructor(cin: number, cout: number, bias: boolean, readonly act: Activation | null) {
+export class KerasDense extends nn.Linear {
+  constructor(
+    cin: number,
+    cout: number,
+    bias: boolean,
+    readonly act: Activation | null,
+    /** The fused activation's Keras name (null: linear). */
+    readonly activation: string | null = null,
+  ) {
     super(cin, cout, { bias });
   }
   override forward(x: Tensor): Tensor {
@@ -84,11 +96,12 @@ class KerasDense extends nn.Linear {
   }
 }
 
-/** A parameter-free Keras layer (pooling, activation, padding, flatten). */
-class KerasOp extends nn.Module {
+/** A parameter-free Keras layer (pooling, activation, padding, flatten), with its Keras config (what an exporter reads). */
+export class KerasOp extends nn.Module {
   constructor(
     readonly kind: string,
     readonly fn: (x: Tensor) => Tensor,
+    readonly config: Record<string, unknown> = {},
   ) {
     super();
   }
@@ -121,16 +134,19 @@ function pooling(layer: KerasLayer, max: boolean): KerasOp {
       const count = F.avgPool2d(F.pad(ones, [pw[0], pw[1], ph[0], ph[1]]), k, { stride: s });
       return sum.div(count);
     });
-  });
+  }, { pool: k, strides: s, same });
 }
 
-interface Node {
+/** A node of a converted Keras graph: its layer, inputs, module (null for inputs and merges) and Keras class. */
+export interface KerasNode {
   name: string;
   className: string;
   inputs: string[];
   module: nn.Module | null;
   merge?: (xs: Tensor[]) => Tensor;
 }
+
+type Node = KerasNode;
 
 function weightOf(weights: KerasWeights, layer: string, key: string): { shape: number[]; data: Float32Array } {
   const w = weights.get(`${layer}/${key}`);
@@ -169,6 +185,7 @@ function buildLayer(layer: KerasLayer, weights: KerasWeights, channels: Map<stri
         groups: depthwise ? cin : 1,
         bias,
         act: activation(c.activation, name),
+        activation: activationName(c.activation),
       });
       // Keras kernels: [kh, kw, in, out] (depthwise: [kh, kw, in, mult]); PyTorch: [out, in/groups, kh, kw].
       tidy(() => {
@@ -193,7 +210,7 @@ function buildLayer(layer: KerasLayer, weights: KerasWeights, channels: Map<stri
       const kernel = weightOf(weights, name, 'kernel');
       const [fin, fout] = kernel.shape as [number, number];
       const bias = c.use_bias === true;
-      const m = new KerasDense(fin, fout, bias, activation(c.activation, name));
+      const m = new KerasDense(fin, fout, bias, activation(c.activation, name), activationName(c.activation));
       tidy(() => noGrad(() => m.weight.copy_(toTensor(kernel).t())));
       if (bias) load(m.bias!, toTensor(weightOf(weights, name, 'bias')));
       return { module: m, outChannels: fout };
@@ -201,26 +218,26 @@ function buildLayer(layer: KerasLayer, weights: KerasWeights, channels: Map<stri
     case 'ReLU': {
       const max = c.max_value === null || c.max_value === undefined ? null : Number(c.max_value);
       if (Number(c.negative_slope ?? 0) !== 0 || Number(c.threshold ?? 0) !== 0) throw new Error(`Keras layer ${name}: ReLU with a slope or threshold is not supported`);
-      return { module: new KerasOp('ReLU', max === null ? (x) => x.relu() : (x) => x.clamp(0, max)), outChannels: cin };
+      return { module: new KerasOp('ReLU', max === null ? (x) => x.relu() : (x) => x.clamp(0, max), c), outChannels: cin };
     }
     case 'Activation':
-      return { module: new KerasOp(`Activation(${String(c.activation)})`, activation(c.activation, name) ?? ((x) => x.clone())), outChannels: cin };
+      return { module: new KerasOp(`Activation(${String(c.activation)})`, activation(c.activation, name) ?? ((x) => x.clone()), c), outChannels: cin };
     case 'ZeroPadding2D': {
       const p = c.padding as number | [number, number] | [[number, number], [number, number]];
       const [[t, b], [l, r]] = typeof p === 'number' ? [[p, p], [p, p]] : Array.isArray(p[0]) ? (p as [[number, number], [number, number]]) : [[p[0] as number, p[0] as number], [p[1] as number, p[1] as number]];
-      return { module: new KerasOp('ZeroPadding2D', (x) => F.pad(x, [l, r, t, b])), outChannels: cin };
+      return { module: new KerasOp('ZeroPadding2D', (x) => F.pad(x, [l, r, t, b]), { ...c, pads: [t, b, l, r] }), outChannels: cin };
     }
     case 'MaxPooling2D':
       return { module: pooling(layer, true), outChannels: cin };
     case 'AveragePooling2D':
       return { module: pooling(layer, false), outChannels: cin };
     case 'GlobalAveragePooling2D':
-      return { module: new KerasOp('GlobalAveragePooling2D', (x) => x.mean([2, 3])), outChannels: cin };
+      return { module: new KerasOp('GlobalAveragePooling2D', (x) => x.mean([2, 3]), c), outChannels: cin };
     case 'GlobalMaxPooling2D':
-      return { module: new KerasOp('GlobalMaxPooling2D', (x) => tidy(() => x.flatten(2).maxDim(2).values)), outChannels: cin };
+      return { module: new KerasOp('GlobalMaxPooling2D', (x) => tidy(() => x.flatten(2).maxDim(2).values), c), outChannels: cin };
     case 'Flatten':
       // Keras flattens channels-last: H, W, C order.
-      return { module: new KerasOp('Flatten', (x) => tidy(() => (x.ndim === 4 ? x.permute(0, 2, 3, 1).flatten(1) : x.flatten(1)))), outChannels: cin };
+      return { module: new KerasOp('Flatten', (x) => tidy(() => (x.ndim === 4 ? x.permute(0, 2, 3, 1).flatten(1) : x.flatten(1))), c), outChannels: cin };
     case 'Dropout':
       return { module: new nn.Dropout(Number(c.rate)), outChannels: cin };
     case 'Add':
@@ -262,6 +279,11 @@ export class KerasModel extends nn.Module {
       nodes.push({ name, className: layer.class_name, inputs, module: built.module, merge: built.merge });
     }
     return new KerasModel(nodes, inputName, outputName);
+  }
+
+  /** The graph, in the model's order (what an exporter walks). */
+  graph(): readonly KerasNode[] {
+    return this.nodes;
   }
 
   /** The names of the layers, in the model's order. */

@@ -3,7 +3,7 @@ import { cat, F, nn, tidy, type Tensor } from '../../torch/index.js';
 
 const relu_ = (t: Tensor): Tensor => t.relu_();
 
-class DenseLayer extends nn.Module {
+export class DenseLayer extends nn.Module {
   readonly norm1: nn.BatchNorm2d;
   readonly relu1: nn.ReLU;
   readonly conv1: nn.Conv2d;
@@ -27,7 +27,7 @@ class DenseLayer extends nn.Module {
 }
 
 /** A dense block: each layer sees the concatenation of all earlier outputs. */
-class DenseBlock extends nn.Module {
+export class DenseBlock extends nn.Module {
   constructor(numLayers: number, cin: number, bnSize: number, growthRate: number) {
     super();
     for (let i = 0; i < numLayers; i++) this.registerModule(`denselayer${i + 1}`, new DenseLayer(cin + i * growthRate, growthRate, bnSize));
@@ -46,7 +46,7 @@ class DenseBlock extends nn.Module {
   }
 }
 
-class Transition extends nn.Sequential {
+export class Transition extends nn.Sequential {
   constructor(cin: number, cout: number) {
     super();
     this.registerModule('norm', new nn.BatchNorm2d(cin));

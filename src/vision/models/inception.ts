@@ -4,7 +4,7 @@ import { cat, F, nn, noGrad, tidy, type Tensor } from '../../torch/index.js';
 type Pair = number | [number, number];
 
 /** Convolution without bias, batch norm (eps 1e-3), ReLU. */
-class BasicConv2d extends nn.Module {
+export class BasicConv2d extends nn.Module {
   readonly conv: nn.Conv2d;
   readonly bn: nn.BatchNorm2d;
   constructor(cin: number, cout: number, kernel: Pair, { stride = 1, padding = 0 }: { stride?: Pair; padding?: Pair } = {}) {
@@ -18,7 +18,7 @@ class BasicConv2d extends nn.Module {
 }
 
 /** A module whose forward runs named branches and concatenates them along channels. */
-abstract class Branches extends nn.Module {
+export abstract class Branches extends nn.Module {
   protected conv(name: string, cin: number, cout: number, kernel: Pair, opts: { stride?: Pair; padding?: Pair } = {}): BasicConv2d {
     return this.registerModule(name, new BasicConv2d(cin, cout, kernel, opts));
   }
@@ -30,7 +30,7 @@ abstract class Branches extends nn.Module {
   }
 }
 
-class InceptionA extends Branches {
+export class InceptionA extends Branches {
   constructor(cin: number, poolFeatures: number) {
     super();
     this.conv('branch1x1', cin, 64, 1);
@@ -56,7 +56,7 @@ class InceptionA extends Branches {
   }
 }
 
-class InceptionB extends Branches {
+export class InceptionB extends Branches {
   constructor(cin: number) {
     super();
     this.conv('branch3x3', cin, 384, 3, { stride: 2 });
@@ -69,7 +69,7 @@ class InceptionB extends Branches {
   }
 }
 
-class InceptionC extends Branches {
+export class InceptionC extends Branches {
   constructor(cin: number, c7: number) {
     super();
     this.conv('branch1x1', cin, 192, 1);
@@ -98,7 +98,7 @@ class InceptionC extends Branches {
   }
 }
 
-class InceptionD extends Branches {
+export class InceptionD extends Branches {
   constructor(cin: number) {
     super();
     this.conv('branch3x3_1', cin, 192, 1);
@@ -115,7 +115,7 @@ class InceptionD extends Branches {
   }
 }
 
-class InceptionE extends Branches {
+export class InceptionE extends Branches {
   constructor(cin: number) {
     super();
     this.conv('branch1x1', cin, 320, 1);
@@ -145,7 +145,7 @@ class InceptionE extends Branches {
   }
 }
 
-class InceptionAux extends nn.Module {
+export class InceptionAux extends nn.Module {
   readonly conv0: BasicConv2d;
   readonly conv1: BasicConv2d;
   readonly fc: nn.Linear;
