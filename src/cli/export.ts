@@ -1,0 +1,43 @@
+// `fastvision export`: a saved model as `model.onnx` + `metadata.json` (our own
+// exporter, no Python), and with `--web` a static page that classifies photos in
+// the browser with onnxruntime-web.
+import { dirname, resolve } from 'node:path';
+import { exportSavedModel, writeExport } from '../deploy/export-model.js';
+import { writeWebApp } from '../deploy/web.js';
+import { flag, str, type CommandSpec } from './args.js';
+import { readModel } from './model-file.js';
+import { withOutput } from './outputs.js';
+
+export const exportCommand: CommandSpec = {
+  name: 'export',
+  summary: 'Writes a saved model as ONNX (model.onnx + metadata.json) for onnxruntime in Node or the browser; with --web, a static web page that classifies photos offline.',
+  positionals: ['<model>'],
+  options: {
+    out: { type: 'string', arg: 'DIR', help: 'where model.onnx and metadata.json go', default: "the model's folder" },
+    web: { type: 'string', arg: 'DIR', help: 'also write a static web page there (index.html, app, model, onnxruntime-web files)' },
+    'no-fold-bn': { type: 'boolean', help: 'keep batch norms as nodes instead of folding them into the convolutions' },
+  },
+  details: [
+    'The ONNX file: input `image` float32 [N,3,size,size] (RGB, normalized as metadata.json says), output `probabilities` [N,classes]; opset 17.',
+    'examples:',
+    '  fastvision export fastvision-out/dogscats                  # fastvision-out/dogscats/model.onnx + metadata.json',
+    '  fastvision export fastvision-out/dogscats --web site/      # and a page: serve site/ with any static file server',
+  ].join('\n'),
+  async run(args) {
+    const saved = await readModel(args.positionals[0]!);
+    const out = resolve(str(args, 'out', dirname(saved.pth)));
+    const web = str(args, 'web');
+    const exported = await exportSavedModel(saved, { foldBatchNorm: !flag(args, 'no-fold-bn') });
+    await withOutput(out, async () => {
+      const files = await writeExport(out, exported);
+      console.log(`${files.onnx} (${(exported.onnx.length / 2 ** 20).toFixed(1)} MiB, ${exported.nodes} nodes${exported.foldedBatchNorms > 0 ? `, ${exported.foldedBatchNorms} batch norms folded` : ''})\n${files.metadata}`);
+    });
+    if (web !== undefined) {
+      const dir = resolve(web);
+      await withOutput(dir, async () => {
+        const files = await writeWebApp(dir, exported);
+        console.log(`web page: ${files.index} (serve ${dir} with any static file server, e.g. 'python3 -m http.server -d ${web}'; it works offline)`);
+      }, '--web');
+    }
+  },
+};

@@ -1,0 +1,56 @@
+// `model.pth` → `model.onnx` + `metadata.json`: the saved network rebuilt,
+// written as ONNX by our own exporter, with its deployment facts inside and beside it.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { loadSavedNetwork, type SavedModel } from '../learn/saved-model.js';
+import { ensureDir, writeFileAtomic } from '../util/files.js';
+import { exportOnnx } from './onnx-export.js';
+import { ModelProto, OPSET } from './onnx-proto.js';
+import { deployMetadata, metadataProps, type DeployMetadata } from './metadata.js';
+
+/** An exported model: the ONNX bytes and their metadata. */
+export interface ExportedModel {
+  onnx: Uint8Array;
+  metadata: DeployMetadata;
+  nodes: number;
+  foldedBatchNorms: number;
+}
+
+/** Exports a saved model as ONNX (batch norms folded into convolutions unless told otherwise). */
+export async function exportSavedModel(saved: SavedModel, { foldBatchNorm = true }: { foldBatchNorm?: boolean } = {}): Promise<ExportedModel> {
+  const net = await loadSavedNetwork(saved);
+  const metadata = deployMetadata(saved.info, { opset: OPSET, foldedBatchNorm: foldBatchNorm });
+  const { bytes, nodes, foldedBatchNorms } = exportOnnx(net, {
+    inputShape: [3, saved.info.size, saved.info.size],
+    foldBatchNorm,
+    metadata: metadataProps(metadata),
+    docString: `fastvision ${saved.info.arch} classifier: ${saved.info.classes.length} classes (${saved.info.classes.slice(0, 5).join(', ')}${saved.info.classes.length > 5 ? ', …' : ''})`,
+  });
+  for (const t of net.stateDict().values()) t.dispose();
+  return { onnx: bytes, metadata, nodes, foldedBatchNorms };
+}
+
+/** Writes `model.onnx` and `metadata.json` into `dir` (created), each atomically; returns their paths. */
+export async function writeExport(dir: string, e: ExportedModel): Promise<{ onnx: string; metadata: string }> {
+  ensureDir(dir);
+  const onnx = join(dir, 'model.onnx');
+  const metadata = join(dir, 'metadata.json');
+  await writeFileAtomic(onnx, e.onnx);
+  await writeFileAtomic(metadata, `${JSON.stringify(e.metadata, null, 2)}\n`);
+  return { onnx, metadata };
+}
+
+/** The deployment metadata inside an ONNX file written by fastvision (its metadata_props), or null. */
+export function onnxMetadata(bytes: Uint8Array): DeployMetadata | null {
+  const m = ModelProto.toObject(ModelProto.decode(bytes)) as { metadata_props?: { key: string; value: string }[] };
+  const entry = m.metadata_props?.find((p) => p.key === 'fastvision');
+  return entry ? (JSON.parse(entry.value) as DeployMetadata) : null;
+}
+
+/** Reads an exported model's bytes and metadata: `metadata.json` beside it, else the file's own metadata_props. */
+export async function readExport(onnxPath: string): Promise<{ onnx: Uint8Array; metadata: DeployMetadata }> {
+  const onnx = new Uint8Array(await readFile(onnxPath));
+  const metadata = onnxMetadata(onnx);
+  if (metadata === null) throw new Error(`${onnxPath}: no fastvision metadata in this ONNX file`);
+  return { onnx, metadata };
+}
