@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Brings a checkout to a runnable state, doing only what is missing:
 //   1. system packages: libtorch (Debian libtorch-dev), OpenBLAS and libjpeg-turbo's headers, when missing
-//      (and, with --demo, Debian's Fashion-MNIST);
+//      (and, with --demo, Debian's Fashion-MNIST; with --browser, Debian's Chromium for the browser tests);
 //   2. npm packages, when node_modules is missing or older than package-lock.json;
 //   3. the native addon, when it is missing or older than its sources;
 //   4. the TypeScript build, when dist/ is older than any .ts file.
@@ -58,6 +58,8 @@ async function systemPackages() {
   if ((!found || found.source === 'system') && hasApt && !dpkgInstalled('libopenblas0-pthread')) wanted.push('libopenblas0-pthread');
   // libjpeg-turbo's headers, for the data loader's JPEG decoder (native/image.cc).
   if (!existsSync('/usr/include/jpeglib.h') && hasApt) wanted.push('libjpeg-dev');
+  // The browser tests drive Debian's Chromium (never a downloaded one).
+  if (process.argv.includes('--browser') && hasApt && !existsSync('/usr/bin/chromium')) wanted.push('chromium');
   if (wanted.length === 0) return;
   if (!hasApt || !isRoot()) {
     if (!found) {
@@ -65,6 +67,7 @@ async function systemPackages() {
       process.exit(1);
     }
     if (wanted.includes('dataset-fashion-mnist')) log('warning: the demo needs Fashion-MNIST: apt-get install dataset-fashion-mnist (as root)');
+    if (wanted.includes('chromium')) log('warning: the browser tests need Chromium: apt-get install chromium (as root)');
     log(`warning: install ${wanted.join(' ')} (as root: apt-get install -y ${wanted.join(' ')}) for full speed`);
     return;
   }
@@ -97,7 +100,8 @@ function npmPackages() {
   const stamp = join(root, 'node_modules', '.package-lock.json');
   const lock = join(root, 'package-lock.json');
   if (existsSync(stamp) && mtime(stamp) >= mtime(lock) && mtime(stamp) >= mtime(join(root, 'package.json'))) return;
-  run('npm', existsSync(lock) ? ['ci', '--no-audit', '--no-fund'] : ['install', '--no-audit', '--no-fund']);
+  // onnxruntime-node's own installer would download CUDA files: its CPU binaries are in the package.
+  run('npm', existsSync(lock) ? ['ci', '--no-audit', '--no-fund'] : ['install', '--no-audit', '--no-fund'], { env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip' } });
 }
 
 function nodeHeadersDir() {

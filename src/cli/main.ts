@@ -8,13 +8,14 @@ import { fastvisionVersion } from '../util/version.js';
 import { commandHelp, parseCommandArgs, UsageError, type CommandSpec } from './args.js';
 import { demoCommand } from './demo.js';
 import { exportCommand } from './export.js';
+import { serveCommand } from './serve.js';
 import { interpretCommand, sizesCommand } from './inspect.js';
 import { predictCommand, submitCommand } from './predict.js';
 import { fitCommand, lrFindCommand } from './schedule-commands.js';
 import { trainCommand } from './train.js';
 
 /** Every subcommand, in the order help lists them. */
-export const COMMANDS: CommandSpec[] = [trainCommand, lrFindCommand, fitCommand, predictCommand, submitCommand, interpretCommand, sizesCommand, exportCommand, demoCommand];
+export const COMMANDS: CommandSpec[] = [trainCommand, lrFindCommand, fitCommand, predictCommand, submitCommand, interpretCommand, sizesCommand, exportCommand, serveCommand, demoCommand];
 
 function mainHelp(): string {
   return [

@@ -65,7 +65,7 @@ export function indexHtml({ server = false }: { server?: boolean } = {}): string
 async function appJs(): Promise<string> {
   const js = await readFile(join(here, 'web-app', 'app.js'), 'utf8');
   return js
-    .replace(/from ['"]onnxruntime-web\/wasm['"]/, `from './${ORT_FILES[0]}'`)
+    .replace(/import\(['"]onnxruntime-web\/wasm['"]\)/, `import('./${ORT_FILES[0]}')`)
     .replace(/from ['"]\.\.\/\.\.\/vision\/warp\.js['"]/, "from './warp.js'")
     .replace(/\/\/# sourceMappingURL=.*$/m, '');
 }

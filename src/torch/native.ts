@@ -63,6 +63,8 @@ function packageRoot(): string {
 }
 
 function load(): NativeAddon {
+  // Lets a deployment prove that a path (serving through onnxruntime) never needs libtorch.
+  if (process.env.FASTVISION_NO_LIBTORCH === '1') throw new Error('fastvision: libtorch is disabled here (FASTVISION_NO_LIBTORCH=1)');
   const root = packageRoot();
   const file = join(root, 'build', 'Release', 'fastvision.node');
   if (!existsSync(file)) {
@@ -77,5 +79,12 @@ function load(): NativeAddon {
 }
 
 
-/** The loaded addon (loaded on first import of the torch layer). */
-export const native: NativeAddon = load();
+let loaded: NativeAddon | null = null;
+
+/**
+ * The addon, loaded on first use rather than on import: commands that never touch
+ * a tensor (serving an ONNX file) run on machines without libtorch.
+ */
+export const native: NativeAddon = new Proxy({} as NativeAddon, {
+  get: (_, key) => (loaded ??= load())[key as keyof NativeAddon],
+});

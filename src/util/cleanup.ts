@@ -25,6 +25,20 @@ export function runCleanups(): void {
 }
 
 let installed = false;
+const drains: (() => void)[] = [];
+
+/**
+ * Claims SIGINT and SIGTERM for a graceful stop (a server draining its requests):
+ * the first signal calls `drain` instead of exiting — it must exit by itself — and
+ * a second one exits at once. Returns a function that gives the signals back.
+ */
+export function drainOnSignals(drain: () => void): () => void {
+  drains.push(drain);
+  return () => {
+    const i = drains.indexOf(drain);
+    if (i >= 0) drains.splice(i, 1);
+  };
+}
 
 /**
  * On SIGINT or SIGTERM: delete the registered files, say so on stderr, and exit
@@ -33,8 +47,16 @@ let installed = false;
 export function cleanUpOnSignals(say: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): void {
   if (installed) return;
   installed = true;
+  let signalled = false;
   for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
     process.on(sig, () => {
+      const drain = drains[drains.length - 1];
+      if (drain !== undefined && !signalled) {
+        signalled = true;
+        say(`fastvision: ${sig}: finishing the requests in flight (again to stop at once)`);
+        drain();
+        return;
+      }
       runCleanups();
       say(`fastvision: interrupted (${sig}); files written so far are complete, nothing half-written was left`);
       process.exit(code);

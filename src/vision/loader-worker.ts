@@ -6,7 +6,8 @@ import { BadImageError, loadTransformed, rngFor, type Transform } from './augmen
 /** A batch request from the loader. */
 export interface BatchRequest {
   id: number;
-  files: string[];
+  /** Image files, or the bytes of images (an upload). */
+  files: (string | Uint8Array)[];
   seeds: [number, number, number][];
   transform: Transform;
   nhwc: boolean;
@@ -28,7 +29,8 @@ export async function processBatch(req: BatchRequest): Promise<BatchReply> {
   const errors = await Promise.all(
     req.files.map(async (file, i) => {
       try {
-        await loadTransformed(file, req.transform, rngFor(...req.seeds[i]!), out, i * per, req.nhwc, req.maxPixels);
+        const input = typeof file === 'string' ? file : Buffer.from(file.buffer, file.byteOffset, file.byteLength);
+        await loadTransformed(input, req.transform, rngFor(...req.seeds[i]!), out, i * per, req.nhwc, req.maxPixels);
         return null;
       } catch (e) {
         return e instanceof BadImageError ? e.reason : (e as Error).message;

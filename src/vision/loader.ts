@@ -106,6 +106,17 @@ export async function closeLoaderWorkers(): Promise<void> {
 let nextRequest = 0;
 
 /**
+ * Decodes and transforms images (files, or bytes such as uploads) on the loader's
+ * threads: the values (n × 3 × sz × sz, channels-first) and, per image, an error
+ * message or null. Used outside training loops, e.g. by the prediction server.
+ */
+export async function transformImages(inputs: (string | Uint8Array)[], transform: Transform, { numWorkers = defaultWorkers(), seed = 0 }: { numWorkers?: number; seed?: number } = {}): Promise<{ data: Float32Array; errors: (string | null)[] }> {
+  const req: BatchRequest = { id: nextRequest++, files: inputs, seeds: inputs.map((_, i) => [seed, 0, i]), transform, nhwc: false, maxPixels: maxImagePixels() };
+  const reply = numWorkers > 0 ? await poolOf(numWorkers).run(req) : await processBatch(req);
+  return { data: new Float32Array(reply.buffer), errors: reply.errors };
+}
+
+/**
  * Iterates a dataset in batches: `for await (const { x, y } of loader)`. Each pass
  * is one epoch; training loaders reshuffle (seeded by seed and epoch) every pass.
  */

@@ -3,7 +3,7 @@
 // dropped or taken with the camera, with onnxruntime-web (wasm) on this page — or,
 // served by `fastvision serve`, by posting them to the server. Preprocessing is
 // fastvision's validation transform itself (warp.ts, copied beside this file).
-import * as ort from 'onnxruntime-web/wasm';
+import type * as Ort from 'onnxruntime-web/wasm';
 import { validationInput, type Normalization } from '../../vision/warp.js';
 
 interface Metadata {
@@ -82,6 +82,8 @@ async function main(): Promise<void> {
     };
     status(`model ${meta.arch} on the server`);
   } else {
+    // Loaded only here: served by `fastvision serve`, the page needs no runtime of its own.
+    const ort: typeof Ort = await import('onnxruntime-web/wasm');
     // Threads need SharedArrayBuffer, which only a cross-origin-isolated page (COOP/COEP headers) has.
     ort.env.wasm.numThreads = crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
     ort.env.wasm.wasmPaths = new URL('./', import.meta.url).href;

@@ -1,0 +1,72 @@
+// `fastvision serve`: a saved model behind an HTTP API and the web page.
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { exportSavedModel, readExport } from '../deploy/export-model.js';
+import { libtorchPredictor, onnxPredictor, type Predictor } from '../deploy/predictor.js';
+import { startServer } from '../deploy/server.js';
+import { drainOnSignals } from '../util/cleanup.js';
+import { choice, num, str, UsageError, type CommandSpec } from './args.js';
+import { readModel } from './model-file.js';
+
+/** The predictor for what the user named: a saved model (libtorch, or exported in memory for onnx) or an exported model.onnx. */
+async function predictorFor(where: string, runtime: 'libtorch' | 'onnx'): Promise<Predictor> {
+  const onnxFile = where.endsWith('.onnx') ? where : existsSync(where) && statSync(where).isDirectory() && existsSync(join(where, 'model.onnx')) && !existsSync(join(where, 'model.pth')) ? join(where, 'model.onnx') : null;
+  if (onnxFile !== null) {
+    if (runtime !== 'onnx') throw new UsageError(`${where}: an ONNX model; serve it with --runtime onnx`);
+    if (!existsSync(onnxFile)) throw new UsageError(`no such model: ${onnxFile}`);
+    const { onnx, metadata } = await readExport(onnxFile).catch((e: Error) => {
+      throw new UsageError(e.message);
+    });
+    return onnxPredictor(onnx, metadata);
+  }
+  const saved = await readModel(where);
+  if (runtime === 'libtorch') return libtorchPredictor(saved);
+  const exported = await exportSavedModel(saved);
+  return onnxPredictor(exported.onnx, exported.metadata);
+}
+
+export const serveCommand: CommandSpec = {
+  name: 'serve',
+  summary: 'Serves a saved model over HTTP: POST /predict (an image body or a multipart form) returns the top classes as JSON; GET / is the web page.',
+  positionals: ['<model>'],
+  options: {
+    port: { type: 'string', arg: 'N', help: 'port (0: any free one)', default: '8080' },
+    host: { type: 'string', arg: 'ADDR', help: 'address to listen on', default: '127.0.0.1' },
+    runtime: { type: 'string', arg: 'NAME', help: 'libtorch, or onnx (onnxruntime-node: for machines without libtorch; give it model.onnx)', default: 'libtorch' },
+    'max-batch': { type: 'string', arg: 'N', help: 'most images run together (dynamic batching)', default: '32' },
+    'max-wait': { type: 'string', arg: 'MS', help: 'longest a request waits for others to share its batch', default: '5' },
+    'max-bytes': { type: 'string', arg: 'N', help: 'largest upload; larger ones get 413', default: '10485760' },
+    top: { type: 'string', arg: 'K', help: 'classes per answer unless ?top=K', default: '5' },
+  },
+  details: [
+    'routes: POST /predict, GET / (the page), GET /metadata, GET /healthz',
+    'examples:',
+    '  fastvision serve fastvision-out/dogscats --port 8080',
+    '  curl --data-binary @photo.jpg -H "content-type: image/jpeg" http://127.0.0.1:8080/predict',
+    '  fastvision serve site/model.onnx --runtime onnx        # no libtorch needed',
+    'SIGTERM or Ctrl-C: stops accepting, answers the requests in flight, then exits.',
+  ].join('\n'),
+  async run(args) {
+    const runtime = choice(args, 'runtime', ['libtorch', 'onnx'] as const, 'libtorch');
+    const predictor = await predictorFor(args.positionals[0]!, runtime);
+    const server = await startServer(predictor, {
+      host: str(args, 'host', '127.0.0.1'),
+      port: num(args, 'port', 8080, { min: 0, max: 65535, integer: true }),
+      maxBatch: num(args, 'max-batch', 32, { min: 1, max: 1024, integer: true }),
+      maxWaitMs: num(args, 'max-wait', 5, { min: 0, max: 10_000 }),
+      maxBytes: num(args, 'max-bytes', 10 * 2 ** 20, { min: 1024, max: 2 ** 31, integer: true }),
+      top: num(args, 'top', 5, { min: 1, max: 1000, integer: true }),
+    }).catch((e: Error & { code?: string }) => {
+      throw e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL' ? new UsageError(`cannot listen on ${str(args, 'host', '127.0.0.1')}:${str(args, 'port', '8080')}: ${e.code}`) : e;
+    });
+    console.log(`serving ${predictor.metadata.arch} (${predictor.metadata.labels.length} classes, ${predictor.runtime}) at ${server.url}/ — POST ${server.url}/predict`);
+    // Until a signal: then finish what is in flight and return (main exits 0).
+    await new Promise<void>((resolve) => {
+      const release = drainOnSignals(() => {
+        release();
+        void server.close().then(resolve);
+      });
+    });
+    console.log('stopped');
+  },
+};

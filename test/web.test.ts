@@ -1,0 +1,153 @@
+// The exported web page in a real browser (Debian's Chromium, driven by
+// playwright-core), as a user uses it: photos uploaded, labels and probabilities
+// read from the page and compared with `fastvision predict`; the page's
+// preprocessing compared value for value with fastvision's validation transform
+// (EXIF-rotated JPEG and PNG included); the same page served by `fastvision serve`.
+// A screenshot is kept in test-artifacts/.
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { extname, join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import sharp from 'sharp';
+import { main } from '../src/cli/main.js';
+import { libtorchPredictor } from '../src/deploy/predictor.js';
+import { startServer } from '../src/deploy/server.js';
+import { buildClassifier } from '../src/learn/head.js';
+import { readSavedModel, saveNetwork } from '../src/learn/saved-model.js';
+import { archOf, loadTransformed, nn, rngFor, tfmsFromModel } from '../src/index.js';
+import { photos, repoRoot, seededWeights } from './helpers.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+let tmp = '';
+let modelDir = '';
+let site = '';
+let browser: Browser;
+const servers: Server[] = [];
+const uploads = readdirSync(join(photos, 'dogscats', 'test')).slice(0, 3).map((f) => join(photos, 'dogscats', 'test', f));
+const expected = new Map<string, Map<string, number>>();
+
+const TYPES: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json', '.jpg': 'image/jpeg', '.png': 'image/png' };
+
+/** A static file server for a folder, with or without the cross-origin isolation headers. */
+async function serveStatic(dir: string, isolated: boolean): Promise<string> {
+  const server = createServer((req, res) => {
+    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    const file = join(dir, path === '/' ? 'index.html' : decodeURIComponent(path));
+    if (!file.startsWith(dir) || !existsSync(file)) {
+      res.writeHead(404).end();
+      return;
+    }
+    const headers: Record<string, string> = { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' };
+    if (isolated) Object.assign(headers, { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' });
+    res.writeHead(200, headers).end(readFileSync(file));
+  });
+  servers.push(server);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return `http://127.0.0.1:${(server.address() as { port: number }).port}/`;
+}
+
+/** Uploads files through the page's file picker and reads what it shows. */
+async function classifyOnPage(page: Page, url: string, files: string[]): Promise<{ status: string; results: { file: string; top: [string, number][] }[] }> {
+  await page.goto(url);
+  await page.waitForSelector('body[data-ready="true"]', { timeout: 30_000 });
+  await page.setInputFiles('#files', files);
+  await page.waitForSelector(`body[data-done="${files.length}"]`, { timeout: 30_000 });
+  const results = await page.$$eval('.result', (els) =>
+    els.map((e) => ({ file: (e as HTMLElement).dataset.file!, top: [...e.querySelectorAll('.class')].map((c) => [(c as HTMLElement).dataset.label!, Number((c as HTMLElement).dataset.probability)] as [string, number]) })),
+  );
+  return { status: (await page.textContent('#status')) ?? '', results };
+}
+
+function assertLikePredict(results: { file: string; top: [string, number][] }[]): void {
+  assert.equal(results.length, uploads.length);
+  for (const r of results) {
+    const file = uploads.find((u) => u.endsWith(`/${r.file}`))!;
+    const want = expected.get(file)!;
+    for (const [label, p] of r.top) assert.ok(Math.abs(p - want.get(label)!) < 1e-3, `${r.file} ${label}: page ${p}, predict ${want.get(label)}`);
+    assert.equal(r.top[0]![0], [...want].sort((a, b) => b[1] - a[1])[0]![0], `${r.file}: same top-1`);
+  }
+}
+
+before(async () => {
+  assert.ok(existsSync(CHROMIUM), `the browser tests need Debian's chromium at ${CHROMIUM} (apt-get install chromium; npm test installs it as root)`);
+  tmp = await mkdtemp(join(tmpdir(), 'fastvision-web-'));
+  process.env.FASTVISION_HOME = join(tmp, 'home');
+  modelDir = join(tmp, 'model');
+  const { model, headSpec } = await buildClassifier('mobilenet_v2_nsfwjs', 3, { pretrained: true });
+  seededWeights(model.getModule('head') as nn.Module);
+  await saveNetwork(modelDir, model, { format: 'fastvision-model', version: 1, arch: 'mobilenet_v2_nsfwjs', classes: ['cats', 'dogs', 'other'], size: 64, xtraFc: headSpec!.xtraFc, ps: headSpec!.ps });
+  site = join(tmp, 'site');
+  const out: string[] = [];
+  const log = console.log;
+  console.log = (...a: unknown[]) => void out.push(a.join(' '));
+  try {
+    assert.equal(await main(['export', modelDir, '--web', site]), 0);
+    out.length = 0;
+    assert.equal(await main(['predict', modelDir, ...uploads, '--json', '--top', '3']), 0);
+  } finally {
+    console.log = log;
+  }
+  for (const r of JSON.parse(out.join('\n')) as { file: string; top: { label: string; p: number }[] }[]) expected.set(r.file, new Map(r.top.map((t) => [t.label, t.p])));
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'] });
+});
+after(async () => {
+  await browser?.close();
+  for (const s of servers) s.close();
+  await rm(tmp, { recursive: true, force: true });
+});
+
+test('the exported page classifies uploaded photos as fastvision predict does (cross-origin isolated: threads)', async () => {
+  for (const f of ['index.html', 'app.js', 'warp.js', 'model.onnx', 'metadata.json', 'ort.wasm.bundle.min.mjs', 'ort-wasm-simd-threaded.wasm']) assert.ok(existsSync(join(site, f)), f);
+  const page = await browser.newPage();
+  const requests: string[] = [];
+  page.on('request', (r) => requests.push(r.url()));
+  const url = await serveStatic(site, true);
+  const { status, results } = await classifyOnPage(page, url, uploads);
+  assert.match(status, /in this page \(onnxruntime-web, [2-4] threads\)/, 'cross-origin isolated: more than one thread');
+  assertLikePredict(results);
+  assert.deepEqual(requests.filter((r) => !r.startsWith(url) && !r.startsWith('blob:') && !r.startsWith('data:')), [], 'nothing is fetched from elsewhere');
+  mkdirSync(join(repoRoot, 'test-artifacts'), { recursive: true });
+  await page.screenshot({ path: join(repoRoot, 'test-artifacts', 'web-page.png'), fullPage: true });
+  await page.close();
+});
+
+test("the page's preprocessing equals fastvision's validation transform, value for value (JPEG, EXIF-rotated JPEG, PNG)", async () => {
+  const dir = join(site, 'probe');
+  mkdirSync(dir);
+  const src = uploads[0]!;
+  await writeFile(join(dir, 'plain.jpg'), readFileSync(src));
+  await writeFile(join(dir, 'rotated.jpg'), await sharp(src).jpeg({ quality: 90 }).withMetadata({ orientation: 6 }).toBuffer());
+  await writeFile(join(dir, 'image.png'), await sharp(join(photos, 'dogscats', 'valid', 'cats', 'Bengal_167.jpg')).png().toBuffer());
+  const page = await browser.newPage();
+  const url = await serveStatic(site, false);
+  await page.goto(url);
+  await page.waitForSelector('body[data-ready="true"]', { timeout: 30_000 });
+  assert.match((await page.textContent('#status')) ?? '', /1 thread; serve with COOP\/COEP headers for more/, 'without the headers: one thread, said so');
+  const val = tfmsFromModel(archOf('mobilenet_v2_nsfwjs'), 64).val;
+  for (const name of ['plain.jpg', 'rotated.jpg', 'image.png']) {
+    const inPage = (await page.evaluate(async (u) => (window as unknown as { fastvision: { preprocess(u: string): Promise<number[]> } }).fastvision.preprocess(u), `probe/${name}`)) as number[];
+    const inNode = new Float32Array(3 * 64 * 64);
+    await loadTransformed(join(dir, name), val, rngFor(0), inNode, 0);
+    let worst = 0;
+    for (let i = 0; i < inNode.length; i++) worst = Math.max(worst, Math.abs(inPage[i]! - inNode[i]!));
+    assert.ok(worst <= 1e-6, `${name}: the page's input differs by up to ${worst}`);
+  }
+  await page.close();
+});
+
+test('GET / of fastvision serve is the same page, talking to the server', async () => {
+  const server = await startServer(await libtorchPredictor(await readSavedModel(modelDir)), { port: 0 });
+  try {
+    const page = await browser.newPage();
+    const { status, results } = await classifyOnPage(page, `${server.url}/`, uploads);
+    assert.match(status, /on the server/);
+    assertLikePredict(results);
+    await page.close();
+  } finally {
+    await server.close();
+  }
+});
