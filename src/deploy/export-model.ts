@@ -3,6 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadSavedNetwork, type SavedModel } from '../learn/saved-model.js';
+import type { Tensor } from '../torch/index.js';
 import { ensureDir, writeFileAtomic } from '../util/files.js';
 import { exportOnnx } from './onnx-export.js';
 import { ModelProto, OPSET } from './onnx-proto.js';
@@ -53,4 +54,24 @@ export async function readExport(onnxPath: string): Promise<{ onnx: Uint8Array; 
   const metadata = onnxMetadata(onnx);
   if (metadata === null) throw new Error(`${onnxPath}: no fastvision metadata in this ONNX file`);
   return { onnx, metadata };
+}
+
+/**
+ * An ONNX file with each initializer named after a state-dict entry filled from
+ * `state` (e.g. another exporter's file committed without its weights); returns
+ * the new bytes and how many initializers were filled.
+ */
+export function withInitializersFrom(onnx: Uint8Array, state: Map<string, Tensor>): { bytes: Uint8Array; filled: number } {
+  const model = ModelProto.decode(onnx) as unknown as { graph: { initializer: { name: string; raw_data?: Uint8Array }[] } };
+  let filled = 0;
+  for (const init of model.graph.initializer) {
+    const t = state.get(init.name);
+    if (t === undefined) continue;
+    const c = t.contiguous();
+    const d = c.dataSync();
+    if (c !== t) c.dispose();
+    init.raw_data = new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+    filled++;
+  }
+  return { bytes: ModelProto.encode(model as never).finish(), filled };
 }
