@@ -12,7 +12,6 @@ make_model_fixtures.py), then runs both files in onnxruntime.
 Run: /usr/bin/python3 scripts/make_onnx_fixtures.py   (Debian's python3-torch, python3-onnx)
 """
 import io
-import math
 import os
 from collections import OrderedDict
 
@@ -20,6 +19,8 @@ import onnx
 import torch
 import torch.nn as nn
 import torchvision.models as tvm
+
+from make_model_fixtures import seeded_weights  # the weights test/helpers.ts seededWeights mirrors
 
 OUT = os.path.join(os.path.dirname(__file__), '..', 'test', 'fixtures', 'onnx')
 os.makedirs(OUT, exist_ok=True)
@@ -43,21 +44,6 @@ def classifier(classes):
     pool = nn.Sequential(AdaptiveConcatPool2d(), nn.Flatten())
     head = nn.Sequential(nn.BatchNorm1d(1024), nn.Dropout(0.25), nn.Linear(1024, 512), nn.ReLU(), nn.BatchNorm1d(512), nn.Dropout(0.5), nn.Linear(512, classes), nn.Softmax(1))
     return nn.Sequential(OrderedDict(body=body, pool=pool, head=head))
-
-
-def seeded_weights(model):
-    """As make_model_fixtures.py: entry i of the state dict drawn after manual_seed(i)."""
-    with torch.no_grad():
-        for i, (k, v) in enumerate(model.state_dict().items()):
-            if not v.is_floating_point():
-                continue
-            torch.manual_seed(i)
-            if k.endswith('running_var') or (v.dim() == 1 and k.endswith('weight')):
-                v.copy_(torch.rand(v.shape) * 0.5 + 0.75)
-            elif v.dim() == 1:
-                v.copy_(torch.randn(v.shape) * 0.1)
-            else:
-                v.copy_(torch.randn(v.shape) * math.sqrt(2.0 / v[0].numel()))
 
 
 def main():
