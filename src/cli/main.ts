@@ -5,6 +5,7 @@ import { PthError } from '../torch/index.js';
 import { DataError } from '../vision/dataset.js';
 import { closeLoaderWorkers } from '../vision/loader.js';
 import { fastvisionVersion } from '../util/version.js';
+import { isExiting } from '../util/cleanup.js';
 import { commandHelp, parseCommandArgs, UsageError, type CommandSpec } from './args.js';
 import { demoCommand } from './demo.js';
 import { exportCommand } from './export.js';
@@ -56,6 +57,8 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     const err = e as Error;
+    // An interrupt is ending the process and has said so; what it cut short is no news.
+    if (isExiting()) return 130;
     if (process.env.FASTVISION_DEBUG === '1') console.error(err.stack);
     console.error(`fastvision ${cmd.name}: ${(err.message || String(e)).split('\n')[0]!.replace(/^fastvision \S+: /, '')}`);
     // 2: the call or its input is wrong (options, data, model files); 1: a failure while running.

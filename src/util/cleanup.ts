@@ -5,11 +5,19 @@
 import { rmSync } from 'node:fs';
 
 const paths = new Set<string>();
+let exiting = false;
 
 /** Registers a file (or a folder being built) to delete if the process is interrupted; returns a function that unregisters it. */
 export function removeOnInterrupt(path: string): () => void {
+  // Once the process is on its way out, no new temporary file may start.
+  if (exiting) throw new Error('interrupted: not starting a new write');
   paths.add(path);
   return () => void paths.delete(path);
+}
+
+/** Whether an interrupt is ending the process (errors from writes it cut short are expected then). */
+export function isExiting(): boolean {
+  return exiting;
 }
 
 /** Deletes every registered file now (synchronously: it runs from signal handlers). */
@@ -21,7 +29,20 @@ export function runCleanups(): void {
       // already gone, or not ours to remove
     }
   }
-  paths.clear();
+}
+
+/**
+ * Cleans up and exits: registered files are removed, then removed again a moment
+ * later — a write already handed to the file system's threads (an open that
+ * creates its file) can land after the first pass.
+ */
+function cleanUpAndExit(code: number): void {
+  exiting = true;
+  runCleanups();
+  setTimeout(() => {
+    runCleanups();
+    process.exit(code);
+  }, 150);
 }
 
 let installed = false;
@@ -57,9 +78,9 @@ export function cleanUpOnSignals(say: (line: string) => void = (l) => process.st
         drain();
         return;
       }
-      runCleanups();
+      if (exiting) process.exit(code);
       say(`fastvision: interrupted (${sig}); files written so far are complete, nothing half-written was left`);
-      process.exit(code);
+      cleanUpAndExit(code);
     });
   }
 }
