@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { loadStateDictFile } from '../src/index.js';
+import { readSavedModel } from '../src/learn/saved-model.js';
 import { photos, repoRoot } from './helpers.js';
 
 const bin = join(repoRoot, 'dist', 'src', 'cli', 'bin.js');
@@ -70,7 +71,7 @@ test('outputs are checked before training: an impossible --out or --json fails a
   assert.doesNotMatch(json.stdout, /learning-rate finder/, 'nothing was trained');
 });
 
-test('a second run into the same --out is refused while the first is alive; a stale lock is taken over', () => {
+test('a second run into the same --out is refused while the first is alive; a stale lock is taken over', async () => {
   const out = join(tmp, 'locked');
   mkdirSync(out);
   writeFileSync(join(out, '.fastvision.lock'), `${process.pid}\n`);
@@ -81,7 +82,8 @@ test('a second run into the same --out is refused while the first is alive; a st
   const dead = spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' }).stdout.trim();
   writeFileSync(join(out, '.fastvision.lock'), `${dead}\n`);
   ok(cli(['fit', data, '--precompute', '--cycles', '1', '--size', '32', '--bs', '4', '--out', out]), 'fit over a stale lock');
-  assert.ok(existsSync(join(out, 'model.pth')));
+  const { info } = await readSavedModel(out);
+  assert.deepEqual([info.classes, info.size], [['cats', 'dogs'], 32], 'the run over a stale lock wrote its model');
   assert.ok(!existsSync(join(out, '.fastvision.lock')), 'the lock is released');
 });
 

@@ -2,6 +2,9 @@
 import assert from 'node:assert/strict';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { main } from '../src/cli/main.js';
+import { buildClassifier } from '../src/learn/head.js';
+import { saveNetwork } from '../src/learn/saved-model.js';
 import { loadPth, manualSeed, noGrad, rand, randn, Tensor, tidy, type nn, type PthValue } from '../src/index.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -82,3 +85,27 @@ export function seededWeights(model: nn.Module): void {
   });
 }
 
+
+/** `fastvision predict --json --top <all>` run in this process: file → probability by label. */
+export async function predictInProcess(model: string, files: string[], top = 1000): Promise<Map<string, Map<string, number>>> {
+  const out: string[] = [];
+  const log = console.log;
+  console.log = (...a: unknown[]) => void out.push(a.join(' '));
+  try {
+    assert.equal(await main(['predict', model, ...files, '--json', '--top', String(top)]), 0);
+  } finally {
+    console.log = log;
+  }
+  const rows = JSON.parse(out.join('\n')) as { file: string; top: { label: string; p: number }[] }[];
+  return new Map(rows.map((r) => [r.file, new Map(r.top.map((t) => [t.label, t.p]))]));
+}
+
+/**
+ * Saves the offline MobileNetV2 with fast.ai's head (the head's weights seeded, so
+ * its answers are not trivial) as a model fastvision can predict with, export and serve.
+ */
+export async function saveSeededModel(dir: string, classes: string[], size: number): Promise<void> {
+  const { model, headSpec } = await buildClassifier('mobilenet_v2_nsfwjs', classes.length, { pretrained: true });
+  seededWeights(model.getModule('head')!);
+  await saveNetwork(dir, model, { format: 'fastvision-model', version: 1, arch: 'mobilenet_v2_nsfwjs', classes, size, xtraFc: headSpec!.xtraFc, ps: headSpec!.ps });
+}

@@ -9,14 +9,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import ort from 'onnxruntime-node';
-import { main } from '../src/cli/main.js';
 import { exportOnnx, OnnxExportError } from '../src/deploy/onnx-export.js';
 import { exportSavedModel, onnxMetadata, writeExport } from '../src/deploy/export-model.js';
 import { ModelProto } from '../src/deploy/onnx-proto.js';
 import { buildClassifier } from '../src/learn/head.js';
 import { readSavedModel, saveNetwork } from '../src/learn/saved-model.js';
 import { archOf, loadTransformed, nn, rngFor, tfmsFromModel, type Tensor } from '../src/index.js';
-import { photos, seededWeights } from './helpers.js';
+import { photos, predictInProcess, seededWeights } from './helpers.js';
 
 let tmp = '';
 const images = [...readdirSync(join(photos, 'dogscats', 'test')).map((f) => join(photos, 'dogscats', 'test', f)), join(photos, 'dogscats', 'valid', 'cats', 'Bengal_167.jpg')];
@@ -28,20 +27,6 @@ before(async () => {
 after(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
-
-/** `fastvision predict --json` in this process: file → probabilities by label. */
-async function predict(model: string, files: string[]): Promise<Map<string, Map<string, number>>> {
-  const out: string[] = [];
-  const log = console.log;
-  console.log = (...a: unknown[]) => void out.push(a.join(' '));
-  try {
-    assert.equal(await main(['predict', model, ...files, '--json', '--top', '1000']), 0);
-  } finally {
-    console.log = log;
-  }
-  const rows = JSON.parse(out.join('\n')) as { file: string; top: { label: string; p: number }[] }[];
-  return new Map(rows.map((r) => [r.file, new Map(r.top.map((t) => [t.label, t.p]))]));
-}
 
 /** The ONNX model's probabilities for the photos, fed fastvision's validation input. */
 async function runOnnx(bytes: Uint8Array, archName: string, size: number, files: string[]): Promise<Float32Array> {
@@ -84,7 +69,7 @@ for (const [name, size] of ARCHS) {
     const dir = join(tmp, name);
     await saveNetwork(dir, model, { format: 'fastvision-model', version: 1, arch: name, classes: CLASSES, size, xtraFc: headSpec!.xtraFc, ps: headSpec!.ps });
     for (const t of model.stateDict().values()) t.dispose();
-    const expected = await predict(dir, images);
+    const expected = await predictInProcess(dir, images);
     const exported = await exportSavedModel(await readSavedModel(dir));
     const probs = await runOnnx(exported.onnx, name, size, images);
     let worst = 0;

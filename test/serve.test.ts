@@ -11,13 +11,10 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { main } from '../src/cli/main.js';
 import { libtorchPredictor } from '../src/deploy/predictor.js';
 import { startServer, type RunningServer } from '../src/deploy/server.js';
-import { buildClassifier } from '../src/learn/head.js';
-import { readSavedModel, saveNetwork } from '../src/learn/saved-model.js';
-import { nn } from '../src/index.js';
-import { photos, repoRoot, seededWeights } from './helpers.js';
+import { readSavedModel } from '../src/learn/saved-model.js';
+import { photos, predictInProcess, repoRoot, saveSeededModel } from './helpers.js';
 
 const bin = join(repoRoot, 'dist', 'src', 'cli', 'bin.js');
 let tmp = '';
@@ -31,19 +28,9 @@ before(async () => {
   tmp = await mkdtemp(join(tmpdir(), 'fastvision-serve-'));
   process.env.FASTVISION_HOME = join(tmp, 'home');
   modelDir = join(tmp, 'model');
-  const { model, headSpec } = await buildClassifier('mobilenet_v2_nsfwjs', 3, { pretrained: true });
-  seededWeights(model.getModule('head') as nn.Module);
-  await saveNetwork(modelDir, model, { format: 'fastvision-model', version: 1, arch: 'mobilenet_v2_nsfwjs', classes: ['cats', 'dogs', 'other'], size: 64, xtraFc: headSpec!.xtraFc, ps: headSpec!.ps });
+  await saveSeededModel(modelDir, ['cats', 'dogs', 'other'], 64);
   // What `fastvision predict` says, for comparison.
-  const out: string[] = [];
-  const log = console.log;
-  console.log = (...a: unknown[]) => void out.push(a.join(' '));
-  try {
-    assert.equal(await main(['predict', modelDir, ...files, '--json', '--top', '3']), 0);
-  } finally {
-    console.log = log;
-  }
-  for (const r of JSON.parse(out.join('\n')) as { file: string; top: { label: string; p: number }[] }[]) expected.set(r.file, new Map(r.top.map((t) => [t.label, t.p])));
+  for (const [f, p] of await predictInProcess(modelDir, files, 3)) expected.set(f, p);
   server = await startServer(await libtorchPredictor(await readSavedModel(modelDir)), { port: 0, maxBytes: 64 * 1024, maxWaitMs: 10 });
 });
 after(async () => {

@@ -3,10 +3,9 @@
 import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
-import { disposeCheckpoint, loadCheckpoint, saveCheckpoint, type Checkpoint } from '../learn/checkpoint.js';
+import { disposeCheckpoint, saveCheckpoint } from '../learn/checkpoint.js';
 import { TrainingDivergedError } from '../learn/guard.js';
 import { ConvLearner, type Callback, type FitState } from '../learn/learner.js';
-import { BatchTooLargeError, checkBatchFits } from '../learn/memory.js';
 import { addLrFinder, addTraining } from './figures.js';
 import { Report } from '../report/html.js';
 import { TrainingLog } from './training-log.js';
@@ -16,7 +15,7 @@ import { flag, num, numList, str, UsageError, type CommandSpec, type OptionSpec 
 import { archArg, dataPath, LAYOUT_OPTIONS, loadData, MODEL_OPTIONS, sizeArg } from './data-args.js';
 import { learnerFor, readModel, saveModel } from './model-file.js';
 import { withOutput } from './outputs.js';
-import { checkpointFile, runFingerprint } from './train.js';
+import { checkpointFile, openCheckpoint, refuseBatchTooLarge, runFingerprint } from './train.js';
 
 const OUT: OptionSpec = { type: 'string', arg: 'DIR', help: 'where the pictures, report (and model) go', default: './fastvision-out/<folder name>' };
 const UNFREEZE: OptionSpec = { type: 'boolean', help: 'train the whole network (no precomputed activations)' };
@@ -97,15 +96,7 @@ export const fitCommand: CommandSpec = {
     const fingerprint = runFingerprint(args, path);
     const ckptFile = checkpointFile(out);
     await withOutput(out, async () => {
-      let resume: Checkpoint<FitMeta> | null = null;
-      if (flag(args, 'resume')) {
-        if (!existsSync(ckptFile)) throw new UsageError(`--resume: no checkpoint in ${out} (fit writes ${ckptFile} at the end of each epoch)`);
-        resume = await loadCheckpoint<FitMeta>(ckptFile);
-        if (resume.meta.kind !== 'fit' || resume.meta.fingerprint !== fingerprint || resume.fit === null) {
-          disposeCheckpoint(resume);
-          throw new UsageError(`--resume: the checkpoint in ${out} was made by a run with other data or settings; run again with the same options, or without --resume to start over`);
-        }
-      }
+      const resume = flag(args, 'resume') ? await openCheckpoint<FitMeta>(out, 'fit', fingerprint) : null;
       manualSeed(num(args, 'seed', 0, { min: 0, max: 2 ** 31 - 1, integer: true }));
       const data = await loadData(path, args, arch, size);
       if (saved && saved.info.classes.join('\n') !== data.classes.join('\n')) throw new UsageError(`${path}: its classes are not those of ${from}`);
@@ -113,12 +104,7 @@ export const fitCommand: CommandSpec = {
       const learn = saved ? await learnerFor(saved, data, { optFn }) : await ConvLearner.pretrained(arch, data, { optFn });
       if (flag(args, 'unfreeze')) learn.unfreeze();
       if (flag(args, 'precompute')) learn.precompute = true;
-      try {
-        checkBatchFits(learn.model, { arch: arch.name, size, bs: data.bs, unfrozen: flag(args, 'unfreeze') });
-      } catch (e) {
-        if (e instanceof BatchTooLargeError) throw new UsageError(e.message);
-        throw e;
-      }
+      refuseBatchTooLarge(learn.model, { arch: arch.name, size, bs: data.bs, unfrozen: flag(args, 'unfreeze') });
       const log = resume ? TrainingLog.from(resume.meta.log) : new TrainingLog();
       const cb = resume ? log.continueLast(resume.fit!.iteration) : log.begin({ name: 'fit', size, lrs, nCycle, cycleLen, cycleMult });
       if (resume) {

@@ -136,9 +136,34 @@ function stageEpochs(s: Pick<StagePlan, 'nCycle' | 'cycleLen' | 'cycleMult'>): n
   return s.cycleLen === undefined ? s.nCycle : s.cycleLen * Array.from({ length: s.nCycle }, (_, k) => (s.cycleMult ?? 1) ** k).reduce((a, b) => a + b, 0);
 }
 
-/** Where `train` keeps its checkpoint in the output folder. */
+/** Where `train` and `fit` keep their checkpoint in the output folder. */
 export function checkpointFile(out: string): string {
   return join(resolve(out), 'checkpoint.pth');
+}
+
+/**
+ * The checkpoint `--resume` continues from: the one in `out`, written by `command`
+ * with the same fingerprint; anything else is a UsageError saying why.
+ */
+export async function openCheckpoint<M extends { kind: string; fingerprint: string }>(out: string, command: 'train' | 'fit', fingerprint: string): Promise<Checkpoint<M>> {
+  const file = checkpointFile(out);
+  if (!existsSync(file)) throw new UsageError(`--resume: no checkpoint in ${resolve(out)} (${command} writes ${file} at the end of each epoch)`);
+  const c = await loadCheckpoint<M>(file);
+  if (c.meta.kind !== command || c.meta.fingerprint !== fingerprint || (command === 'fit' && c.fit === null)) {
+    disposeCheckpoint(c);
+    throw new UsageError(`--resume: the checkpoint in ${resolve(out)} was made by a run with other data or settings; run again with the same options, or without --resume to start over`);
+  }
+  return c;
+}
+
+/** `checkBatchFits` for a command: a batch too large for memory is a UsageError ("try --bs N"). */
+export function refuseBatchTooLarge(...args: Parameters<typeof checkBatchFits>): void {
+  try {
+    checkBatchFits(...args);
+  } catch (e) {
+    if (e instanceof BatchTooLargeError) throw new UsageError(e.message);
+    throw e;
+  }
 }
 
 /**
@@ -152,15 +177,7 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
   const t0 = performance.now();
   const out = resolve(settings.out);
   const ckptFile = checkpointFile(out);
-  let resume: Checkpoint<RecipeMeta> | null = null;
-  if (settings.resume) {
-    if (!existsSync(ckptFile)) throw new UsageError(`--resume: no checkpoint in ${out} (train writes ${ckptFile} at the end of each epoch)`);
-    resume = await loadCheckpoint<RecipeMeta>(ckptFile);
-    if (resume.meta.kind !== 'train' || resume.meta.fingerprint !== settings.fingerprint) {
-      disposeCheckpoint(resume);
-      throw new UsageError(`--resume: the checkpoint in ${out} was made by a run with other data or settings; run again with the same options, or without --resume to start over`);
-    }
-  }
+  let resume = settings.resume ? await openCheckpoint<RecipeMeta>(out, 'train', settings.fingerprint) : null;
   const report = new Report(out, `fastvision: ${basename(data.path)} (${arch})`);
   say(`${data.trnDs.length} training, ${data.valDs?.length ?? 0} validation${data.testDs ? `, ${data.testDs.length} test` : ''} images; ${data.c} classes: ${data.classes.slice(0, 10).join(', ')}${data.c > 10 ? ', …' : ''}`);
   if (!data.valDs || data.valDs.length === 0) throw new UsageError(`${data.path}: no validation images; the recipe needs a validation set (valid/ folder or --val-pct above 0)`);
@@ -168,14 +185,7 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
   const { trn: trnCounts, val: valCounts } = await addDataSection(report, data);
   await addAugmentationPreview(report, data);
   const learn = await ConvLearner.pretrained(arch, data, { precompute: true, pretrained: settings.weights ?? true });
-  if (settings.unfreezeCycles > 0 || settings.sizes.length > 1) {
-    try {
-      checkBatchFits(learn.model, { arch, size: settings.sizes[settings.sizes.length - 1]!, bs: data.bs, unfrozen: settings.unfreezeCycles > 0 });
-    } catch (e) {
-      if (e instanceof BatchTooLargeError) throw new UsageError(e.message);
-      throw e;
-    }
-  }
+  if (settings.unfreezeCycles > 0 || settings.sizes.length > 1) refuseBatchTooLarge(learn.model, { arch, size: settings.sizes[settings.sizes.length - 1]!, bs: data.bs, unfrozen: settings.unfreezeCycles > 0 });
   const size0 = settings.sizes[0]!;
 
   let lr: number;
@@ -258,6 +268,7 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
       // The checkpoint is this stage's end: the next stage starts from its loaders and random state.
       learn.data.trnDl.epoch = fitResume.meta.imageLoaderEpoch;
       setRngState(fitResume.rng);
+      disposeCheckpoint({ ...fitResume, states: new Map() });
       continue;
     }
     if (st.nCycle === 0 || diverged) continue;

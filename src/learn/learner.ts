@@ -18,7 +18,7 @@ import {
   type Tensor,
 } from '../torch/index.js';
 import { bodyGroups, type Arch, type ArchLike } from '../vision/models/archs.js';
-import { buildClassifier, type ClassifierOptions } from './head.js';
+import { buildClassifier, type Classifier, type ClassifierOptions } from './head.js';
 import { cacheDirFor, ImageClassifierData } from '../vision/data.js';
 import { FilesDataset } from '../vision/dataset.js';
 import type { DataLoader } from '../vision/loader.js';
@@ -181,23 +181,21 @@ export class ConvLearner {
   private readonly defaultMetrics: Metric[];
   private readonly log: ((line: string) => void) | null;
 
+  readonly arch: Arch;
+  readonly body: nn.Module;
+  readonly pool: nn.Sequential;
+  readonly head: nn.Module;
+  /** fast.ai's head as built: hidden layer sizes and dropouts (null for a custom head). */
+  readonly headSpec: { xtraFc: number[]; ps: number[] } | null;
+
   private constructor(
-    readonly arch: Arch,
+    c: Classifier,
     public data: ImageClassifierData,
-    readonly body: nn.Module,
-    readonly pool: nn.Sequential,
-    readonly head: nn.Module,
     options: ConvLearnerOptions,
-    /** fast.ai's head as built: hidden layer sizes and dropouts (null for a custom head). */
-    readonly headSpec: { xtraFc: number[]; ps: number[] } | null = null,
   ) {
-    this.model = nn.Sequential.named([
-      ['body', body],
-      ['pool', pool],
-      ['head', head],
-    ]);
-    const [early, late] = bodyGroups(arch, body);
-    this.layerGroups = [early, late, [head]];
+    ({ arch: this.arch, body: this.body, pool: this.pool, head: this.head, model: this.model, headSpec: this.headSpec } = c);
+    const [early, late] = bodyGroups(this.arch, this.body);
+    this.layerGroups = [early, late, [this.head]];
     this.precomputeOn = options.precompute ?? false;
     this.optFn = options.optFn ?? 'sgd';
     this.defaultMetrics = options.metrics ?? [accuracy];
@@ -207,8 +205,7 @@ export class ConvLearner {
 
   /** Builds a learner on `arch`'s pretrained body for `data` (fast.ai's ConvLearner.pretrained). */
   static async pretrained(arch: ArchLike, data: ImageClassifierData, options: ConvLearnerOptions = {}): Promise<ConvLearner> {
-    const c = await buildClassifier(arch, data.c, options);
-    return new ConvLearner(c.arch, data, c.body, c.pool, c.head, options, c.headSpec);
+    return new ConvLearner(await buildClassifier(arch, data.c, options), data, options);
   }
 
   /** Whether training runs on cached body activations (turning it on computes them). */
