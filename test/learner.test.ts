@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import sharp from 'sharp';
-import { closeLoaderWorkers, ConvLearner, ImageClassifierData, mobilenet_v2_nsfwjs, nn, tfmsFromModel, transformsSideOn, type Tensor } from '../src/index.js';
+import { CancelFitError, CancelTrainError, closeLoaderWorkers, ConvLearner, ImageClassifierData, mobilenet_v2_nsfwjs, nn, tfmsFromModel, transformsSideOn, type Tensor } from '../src/index.js';
 import { photos } from './helpers.js';
 
 let home = '';
@@ -126,17 +126,26 @@ test('TTA averages probabilities over the original and augmented images', async 
 test('metrics and callbacks: custom metrics are reported, a callback can stop training, bestSaveName keeps the best', async () => {
   const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, { ...quiet, precompute: true });
   const seen: number[] = [];
-  const errorRate = { name: 'error_rate', fn: (lp: Tensor, y: Tensor) => 1 - lp.argmax(1).eq(y).float().mean().item() };
+  const errorRate = { name: 'error_rate', direction: 'min' as const, fn: (lp: Tensor, y: Tensor) => 1 - lp.argmax(1).eq(y).float().mean().item() };
   const hist = await learn.fit(1e-2, 2, {
     metrics: [errorRate],
     bestSaveName: 'best',
-    callbacks: [{ onEpochEnd: (r) => seen.push(r.epoch) }],
+    callbacks: [{ afterEpoch: (l) => void seen.push(l.record!.epoch) }],
   });
   assert.deepEqual(seen, [0, 1]);
   assert.ok(hist.every((h) => h.metrics.error_rate! >= 0 && h.metrics.error_rate! <= 1 && h.accuracy === null));
   assert.ok(existsSync(join(learn.modelsDir, 'best.pth')));
   let batches = 0;
-  const stopped = await learn.fit(1e-2, 3, { callbacks: [{ onBatchEnd: () => ++batches >= 2 }] });
+  // Ending an epoch's training early still validates it; cancelling the fit then stops.
+  const stopAfterTwo = {
+    afterBatch: () => {
+      if (++batches >= 2) throw new CancelTrainError();
+    },
+    afterEpoch: () => {
+      throw new CancelFitError();
+    },
+  };
+  const stopped = await learn.fit(1e-2, 3, { callbacks: [stopAfterTwo] });
   assert.equal(stopped.length, 1, 'stopped in the first epoch');
   assert.equal(batches, 2);
 });

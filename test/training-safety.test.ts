@@ -72,9 +72,9 @@ test('divergence in a later epoch puts back the end of the last good epoch', asy
   const err = await learn
     .fit(1e-2, 3, {
       callbacks: [
-        { onEpochEnd: (r) => void (r.epoch === 0 && (afterEpoch0 = weights(learn.model))) },
+        { afterEpoch: (l) => void (l.record!.epoch === 0 && (afterEpoch0 = weights(learn.model))) },
         {
-          onBatchEnd: () => {
+          afterBatch: () => {
             // In epoch 1, the weights go bad (as a too-high rate would make them).
             if (afterEpoch0 !== null && !sabotaged) {
               noGrad(() => linear.weight.mul_(Number.NaN));

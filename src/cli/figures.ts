@@ -1,7 +1,7 @@
 // The report's sections for the CLI, from data, training logs and predictions:
 // the glue between the learner's objects and src/report's plain-data pictures.
 import { basename } from 'node:path';
-import type { LrFinderResult } from '../learn/learner.js';
+import type { LrFinderResult } from '../learn/lr-finder.js';
 import { confusionSpec, labelCountsSpec, lossSpec, renderChart, scheduleSpec, sizeHistogramSpec } from '../report/charts.js';
 import { imageGrid, type RgbPixels, type Tile } from '../report/grids.js';
 import type { Report } from '../report/html.js';

@@ -3,7 +3,7 @@
 // data, its probabilities with TTA and snapshot ensembles.
 import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { ConvLearner } from '../learn/learner.js';
+import { ConvLearner } from '../learn/conv-learner.js';
 import { readSavedModel, type ModelInfo } from '../learn/saved-model.js';
 import { noGrad, tidy, type Tensor } from '../torch/index.js';
 import type { ImageClassifierData } from '../vision/data.js';

@@ -5,7 +5,9 @@ import { rm } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { disposeCheckpoint, saveCheckpoint } from '../learn/checkpoint.js';
 import { TrainingDivergedError } from '../learn/guard.js';
-import { ConvLearner, type Callback, type FitState } from '../learn/learner.js';
+import { ConvLearner } from '../learn/conv-learner.js';
+import { CycleSnapshots } from '../learn/callbacks.js';
+import type { FitState } from '../learn/loop.js';
 import { addLrFinder, addTraining } from './figures.js';
 import { Report } from '../report/html.js';
 import { TrainingLog } from './training-log.js';
@@ -112,8 +114,11 @@ export const fitCommand: CommandSpec = {
         console.log(`resuming from ${ckptFile} at epoch ${resume.fit!.epoch}`);
       }
       // Each cycle's snapshot is a complete model file (its description inside), written as the cycle ends.
-      const snapshots: Promise<unknown>[] = [];
-      const snap: Callback = { onCycleEnd: (k: number) => void snapshots.push(saveModel(out, learn, size, { name: `model_cyc_${k}`, json: false })) };
+      let snapshots = 0;
+      const snap = new CycleSnapshots(async (k) => {
+        snapshots++;
+        await saveModel(out, learn, size, { name: `model_cyc_${k}`, json: false });
+      });
       const onCheckpoint = async (fs: FitState): Promise<void> => {
         await saveCheckpoint<FitMeta>(ckptFile, { meta: { kind: 'fit', fingerprint, log: log.toJSON() }, model: learn.model.stateDict(), fit: fs, rng: fs.rng });
       };
@@ -126,14 +131,13 @@ export const fitCommand: CommandSpec = {
       } finally {
         if (resume) disposeCheckpoint(resume);
       }
-      await Promise.all(snapshots);
       if (diverged && log.last() === undefined) {
         await rm(ckptFile, { force: true });
         throw new Error(`${diverged.message.replace(/ Try a lower learning rate\.$/, '')}; no epoch ended well, so nothing was saved${existsSync(join(out, 'model.pth')) ? ' (the previous model is kept)' : ''}: try a lower --lr`);
       }
       const { model } = await saveModel(out, learn, size);
       await rm(ckptFile, { force: true });
-      if (snapshots.length > 0) console.log(`cycle snapshots: ${join(out, 'model_cyc_*.pth')} (${snapshots.length})`);
+      if (snapshots > 0) console.log(`cycle snapshots: ${join(out, 'model_cyc_*.pth')} (${snapshots})`);
       const report = new Report(out, `fastvision fit: ${basename(path)}`);
       await addTraining(report, log);
       console.log(`model:  ${model}\nreport: ${await report.write('fit.html')}`);

@@ -5,7 +5,10 @@
 import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
-import { ConvLearner, LrFinderResult, type Callback, type EpochRecord, type FitState } from '../learn/learner.js';
+import { ConvLearner } from '../learn/conv-learner.js';
+import { LrFinderResult } from '../learn/lr-finder.js';
+import type { EpochRecord, FitState } from '../learn/loop.js';
+import { BestWeightsKeeper } from '../learn/callbacks.js';
 import { disposeCheckpoint, loadCheckpoint, saveCheckpoint, type Checkpoint } from '../learn/checkpoint.js';
 import { TrainingDivergedError } from '../learn/guard.js';
 import { BatchTooLargeError, checkBatchFits } from '../learn/memory.js';
@@ -213,16 +216,9 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
   const plan = unfreezePlan(learn.arch, lr, settings);
   const groupLrs = [plan.lr / d / d, plan.lr / d, plan.lr];
   const log = resume ? TrainingLog.from(resume.meta.log) : new TrainingLog();
-  // The weights with the lowest validation loss among SGDR's snapshot points — the end of each
-  // cycle, where the rate has annealed — and each stage's last epoch: a later stage (unfreezing,
-  // above all) can end worse, and the recipe should not hand back the worse model.
-  let best: { stage: string; record: EpochRecord; state: Map<string, Tensor> } | null = null;
-  if (resume?.meta.best && resume.states.has('best')) best = { ...resume.meta.best, state: resume.states.get('best')! };
-  const consider = (name: string, rec: EpochRecord): void => {
-    if (!settings.keepBest || rec.valLoss === null || !Number.isFinite(rec.valLoss) || (best !== null && rec.valLoss >= best.record.valLoss!)) return;
-    if (best) for (const t of best.state.values()) t.dispose();
-    best = { stage: name, record: rec, state: new Map([...learn.model.stateDict()].map(([k, t]) => [k, noGrad(() => t.clone())])) };
-  };
+  // The weights with the lowest validation loss among SGDR's snapshot points and each stage's end.
+  const keeper = new BestWeightsKeeper();
+  if (resume?.meta.best && resume.states.has('best')) keeper.best = { ...resume.meta.best, state: resume.states.get('best')! };
   // The unfrozen stage at a size: all layer groups, differential rates, SGDR with cycleMult 2.
   const unfrozen = (name: string, size: number, note?: string): StagePlan => ({
     name,
@@ -275,16 +271,9 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     if (!fitResume) say(`\n# ${st.name}`);
     const cb = fitResume?.fit ? log.continueLast(fitResume.fit.iteration) : log.begin({ name: st.name, size: st.size, lrs: st.lrs, nCycle: st.nCycle, cycleLen: st.cycleLen, cycleMult: st.cycleMult });
     const epochs = stageEpochs(st);
-    let cycleEnded = false;
-    const keeper: Callback = {
-      onCycleEnd: () => void (cycleEnded = true),
-      onEpochEnd: (rec) => {
-        if (cycleEnded || rec.epoch === epochs - 1) consider(st.name, rec);
-        cycleEnded = false;
-      },
-    };
+    keeper.stage = st.name;
     const onCheckpoint = async (fs: FitState): Promise<void> => {
-      const chosen = best as { stage: string; record: EpochRecord; state: Map<string, Tensor> } | null;
+      const chosen = keeper.best;
       const meta: RecipeMeta = {
         kind: 'train',
         fingerprint: settings.fingerprint,
@@ -303,7 +292,7 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     };
     if (fitResume) learn.data.trnDl.epoch = fitResume.meta.imageLoaderEpoch;
     try {
-      await learn.fit(st.lrs.length === 1 ? st.lrs[0]! : st.lrs, st.nCycle, { cycleLen: st.cycleLen, cycleMult: st.cycleMult, callbacks: [cb, keeper], onCheckpoint, resume: fitResume?.fit ?? undefined });
+      await learn.fit(st.lrs.length === 1 ? st.lrs[0]! : st.lrs, st.nCycle, { cycleLen: st.cycleLen, cycleMult: st.cycleMult, callbacks: settings.keepBest ? [cb, keeper] : [cb], onCheckpoint, resume: fitResume?.fit ?? undefined });
     } catch (e) {
       if (!(e instanceof TrainingDivergedError)) throw e;
       diverged = { stage: st.name, error: e };
@@ -317,16 +306,14 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     throw new Error(`${diverged ? `training diverged in '${diverged.stage}' (${diverged.error.reason})` : 'no epoch was trained'} before any epoch ended well, so no model was saved${existsSync(join(out, 'model.pth')) ? ' (the previous model is kept)' : ''}; try a lower --lr`);
   }
   let kept: { stage: string; epoch: number; valLoss: number | null } | null = null;
-  const chosen = best as { stage: string; record: EpochRecord; state: Map<string, Tensor> } | null;
+  const chosen = keeper.best;
   if (chosen && chosen.record !== last && !(chosen.record.epoch === last.epoch && chosen.record.valLoss === last.valLoss && chosen.stage === log.stages.at(-1)?.name)) {
     say(`\nkeeping the weights from epoch ${chosen.record.epoch} of '${chosen.stage}' (validation loss ${chosen.record.valLoss!.toFixed(4)}; training ended at ${last.valLoss?.toFixed(4)}); --keep-last keeps the last ones`);
     learn.model.loadStateDict(chosen.state);
     last = chosen.record;
   }
-  if (chosen) {
-    kept = { stage: chosen.stage, epoch: chosen.record.epoch, valLoss: chosen.record.valLoss };
-    for (const t of chosen.state.values()) t.dispose();
-  }
+  if (chosen) kept = { stage: chosen.stage, epoch: chosen.record.epoch, valLoss: chosen.record.valLoss };
+  keeper.dispose();
   const saved = await saveModel(out, learn, learn.data.sz ?? size0);
   await addTraining(report, log);
 

@@ -1,6 +1,6 @@
 // Records what training did, stage by stage, for the pictures and the JSON
 // summary: the rate and smoothed loss at every iteration, each epoch's figures.
-import type { Callback, EpochRecord } from '../learn/learner.js';
+import type { Callback, EpochRecord } from '../learn/loop.js';
 
 /** One stage of a recipe (e.g. "head on precomputed activations"). */
 export interface StageRecord {
@@ -57,15 +57,14 @@ export class TrainingLog {
   private recorder(rec: StageRecord, offset: number, secondsBefore: number): Callback {
     this.offset = offset;
     this.started = performance.now() - secondsBefore * 1000;
-    let last = 0;
     return {
-      onBatchEnd: ({ iteration, smoothedLoss, lrs }) => {
-        last = iteration;
-        this.iterations.push({ iteration: this.offset + iteration, lr: lrs[lrs.length - 1]!, loss: smoothedLoss, stage: rec.name });
+      afterBatch: (loop) => {
+        const groups = loop.opt.paramGroups;
+        this.iterations.push({ iteration: this.offset + loop.iteration, lr: groups[groups.length - 1]!.lr, loss: loop.smoothedLoss, stage: rec.name });
       },
-      onEpochEnd: (r) => {
-        rec.history.push(r);
-        rec.epochEnds.push(this.offset + last);
+      afterEpoch: (loop) => {
+        rec.history.push(loop.record!);
+        rec.epochEnds.push(this.offset + loop.iteration);
         rec.seconds = (performance.now() - this.started) / 1000;
       },
     };

@@ -6,7 +6,7 @@
 // caller's own description of the run (`meta`) beside it.
 import { loadPth, optim, readPthExtras, savePth, Tensor, type PthValue, type PthWritable } from '../torch/index.js';
 import { readFile } from 'node:fs/promises';
-import type { EpochRecord, FitState } from './learner.js';
+import type { EpochRecord, FitState } from './loop.js';
 
 const RECORD = 'fastvision-checkpoint.json';
 
@@ -35,10 +35,9 @@ export async function saveCheckpoint<M>(file: string, c: { meta: M; model: Map<s
     ['states', new Map([...(c.states ?? new Map<string, Map<string, Tensor>>())])],
   ]);
   const fit: FitNumbers | null = c.fit
-    ? { epoch: c.fit.epoch, iteration: c.fit.iteration, cycle: c.fit.cycle, smoothed: c.fit.smoothed, loaderEpoch: c.fit.loaderEpoch, history: c.fit.history, best: c.fit.best, paramGroups: c.fit.optimizer.paramGroups }
+    ? { epoch: c.fit.epoch, iteration: c.fit.iteration, smoothed: c.fit.smoothed, loaderEpoch: c.fit.loaderEpoch, history: c.fit.history, callbacks: c.fit.callbacks, paramGroups: c.fit.optimizer.paramGroups }
     : null;
-  // JSON has no Infinity: `best` before any improvement is written as null.
-  const json = JSON.stringify({ format: 'fastvision-checkpoint', version: 1, meta: c.meta, fit }, (_, v: unknown) => (v === Infinity ? null : v));
+  const json = JSON.stringify({ format: 'fastvision-checkpoint', version: 2, meta: c.meta, fit });
   await savePth(file, tensors, { extras: { [RECORD]: json } });
 }
 
@@ -61,7 +60,7 @@ export async function loadCheckpoint<M>(file: string): Promise<Checkpoint<M>> {
   const record = readPthExtras(buf, file).get(RECORD);
   if (record === undefined) throw new Error(`${file} is not a fastvision checkpoint`);
   const parsed = JSON.parse(new TextDecoder().decode(record)) as { format?: string; version?: number; meta: M; fit: FitNumbers | null };
-  if (parsed.format !== 'fastvision-checkpoint' || parsed.version !== 1) throw new Error(`${file} is not a fastvision checkpoint this version reads`);
+  if (parsed.format !== 'fastvision-checkpoint' || parsed.version !== 2) throw new Error(`${file} is not a fastvision checkpoint this version reads`);
   const value = await loadPth(file);
   if (!(value instanceof Map)) throw new Error(`${file}: not a checkpoint`);
   const model = asTensorMap(value.get('model'), `${file}: model`);
@@ -81,7 +80,7 @@ export async function loadCheckpoint<M>(file: string): Promise<Checkpoint<M>> {
       }
     }
     const { paramGroups, ...numbers } = parsed.fit;
-    fit = { ...numbers, best: numbers.best ?? Infinity, history: numbers.history.map((h: EpochRecord) => h), optimizer: { state, paramGroups }, rng };
+    fit = { ...numbers, callbacks: numbers.callbacks ?? {}, history: numbers.history.map((h: EpochRecord) => h), optimizer: { state, paramGroups }, rng };
   }
   return { meta: parsed.meta, model, fit, states, rng };
 }

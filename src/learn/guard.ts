@@ -1,10 +1,11 @@
-// The divergence guard of the fit loop: a loss that becomes NaN or infinite, or
-// runs away (far above where training started), stops training, and the weights
-// go back to the last point where everything was finite — the end of the last
-// good epoch, or the start of the fit — so a diverged run never hands back a
-// broken model.
-import { noGrad, type nn, type Tensor } from '../torch/index.js';
-import type { EpochRecord } from './learner.js';
+// The divergence guard of the fit loop, a callback on by default: a loss that
+// becomes NaN or infinite, or runs away (far above where training started),
+// stops training, and the weights go back to the last point where everything
+// was finite — the end of the last good epoch, or the start of the fit — so a
+// diverged run never hands back a broken model.
+import type { nn } from '../torch/index.js';
+import type { Callback, EpochRecord, Loop } from './loop.js';
+import { disposeState, snapshotState, updateSnapshot, type StateSnapshot } from './state.js';
 
 /** Training stopped because the loss diverged; the weights were restored (see `restoredTo`). */
 export class TrainingDivergedError extends Error {
@@ -24,7 +25,7 @@ export class TrainingDivergedError extends Error {
 
 /** Keeps the last good weights of a model while it trains, and checks each loss. */
 export class DivergenceGuard {
-  private readonly good: Map<string, Tensor>;
+  private readonly good: StateSnapshot;
   private goodLabel = 'the start of this fit';
   private reference: number | null = null;
 
@@ -33,7 +34,7 @@ export class DivergenceGuard {
     private readonly model: nn.Module,
     private readonly runawayFactor = 10,
   ) {
-    this.good = new Map([...model.stateDict()].map(([k, t]) => [k, noGrad(() => t.clone())]));
+    this.good = snapshotState(model);
   }
 
   private limit(): number {
@@ -55,9 +56,7 @@ export class DivergenceGuard {
       if (!Number.isFinite(rec.valLoss)) return `validation loss ${rec.valLoss}`;
       if (rec.valLoss > this.limit()) return `validation loss ${rec.valLoss.toPrecision(3)} ran away (above ${this.limit().toPrecision(3)})`;
     }
-    noGrad(() => {
-      for (const [k, t] of this.model.stateDict()) this.good.get(k)!.copy_(t);
-    });
+    updateSnapshot(this.good, this.model);
     this.goodLabel = `the end of epoch ${rec.epoch}`;
     return null;
   }
@@ -70,6 +69,43 @@ export class DivergenceGuard {
 
   /** Frees the kept weights. */
   dispose(): void {
-    for (const t of this.good.values()) t.dispose();
+    disposeState(this.good);
+  }
+}
+
+/**
+ * The guard as a callback (fit's default): stops on a NaN/Inf or runaway loss,
+ * puts back the last good weights, says so, and throws TrainingDivergedError.
+ */
+export class DivergenceGuardCallback implements Callback {
+  readonly order = -10;
+  private guard: DivergenceGuard | null = null;
+  private failure: TrainingDivergedError | null = null;
+  constructor(private readonly runawayFactor = 10) {}
+
+  beforeFit(loop: Loop): void {
+    this.guard = new DivergenceGuard(loop.model, this.runawayFactor);
+    this.failure = null;
+  }
+
+  afterBatch(loop: Loop): void {
+    const why = this.guard!.checkBatch(loop.lossValue, loop.smoothedLoss);
+    if (why) this.fail(loop, why, loop.history);
+  }
+
+  afterEpoch(loop: Loop): void {
+    const why = this.guard!.checkEpoch(loop.record!);
+    if (why) this.fail(loop, why, loop.history.slice(0, -1));
+  }
+
+  private fail(loop: Loop, why: string, history: EpochRecord[]): never {
+    this.failure = new TrainingDivergedError(why, loop.epoch, this.guard!.restore(), [...history]);
+    throw this.failure;
+  }
+
+  afterFit(loop: Loop): void {
+    if (this.failure) loop.log?.(`stopped: ${this.failure.message}`);
+    this.guard?.dispose();
+    this.guard = null;
   }
 }

@@ -17,6 +17,8 @@ export interface ClassifierOptions {
   pretrained?: boolean | string;
   /** Extra children to cut from the end of a Sequential body (fast.ai's xtra_cut). */
   xtraCut?: number;
+  /** Tags rather than one class: the head ends in logits for independent sigmoids, not LogSoftmax. */
+  multiLabel?: boolean;
 }
 
 /** The network's parts: `model` is Sequential(body, pool, head), with the state-dict keys fastvision saves. */
@@ -30,15 +32,20 @@ export interface Classifier {
   headSpec: { xtraFc: number[]; ps: number[] } | null;
 }
 
-/** fast.ai's head: [BatchNorm1d, Dropout, Linear, ReLU] per hidden layer, then [BatchNorm1d, Dropout, Linear], LogSoftmax. */
-export function makeHead(nf: number, c: number, xtraFc: number[], ps: number[]): nn.Sequential {
+/**
+ * fast.ai's head: [BatchNorm1d, Dropout, Linear, ReLU] per hidden layer, then
+ * [BatchNorm1d, Dropout, Linear], LogSoftmax (multi-label: no LogSoftmax; the
+ * logits go to binary cross entropy, and a sigmoid gives each tag's probability).
+ */
+export function makeHead(nf: number, c: number, xtraFc: number[], ps: number[], multiLabel = false): nn.Sequential {
   const layers: nn.Module[] = [];
   let ni = nf;
   xtraFc.forEach((n, i) => {
     layers.push(new nn.BatchNorm1d(ni), new nn.Dropout(ps[i]!), new nn.Linear(ni, n), new nn.ReLU());
     ni = n;
   });
-  layers.push(new nn.BatchNorm1d(ni), new nn.Dropout(ps[ps.length - 1]!), new nn.Linear(ni, c), new nn.LogSoftmax(1));
+  layers.push(new nn.BatchNorm1d(ni), new nn.Dropout(ps[ps.length - 1]!), new nn.Linear(ni, c));
+  if (!multiLabel) layers.push(new nn.LogSoftmax(1));
   const head = new nn.Sequential(...layers);
   for (const m of head.modules()) {
     if (m instanceof nn.Linear) {
@@ -76,7 +83,7 @@ export async function buildClassifier(arch: ArchLike, numClasses: number, option
   const nLayers = xtraFc.length + 1;
   const ps = options.ps === undefined ? [...new Array<number>(xtraFc.length).fill(0.25), 0.5] : typeof options.ps === 'number' ? [...new Array<number>(xtraFc.length).fill(options.ps / 2), options.ps] : options.ps;
   if (ps.length !== nLayers) throw new Error(`ps has ${ps.length} values for ${nLayers} head layers`);
-  const head = options.customHead ?? makeHead(bodyFeatures * 2, numClasses, xtraFc, ps);
+  const head = options.customHead ?? makeHead(bodyFeatures * 2, numClasses, xtraFc, ps, options.multiLabel ?? false);
   const model = nn.Sequential.named([
     ['body', body],
     ['pool', pool],

@@ -1,5 +1,14 @@
-// The learner: ConvLearner, its fit loop and guard, schedules, precomputed activations.
+// The learner: ConvLearner, the training loop and its callbacks, schedules,
+// the learning-rate finder, metrics, losses, prediction helpers.
 export * from './schedule.js';
-export * from './learner.js';
-export { TrainingDivergedError } from './guard.js';
+export * from './loop.js';
+export * from './callbacks.js';
+export * from './metrics.js';
+export * from './losses.js';
+export * from './lr-finder.js';
+export * from './predict.js';
+export * from './mixup.js';
+export * from './state.js';
+export * from './conv-learner.js';
+export { TrainingDivergedError, DivergenceGuardCallback } from './guard.js';
 export { CACHE_ENTRIES, pruneCache } from './activations.js';

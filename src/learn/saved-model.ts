@@ -9,7 +9,7 @@ import { loadStateDictFile, readPthExtras, savePth, type nn } from '../torch/ind
 import { ensureDir, writeFileAtomic } from '../util/files.js';
 import { ARCHS } from '../vision/models/archs.js';
 import { buildClassifier } from './head.js';
-import type { ConvLearner } from './learner.js';
+import type { ConvLearner } from './conv-learner.js';
 
 /** A saved model that cannot be found or read, or does not describe itself: the message names the file. */
 export class ModelFileError extends Error {}

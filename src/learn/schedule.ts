@@ -83,3 +83,49 @@ export class SmoothedLoss {
     this.n = n;
   }
 }
+
+/** Options of the one-cycle policy (fastai v2's names and defaults). */
+export interface OneCycleOptions {
+  /** Share of the iterations spent warming up (default 0.25). */
+  pctStart?: number;
+  /** The rate starts at lrMax / divFactor (default 25). */
+  divFactor?: number;
+  /** The rate ends at lrMax / finalDiv (default 1e5). */
+  finalDiv?: number;
+  /** Momentum at the start, at the peak rate, and at the end (default [0.95, 0.85, 0.95]). */
+  moms?: [number, number, number];
+}
+
+/**
+ * The one-cycle policy over `total` iterations: the rate rises from lrMax/divFactor
+ * to lrMax along a cosine for the first pctStart of the run, then anneals along a
+ * cosine to lrMax/finalDiv, while momentum moves the opposite way. Computed step
+ * for step as PyTorch's OneCycleLR (anneal_strategy 'cos', two phases; the warm-up
+ * ends at step pctStart·total − 1), which a fixture pins; fastai v2's schedule
+ * places that boundary at pctStart·total, less than one step away.
+ * Returns the rate multiplier of lrMax and the momentum at iteration i.
+ */
+export function oneCycleSchedule(total: number, { pctStart = 0.25, divFactor = 25, finalDiv = 1e5, moms = [0.95, 0.85, 0.95] }: OneCycleOptions = {}): { lr: (i: number) => number; mom: (i: number) => number } {
+  if (!(Number.isInteger(total) && total >= 1)) throw new RangeError(`one cycle: the number of iterations must be a positive integer, got ${total}`);
+  if (!(pctStart > 0 && pctStart < 1)) throw new RangeError(`pctStart must be between 0 and 1, got ${pctStart}`);
+  if (!(divFactor > 0) || !(finalDiv > 0)) throw new RangeError(`divFactor and finalDiv must be positive, got ${divFactor} and ${finalDiv}`);
+  const cos = (start: number, end: number, pct: number): number => end + ((start - end) / 2) * (Math.cos(Math.PI * pct) + 1);
+  const warmEnd = pctStart * total - 1;
+  const lastStep = total - 1;
+  const phase = (i: number): { k: 0 | 1; pct: number } => {
+    const step = Math.min(i, lastStep);
+    if (step <= warmEnd) return { k: 0, pct: warmEnd > 0 ? step / warmEnd : 1 };
+    const span = lastStep - warmEnd;
+    return { k: 1, pct: span > 0 ? (step - warmEnd) / span : 1 };
+  };
+  return {
+    lr: (i) => {
+      const { k, pct } = phase(i);
+      return k === 0 ? cos(1 / divFactor, 1, pct) : cos(1, 1 / finalDiv, pct);
+    },
+    mom: (i) => {
+      const { k, pct } = phase(i);
+      return k === 0 ? cos(moms[0], moms[1], pct) : cos(moms[1], moms[2], pct);
+    },
+  };
+}

@@ -75,6 +75,11 @@ export class ImageClassifierData {
     this.fixDl = loader(trnDs, tfms?.val, false);
   }
 
+  /** Whether images carry several tags each (a multi-label CSV) rather than one class. */
+  get multiLabel(): boolean {
+    return this.trnDs.tags !== null;
+  }
+
   /** Number of classes. */
   get c(): number {
     return this.classes.length;
@@ -106,21 +111,26 @@ export class ImageClassifierData {
    * `csvFile` (`id,label` with a header). `valIdxs` are the rows held out for
    * validation (default: a seeded random 20%, as `getCvIdxs`; `[]` for none).
    */
-  static async fromCsv(path: string, folder: string, csvFile: string, { valIdxs, suffix = '', ...opts }: DataOptions & { valIdxs?: number[]; suffix?: string } = {}): Promise<ImageClassifierData> {
+  static async fromCsv(path: string, folder: string, csvFile: string, { valIdxs, suffix = '', multiLabel = 'auto', ...opts }: DataOptions & { valIdxs?: number[]; suffix?: string; multiLabel?: boolean | 'auto' } = {}): Promise<ImageClassifierData> {
     const root = resolve(path);
     const idxs = valIdxs ?? getCvIdxs(csvRowCount(root, csvFile));
-    const { trn, val, classes } = scanCsv(root, folder, csvFile, { valIdxs: idxs, suffix });
+    const { trn, val, classes } = scanCsv(root, folder, csvFile, { valIdxs: idxs, suffix, multiLabel });
     const test = opts.testName ? scanTestFolder(root, opts.testName, classes) : null;
     return ImageClassifierData.build(root, trn, val, test, classes, opts);
   }
 
   /**
    * Data already turned into arrays, e.g. a frozen body's activations: one row
-   * per item in `trn[0]` / `val[0]`, integer labels in `trn[1]` / `val[1]`.
+   * per item in `trn[0]` / `val[0]`, integer labels (or, multi-label, lists of
+   * tags) in `trn[1]` / `val[1]`.
    */
-  static fromArrays(path: string, trn: [Tensor, number[]], val: [Tensor, number[]] | null, classes: string[], { test, bs = 64, seed = 0 }: { test?: Tensor; bs?: number; seed?: number } = {}): ImageClassifierData {
-    const trnDs = new ArrayDataset(trn[0], trn[1], classes);
-    const valDs = val ? new ArrayDataset(val[0], val[1], classes) : null;
+  static fromArrays(path: string, trn: [Tensor, number[] | number[][]], val: [Tensor, number[] | number[][]] | null, classes: string[], { test, bs = 64, seed = 0 }: { test?: Tensor; bs?: number; seed?: number } = {}): ImageClassifierData {
+    const ds = (x: Tensor, l: number[] | number[][]): ArrayDataset => {
+      const tags = l.length > 0 && Array.isArray(l[0]) ? (l as number[][]) : null;
+      return new ArrayDataset(x, tags ? tags.map((t) => t[0] ?? -1) : (l as number[]), classes, tags);
+    };
+    const trnDs = ds(trn[0], trn[1]);
+    const valDs = val ? ds(val[0], val[1]) : null;
     const testDs = test ? new ArrayDataset(test, new Array<number>(test.shape[0]!).fill(0), classes) : null;
     return new ImageClassifierData(resolve(path), trnDs, valDs, testDs, classes, null, { bs, seed, channelsLast: false, onBadImage: 'skip' });
   }

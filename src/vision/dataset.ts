@@ -17,7 +17,11 @@ export function isImageFile(name: string): boolean {
 /** A clear message about the user's data, naming the folder, file or line at fault. */
 export class DataError extends Error {}
 
-/** Image files with integer labels (-1 for unlabelled test images). */
+/**
+ * Image files with integer labels (-1 for unlabelled test images); a multi-label
+ * dataset also has `tags`, each image's class indices (and `labels` holds the
+ * first tag, or -1 for none, for whatever wants one label per image).
+ */
 export class FilesDataset {
   /** Files found unreadable while loading; loaders skip them from then on. */
   readonly bad = new Set<number>();
@@ -26,8 +30,10 @@ export class FilesDataset {
     readonly files: string[],
     readonly labels: number[],
     readonly classes: string[],
+    readonly tags: number[][] | null = null,
   ) {
     if (files.length !== labels.length) throw new Error('FilesDataset: files and labels differ in length');
+    if (tags && tags.length !== files.length) throw new Error('FilesDataset: files and tags differ in length');
   }
 
   get length(): number {
@@ -39,20 +45,25 @@ export class FilesDataset {
     return this.files.map((f) => (f.startsWith(root) ? f.slice(root.length).replace(/^\/+/, '') : f));
   }
 
-  /** How many images each class has. */
+  /** How many images each class (multi-label: each tag) has. */
   labelCounts(): Map<string, number> {
-    const counts = new Map<string, number>(this.classes.map((c) => [c, 0]));
-    for (const l of this.labels) if (l >= 0) counts.set(this.classes[l]!, (counts.get(this.classes[l]!) ?? 0) + 1);
-    return counts;
+    return countLabels(this.classes, this.tags ?? this.labels.map((l) => (l >= 0 ? [l] : [])));
   }
 }
 
-/** Precomputed inputs (one row per item) with integer labels. */
+function countLabels(classes: string[], perItem: number[][]): Map<string, number> {
+  const counts = new Map<string, number>(classes.map((c) => [c, 0]));
+  for (const ls of perItem) for (const l of ls) counts.set(classes[l]!, (counts.get(classes[l]!) ?? 0) + 1);
+  return counts;
+}
+
+/** Precomputed inputs (one row per item) with integer labels, or (multi-label) tags. */
 export class ArrayDataset {
   constructor(
     readonly x: Tensor,
     readonly labels: number[],
     readonly classes: string[],
+    readonly tags: number[][] | null = null,
   ) {
     if (x.shape[0] !== labels.length) throw new Error(`ArrayDataset: ${x.shape[0]} rows but ${labels.length} labels`);
   }
@@ -182,6 +193,7 @@ export function scanFolders(path: string, trnName: string, valName: string | nul
 
 /** One labelled row of a CSV. */
 interface CsvRow {
+  tags: string[];
   file: string;
   label: string;
   line: number;
@@ -190,9 +202,12 @@ interface CsvRow {
 /**
  * Reads a Kaggle-style labels CSV (`id,label` with a header) and splits it: rows
  * whose index is in `valIdxs` form the validation set. Files are
- * `{path}/{folder}/{id}{suffix}`. Classes are all labels, sorted.
+ * `{path}/{folder}/{id}{suffix}`. Classes are all labels, sorted. A multi-label
+ * CSV (planet-style: space-separated tags, e.g. `agriculture clear water`) gives
+ * datasets with `tags`; `multiLabel` 'auto' (the default) decides by whether any
+ * label has a space, true or false insists.
  */
-export function scanCsv(path: string, folder: string, csvFile: string, { valIdxs, suffix = '', skipHeader = true }: { valIdxs: number[]; suffix?: string; skipHeader?: boolean }): { trn: FilesDataset; val: FilesDataset | null; classes: string[] } {
+export function scanCsv(path: string, folder: string, csvFile: string, { valIdxs, suffix = '', skipHeader = true, multiLabel = 'auto' }: { valIdxs: number[]; suffix?: string; skipHeader?: boolean; multiLabel?: boolean | 'auto' }): { trn: FilesDataset; val: FilesDataset | null; classes: string[]; multiLabel: boolean } {
   const { csvPath, text } = readCsvText(path, csvFile);
   let records: string[][];
   try {
@@ -213,10 +228,12 @@ export function scanCsv(path: string, folder: string, csvFile: string, { valIdxs
     if (rec.length !== 2) throw new DataError(`${csvPath}, line ${line}: expected 2 columns (id, label), found ${rec.length}: ${rec.join(',')}`);
     const [id, label] = rec as [string, string];
     if (id === '' || label === '') throw new DataError(`${csvPath}, line ${line}: empty ${id === '' ? 'id' : 'label'}`);
-    if (/\s/.test(label)) throw new DataError(`${csvPath}, line ${line}: label '${label}' has several labels; multi-label CSVs are not supported`);
-    rows.push({ file: join(path, folder, `${id}${suffix}`), label, line });
+    if (multiLabel === false && /\s/.test(label)) throw new DataError(`${csvPath}, line ${line}: label '${label}' has several tags; leave out --single-label (or multiLabel: false) to train a multi-label classifier`);
+    const tags = [...new Set(label.split(/\s+/))].sort();
+    rows.push({ file: join(path, folder, `${id}${suffix}`), label: tags.join(' '), tags, line });
   }
   if (rows.length === 0) throw new DataError(`${csvPath} has no data rows`);
+  const multi = multiLabel === 'auto' ? rows.some((r) => r.tags.length > 1) : multiLabel;
   const firstById = new Map<string, CsvRow>();
   for (const r of rows) {
     const prev = firstById.get(r.file);
@@ -227,25 +244,30 @@ export function scanCsv(path: string, folder: string, csvFile: string, { valIdxs
   for (const r of rows) {
     if (!existsSync(r.file)) throw new DataError(`${csvPath}, line ${r.line}: image ${r.file} does not exist (check folder '${folder}' and suffix '${suffix}')`);
   }
-  const classes = [...new Set(rows.map((r) => r.label))].sort();
+  const classes = [...new Set(rows.flatMap((r) => (multi ? r.tags : [r.label])))].sort();
   const valSet = new Set(valIdxs);
   for (const i of valSet) if (!(Number.isInteger(i) && i >= 0 && i < rows.length)) throw new DataError(`valIdxs: ${i} is not a row index (0..${rows.length - 1})`);
   // A class seen only in the held-out rows has nothing to learn from.
-  const trained = new Set(rows.filter((_, i) => !valSet.has(i)).map((r) => r.label));
-  const unseen = rows.filter((r, i) => valSet.has(i) && !trained.has(r.label));
+  const labelsOf = (r: CsvRow): string[] => (multi ? r.tags : [r.label]);
+  const trained = new Set(rows.filter((_, i) => !valSet.has(i)).flatMap(labelsOf));
+  const unseen = rows.filter((r, i) => valSet.has(i) && labelsOf(r).some((l) => !trained.has(l)));
   if (unseen.length > 0) {
     const r = unseen[0]!;
-    throw new DataError(`${csvPath}, line ${r.line}: label '${r.label}' has no training rows (${unseen.filter((u) => u.label === r.label).length} row(s), all held out for validation); give it more rows or remove it`);
+    const l = labelsOf(r).find((x) => !trained.has(x))!;
+    throw new DataError(`${csvPath}, line ${r.line}: ${multi ? 'tag' : 'label'} '${l}' has no training rows (${unseen.filter((u) => labelsOf(u).includes(l)).length} row(s), all held out for validation); give it more rows or remove it`);
   }
+  const index = new Map(classes.map((c, i) => [c, i]));
   const pick = (inVal: boolean): FilesDataset => {
     const chosen = rows.filter((_, i) => valSet.has(i) === inVal);
+    const tags = multi ? chosen.map((r) => r.tags.map((t) => index.get(t)!)) : null;
     return new FilesDataset(
       chosen.map((r) => r.file),
-      chosen.map((r) => classes.indexOf(r.label)),
+      chosen.map((r) => index.get(labelsOf(r)[0]!)!),
       classes,
+      tags,
     );
   };
-  return { trn: pick(false), val: valSet.size > 0 ? pick(true) : null, classes };
+  return { trn: pick(false), val: valSet.size > 0 ? pick(true) : null, classes, multiLabel: multi };
 }
 
 /** The number of data rows of a labels CSV (for `getCvIdxs`). */

@@ -217,7 +217,7 @@ export class DataLoader {
         const ix = tensor(BigInt64Array.from(idx, (i) => BigInt(i)));
         const x = ds.x.indexSelect(0, ix);
         ix.dispose();
-        yield { x, y: labelsTensor(ds.labels, idx), indices: idx };
+        yield { x, y: labelsTensor(ds, idx), indices: idx };
       }
       return;
     }
@@ -282,7 +282,7 @@ export class DataLoader {
     }
     const n = kept.length;
     const x = this.channelsLast ? channelsLastFromNhwc(data, n, t.sz) : tensor(data, { shape: [n, 3, t.sz, t.sz] });
-    return { x, y: labelsTensor(ds.labels, kept), indices: kept };
+    return { x, y: labelsTensor(ds, kept), indices: kept };
   }
 }
 
@@ -294,8 +294,17 @@ function channelsLastFromNhwc(data: Float32Array, n: number, sz: number): Tensor
   return x;
 }
 
-function labelsTensor(labels: number[], idx: number[]): Tensor {
-  return tensor(BigInt64Array.from(idx, (i) => BigInt(labels[i]!)));
+/** The targets of a batch: int64 class indices, or (multi-label) a float N×C multi-hot matrix. */
+function labelsTensor(ds: Dataset, idx: number[]): Tensor {
+  if (ds.tags) {
+    const c = ds.classes.length;
+    const hot = new Float32Array(idx.length * c);
+    idx.forEach((i, r) => {
+      for (const t of ds.tags![i]!) hot[r * c + t] = 1;
+    });
+    return tensor(hot, { shape: [idx.length, c] });
+  }
+  return tensor(BigInt64Array.from(idx, (i) => BigInt(ds.labels[i]!)));
 }
 
 function defaultWorkers(): number {
