@@ -12,6 +12,13 @@ import { after, before, test } from 'node:test';
 import sharp from 'sharp';
 import { main } from '../src/cli/main.js';
 import { photos, repoRoot } from './helpers.js';
+import { readModel, learnerFor } from '../src/cli/model-file.js';
+import { addInterpretation, camTiles } from '../src/cli/figures.js';
+import { predictedFiles } from '../src/cli/train.js';
+import { Report } from '../src/report/html.js';
+import { FilesDataset } from '../src/vision/dataset.js';
+import { archOf } from '../src/vision/models/archs.js';
+import { ImageClassifierData, tfmsFromModel } from '../src/index.js';
 
 const bin = join(repoRoot, 'dist', 'src', 'cli', 'bin.js');
 let tmp = '';
@@ -146,6 +153,35 @@ test('predict, submit, interpret on the saved model', async () => {
   assert.match(text, /accuracy \d\.\d{4} on 6 validation images/);
   assert.ok(existsSync(join(out, 'interpret.html')));
   await assertPng(join(out, 'pictures', 'confusion-matrix.png'));
+
+  // The most-incorrect grid gets a row of Grad-CAM heatmaps under each row of pictures.
+  const saved = await readModel(model);
+  const data = await ImageClassifierData.fromPaths(folderData, { tfms: tfmsFromModel(archOf(saved.info.arch), saved.info.size), bs: 4, numWorkers: 1 });
+  const learn = await learnerFor(saved, data);
+  const files = predictedFiles(data.valDs as FilesDataset);
+  const y = (data.valDs as FilesDataset).labels;
+  // Every image predicted wrong with certainty: all six are "most incorrect".
+  const probs = Float32Array.from(y.flatMap((l) => (l === 0 ? [0.01, 0.99] : [0.99, 0.01])));
+  const report = new Report(join(tmp, 'cam'), 'cam');
+  await addInterpretation(report, { probs, c: 2, y }, files, data.classes, { cam: camTiles(learn) });
+  const grid = join(tmp, 'cam', 'pictures', 'most-incorrect.png');
+  const meta = await sharp(grid).metadata();
+  // Title 30 px; cells of 180 px with three caption lines (241 px): two rows of pictures, two of heatmaps.
+  assert.equal(meta.height, 30 + 4 * 241 + 8);
+  const { data: px, info } = await sharp(grid).raw().toBuffer({ resolveWithObject: true });
+  const saturation = (row: number): number => {
+    let s = 0;
+    const y0 = 30 + 8 + row * 241;
+    for (let yy = y0; yy < y0 + 180; yy += 3) {
+      for (let xx = 8; xx < 8 + 180; xx += 3) {
+        const i = (yy * info.width + xx) * info.channels;
+        s += Math.max(px[i]!, px[i + 1]!, px[i + 2]!) - Math.min(px[i]!, px[i + 1]!, px[i + 2]!);
+      }
+    }
+    return s;
+  };
+  assert.ok(saturation(1) > 0, 'the heatmap row is coloured');
+  assert.notEqual(saturation(1), saturation(0), 'and differs from the picture above it');
 });
 
 test('train on the CSV layout with --suffix, then lr-find, fit --from and sizes', async () => {

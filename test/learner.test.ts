@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import sharp from 'sharp';
-import { CancelFitError, CancelTrainError, closeLoaderWorkers, ConvLearner, ImageClassifierData, mobilenet_v2_nsfwjs, nn, tfmsFromModel, transformsSideOn, type Tensor } from '../src/index.js';
+import { CancelFitError, CancelTrainError, closeLoaderWorkers, ConvLearner, ImageClassifierData, mobilenet_v2_nsfwjs, nn, oneCycleSchedule, tfmsFromModel, transformsSideOn, type Callback, type Tensor } from '../src/index.js';
 import { photos } from './helpers.js';
 
 let home = '';
@@ -202,4 +202,30 @@ test('frozen batch norm keeps its statistics; setData re-freezes for progressive
   const { resnet18 } = await import('../src/index.js');
   const cut = await ConvLearner.pretrained(resnet18, data, { ...quiet, pretrained: false, xtraCut: 1 });
   assert.equal(((cut.head as nn.Sequential).at(2) as nn.Linear).inFeatures, 2 * 256, 'without layer4 the body gives 256 channels');
+});
+
+test("fitOneCycle sets each batch's rates and momentum by the one-cycle schedule; fineTune trains the head, then everything at spread rates", async () => {
+  const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, { ...quiet, precompute: true, optFn: 'adamw' });
+  const seen: { lrs: number[]; mom: number; beta1: number }[] = [];
+  const spy: Callback = { order: 0, beforeStep: (l) => void seen.push({ lrs: l.opt.paramGroups.map((g) => g.lr), mom: l.opt.paramGroups[0]!.momentum, beta1: l.opt.paramGroups[0]!.betas[0] }) };
+  await learn.fitOneCycle([1e-4, 1e-3, 1e-2], 2, { callbacks: [spy] });
+  const total = seen.length;
+  assert.equal(total, 2 * Math.floor(data.trnDs.length / 4));
+  const s = oneCycleSchedule(total);
+  seen.forEach((b, i) => {
+    [1e-4, 1e-3, 1e-2].forEach((m, g) => assert.ok(Math.abs(b.lrs[g]! - m * s.lr(i)) < 1e-15 + 1e-12 * m, `batch ${i} group ${g}`));
+    assert.ok(Math.abs(b.beta1 - s.mom(i)) < 1e-12, "AdamW's beta1 follows the momentum schedule");
+  });
+  assert.ok(Math.abs(seen[0]!.lrs[2]! - 1e-2 / 25) < 1e-12 && Math.abs(seen.at(-1)!.lrs[2]! - 1e-2 / 1e5) < 1e-12);
+
+  const stages: { frozen: boolean; lrs: number[] }[] = [];
+  const spy2: Callback = { beforeFit: () => void stages.push({ frozen: !learn.layerGroups[0]!.flatMap((m) => m.parameters()).some((p) => p.requiresGrad), lrs: [] }), beforeStep: (l) => void stages.at(-1)!.lrs.push(...(stages.at(-1)!.lrs.length === 0 ? l.opt.paramGroups.map((g) => g.lr) : [])) };
+  const hist = await learn.fineTune(1, 2e-3, { freezeEpochs: 1, callbacks: [spy2] });
+  assert.equal(hist.length, 2);
+  assert.equal(stages.length, 2);
+  assert.equal(stages[0]!.frozen, true);
+  assert.equal(stages[1]!.frozen, false);
+  // The unfrozen stage: slice(1e-3/100, 1e-3) over three groups, starting at a fifth (div 5).
+  const want = [1e-5, 1e-4, 1e-3].map((m) => (m * oneCycleSchedule(Math.floor(data.trnDs.length / 4), { pctStart: 0.3, divFactor: 5 }).lr(0)));
+  stages[1]!.lrs.forEach((lr, g) => assert.ok(Math.abs(lr - want[g]!) < 1e-12 * want[g]! + 1e-18, `group ${g}: ${lr} vs ${want[g]}`));
 });

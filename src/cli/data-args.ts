@@ -4,10 +4,10 @@ import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ImageClassifierData } from '../vision/data.js';
 import { setMaxImagePixels } from '../vision/image-limits.js';
-import { csvRowCount, getCvIdxs } from '../vision/dataset.js';
+import { csvHasTags, csvRowCount, getCvIdxs } from '../vision/dataset.js';
 import { archOf, ARCHS, type Arch } from '../vision/models/archs.js';
 import { tfmsFromModel, transformsSideOn, transformsTopDown, type Augmentation, type Transforms } from '../vision/transforms.js';
-import { choice, num, str, UsageError, type OptionSpec, type ParsedArgs } from './args.js';
+import { choice, flag, num, str, UsageError, type OptionSpec, type ParsedArgs } from './args.js';
 
 /** The default backbone: the one that works offline. */
 export const DEFAULT_ARCH = 'mobilenet_v2_nsfwjs';
@@ -18,13 +18,15 @@ export const LAYOUT_OPTIONS: Record<string, OptionSpec> = {
   suffix: { type: 'string', arg: 'EXT', help: "with --csv: appended to each id to make the file name, e.g. '.jpg'" },
   test: { type: 'string', arg: 'NAME', help: 'unlabelled test folder under <path> (for TTA predictions and the submission)' },
   'val-pct': { type: 'string', arg: 'P', help: 'with --csv: share of rows held out for validation', default: '0.2' },
+  'multi-label': { type: 'boolean', help: 'with --csv: labels are space-separated tags (detected when a row has several); sigmoid outputs, binary cross entropy, F2' },
+  'single-label': { type: 'boolean', help: 'with --csv: refuse rows with several tags instead of training a multi-label classifier' },
 };
 
 export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   arch: { type: 'string', arg: 'NAME', help: `architecture (${Object.keys(ARCHS).join(', ')})`, default: DEFAULT_ARCH },
   size: { type: 'string', arg: 'PX', help: 'image side in pixels', default: '224' },
   bs: { type: 'string', arg: 'N', help: 'batch size', default: '32' },
-  aug: { type: 'string', arg: 'KIND', help: 'augmentation: side-on (photos from the side), top-down (satellite, microscopy), none', default: 'side-on' },
+  aug: { type: 'string', arg: 'KIND', help: 'augmentation: side-on (photos from the side), top-down (satellite, microscopy), none', default: 'side-on; top-down for multi-label data' },
   workers: { type: 'string', arg: 'N', help: 'image loading threads', default: 'cores, at most 4' },
   oversample: { type: 'boolean', help: 'draw every class as often as the largest one in each training pass (for rare classes)' },
   'max-image-pixels': { type: 'string', arg: 'N', help: 'refuse images whose header declares more pixels (decompression bombs)', default: '178956970' },
@@ -48,15 +50,31 @@ export function archArg(args: ParsedArgs): Arch {
   return archOf(name);
 }
 
-/** The transforms `--aug` describes, for `arch` at side `size`. */
-export function tfmsFor(args: ParsedArgs, arch: Arch, size: number): Transforms {
-  const aug = choice(args, 'aug', ['side-on', 'top-down', 'none'] as const, 'side-on');
+/**
+ * Whether the data is multi-label: --multi-label, --single-label, or (with --csv)
+ * whether some row has several tags.
+ */
+export function multiLabelArg(args: ParsedArgs, path: string): boolean {
+  if (flag(args, 'multi-label') && flag(args, 'single-label')) throw new UsageError('--multi-label and --single-label exclude each other');
+  const csv = str(args, 'csv');
+  if (flag(args, 'multi-label')) {
+    if (csv === undefined) throw new UsageError('--multi-label needs --csv (tags come from a labels CSV)');
+    return true;
+  }
+  if (flag(args, 'single-label') || csv === undefined || !existsSync(resolve(path, csv))) return false;
+  return csvHasTags(path, csv);
+}
+
+/** The transforms `--aug` describes, for `arch` at side `size` (default: side-on; top-down for multi-label data, as for satellite tiles). */
+export function tfmsFor(args: ParsedArgs, arch: Arch, size: number, multiLabel = false): Transforms {
+  const aug = choice(args, 'aug', ['side-on', 'top-down', 'none'] as const, multiLabel ? 'top-down' : 'side-on');
   return tfmsFromModel(arch, size, { augTfms: AUGS[aug], maxZoom: aug === 'none' ? 1 : 1.1 });
 }
 
 /** The data at image side `size`, laid out as the options say. */
 export async function loadData(path: string, args: ParsedArgs, arch: Arch, size: number): Promise<ImageClassifierData> {
-  const tfms = tfmsFor(args, arch, size);
+  const multiLabel = multiLabelArg(args, path);
+  const tfms = tfmsFor(args, arch, size, multiLabel);
   const bs = num(args, 'bs', 32, { min: 1, max: 4096, integer: true });
   const numWorkers = num(args, 'workers', undefined, { min: 1, max: 64, integer: true });
   const seed = num(args, 'seed', 0, { min: 0, max: 2 ** 31 - 1, integer: true });
@@ -71,7 +89,7 @@ export async function loadData(path: string, args: ParsedArgs, arch: Arch, size:
   if (!existsSync(resolve(path, folder))) throw new UsageError(`--folder: no folder ${folder} under ${path}`);
   const valPct = num(args, 'val-pct', 0.2, { min: 0, max: 0.9 });
   const valIdxs = getCvIdxs(csvRowCount(path, csv), { valPct });
-  return ImageClassifierData.fromCsv(path, folder, csv, { tfms, bs, numWorkers, testName, valIdxs, suffix: str(args, 'suffix', ''), seed, oversample });
+  return ImageClassifierData.fromCsv(path, folder, csv, { tfms, bs, numWorkers, testName, valIdxs, suffix: str(args, 'suffix', ''), seed, oversample, multiLabel });
 }
 
 /** The `--size` option. */

@@ -2,6 +2,9 @@
 // the glue between the learner's objects and src/report's plain-data pictures.
 import { basename } from 'node:path';
 import type { LrFinderResult } from '../learn/lr-finder.js';
+import type { ConvLearner } from '../learn/conv-learner.js';
+import { overlayHeatmap } from '../report/heatmap.js';
+import { tensor, tidy } from '../torch/index.js';
 import { confusionSpec, labelCountsSpec, lossSpec, renderChart, scheduleSpec, sizeHistogramSpec } from '../report/charts.js';
 import { imageGrid, type RgbPixels, type Tile } from '../report/grids.js';
 import type { Report } from '../report/html.js';
@@ -44,10 +47,11 @@ export async function addTraining(report: Report, log: TrainingLog): Promise<voi
   await report.addPicture('losses', 'Training and validation loss', await renderChart(lossSpec(log.iterations, log.validationPoints())));
   for (const s of log.stages) {
     const how = `size ${s.size}, rates ${s.lrs.map((l) => l.toExponential(1)).join(' / ')}, ${s.nCycle} cycle(s)${s.cycleLen ? ` of ${s.cycleLen} epoch(s)` : ''}${s.cycleMult && s.cycleMult !== 1 ? `, cycleMult ${s.cycleMult}` : ''}; ${s.seconds.toFixed(0)} s`;
+    const metrics = Object.keys(s.history[0]?.metrics ?? { accuracy: 0 });
     report.addTable(
       `Stage: ${s.name}`,
-      ['epoch', 'trn_loss', 'val_loss', 'accuracy'],
-      s.history.map((h) => [h.epoch, h.trnLoss, h.valLoss ?? '', h.accuracy ?? '']),
+      ['epoch', 'trn_loss', 'val_loss', ...metrics],
+      s.history.map((h) => [h.epoch, h.trnLoss, h.valLoss ?? '', ...metrics.map((m) => h.metrics[m] ?? '')]),
       how,
     );
   }
@@ -61,11 +65,40 @@ function tiles(picks: Pick[], files: string[], classes: string[]): Tile[] {
 }
 
 /**
+ * Multi-label results per tag on validation, at `threshold`: how many images
+ * have it, how many were given it, precision, recall and F2.
+ */
+export function addTagTable(report: Report, probs: ArrayLike<number>, targets: ArrayLike<number>, tags: string[], threshold: number): void {
+  const c = tags.length;
+  const n = probs.length / c;
+  const rows = tags.map((tag, k) => {
+    let tp = 0;
+    let fp = 0;
+    let fn = 0;
+    for (let i = 0; i < n; i++) {
+      const p = Number(probs[i * c + k]) > threshold;
+      const t = Number(targets[i * c + k]) > 0.5;
+      if (p && t) tp++;
+      else if (p) fp++;
+      else if (t) fn++;
+    }
+    const precision = tp + fp === 0 ? 0 : tp / (tp + fp);
+    const recall = tp + fn === 0 ? 0 : tp / (tp + fn);
+    const f2 = 5 * tp + 4 * fn + fp === 0 ? 0 : (5 * tp) / (5 * tp + 4 * fn + fp);
+    return [tag, tp + fn, tp + fp, precision, recall, f2] as (string | number)[];
+  });
+  report.addTable('Tags on the validation set', ['tag', 'images with it', 'given it', 'precision', 'recall', 'F2'], rows, `With TTA, tags given above the threshold ${threshold.toFixed(2)} (the best F2 over images).`);
+}
+
+/** A Grad-CAM tile for an image: the model's input pixels with its heatmap, and the class it is for. */
+export type CamTile = (file: string, cls: number) => Promise<RgbPixels>;
+
+/**
  * The confusion matrix and the three grids of validation images (most
  * incorrect, most confident correct, most uncertain), from probabilities
  * (e.g. TTA's) for `files` in order.
  */
-export async function addInterpretation(report: Report, p: Predictions, files: string[], classes: string[], { k = 8 } = {}): Promise<{ confusion: number[][] }> {
+export async function addInterpretation(report: Report, p: Predictions, files: string[], classes: string[], { k = 8, cam }: { k?: number; cam?: CamTile } = {}): Promise<{ confusion: number[][] }> {
   const confusion = confusionMatrix(p);
   await report.addPicture('confusion-matrix', 'Confusion matrix', await renderChart(confusionSpec(confusion, classes)));
   const grids: [string, string, Pick[], string][] = [
@@ -78,6 +111,18 @@ export async function addInterpretation(report: Report, p: Predictions, files: s
       report.addText(title, 'No images in this group.');
       continue;
     }
+    if (name === 'most-incorrect' && cam) {
+      // Under each row of pictures, the same pictures with Grad-CAM of the (wrong) predicted class.
+      const plain = tiles(picks, files, classes);
+      const heat = await Promise.all(picks.map(async (pk) => ({ image: await cam(files[pk.index]!, pk.predicted), caption: [`Grad-CAM: ${classes[pk.predicted]}`] })));
+      const cols = Math.min(4, plain.length);
+      const blank: Tile = { image: { data: new Uint8Array([255, 255, 255]), width: 1, height: 1 }, caption: [] };
+      const pad = (row: Tile[]): Tile[] => [...row, ...new Array<Tile>(cols - row.length).fill(blank)];
+      const rows: Tile[] = [];
+      for (let r = 0; r < plain.length; r += cols) rows.push(...pad(plain.slice(r, r + cols)), ...pad(heat.slice(r, r + cols)));
+      await report.addPicture(name, title, await imageGrid(rows, { cols, title }), `${note} Under each row: where the model looked for the class it predicted (Grad-CAM of the last convolutional layer).`);
+      continue;
+    }
     await report.addPicture(name, title, await imageGrid(tiles(picks, files, classes), { cols: 4, title }), note);
   }
   return { confusion };
@@ -85,6 +130,11 @@ export async function addInterpretation(report: Report, p: Predictions, files: s
 
 /** One image through a transform, as pixels (normalization undone). */
 export async function transformedPixels(file: string, t: Transform, seed: number): Promise<RgbPixels> {
+  return (await transformedImage(file, t, seed)).pixels;
+}
+
+/** One image through a transform: the normalized values (height × width × RGB) and, normalization undone, its pixels. */
+async function transformedImage(file: string, t: Transform, seed: number): Promise<{ values: Float32Array; pixels: RgbPixels }> {
   const { sz, stats } = t;
   const out = new Float32Array(sz * sz * 3);
   await loadTransformed(file, t, rngFor(seed), out, 0, true);
@@ -93,7 +143,23 @@ export async function transformedPixels(file: string, t: Transform, seed: number
     const c = i % 3;
     data[i] = Math.max(0, Math.min(255, Math.round((out[i]! * stats.std[c]! + stats.mean[c]!) * 255)));
   }
-  return { data, width: sz, height: sz };
+  return { values: out, pixels: { data, width: sz, height: sz } };
+}
+
+/** Grad-CAM tiles from a learner: each image as the model sees it (the validation transform) with the class's heatmap over it. */
+export function camTiles(learn: ConvLearner): CamTile | undefined {
+  const t = learn.data.tfms?.val;
+  if (!t || learn.multiLabel) return undefined;
+  return async (file, cls) => {
+    const { values, pixels } = await transformedImage(file, t, 0);
+    const x = tidy(() => tensor(values, { shape: [1, t.sz, t.sz, 3] }).permute(0, 3, 1, 2).contiguous());
+    try {
+      const { maps, h, w } = learn.gradCam(x, [cls]);
+      return overlayHeatmap(pixels, { data: maps[0]!, w, h });
+    } finally {
+      x.dispose();
+    }
+  };
 }
 
 /** The augmentation preview: one photo through the training transform `n` times (fast.ai's plots of aug_tfms). */

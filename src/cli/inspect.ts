@@ -1,7 +1,8 @@
 // `fastvision interpret` (a saved model's mistakes on the validation set) and
 // `fastvision sizes` (what the data looks like before training).
 import { basename, join, resolve } from 'node:path';
-import { addDataSection, addInterpretation } from './figures.js';
+import { addDataSection, addInterpretation, addTagTable, camTiles } from './figures.js';
+import { fbetaScore } from '../learn/metrics.js';
 import { Report } from '../report/html.js';
 import { FilesDataset } from '../vision/dataset.js';
 import { archOf } from '../vision/models/archs.js';
@@ -15,7 +16,7 @@ const OUT = { type: 'string', arg: 'DIR', help: 'where the pictures and report g
 
 export const interpretCommand: CommandSpec = {
   name: 'interpret',
-  summary: "Looks at a saved model's predictions on the validation set: confusion matrix and grids of the most incorrect, most confident correct and most uncertain images.",
+  summary: "Looks at a saved model's predictions on the validation set: confusion matrix and grids of the most incorrect (with Grad-CAM heatmaps), most confident correct and most uncertain images; per-tag figures for a multi-label model.",
   positionals: ['<model>', '<path>'],
   options: {
     ...LAYOUT_OPTIONS,
@@ -40,7 +41,14 @@ export const interpretCommand: CommandSpec = {
       const learn = await learnerFor(saved, data);
       const { probs, y } = await probabilitiesOf(learn, { tta: flag(args, 'tta'), nAug: num(args, 'tta-aug', 4, { min: 0, max: 64, integer: true }), isTest: false, ensemble: flag(args, 'ensemble') ? snapshotsOf(saved) : undefined });
       const report = new Report(out, `fastvision interpret: ${basename(path)}`);
-      const { confusion } = await addInterpretation(report, { probs, c: data.c, y }, predictedFiles(valDs), data.classes);
+      if (learn.multiLabel) {
+        const threshold = saved.info.threshold ?? 0.5;
+        addTagTable(report, probs, y, data.classes, threshold);
+        console.log(`F2 ${fbetaScore(probs, y, data.c, 2, threshold).toFixed(4)} at the model's threshold ${threshold} on ${y.length / data.c} validation images`);
+        console.log(`report: ${await report.write('interpret.html')}`);
+        return;
+      }
+      const { confusion } = await addInterpretation(report, { probs, c: data.c, y }, predictedFiles(valDs), data.classes, { cam: camTiles(learn) });
       const correct = confusion.reduce((s, row, i) => s + row[i]!, 0);
       console.log(`accuracy ${(correct / y.length).toFixed(4)} on ${y.length} validation images`);
       console.log('confusion matrix (rows: actual, columns: predicted):');

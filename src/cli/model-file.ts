@@ -5,7 +5,7 @@ import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { ConvLearner } from '../learn/conv-learner.js';
 import { readSavedModel, type ModelInfo } from '../learn/saved-model.js';
-import { noGrad, tidy, type Tensor } from '../torch/index.js';
+import { averageProbabilities, keepingWeights, type Probabilities } from '../learn/predict.js';
 import type { ImageClassifierData } from '../vision/data.js';
 import { UsageError, type OptionSpec } from './args.js';
 
@@ -30,60 +30,41 @@ export function snapshotsOf(saved: { pth: string }): string[] {
 }
 
 /**
- * Class probabilities (row-major) and targets for the validation or test set:
- * plain or averaged by TTA, and with `ensemble` averaged again over those
- * snapshots' weights (the learner's own weights are restored afterwards).
+ * Class (or tag) probabilities, row-major, and targets (class indices, or
+ * multi-hot rows flattened) for the validation or test set: plain or averaged by
+ * TTA, and with `ensemble` averaged again over those snapshots' weights (the
+ * learner's own weights are restored afterwards).
  */
 export async function probabilitiesOf(learn: ConvLearner, { tta, nAug, isTest, ensemble }: { tta: boolean; nAug: number; isTest: boolean; ensemble?: string[] }): Promise<{ probs: Float32Array; y: number[] }> {
-  const once = async (): Promise<{ probs: Tensor; y: Tensor }> => {
+  const once = async (): Promise<Probabilities> => {
     if (tta) return learn.TTA({ nAug, isTest });
     const r = await learn.predictWithTargets(isTest);
-    const probs = r.logProbs.exp();
+    const probs = learn.probabilities(r.logProbs);
     r.logProbs.dispose();
     return { probs, y: r.y };
   };
-  let result: { probs: Tensor; y: Tensor };
-  if (ensemble === undefined) result = await once();
-  else {
-    const parts = await withWeightsOf(learn, ensemble, once);
-    result = { probs: averageProbs(parts.map((p) => p.probs)), y: parts[0]!.y };
-    for (const p of parts) p.probs.dispose();
-    for (const p of parts.slice(1)) p.y.dispose();
-  }
+  const result =
+    ensemble === undefined
+      ? await once()
+      : await keepingWeights(learn.model, () =>
+          averageProbabilities(ensemble.length, async (k) => {
+            try {
+              await learn.load(ensemble[k]!);
+            } catch (e) {
+              throw new UsageError(`${ensemble[k]}: cannot load into the model (${(e as Error).message.split('\n')[0]})`);
+            }
+            return once();
+          }),
+        );
   const out = { probs: result.probs.dataSync() as Float32Array, y: result.y.toArray() };
   result.probs.dispose();
   result.y.dispose();
   return out;
 }
 
-/** Runs `fn` with each weights file loaded in turn, then puts the learner's weights back. */
-async function withWeightsOf<T>(learn: ConvLearner, files: string[], fn: () => Promise<T>): Promise<T[]> {
-  const current = new Map([...learn.model.stateDict()].map(([k, t]) => [k, noGrad(() => t.clone())]));
-  const out: T[] = [];
-  try {
-    for (const f of files) {
-      try {
-        await learn.load(f);
-      } catch (e) {
-        throw new UsageError(`${f}: cannot load into the model (${(e as Error).message.split('\n')[0]})`);
-      }
-      out.push(await fn());
-    }
-  } finally {
-    learn.model.loadStateDict(current);
-    for (const t of current.values()) t.dispose();
-  }
-  return out;
-}
-
-/** The mean of probability tensors of the same shape. */
-function averageProbs(parts: Tensor[]): Tensor {
-  return tidy(() => parts.slice(1).reduce((acc, p) => acc.add(p), parts[0]!).div(parts.length));
-}
-
 /** Rebuilds the learner a saved model came from, on `data`, with its weights loaded. */
-export async function learnerFor(saved: { pth: string; info: ModelInfo }, data: ImageClassifierData, { optFn = 'sgd' }: { optFn?: 'sgd' | 'adam' } = {}): Promise<ConvLearner> {
-  const learn = await ConvLearner.pretrained(saved.info.arch, data, { pretrained: false, xtraFc: saved.info.xtraFc, ps: saved.info.ps, optFn });
+export async function learnerFor(saved: { pth: string; info: ModelInfo }, data: ImageClassifierData, { optFn = 'sgd' }: { optFn?: 'sgd' | 'adam' | 'adamw' } = {}): Promise<ConvLearner> {
+  const learn = await ConvLearner.pretrained(saved.info.arch, data, { pretrained: false, xtraFc: saved.info.xtraFc, ps: saved.info.ps, optFn, multiLabel: saved.info.multiLabel ?? false });
   try {
     await learn.load(saved.pth);
   } catch (e) {

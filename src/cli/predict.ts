@@ -33,7 +33,7 @@ export function collectImages(items: string[]): string[] {
 async function probabilities(saved: { pth: string; info: ModelInfo }, ds: FilesDataset, args: ParsedArgs, tta: boolean): Promise<{ files: string[]; probs: Float32Array }> {
   const bs = num(args, 'bs', 32, { min: 1, max: 4096, integer: true });
   imageLimitArg(args);
-  const data = new ImageClassifierData(dirname(ds.files[0]!), ds, null, ds, saved.info.classes, tfmsFor(args, archOf(saved.info.arch), saved.info.size), { bs, seed: 0, channelsLast: false, onBadImage: 'skip' });
+  const data = new ImageClassifierData(dirname(ds.files[0]!), ds, null, ds, saved.info.classes, tfmsFor(args, archOf(saved.info.arch), saved.info.size, saved.info.multiLabel), { bs, seed: 0, channelsLast: false, onBadImage: 'skip' });
   const learn = await learnerFor(saved, data);
   const ensemble = flag(args, 'ensemble') ? snapshotsOf(saved) : undefined;
   const { probs } = await probabilitiesOf(learn, { tta, nAug: num(args, 'tta-aug', 4, { min: 0, max: 64, integer: true }), isTest: true, ensemble });
@@ -53,7 +53,7 @@ const PREDICTION_OPTIONS = {
 
 export const predictCommand: CommandSpec = {
   name: 'predict',
-  summary: 'Classifies images with a saved model: the top classes of each, with probabilities.',
+  summary: 'Classifies images with a saved model: the top classes of each, with probabilities (a multi-label model: the tags above its threshold).',
   positionals: ['<model>', '<images|folder>...'],
   options: {
     top: { type: 'string', arg: 'K', help: 'classes shown per image', default: '3' },
@@ -67,11 +67,14 @@ export const predictCommand: CommandSpec = {
     const k = Math.min(num(args, 'top', 3, { min: 1, max: 1000, integer: true }), saved.info.classes.length);
     const { files: kept, probs } = await probabilities(saved, new FilesDataset(files, files.map(() => -1), saved.info.classes), args, flag(args, 'tta'));
     const c = saved.info.classes.length;
+    const threshold = saved.info.multiLabel ? (saved.info.threshold ?? 0.5) : null;
     const rows = kept.map((file, i) => {
       const ranked = saved.info.classes.map((label, j) => ({ label, p: probs[i * c + j]! })).sort((a, b) => b.p - a.p);
-      return { file, top: ranked.slice(0, k) };
+      // A multi-label model gives every tag above its threshold (and --top more for context in JSON).
+      return threshold === null ? { file, top: ranked.slice(0, k) } : { file, tags: ranked.filter((t) => t.p > threshold).map((t) => t.label), top: ranked.slice(0, k) };
     });
     if (flag(args, 'json')) console.log(JSON.stringify(rows, null, 2));
+    else if (threshold !== null) for (const r of rows) console.log(`${r.file}\t${r.top.filter((t) => t.p > threshold).map((t) => `${t.label} ${t.p.toFixed(4)}`).join('\t') || `(no tag above ${threshold})`}`);
     else for (const r of rows) console.log(`${r.file}\t${r.top.map((t) => `${t.label} ${t.p.toFixed(4)}`).join('\t')}`);
     const skipped = files.length - kept.length;
     if (skipped > 0) console.error(`${skipped} unreadable image(s) skipped`);
@@ -80,7 +83,7 @@ export const predictCommand: CommandSpec = {
 
 export const submitCommand: CommandSpec = {
   name: 'submit',
-  summary: 'Writes a Kaggle submission for a test folder: id (file name without extension) and one probability column per class, or the label.',
+  summary: 'Writes a Kaggle submission for a test folder: id (file name without extension) and one probability column per class, or the label (a multi-label model: id,tags).',
   positionals: ['<model>', '<test folder>'],
   options: {
     out: { type: 'string', arg: 'FILE', help: 'the CSV to write', default: 'submission.csv' },
@@ -96,7 +99,8 @@ export const submitCommand: CommandSpec = {
     const out = resolve(str(args, 'out', 'submission.csv'));
     claimFile(out, '--out');
     const { files, probs } = await probabilities(saved, ds, args, !flag(args, 'no-tta'));
-    await writeSubmission(out, files, probs, saved.info.classes, { labels: flag(args, 'labels') });
+    // A multi-label model writes its tags above the threshold chosen on validation (planet's id,tags).
+    await writeSubmission(out, files, probs, saved.info.classes, saved.info.multiLabel ? { tags: saved.info.threshold ?? 0.5 } : { labels: flag(args, 'labels') });
     console.log(`${files.length} rows written to ${out}${files.length < ds.length ? ` (${ds.length - files.length} unreadable image(s) skipped)` : ''}`);
   },
 };

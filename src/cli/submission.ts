@@ -10,14 +10,25 @@ export function imageId(file: string): string {
   return basename(file, extname(file));
 }
 
-/** The submission as CSV text: `id` then one column per class, or `id,label` with `labels`. */
-export function submissionCsv(files: string[], probs: ArrayLike<number>, classes: string[], { labels = false } = {}): string {
+/** The tags of a row of probabilities above `threshold`, most probable first. */
+export function tagsOf(row: ArrayLike<number>, classes: string[], threshold: number): string[] {
+  return classes.map((t, k) => ({ t, p: Number(row[k]) })).filter((x) => x.p > threshold).sort((a, b) => b.p - a.p).map((x) => x.t);
+}
+
+/**
+ * The submission as CSV text: `id` then one column per class, `id,label` with
+ * `labels`, or (multi-label, planet-style) `id,tags` with the space-separated tags
+ * above the `tags` threshold.
+ */
+export function submissionCsv(files: string[], probs: ArrayLike<number>, classes: string[], { labels = false, tags }: { labels?: boolean; tags?: number } = {}): string {
   const c = classes.length;
   if (probs.length !== files.length * c) throw new Error(`submission: ${probs.length / c} rows of probabilities for ${files.length} images`);
-  const lines = [labels ? 'id,label' : ['id', ...classes.map(quote)].join(',')];
+  const lines = [tags !== undefined ? 'id,tags' : labels ? 'id,label' : ['id', ...classes.map(quote)].join(',')];
   files.forEach((f, i) => {
     const row = Array.from({ length: c }, (_, k) => Number(probs[i * c + k]));
-    if (labels) {
+    if (tags !== undefined) {
+      lines.push(`${quote(imageId(f))},${quote(tagsOf(row, classes, tags).join(' '))}`);
+    } else if (labels) {
       let best = 0;
       for (let k = 1; k < c; k++) if (row[k]! > row[best]!) best = k;
       lines.push(`${quote(imageId(f))},${quote(classes[best]!)}`);
@@ -29,6 +40,6 @@ export function submissionCsv(files: string[], probs: ArrayLike<number>, classes
 }
 
 /** Writes the submission CSV atomically. */
-export async function writeSubmission(path: string, files: string[], probs: ArrayLike<number>, classes: string[], options: { labels?: boolean } = {}): Promise<void> {
+export async function writeSubmission(path: string, files: string[], probs: ArrayLike<number>, classes: string[], options: { labels?: boolean; tags?: number } = {}): Promise<void> {
   await writeFileAtomic(path, submissionCsv(files, probs, classes, options));
 }

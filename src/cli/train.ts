@@ -13,7 +13,8 @@ import { disposeCheckpoint, loadCheckpoint, saveCheckpoint, type Checkpoint } fr
 import { TrainingDivergedError } from '../learn/guard.js';
 import { BatchTooLargeError, checkBatchFits } from '../learn/memory.js';
 import type { Arch } from '../vision/models/archs.js';
-import { addAugmentationPreview, addDataSection, addInterpretation, addLrFinder, addTraining } from './figures.js';
+import { addAugmentationPreview, addDataSection, addInterpretation, addLrFinder, addTagTable, addTraining, camTiles } from './figures.js';
+import { bestThreshold } from '../learn/metrics.js';
 import { Report } from '../report/html.js';
 import { TrainingLog } from './training-log.js';
 import { F, manualSeed, noGrad, setRngState, tidy, type Tensor } from '../torch/index.js';
@@ -75,7 +76,10 @@ export interface TrainSummary {
   diverged: { stage: string; epoch: number; reason: string; restoredTo: string } | null;
   /** The checkpoint a resumed run continued from. */
   resumedFrom: { stage: string; epoch: number | null } | null;
-  tta: { accuracy: number; loss: number; nAug: number } | null;
+  /** With TTA; multi-label: accuracy at the threshold, F2, and the threshold chosen on validation. */
+  tta: { accuracy: number; loss: number; nAug: number; f2?: number; threshold?: number } | null;
+  /** Whether the classifier predicts tags (multi-label) rather than one class. */
+  multiLabel: boolean;
   confusion: number[][] | null;
   artifacts: { out: string; model: string; modelInfo: string; report: string; pictures: string[]; submission: string | null; json: string | null };
   seconds: number;
@@ -89,6 +93,26 @@ export function predictedFiles(ds: FilesDataset): string[] {
 /** Accuracy and loss of averaged probabilities. */
 function scoreProbs(probs: Tensor, y: Tensor): { accuracy: number; loss: number } {
   return noGrad(() => tidy(() => ({ accuracy: probs.argmax(1).eq(y).float().mean().item(), loss: F.nllLoss(probs.clamp(1e-8, null).log(), y).item() })));
+}
+
+/**
+ * Multi-label figures of averaged probabilities and multi-hot targets: the
+ * threshold with the best F2 (the planet lesson's opt_th), F2 and accuracy at it,
+ * and the binary cross entropy.
+ */
+export function scoreTags(probs: Tensor, y: Tensor): { accuracy: number; loss: number; f2: number; threshold: number } {
+  const c = y.shape[1]!;
+  const p = probs.dataSync() as Float32Array;
+  const t = y.dataSync() as Float32Array;
+  const { threshold, score } = bestThreshold(p, t, c, 2);
+  let agree = 0;
+  let bce = 0;
+  for (let i = 0; i < p.length; i++) {
+    if (p[i]! > threshold === t[i]! > 0.5) agree++;
+    const q = Math.min(Math.max(p[i]!, 1e-7), 1 - 1e-7);
+    bce -= t[i]! * Math.log(q) + (1 - t[i]!) * Math.log(1 - q);
+  }
+  return { accuracy: agree / p.length, loss: bce / p.length, f2: score, threshold };
 }
 
 /**
@@ -319,14 +343,21 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
 
   say(`\n# test-time augmentation (${settings.ttaAug} augmented copies + the original)`);
   const tta = await learn.TTA({ nAug: settings.ttaAug });
-  const ttaScore = scoreProbs(tta.probs, tta.y);
-  say(`validation accuracy ${last?.accuracy?.toFixed(4) ?? '-'} (loss ${last?.valLoss?.toFixed(4) ?? '-'}), with TTA ${ttaScore.accuracy.toFixed(4)} (loss ${ttaScore.loss.toFixed(4)})`);
+  const multi = learn.multiLabel;
+  const ttaScore: TrainSummary['tta'] & object = { ...(multi ? scoreTags(tta.probs, tta.y) : scoreProbs(tta.probs, tta.y)), nAug: settings.ttaAug };
+  if (multi) {
+    say(`validation F2 ${last?.metrics.f2?.toFixed(4) ?? '-'} at 0.2 (loss ${last?.valLoss?.toFixed(4) ?? '-'}), with TTA ${ttaScore.f2!.toFixed(4)} at the best threshold, ${ttaScore.threshold!.toFixed(2)} (accuracy ${ttaScore.accuracy.toFixed(4)})`);
+    // The threshold chosen on validation goes with the model: predict and submit use it.
+    await saveModel(out, learn, learn.data.sz ?? size0, { threshold: ttaScore.threshold });
+  } else say(`validation accuracy ${last?.accuracy?.toFixed(4) ?? '-'} (loss ${last?.valLoss?.toFixed(4) ?? '-'}), with TTA ${ttaScore.accuracy.toFixed(4)} (loss ${ttaScore.loss.toFixed(4)})`);
   const valDs = learn.data.valDs;
   let confusion: number[][] | null = null;
-  if (valDs instanceof FilesDataset) {
+  if (multi && valDs instanceof FilesDataset) {
+    addTagTable(report, tta.probs.dataSync() as Float32Array, tta.y.dataSync() as Float32Array, data.classes, ttaScore.threshold!);
+  } else if (valDs instanceof FilesDataset) {
     const files = predictedFiles(valDs);
     const probs = tta.probs.dataSync() as Float32Array;
-    ({ confusion } = await addInterpretation(report, { probs, c: data.c, y: tta.y.toArray() }, files, data.classes));
+    ({ confusion } = await addInterpretation(report, { probs, c: data.c, y: tta.y.toArray() }, files, data.classes, { cam: camTiles(learn) }));
   }
   tta.probs.dispose();
   tta.y.dispose();
@@ -337,7 +368,7 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     say('\n# predictions for the test set (TTA)');
     const t = await learn.TTA({ nAug: settings.ttaAug, isTest: true });
     submission = join(out, 'submission.csv');
-    await writeSubmission(submission, predictedFiles(testDs), t.probs.dataSync() as Float32Array, data.classes);
+    await writeSubmission(submission, predictedFiles(testDs), t.probs.dataSync() as Float32Array, data.classes, multi ? { tags: ttaScore.threshold! } : {});
     t.probs.dispose();
     t.y.dispose();
   }
@@ -351,8 +382,16 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
       ['learning rate', lr.toExponential(2)],
       ['model kept from', `${kept?.stage ?? log.stages.at(-1)?.name ?? ''}, epoch ${kept?.epoch ?? last?.epoch ?? ''}`],
       ['its validation loss', last?.valLoss ?? ''],
-      ['its validation accuracy', last?.accuracy ?? ''],
-      ['TTA accuracy', ttaScore.accuracy],
+      ...(multi
+        ? ([
+            ['its validation F2 (threshold 0.2)', last?.metrics.f2 ?? ''],
+            ['TTA F2', ttaScore.f2!],
+            ['threshold (best F2 on validation)', ttaScore.threshold!],
+          ] as [string, number | string][])
+        : ([
+            ['its validation accuracy', last?.accuracy ?? ''],
+            ['TTA accuracy', ttaScore.accuracy],
+          ] as [string, number | string][])),
       ['model', saved.model],
       ...(submission ? [['submission', submission] as [string, string]] : []),
     ],
@@ -366,7 +405,8 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     lr: { chosen: lr, suggested: suggestion?.lr ?? null, rule, finder: finder.lrs.map((l, i) => ({ lr: l, loss: finder.losses[i]! })) },
     stages: log.stages.map((s) => ({ name: s.name, size: s.size, lrs: s.lrs, nCycle: s.nCycle, cycleLen: s.cycleLen, cycleMult: s.cycleMult, seconds: s.seconds, history: s.history.map((h) => ({ epoch: h.epoch, trnLoss: h.trnLoss, valLoss: h.valLoss, accuracy: h.accuracy })) })),
     final: { valLoss: last?.valLoss ?? null, accuracy: last?.accuracy ?? null, stage: kept?.stage ?? log.stages.at(-1)?.name ?? null, epoch: kept?.epoch ?? last?.epoch ?? null },
-    tta: { ...ttaScore, nAug: settings.ttaAug },
+    tta: ttaScore,
+    multiLabel: multi,
     confusion,
     artifacts: { out, model: saved.model, modelInfo: saved.info, report: reportFile, pictures: report.pictures, submission, json: settings.json ? resolve(settings.json) : null },
     diverged: diverged ? { stage: diverged.stage, epoch: diverged.error.epoch, reason: diverged.error.reason, restoredTo: diverged.error.restoredTo } : null,

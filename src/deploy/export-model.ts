@@ -24,6 +24,7 @@ export async function exportSavedModel(saved: SavedModel, { foldBatchNorm = true
   const { bytes, nodes, foldedBatchNorms } = exportOnnx(net, {
     inputShape: [3, saved.info.size, saved.info.size],
     foldBatchNorm,
+    probabilities: saved.info.multiLabel ? 'sigmoid' : true,
     metadata: metadataProps(metadata),
     docString: `fastvision ${saved.info.arch} classifier: ${saved.info.classes.length} classes (${saved.info.classes.slice(0, 5).join(', ')}${saved.info.classes.length > 5 ? ', …' : ''})`,
   });

@@ -33,7 +33,8 @@ export interface DeployMetadata {
     resize: 'shorter side to size, bilinear';
     crop: 'center';
   };
-  output: { name: 'probabilities'; classes: number; activation: 'softmax' };
+  /** Softmax over classes; multi-label models: a sigmoid per tag, tags kept above `threshold`. */
+  output: { name: 'probabilities'; classes: number; activation: 'softmax' | 'sigmoid'; threshold?: number };
   onnx: { opset: number; foldedBatchNorm: boolean };
 }
 
@@ -48,7 +49,7 @@ export function deployMetadata(info: ModelInfo, { opset, foldedBatchNorm }: { op
     labels: [...info.classes],
     input: { name: 'image', layout: 'NCHW', channels: 'RGB', size: info.size, mean: [...arch.stats.mean], std: [...arch.stats.std] },
     preprocessing: { orientation: 'exif', shrink: 'box, largest of 8/4/2 keeping both sides >= size', resize: 'shorter side to size, bilinear', crop: 'center' },
-    output: { name: 'probabilities', classes: info.classes.length, activation: 'softmax' },
+    output: info.multiLabel ? { name: 'probabilities', classes: info.classes.length, activation: 'sigmoid', threshold: info.threshold ?? 0.5 } : { name: 'probabilities', classes: info.classes.length, activation: 'softmax' },
     onnx: { opset, foldedBatchNorm },
   };
 }

@@ -329,8 +329,12 @@ export interface OnnxExportOptions {
   inputShape: [number, number, number];
   /** Fold each batch norm into the convolution before it (fewer nodes; the default). */
   foldBatchNorm?: boolean;
-  /** Turn the model's final log-probabilities (LogSoftmax) into probabilities (Softmax); on by default. */
-  probabilities?: boolean;
+  /**
+   * Turn the model's outputs into probabilities: true (the default) makes a final
+   * LogSoftmax a Softmax (or appends one); 'sigmoid' appends a Sigmoid (multi-label
+   * logits); false leaves the outputs as they are.
+   */
+  probabilities?: boolean | 'sigmoid';
   /** Key-value facts for the file's metadata_props. */
   metadata?: Record<string, string>;
   inputName?: string;
@@ -349,7 +353,9 @@ export function exportOnnx(model: nn.Module, { inputShape, foldBatchNorm = true,
   const input: Value = { name: g.unique(inputName), shape: inputShape };
   let out = new Emitter(g).emit(model, input, '');
   const last = g.nodes[g.nodes.length - 1];
-  if (probabilities) {
+  if (probabilities === 'sigmoid') {
+    out = { name: g.node('Sigmoid', [out.name], {}, 'probabilities'), shape: out.shape };
+  } else if (probabilities) {
     if (last !== undefined && last.op === 'LogSoftmax' && last.outputs[0] === out.name) last.op = 'Softmax';
     else out = { name: g.node('Softmax', [out.name], { axis: 1 }, 'probabilities'), shape: out.shape };
   }

@@ -25,7 +25,7 @@ export async function libtorchPredictor(saved: SavedModel): Promise<Predictor> {
     run: async (input, n) => {
       const x = tensor(input, { shape: [n, 3, size, size] });
       try {
-        const p = noGrad(() => tidy(() => net.forward(x).exp()));
+        const p = noGrad(() => tidy(() => (saved.info.multiLabel ? net.forward(x).sigmoid() : net.forward(x).exp())));
         const out = p.dataSync() as Float32Array;
         p.dispose();
         return out;

@@ -17,9 +17,10 @@ import { Loop, predictLoader, type Callback, type EpochRecord, type FitState, ty
 import { CheckpointCallback, CycleSnapshots, EpochTable, ParamScheduler, ProgressCallback, SaveModelCallback } from './callbacks.js';
 import { DivergenceGuardCallback } from './guard.js';
 import { LRFinder, LrFinderResult } from './lr-finder.js';
-import { accuracy, accuracyThresh, type Metric } from './metrics.js';
+import { accuracy, accuracyThresh, fbeta, type Metric } from './metrics.js';
 import { bceWithLogits, nllLoss } from './losses.js';
 import { averageProbabilities, keepingWeights, type Probabilities } from './predict.js';
+import { gradCam, type CamMaps } from './gradcam.js';
 
 /** Options of `ConvLearner.pretrained`: the network's shape (ClassifierOptions) and how it trains. */
 export interface ConvLearnerOptions extends ClassifierOptions {
@@ -27,7 +28,7 @@ export interface ConvLearnerOptions extends ClassifierOptions {
   precompute?: boolean;
   /** 'sgd' (momentum 0.9, the default), 'adam', or 'adamw' (decoupled weight decay, fastai v2's default). */
   optFn?: 'sgd' | 'adam' | 'adamw';
-  /** Metrics for `fit` when it is not given any (default: accuracy; multi-label: accuracy at 0.5). */
+  /** Metrics for `fit` when it is not given any (default: accuracy; multi-label: accuracy and F2 at a threshold of 0.2). */
   metrics?: Metric[];
   /** The loss (default: NLL of the LogSoftmax head; multi-label: binary cross entropy on logits). */
   lossFn?: LossFn;
@@ -118,7 +119,8 @@ export class ConvLearner {
     this.multiLabel = options.multiLabel ?? false;
     this.precomputeOn = options.precompute ?? false;
     this.optFn = options.optFn ?? 'sgd';
-    this.defaultMetrics = options.metrics ?? [this.multiLabel ? accuracyThresh(0.5) : accuracy];
+    // fastai's planet lesson: accuracy and F2 at a threshold of 0.2 for tags.
+    this.defaultMetrics = options.metrics ?? (this.multiLabel ? [accuracyThresh(0.2), fbeta(2, 0.2)] : [accuracy]);
     this.lossFn = options.lossFn ?? (this.multiLabel ? bceWithLogits : nllLoss);
     this.cbs = [...(options.cbs ?? [])];
     this.log = options.log === undefined ? (l) => console.log(l) : options.log;
@@ -419,6 +421,24 @@ export class ConvLearner {
     });
     this.sched = finder.result();
     return this.sched;
+  }
+
+  /**
+   * Grad-CAM heatmaps of images `x` (N×3×H×W, normalized): for each, where the
+   * body's last feature maps respond to `classes[i]` (default: the predicted class).
+   */
+  gradCam(x: Tensor, classes?: number[]): CamMaps & { classes: number[] } {
+    const picked =
+      classes ??
+      noGrad(() => {
+        const out = this.predictArray(x);
+        const top = out.argmax(1);
+        const v = top.toArray();
+        out.dispose();
+        top.dispose();
+        return v;
+      });
+    return { ...gradCam({ body: this.body, pool: this.pool, head: this.head }, x, picked), classes: picked };
   }
 
   /** Turns the network's outputs into probabilities: exp of log-probabilities, or sigmoids of multi-label logits. */

@@ -67,3 +67,18 @@ export function monitorDirection(monitor: string, metrics: Metric[]): 'min' | 'm
   if (!m) throw new Error(`monitor '${monitor}' is not among trn_loss, val_loss${metrics.map((x) => `, ${x.name}`).join('')}`);
   return m.direction ?? 'max';
 }
+
+/**
+ * The threshold (0.05, 0.06, … 0.95) that gives the best F-beta on validation
+ * probabilities and multi-hot targets (the planet lesson's opt_th); among equal
+ * scores, the lowest threshold. Returns it with its score.
+ */
+export function bestThreshold(probs: ArrayLike<number>, targets: ArrayLike<number>, c: number, beta = 2): { threshold: number; score: number } {
+  let best = { threshold: 0.5, score: -1 };
+  for (let k = 5; k <= 95; k++) {
+    const t = k / 100;
+    const score = fbetaScore(probs, targets, c, beta, t);
+    if (score > best.score) best = { threshold: t, score };
+  }
+  return best;
+}

@@ -24,15 +24,21 @@ export interface ModelInfo {
   size: number;
   xtraFc: number[];
   ps: number[];
+  /** Tags rather than one class: sigmoid outputs, each tag kept above `threshold`. */
+  multiLabel?: boolean;
+  /** The multi-label threshold chosen on validation (best F2). */
+  threshold?: number;
 }
 
 /** The name of the record inside a model's `.pth` that holds its description. */
 export const MODEL_INFO_RECORD = 'fastvision-model.json';
 
 /** The description of a learner's model, as `model.json` holds it. */
-export function modelInfoOf(learn: ConvLearner, size: number): ModelInfo {
+export function modelInfoOf(learn: ConvLearner, size: number, { threshold }: { threshold?: number } = {}): ModelInfo {
   if (learn.headSpec === null) throw new Error('a model with a custom head cannot be described in model.json');
-  return { format: 'fastvision-model', version: 1, arch: learn.arch.name, classes: learn.data.classes, size, xtraFc: learn.headSpec.xtraFc, ps: learn.headSpec.ps };
+  const info: ModelInfo = { format: 'fastvision-model', version: 1, arch: learn.arch.name, classes: learn.data.classes, size, xtraFc: learn.headSpec.xtraFc, ps: learn.headSpec.ps };
+  if (learn.multiLabel) Object.assign(info, { multiLabel: true, threshold: threshold ?? 0.5 });
+  return info;
 }
 
 /**
@@ -43,8 +49,8 @@ export function modelInfoOf(learn: ConvLearner, size: number): ModelInfo {
  * between them leaves a `.pth` that loads by itself. Weights that are not all
  * finite are refused: a broken model never replaces a good one.
  */
-export async function saveModel(dir: string, learn: ConvLearner, size: number, options: { name?: string; json?: boolean } = {}): Promise<{ model: string; info: string }> {
-  return saveNetwork(dir, learn.model, modelInfoOf(learn, size), options);
+export async function saveModel(dir: string, learn: ConvLearner, size: number, options: { name?: string; json?: boolean; threshold?: number } = {}): Promise<{ model: string; info: string }> {
+  return saveNetwork(dir, learn.model, modelInfoOf(learn, size, options), options);
 }
 
 /** Saves a classifier network (body, pool, head) with its description, as `saveModel` does. */
@@ -73,6 +79,8 @@ function checkInfo(info: ModelInfo, where: string): ModelInfo {
   if (!Number.isInteger(info.size) || info.size < 8) bad(`size must be an integer of at least 8, got ${String(info.size)}`);
   if (!Array.isArray(info.xtraFc) || !Array.isArray(info.ps) || info.ps.length !== info.xtraFc.length + 1) bad('xtraFc and ps do not describe a head');
   if (info.xtraFc.some((n) => !Number.isInteger(n) || n < 1 || n > 65536) || info.ps.some((p) => typeof p !== 'number' || !(p >= 0 && p < 1))) bad('xtraFc and ps do not describe a head');
+  if (info.multiLabel !== undefined && typeof info.multiLabel !== 'boolean') bad('multiLabel must be true or false');
+  if (info.threshold !== undefined && !(typeof info.threshold === 'number' && info.threshold > 0 && info.threshold < 1)) bad(`threshold must be between 0 and 1, got ${String(info.threshold)}`);
   return info;
 }
 
@@ -120,7 +128,7 @@ export interface SavedModel {
 
 /** The saved model's network (body, pool, head) with its weights, in evaluation mode. */
 export async function loadSavedNetwork(saved: SavedModel): Promise<nn.Sequential> {
-  const { model } = await buildClassifier(saved.info.arch, saved.info.classes.length, { pretrained: false, xtraFc: saved.info.xtraFc, ps: saved.info.ps });
+  const { model } = await buildClassifier(saved.info.arch, saved.info.classes.length, { pretrained: false, xtraFc: saved.info.xtraFc, ps: saved.info.ps, multiLabel: saved.info.multiLabel ?? false });
   const state = await loadStateDictFile(saved.pth);
   try {
     model.loadStateDict(state);

@@ -270,6 +270,17 @@ export function scanCsv(path: string, folder: string, csvFile: string, { valIdxs
   return { trn: pick(false), val: valSet.size > 0 ? pick(true) : null, classes, multiLabel: multi };
 }
 
+/** Whether a labels CSV is multi-label: some row's label holds several space-separated tags. */
+export function csvHasTags(path: string, csvFile: string, skipHeader = true): boolean {
+  const { text } = readCsvText(path, csvFile);
+  try {
+    const records = parse(text, { skip_empty_lines: true, trim: true, relax_column_count: true }) as string[][];
+    return records.slice(skipHeader ? 1 : 0).some((r) => r.length === 2 && /\s/.test(r[1]!));
+  } catch {
+    return false; // scanCsv reports the malformed line
+  }
+}
+
 /** The number of data rows of a labels CSV (for `getCvIdxs`). */
 export function csvRowCount(path: string, csvFile: string, skipHeader = true): number {
   const { text } = readCsvText(path, csvFile);
