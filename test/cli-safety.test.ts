@@ -16,7 +16,7 @@ import { photos, repoRoot } from './helpers.js';
 const bin = join(repoRoot, 'dist', 'src', 'cli', 'bin.js');
 let tmp = '';
 let data = '';
-const SMALL = ['--size', '32', '--bs', '4', '--cycles', '1', '--unfreeze-cycles', '1', '--tta-aug', '1', '--workers', '1'];
+const SMALL = ['--recipe', 'lesson', '--size', '32', '--bs', '4', '--cycles', '1', '--unfreeze-cycles', '1', '--tta-aug', '1', '--workers', '1'];
 
 function env(): NodeJS.ProcessEnv {
   return { ...process.env, FASTVISION_HOME: join(tmp, 'home'), FASTVISION_QUIET: '1' };
@@ -135,7 +135,7 @@ test('Ctrl-C during training leaves no temporary file and no lock, and exits 130
 });
 
 test('a run killed mid-epoch resumes (--resume) to the weights of an uninterrupted run', async () => {
-  const args = ['train', data, '--size', '48', '--bs', '2', '--cycles', '1', '--unfreeze-cycles', '2', '--tta-aug', '1', '--workers', '1', '--seed', '3'];
+  const args = ['train', data, '--recipe', 'lesson', '--size', '48', '--bs', '2', '--cycles', '1', '--unfreeze-cycles', '2', '--tta-aug', '1', '--workers', '1', '--seed', '3'];
   ok(cli([...args, '--out', join(tmp, 'whole'), '--json', join(tmp, 'whole.json')]), 'the uninterrupted run');
   const out = join(tmp, 'killed');
   const child = spawn(process.execPath, [bin, ...args, '--out', out], { cwd: tmp, env: env(), stdio: 'ignore' });

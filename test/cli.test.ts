@@ -24,7 +24,7 @@ const bin = join(repoRoot, 'dist', 'src', 'cli', 'bin.js');
 let tmp = '';
 let folderData = '';
 let csvData = '';
-const TINY = ['--size', '32', '--bs', '4', '--cycles', '1', '--unfreeze-cycles', '1', '--tta-aug', '1', '--workers', '1'];
+const TINY = ['--recipe', 'lesson', '--size', '32', '--bs', '4', '--cycles', '1', '--unfreeze-cycles', '1', '--tta-aug', '1', '--workers', '1'];
 
 function cli(...args: string[]): { code: number; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [bin, ...args], { cwd: tmp, encoding: 'utf8', env: { ...process.env, FASTVISION_HOME: join(tmp, 'home'), FASTVISION_QUIET: '1' }, timeout: 300_000 });
@@ -207,7 +207,8 @@ test('train on the CSV layout with --suffix, then lr-find, fit --from and sizes'
   assert.equal(sub.length, 4);
 
   const lr = ok(cli('lr-find', csvData, '--csv', 'labels.csv', '--suffix', '.jpg', '--size', '32', '--bs', '4', '--out', join(tmp, 'lr')), 'lr-find');
-  assert.match(lr, /suggested rate \d\.\d\de-\d/);
+  assert.match(lr, /suggested rate \d\.\d\de-\d+ \(valley: /);
+  assert.match(lr, /every rule: valley \S+, slide \S+, minimum \S+, steep \S+, lesson \S+/);
   await assertPng(join(tmp, 'lr', 'pictures', 'lr-finder.png'));
 
   const fitOut = join(tmp, 'fit');
@@ -237,6 +238,24 @@ async function cliInProcess(...args: string[]): Promise<{ code: number; stdout: 
     console.error = error;
   }
 }
+
+test("train --recipe fine-tune runs fastai v2's fine_tune: the head for one cycle, then everything for --epochs", async () => {
+  const out = join(tmp, 'run-fine-tune');
+  const json = join(tmp, 'fine-tune.json');
+  const text = ok(cli('train', folderData, '--recipe', 'fine-tune', '--size', '32', '--bs', '4', '--epochs', '2', '--tta-aug', '1', '--workers', '1', '--out', out, '--json', json), 'train --recipe fine-tune');
+  assert.match(text, /suggested .* \(valley: /);
+  const s = JSON.parse(readFileSync(json, 'utf8')) as { settings: { recipe: string; suggest: string }; lr: { chosen: number }; stages: { name: string; lrs: number[]; history: unknown[] }[]; tta: { accuracy: number } };
+  assert.equal(s.settings.recipe, 'fine-tune');
+  assert.equal(s.settings.suggest, 'valley');
+  assert.deepEqual(s.stages.map((st) => [st.name, st.history.length]), [['fine-tune: head, one cycle', 1], ['fine-tune: unfrozen, one cycle', 2]]);
+  const lr = s.lr.chosen;
+  assert.deepEqual(s.stages[1]!.lrs.map((x) => x / lr), [1 / 200, 1 / 20, 1 / 2].map((x) => x));
+  assert.ok(s.tta.accuracy >= 0 && s.tta.accuracy <= 1);
+  assert.ok(existsSync(join(out, 'model.pth')));
+  const bad = cli('train', folderData, '--recipe', 'sgdr');
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--recipe: .*lesson, fine-tune/);
+});
 
 test('wrong calls: one line on stderr, non-zero exit', async () => {
   const cases: [string[], RegExp][] = [

@@ -229,3 +229,15 @@ test("fitOneCycle sets each batch's rates and momentum by the one-cycle schedule
   const want = [1e-5, 1e-4, 1e-3].map((m) => (m * oneCycleSchedule(Math.floor(data.trnDs.length / 4), { pctStart: 0.3, divFactor: 5 }).lr(0)));
   stages[1]!.lrs.forEach((lr, g) => assert.ok(Math.abs(lr - want[g]!) < 1e-12 * want[g]! + 1e-18, `group ${g}: ${lr} vs ${want[g]}`));
 });
+
+test('save and load take a path as well as a name', async () => {
+  const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, { ...quiet, precompute: true });
+  const file = join(home, 'elsewhere', 'deeper', 'my-model.pth');
+  assert.equal(await learn.save(file), file);
+  assert.equal(learn.modelFile('plain'), join(learn.modelsDir, 'plain.pth'));
+  const saved = snapshot(learn.model);
+  await learn.fit(1e-2, 1);
+  assert.notDeepEqual(snapshot(learn.model), saved, 'training changed the weights');
+  await learn.load(file);
+  assert.deepEqual(snapshot(learn.model), saved);
+});

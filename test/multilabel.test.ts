@@ -107,7 +107,7 @@ function cli(...args: string[]): { code: number; stdout: string; stderr: string 
 
 test('fastvision train on a tags CSV trains a multi-label model; predict, submit and export give tags', async () => {
   const out = join(tmp, 'out');
-  const run = cli('train', data, '--csv', 'tags.csv', '--suffix', '.jpg', '--test', 'test', '--size', '32', '--bs', '4', '--cycles', '1', '--unfreeze-cycles', '0', '--tta-aug', '1', '--workers', '1', '--val-pct', '0.25', '--out', out, '--json', join(tmp, 'run.json'));
+  const run = cli('train', data, '--csv', 'tags.csv', '--suffix', '.jpg', '--test', 'test', '--size', '32', '--bs', '4', '--freeze-epochs', '1', '--epochs', '1', '--tta-aug', '1', '--workers', '1', '--val-pct', '0.25', '--out', out, '--json', join(tmp, 'run.json'));
   assert.equal(run.code, 0, run.stderr + run.stdout);
   assert.match(run.stdout, /validation F2 .* with TTA .* at the best threshold/);
   const summary = JSON.parse(readFileSync(join(tmp, 'run.json'), 'utf8')) as { multiLabel: boolean; tta: { f2: number; threshold: number }; data: { classes: string[] }; settings: Record<string, unknown> };

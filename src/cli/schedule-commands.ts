@@ -13,7 +13,8 @@ import { Report } from '../report/html.js';
 import { TrainingLog } from './training-log.js';
 import { manualSeed } from '../torch/index.js';
 import { archOf } from '../vision/models/archs.js';
-import { flag, num, numList, str, UsageError, type CommandSpec, type OptionSpec } from './args.js';
+import { choice, flag, num, numList, str, UsageError, type CommandSpec, type OptionSpec } from './args.js';
+import { SUGGESTION_RULES } from '../learn/lr-finder.js';
 import { archArg, dataPath, LAYOUT_OPTIONS, loadData, MODEL_OPTIONS, sizeArg } from './data-args.js';
 import { learnerFor, readModel, saveModel } from './model-file.js';
 import { withOutput } from './outputs.js';
@@ -27,7 +28,15 @@ export const lrFindCommand: CommandSpec = {
   name: 'lr-find',
   summary: 'Runs the learning-rate finder and suggests a rate; draws the loss against the rate.',
   positionals: ['<path>'],
-  options: { ...LAYOUT_OPTIONS, ...MODEL_OPTIONS, unfreeze: UNFREEZE, from: FROM, 'num-it': { type: 'string', arg: 'N', help: 'mini-batches to run (going over a small training set several times)', default: 'max(100, one pass)' }, out: OUT },
+  options: {
+    ...LAYOUT_OPTIONS,
+    ...MODEL_OPTIONS,
+    unfreeze: UNFREEZE,
+    from: FROM,
+    'num-it': { type: 'string', arg: 'N', help: 'mini-batches to run (going over a small training set several times)', default: 'max(100, one pass)' },
+    suggest: { type: 'string', arg: 'RULE', help: `the suggestion marked on the curve (${SUGGESTION_RULES.join(', ')})`, default: 'valley' },
+    out: OUT,
+  },
   async run(args) {
     const path = dataPath(args.positionals[0]);
     const out = resolve(str(args, 'out', join('fastvision-out', basename(path))));
@@ -41,10 +50,12 @@ export const lrFindCommand: CommandSpec = {
       // As train does: at least 100 mini-batches, so that a small dataset gives a curve, not a handful of points.
       const numIt = num(args, 'num-it', Math.max(100, data.trnDl.length), { min: 2, max: 100000, integer: true });
       const finder = await learn.lrFind({ numIt });
-      const { lr, rule } = finder.suggestion();
+      const { lr, rule } = finder.suggestion(choice(args, 'suggest', SUGGESTION_RULES, 'valley'));
       for (const p of finder.plot().filter((_, i, a) => i % Math.max(1, Math.floor(a.length / 15)) === 0)) console.log(`lr ${p.lr.toExponential(2)}  loss ${p.loss.toFixed(4)}`);
       const early = finder.lrs.length < numIt ? ` (stopped early at ${finder.lrs.at(-1)!.toExponential(2)}: the loss passed 4× its best)` : '';
       console.log(`${finder.lrs.length} iterations${early}; suggested rate ${lr.toExponential(2)} (${rule})`);
+      const all = finder.suggestions();
+      console.log(`every rule: ${SUGGESTION_RULES.map((r) => `${r} ${all[r].lr.toExponential(2)}`).join(', ')}`);
       const report = new Report(out, `fastvision lr-find: ${basename(path)}`);
       await addLrFinder(report, finder, lr, rule);
       console.log(`report: ${await report.write('lr-find.html')}`);
