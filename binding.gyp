@@ -17,6 +17,22 @@
       ]
     },
     {
+      "target_name": "fastvision_dist",
+      "sources": ["native/dist.cc"],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "<!@(node scripts/find-libtorch.mjs include)"
+      ],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "USE_C10D_GLOO"],
+      "cflags!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++14"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-O2", "-Wno-unused-parameter", "-Wno-deprecated-declarations"],
+      "libraries": [
+        "<!@(node scripts/find-libtorch.mjs ldflags)",
+        "-ltorch", "-ltorch_cpu", "-lc10"
+      ]
+    },
+    {
       "target_name": "fastvision_image",
       "sources": ["native/image.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -17,6 +17,8 @@
 
 #include <napi.h>
 
+#include "tensor_box.h"
+
 #include <atomic>
 #include <cmath>
 #include <sstream>
@@ -29,14 +31,9 @@
 
 namespace {
 
-// A tensor owned by JavaScript. `reported` is what we told V8 this handle keeps
-// alive, so the garbage collector feels native memory it cannot see.
-struct TensorBox {
-  at::Tensor tensor;
-  int64_t reported = 0;
-};
-
-const napi_type_tag kTensorTag = {0x6661737476697369ULL, 0x6f6e74656e736f72ULL};
+// A tensor owned by JavaScript is a TensorBox (tensor_box.h, shared with dist.cc).
+// `reported` is what we told V8 this handle keeps alive, so the garbage collector
+// feels native memory it cannot see.
 
 std::atomic<int64_t> gLiveHandles{0};
 

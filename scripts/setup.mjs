@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Brings a checkout to a runnable state, doing only what is missing:
-//   1. system packages: libtorch (Debian libtorch-dev), OpenBLAS and libjpeg-turbo's headers, when missing
+//   1. system packages: libtorch (Debian libtorch-dev), OpenBLAS, libjpeg-turbo's and Gloo's headers, when missing
 //      (and, with --demo, Debian's Fashion-MNIST; with --browser, Debian's Chromium for the browser tests);
 //   2. npm packages, when node_modules is missing or older than package-lock.json;
 //   3. the native addon, when it is missing or older than its sources;
@@ -58,6 +58,8 @@ async function systemPackages() {
   if ((!found || found.source === 'system') && hasApt && !dpkgInstalled('libopenblas0-pthread')) wanted.push('libopenblas0-pthread');
   // libjpeg-turbo's headers, for the data loader's JPEG decoder (native/image.cc).
   if (!existsSync('/usr/include/jpeglib.h') && hasApt) wanted.push('libjpeg-dev');
+  // Gloo's headers, for distributed training on c10d (native/dist.cc); its symbols are in libtorch_cpu.
+  if (!existsSync('/usr/include/gloo/config.h') && hasApt) wanted.push('libgloo-dev');
   // The browser tests drive Debian's Chromium (never a downloaded one).
   if (process.argv.includes('--browser') && hasApt && !existsSync('/usr/bin/chromium')) wanted.push('chromium');
   if (wanted.length === 0) return;

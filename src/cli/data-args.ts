@@ -72,7 +72,7 @@ export function tfmsFor(args: ParsedArgs, arch: Arch, size: number, multiLabel =
 }
 
 /** The data at image side `size`, laid out as the options say. */
-export async function loadData(path: string, args: ParsedArgs, arch: Arch, size: number): Promise<ImageClassifierData> {
+export async function loadData(path: string, args: ParsedArgs, arch: Arch, size: number, shard?: { rank: number; worldSize: number }): Promise<ImageClassifierData> {
   const multiLabel = multiLabelArg(args, path);
   const tfms = tfmsFor(args, arch, size, multiLabel);
   const bs = num(args, 'bs', 32, { min: 1, max: 4096, integer: true });
@@ -83,13 +83,13 @@ export async function loadData(path: string, args: ParsedArgs, arch: Arch, size:
   const testName = str(args, 'test');
   if (testName !== undefined && !existsSync(resolve(path, testName))) throw new UsageError(`--test: no folder ${testName} under ${path}`);
   const csv = str(args, 'csv');
-  if (csv === undefined) return ImageClassifierData.fromPaths(path, { tfms, bs, numWorkers, testName, seed, oversample });
+  if (csv === undefined) return ImageClassifierData.fromPaths(path, { tfms, bs, numWorkers, testName, seed, oversample, shard });
   if (!existsSync(resolve(path, csv))) throw new UsageError(`--csv: no file ${csv} under ${path}`);
   const folder = str(args, 'folder', 'train');
   if (!existsSync(resolve(path, folder))) throw new UsageError(`--folder: no folder ${folder} under ${path}`);
   const valPct = num(args, 'val-pct', 0.2, { min: 0, max: 0.9 });
   const valIdxs = getCvIdxs(csvRowCount(path, csv), { valPct });
-  return ImageClassifierData.fromCsv(path, folder, csv, { tfms, bs, numWorkers, testName, valIdxs, suffix: str(args, 'suffix', ''), seed, oversample, multiLabel });
+  return ImageClassifierData.fromCsv(path, folder, csv, { tfms, bs, numWorkers, testName, valIdxs, suffix: str(args, 'suffix', ''), seed, oversample, multiLabel, shard });
 }
 
 /** The `--size` option. */

@@ -5,10 +5,13 @@
 import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
-import { ConvLearner } from '../learn/conv-learner.js';
-import { LrFinderResult } from '../learn/lr-finder.js';
+import { ConvLearner, type BaseFitOptions } from '../learn/conv-learner.js';
+import { LrFinderResult, SUGGESTION_RULES, type SuggestionRule } from '../learn/lr-finder.js';
 import type { EpochRecord, FitState } from '../learn/loop.js';
 import { BestWeightsKeeper } from '../learn/callbacks.js';
+import { checkSameEverywhere } from '../learn/ddp.js';
+import type { ProcessGroup } from '../torch/distributed.js';
+import { DIST_OPTION_NAMES, DIST_OPTIONS, distRole, joinGroup, launchRanks, leaveGroup, rankLogger } from './distributed.js';
 import { disposeCheckpoint, loadCheckpoint, saveCheckpoint, type Checkpoint } from '../learn/checkpoint.js';
 import { TrainingDivergedError } from '../learn/guard.js';
 import { BatchTooLargeError, checkBatchFits } from '../learn/memory.js';
@@ -21,7 +24,7 @@ import { F, manualSeed, noGrad, setRngState, tidy, type Tensor } from '../torch/
 import { writeFileAtomic } from '../util/files.js';
 import type { ImageClassifierData } from '../vision/data.js';
 import { FilesDataset } from '../vision/dataset.js';
-import { flag, num, numList, str, UsageError, type CommandSpec, type OptionSpec, type ParsedArgs } from './args.js';
+import { choice, flag, num, numList, str, UsageError, type CommandSpec, type OptionSpec, type ParsedArgs } from './args.js';
 import { archArg, dataPath, LAYOUT_OPTIONS, loadData, MODEL_OPTIONS, sizeArg } from './data-args.js';
 import { saveModel } from './model-file.js';
 import { claimFile, withOutput } from './outputs.js';
@@ -29,6 +32,16 @@ import { writeSubmission } from './submission.js';
 
 /** What the recipe needs, with the CLI's defaults filled in. */
 export interface RecipeSettings {
+  /**
+   * 'lesson': fast.ai's Lesson 2 (head on activations, augmentation, unfreeze with
+   * SGDR); 'fine-tune': fastai v2's fine_tune (AdamW, one-cycle, head then all).
+   */
+  recipe: Recipe;
+  /** The finder's suggestion rule (lesson: a tenth of the minimum; fine-tune: valley). */
+  suggest: SuggestionRule;
+  /** fine-tune: one-cycle epochs with the body frozen, then unfrozen. */
+  freezeEpochs: number;
+  epochs: number;
   /** Image sides, smallest first (progressive resizing). */
   sizes: number[];
   /** Cycles of the frozen stages (head on activations; with augmentation). */
@@ -61,6 +74,10 @@ export interface RecipeSettings {
   json?: string;
 }
 
+/** The recipes `train` knows. */
+export type Recipe = 'lesson' | 'fine-tune';
+export const RECIPES: Recipe[] = ['lesson', 'fine-tune'];
+
 /** A JSON-friendly summary of a training run (what `--json` writes). */
 export interface TrainSummary {
   data: { path: string; classes: string[]; counts: { trn: Record<string, number>; val: Record<string, number> | null }; test: number };
@@ -80,6 +97,8 @@ export interface TrainSummary {
   tta: { accuracy: number; loss: number; nAug: number; f2?: number; threshold?: number } | null;
   /** Whether the classifier predicts tags (multi-label) rather than one class. */
   multiLabel: boolean;
+  /** Processes that trained it (data-parallel), 1 alone. */
+  worldSize: number;
   confusion: number[][] | null;
   artifacts: { out: string; model: string; modelInfo: string; report: string; pictures: string[]; submission: string | null; json: string | null };
   seconds: number;
@@ -152,15 +171,25 @@ interface StagePlan {
   name: string;
   size: number;
   lrs: number[];
+  /** SGDR cycles (or epochs at a constant rate); with `oneCycle`, the epochs of one cycle. */
   nCycle: number;
   cycleLen?: number;
   cycleMult?: number;
+  /** A one-cycle fit (fine-tune's stages) instead of SGDR. */
+  oneCycle?: { pctStart: number; divFactor: number };
   enter: () => Promise<void>;
 }
 
 /** Epochs of a fit: nCycle, or SGDR's cycleLen × (1 + mult + mult² …). */
 function stageEpochs(s: Pick<StagePlan, 'nCycle' | 'cycleLen' | 'cycleMult'>): number {
   return s.cycleLen === undefined ? s.nCycle : s.cycleLen * Array.from({ length: s.nCycle }, (_, k) => (s.cycleMult ?? 1) ** k).reduce((a, b) => a + b, 0);
+}
+
+/** Runs one stage's fit: SGDR (or a constant rate) as `fit`, or `fitOneCycle`. */
+function runStage(learn: ConvLearner, st: StagePlan, opts: BaseFitOptions): Promise<EpochRecord[]> {
+  const lrs = st.lrs.length === 1 ? st.lrs[0]! : st.lrs;
+  if (st.oneCycle) return learn.fitOneCycle(lrs, st.nCycle, { ...opts, ...st.oneCycle });
+  return learn.fit(lrs, st.nCycle, { ...opts, cycleLen: st.cycleLen, cycleMult: st.cycleMult });
 }
 
 /** Where `train` and `fit` keep their checkpoint in the output folder. */
@@ -200,19 +229,27 @@ export function refuseBatchTooLarge(...args: Parameters<typeof checkBatchFits>):
  * with the same seed would. A stage whose loss diverges stops the training: the
  * last good weights are kept, and without any good epoch nothing is saved.
  */
-export async function runRecipe(data: ImageClassifierData, arch: string, settings: RecipeSettings, dataAt: (size: number) => Promise<ImageClassifierData>, say: (line: string) => void = console.log): Promise<TrainSummary> {
+export async function runRecipe(data: ImageClassifierData, arch: string, settings: RecipeSettings, dataAt: (size: number) => Promise<ImageClassifierData>, say: (line: string) => void = console.log, pg: ProcessGroup | null = null): Promise<TrainSummary> {
   const t0 = performance.now();
   const out = resolve(settings.out);
   const ckptFile = checkpointFile(out);
+  // Distributed: every rank trains; rank 0 alone draws, saves and writes.
+  const writer = pg === null || pg.rank === 0;
+  if (settings.resume && pg && pg.worldSize > 1) throw new UsageError('--resume is not supported with several ranks yet: run again without it');
   let resume = settings.resume ? await openCheckpoint<RecipeMeta>(out, 'train', settings.fingerprint) : null;
-  const report = new Report(out, `fastvision: ${basename(data.path)} (${arch})`);
+  const report = new Report(out, `fastvision: ${basename(data.path)} (${arch})`, !writer);
   say(`${data.trnDs.length} training, ${data.valDs?.length ?? 0} validation${data.testDs ? `, ${data.testDs.length} test` : ''} images; ${data.c} classes: ${data.classes.slice(0, 10).join(', ')}${data.c > 10 ? ', …' : ''}`);
   if (!data.valDs || data.valDs.length === 0) throw new UsageError(`${data.path}: no validation images; the recipe needs a validation set (valid/ folder or --val-pct above 0)`);
   manualSeed(settings.seed);
-  const { trn: trnCounts, val: valCounts } = await addDataSection(report, data);
-  await addAugmentationPreview(report, data);
-  const learn = await ConvLearner.pretrained(arch, data, { precompute: true, pretrained: settings.weights ?? true });
-  if (settings.unfreezeCycles > 0 || settings.sizes.length > 1) refuseBatchTooLarge(learn.model, { arch, size: settings.sizes[settings.sizes.length - 1]!, bs: data.bs, unfrozen: settings.unfreezeCycles > 0 });
+  const counts = writer ? await addDataSection(report, data) : { trn: {}, val: null };
+  const { trn: trnCounts, val: valCounts } = counts;
+  if (writer) await addAugmentationPreview(report, data);
+  const fineTune = settings.recipe === 'fine-tune';
+  // fastai v2 trains with AdamW (weight decay 0.01); the lesson with SGD and momentum.
+  const learn = await ConvLearner.pretrained(arch, data, { precompute: true, pretrained: settings.weights ?? true, optFn: fineTune ? 'adamw' : 'sgd', processGroup: pg ?? undefined, log: writer ? undefined : null });
+  // Every rank must run the same command on the same model.
+  if (pg && pg.worldSize > 1) await checkSameEverywhere(pg, learn.model, settings.fingerprint);
+  if (settings.unfreezeCycles > 0 || settings.sizes.length > 1 || fineTune) refuseBatchTooLarge(learn.model, { arch, size: settings.sizes[settings.sizes.length - 1]!, bs: data.bs, unfrozen: settings.unfreezeCycles > 0 });
   const size0 = settings.sizes[0]!;
 
   let lr: number;
@@ -229,12 +266,12 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     say('\n# learning-rate finder');
     // At least 100 mini-batches (cheap on precomputed activations): one pass over a small dataset is a handful of coarse points.
     finder = await learn.lrFind({ numIt: Math.max(100, data.trnDl.length) });
-    suggestion = finder.suggestion();
+    suggestion = finder.suggestion(settings.suggest);
     lr = settings.lr ?? suggestion.lr;
     rule = settings.lr === undefined ? suggestion.rule : 'given by --lr';
     say(`${finder.lrs.length} iterations; suggested ${suggestion.lr.toExponential(2)} (${suggestion.rule}); using ${lr.toExponential(2)}`);
   }
-  await addLrFinder(report, finder, lr, rule);
+  if (writer) await addLrFinder(report, finder, lr, rule);
 
   const d = settings.groupDiv;
   const plan = unfreezePlan(learn.arch, lr, settings);
@@ -257,7 +294,44 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
       if (note && settings.unfreezeCycles > 0) say(`\n${note}`);
     },
   });
-  const stages: StagePlan[] = [
+  // fastai v2's fine_tune at each size: the head for freezeEpochs (warm-up 99%), then everything at
+  // half the rate, the body's first group 100× slower (pctStart 0.3, divFactor 5), both one-cycle.
+  const fineTuneStages = (size: number, prefix: string, enterData?: () => Promise<void>): StagePlan[] => [
+    {
+      name: `${prefix}fine-tune: head, one cycle`,
+      size,
+      lrs: [lr / 10, lr / 10, lr],
+      nCycle: settings.freezeEpochs,
+      oneCycle: { pctStart: 0.99, divFactor: 25 },
+      enter: async () => {
+        await enterData?.();
+        learn.freeze();
+        learn.precompute = false;
+      },
+    },
+    {
+      name: `${prefix}fine-tune: unfrozen, one cycle`,
+      size,
+      lrs: [lr / 2 / 100, lr / 2 / 10, lr / 2],
+      nCycle: settings.epochs,
+      oneCycle: { pctStart: 0.3, divFactor: 5 },
+      enter: async () => {
+        learn.unfreeze();
+        learn.bnFreeze(settings.bnFreeze ?? false);
+      },
+    },
+  ];
+  const stages: StagePlan[] = fineTune
+    ? [
+        ...fineTuneStages(size0, ''),
+        ...settings.sizes.slice(1).flatMap((size) =>
+          fineTuneStages(size, `size ${size}: `, async () => {
+            say(`\n# progressive resizing to ${size}`);
+            learn.setData(await dataAt(size));
+          }),
+        ),
+      ]
+    : [
     { name: 'head on precomputed activations', size: size0, lrs: [lr], nCycle: settings.cycles, enter: async () => void (learn.precompute = true) },
     { name: 'head with augmentation', size: size0, lrs: [lr], nCycle: settings.cycles, cycleLen: 1, enter: async () => void (learn.precompute = false) },
     unfrozen('unfrozen, differential rates', size0, plan.note),
@@ -316,7 +390,7 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     };
     if (fitResume) learn.data.trnDl.epoch = fitResume.meta.imageLoaderEpoch;
     try {
-      await learn.fit(st.lrs.length === 1 ? st.lrs[0]! : st.lrs, st.nCycle, { cycleLen: st.cycleLen, cycleMult: st.cycleMult, callbacks: settings.keepBest ? [cb, keeper] : [cb], onCheckpoint, resume: fitResume?.fit ?? undefined });
+      await runStage(learn, st, { callbacks: settings.keepBest ? [cb, keeper] : [cb], onCheckpoint: writer ? onCheckpoint : undefined, resume: fitResume?.fit ?? undefined });
     } catch (e) {
       if (!(e instanceof TrainingDivergedError)) throw e;
       diverged = { stage: st.name, error: e };
@@ -338,8 +412,9 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
   }
   if (chosen) kept = { stage: chosen.stage, epoch: chosen.record.epoch, valLoss: chosen.record.valLoss };
   keeper.dispose();
-  const saved = await saveModel(out, learn, learn.data.sz ?? size0);
-  await addTraining(report, log);
+  const modelFile = join(out, 'model.pth');
+  const saved = writer ? await saveModel(out, learn, learn.data.sz ?? size0) : { model: modelFile, info: join(out, 'model.json') };
+  if (writer) await addTraining(report, log);
 
   say(`\n# test-time augmentation (${settings.ttaAug} augmented copies + the original)`);
   const tta = await learn.TTA({ nAug: settings.ttaAug });
@@ -348,11 +423,13 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
   if (multi) {
     say(`validation F2 ${last?.metrics.f2?.toFixed(4) ?? '-'} at 0.2 (loss ${last?.valLoss?.toFixed(4) ?? '-'}), with TTA ${ttaScore.f2!.toFixed(4)} at the best threshold, ${ttaScore.threshold!.toFixed(2)} (accuracy ${ttaScore.accuracy.toFixed(4)})`);
     // The threshold chosen on validation goes with the model: predict and submit use it.
-    await saveModel(out, learn, learn.data.sz ?? size0, { threshold: ttaScore.threshold });
+    if (writer) await saveModel(out, learn, learn.data.sz ?? size0, { threshold: ttaScore.threshold });
   } else say(`validation accuracy ${last?.accuracy?.toFixed(4) ?? '-'} (loss ${last?.valLoss?.toFixed(4) ?? '-'}), with TTA ${ttaScore.accuracy.toFixed(4)} (loss ${ttaScore.loss.toFixed(4)})`);
   const valDs = learn.data.valDs;
   let confusion: number[][] | null = null;
-  if (multi && valDs instanceof FilesDataset) {
+  if (!writer) {
+    // Only rank 0 interprets.
+  } else if (multi && valDs instanceof FilesDataset) {
     addTagTable(report, tta.probs.dataSync() as Float32Array, tta.y.dataSync() as Float32Array, data.classes, ttaScore.threshold!);
   } else if (valDs instanceof FilesDataset) {
     const files = predictedFiles(valDs);
@@ -368,7 +445,7 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     say('\n# predictions for the test set (TTA)');
     const t = await learn.TTA({ nAug: settings.ttaAug, isTest: true });
     submission = join(out, 'submission.csv');
-    await writeSubmission(submission, predictedFiles(testDs), t.probs.dataSync() as Float32Array, data.classes, multi ? { tags: ttaScore.threshold! } : {});
+    if (writer) await writeSubmission(submission, predictedFiles(testDs), t.probs.dataSync() as Float32Array, data.classes, multi ? { tags: ttaScore.threshold! } : {});
     t.probs.dispose();
     t.y.dispose();
   }
@@ -401,7 +478,7 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     data: { path: data.path, classes: data.classes, counts: { trn: trnCounts, val: valCounts }, test: data.testDs?.length ?? 0 },
     arch,
     sizes: settings.sizes,
-    settings: { sizes: settings.sizes, cycles: settings.cycles, unfreezeCycles: settings.unfreezeCycles, lr: settings.lr, groupDiv: settings.groupDiv, bnFreeze: plan.bnFreeze, unfreezeLr: plan.lr, lessonUnfreeze: settings.lessonUnfreeze, weights: settings.weights, ttaAug: settings.ttaAug, keepBest: settings.keepBest, seed: settings.seed },
+    settings: { recipe: settings.recipe, suggest: settings.suggest, freezeEpochs: settings.freezeEpochs, epochs: settings.epochs, sizes: settings.sizes, cycles: settings.cycles, unfreezeCycles: settings.unfreezeCycles, lr: settings.lr, groupDiv: settings.groupDiv, bnFreeze: plan.bnFreeze, unfreezeLr: plan.lr, lessonUnfreeze: settings.lessonUnfreeze, weights: settings.weights, ttaAug: settings.ttaAug, keepBest: settings.keepBest, seed: settings.seed },
     lr: { chosen: lr, suggested: suggestion?.lr ?? null, rule, finder: finder.lrs.map((l, i) => ({ lr: l, loss: finder.losses[i]! })) },
     stages: log.stages.map((s) => ({ name: s.name, size: s.size, lrs: s.lrs, nCycle: s.nCycle, cycleLen: s.cycleLen, cycleMult: s.cycleMult, seconds: s.seconds, history: s.history.map((h) => ({ epoch: h.epoch, trnLoss: h.trnLoss, valLoss: h.valLoss, accuracy: h.accuracy })) })),
     final: { valLoss: last?.valLoss ?? null, accuracy: last?.accuracy ?? null, stage: kept?.stage ?? log.stages.at(-1)?.name ?? null, epoch: kept?.epoch ?? last?.epoch ?? null },
@@ -411,17 +488,22 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     artifacts: { out, model: saved.model, modelInfo: saved.info, report: reportFile, pictures: report.pictures, submission, json: settings.json ? resolve(settings.json) : null },
     diverged: diverged ? { stage: diverged.stage, epoch: diverged.error.epoch, reason: diverged.error.reason, restoredTo: diverged.error.restoredTo } : null,
     resumedFrom: resumedFrom ? { stage: stages[resumedFrom.stage]!.name, epoch: resumedFrom.epoch } : null,
+    worldSize: pg?.worldSize ?? 1,
     seconds: (performance.now() - t0) / 1000,
   };
-  if (settings.json) await writeFileAtomic(resolve(settings.json), `${JSON.stringify(summary, null, 2)}\n`);
+  if (settings.json && writer) await writeFileAtomic(resolve(settings.json), `${JSON.stringify(summary, null, 2)}\n`);
   // The run is complete: a later --resume has nothing to continue.
-  await rm(ckptFile, { force: true });
+  if (writer) await rm(ckptFile, { force: true });
   say(`\nmodel:  ${saved.model}\nreport: ${reportFile}${submission ? `\nsubmission: ${submission}` : ''}${settings.json ? `\nsummary: ${resolve(settings.json)}` : ''}`);
   if (diverged) say(`warning: training stopped early (${diverged.error.reason} in '${diverged.stage}'); the model saved is the last good one`);
   return summary;
 }
 
 export const RECIPE_OPTIONS: Record<string, OptionSpec> = {
+  recipe: { type: 'string', arg: 'NAME', help: "fine-tune (fastai v2: AdamW, one-cycle, head then all) or lesson (fast.ai Lesson 2: SGD, head on activations, SGDR, unfreeze)", default: 'fine-tune' },
+  suggest: { type: 'string', arg: 'RULE', help: `the finder's suggestion rule (${SUGGESTION_RULES.join(', ')})`, default: 'lesson for --recipe lesson, valley for fine-tune' },
+  'freeze-epochs': { type: 'string', arg: 'N', help: 'fine-tune: one-cycle epochs of the head alone', default: '1' },
+  epochs: { type: 'string', arg: 'N', help: 'fine-tune: one-cycle epochs of the unfrozen model', default: '4' },
   sizes: { type: 'string', arg: 'PX,PX', help: 'progressive resizing: train at each size in turn (overrides --size)' },
   cycles: { type: 'string', arg: 'N', help: 'cycles of each frozen stage', default: '3' },
   'unfreeze-cycles': { type: 'string', arg: 'N', help: 'cycles of the unfrozen stage (cycleMult 2: 1+2+4 epochs for 3)', default: '3' },
@@ -445,7 +527,7 @@ export const RECIPE_OPTIONS: Record<string, OptionSpec> = {
  * Where the results go, and how many threads load images, do not count.
  */
 export function runFingerprint(args: ParsedArgs, path: string): string {
-  const ignored = new Set(['resume', 'out', 'json', 'workers']);
+  const ignored = new Set(['resume', 'out', 'json', 'workers', ...DIST_OPTION_NAMES]);
   const values = Object.entries(args.values)
     .filter(([k, v]) => !ignored.has(k) && v !== undefined)
     .sort(([a], [b]) => a.localeCompare(b));
@@ -456,7 +538,13 @@ export function runFingerprint(args: ParsedArgs, path: string): string {
 export function recipeSettings(args: ParsedArgs, path: string, dfltSize = 224): RecipeSettings {
   const sizes = numList(args, 'sizes', { min: 8, max: 2048, integer: true }) ?? [sizeArg(args, dfltSize)];
   if (sizes.some((s, i) => i > 0 && s <= sizes[i - 1]!)) throw new UsageError(`--sizes: ${sizes.join(',')} must grow, e.g. 128,224`);
+  // fine-tune is the default: more accuracy per minute on pets-sample (npm run bench:recipes, BENCHMARKS.md).
+  const recipe = choice(args, 'recipe', RECIPES, 'fine-tune');
   return {
+    recipe,
+    suggest: choice(args, 'suggest', SUGGESTION_RULES, recipe === 'fine-tune' ? 'valley' : 'lesson'),
+    freezeEpochs: num(args, 'freeze-epochs', 1, { min: 0, max: 1000, integer: true }),
+    epochs: num(args, 'epochs', 4, { min: 1, max: 1000, integer: true }),
     sizes,
     cycles: num(args, 'cycles', 3, { min: 1, max: 1000, integer: true }),
     unfreezeCycles: num(args, 'unfreeze-cycles', 3, { min: 0, max: 12, integer: true }),
@@ -480,11 +568,12 @@ export const trainCommand: CommandSpec = {
   name: 'train',
   summary: "Trains a classifier on a folder of labelled photos with the lesson's recipe, then saves the model, an HTML report with pictures, and (with --test) a Kaggle submission.",
   positionals: ['<path>'],
-  options: { ...LAYOUT_OPTIONS, ...MODEL_OPTIONS, ...RECIPE_OPTIONS },
+  options: { ...LAYOUT_OPTIONS, ...MODEL_OPTIONS, ...RECIPE_OPTIONS, ...DIST_OPTIONS },
   details: [
     'steps: learning-rate finder → head on precomputed activations (--cycles) → head with augmentation (cycleLen 1)',
     '       → unfreeze, rates [u/K², u/K, u] (K = --group-div, u = --unfreeze-lr, or lr times the architecture\'s advice), cycleLen 1, cycleMult 2 (--unfreeze-cycles) → TTA',
     "mobilenet_v2_nsfwjs's advice (measured on pets-sample): keep batch-norm statistics and unfreeze at lr/5, at most 1e-3; --lesson-unfreeze ignores it.",
+    '--recipe fine-tune (fastai v2): learning-rate finder (valley) → head for --freeze-epochs, one cycle → unfreeze, rates [lr/200, lr/20, lr/2], --epochs of one cycle (AdamW) → TTA',
     'examples:',
     '  fastvision train photos/dogscats                     # photos/dogscats/train/<label>/*.jpg and valid/',
     '  fastvision train photos/breeds --csv labels.csv --suffix .jpg --test test --sizes 128,224 --json run.json',
@@ -493,10 +582,28 @@ export const trainCommand: CommandSpec = {
     const path = dataPath(args.positionals[0]);
     const arch = archArg(args);
     const settings = recipeSettings(args, path);
-    await withOutput(settings.out, async () => {
-      if (settings.json) claimFile(settings.json, '--json');
-      const data = await loadData(path, args, arch, settings.sizes[0]!);
-      await runRecipe(data, arch.name, settings, (size) => loadData(path, args, arch, size));
-    });
+    const role = distRole(args);
+    if (role.kind === 'launcher') {
+      const code = await launchRanks(role.nproc, process.argv.slice(2), resolve(settings.out), num(args, 'dist-timeout', 1800, { min: 1, max: 86400 }) * 1000);
+      if (code !== 0) throw new Error(`distributed training failed (exit code ${code}); each rank's log is in ${join(resolve(settings.out), 'logs')}`);
+      return;
+    }
+    const pg = await joinGroup(role);
+    {
+      const shard = pg ? { rank: pg.rank, worldSize: pg.worldSize } : undefined;
+      const work = async (): Promise<void> => {
+        const data = await loadData(path, args, arch, settings.sizes[0]!, shard);
+        await runRecipe(data, arch.name, settings, (size) => loadData(path, args, arch, size, shard), rankLogger(resolve(settings.out), pg), pg);
+      };
+      // Rank 0 owns the output folder; the others only add their logs to it.
+      if (pg && pg.rank !== 0) await work();
+      else
+        await withOutput(settings.out, async () => {
+          if (settings.json) claimFile(settings.json, '--json');
+          await work();
+        });
+      // Left on success; after a failure the process exits (a group whose peer died may not shut down cleanly).
+      if (pg) leaveGroup();
+    }
   },
 };

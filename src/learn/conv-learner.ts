@@ -3,8 +3,9 @@
 // on the one loop (loop.ts) with callbacks: fit (SGDR or constant),
 // fitOneCycle, fineTune, lrFind; save/load; prediction, TTA and ensembles.
 import { existsSync } from 'node:fs';
-import { isAbsolute, join, sep } from 'node:path';
-import { loadStateDictFile, nn, noGrad, optim, savePth, setRngState, type Tensor } from '../torch/index.js';
+import { dirname, isAbsolute, join, sep } from 'node:path';
+import { ensureDir } from '../util/files.js';
+import { loadStateDictFile, nn, noGrad, optim, savePth, setRngState, tensor, type Tensor } from '../torch/index.js';
 import { bodyGroups, type Arch, type ArchLike } from '../vision/models/archs.js';
 import { cacheDirFor, ImageClassifierData } from '../vision/data.js';
 import { FilesDataset } from '../vision/dataset.js';
@@ -21,6 +22,8 @@ import { accuracy, accuracyThresh, fbeta, type Metric } from './metrics.js';
 import { bceWithLogits, nllLoss } from './losses.js';
 import { averageProbabilities, keepingWeights, type Probabilities } from './predict.js';
 import { gradCam, type CamMaps } from './gradcam.js';
+import { DistributedDataParallel, gatherRows } from './ddp.js';
+import type { ProcessGroup } from '../torch/distributed.js';
 
 /** Options of `ConvLearner.pretrained`: the network's shape (ClassifierOptions) and how it trains. */
 export interface ConvLearnerOptions extends ClassifierOptions {
@@ -36,6 +39,12 @@ export interface ConvLearnerOptions extends ClassifierOptions {
   cbs?: Callback[];
   /** Where progress and epoch rows go (default stdout; null for silence). */
   log?: ((line: string) => void) | null;
+  /**
+   * Train data-parallel in this process group (every rank builds the same learner
+   * on data sharded for its rank): fits run with DistributedDataParallel,
+   * predictions and activations are gathered from every rank, only rank 0 saves.
+   */
+  processGroup?: ProcessGroup;
 }
 
 /** Options of every fit. */
@@ -100,6 +109,8 @@ export class ConvLearner {
   private readonly optFn: 'sgd' | 'adam' | 'adamw';
   private readonly defaultMetrics: Metric[];
   private readonly log: ((line: string) => void) | null;
+  /** The process group of distributed training (null: this process alone). */
+  readonly pg: ProcessGroup | null;
 
   readonly arch: Arch;
   readonly body: nn.Module;
@@ -123,6 +134,11 @@ export class ConvLearner {
     this.defaultMetrics = options.metrics ?? (this.multiLabel ? [accuracyThresh(0.2), fbeta(2, 0.2)] : [accuracy]);
     this.lossFn = options.lossFn ?? (this.multiLabel ? bceWithLogits : nllLoss);
     this.cbs = [...(options.cbs ?? [])];
+    this.pg = options.processGroup ?? null;
+    if (this.pg && this.pg.worldSize > 1) {
+      const s = data.options.shard;
+      if (!s || s.rank !== this.pg.rank || s.worldSize !== this.pg.worldSize) throw new Error(`distributed learner: the data must be sharded for rank ${this.pg.rank} of ${this.pg.worldSize} (pass shard: { rank, worldSize } when creating it)`);
+    }
     this.log = options.log === undefined ? (l) => console.log(l) : options.log;
     this.freeze();
   }
@@ -173,6 +189,9 @@ export class ConvLearner {
   /** Saves the model's weights (a PyTorch state dict, atomically) under a name or at a path; returns the file. */
   async save(name: string): Promise<string> {
     const path = this.modelFile(name);
+    // Distributed: every rank holds the same weights; rank 0 writes them.
+    if (this.pg && this.pg.rank !== 0) return path;
+    ensureDir(dirname(path));
     await savePth(path, this.model.stateDict());
     return path;
   }
@@ -246,6 +265,17 @@ export class ConvLearner {
     const features = (x: Tensor): Tensor => this.features(x);
     const one = async (split: string, ds: FilesDataset, dl: DataLoader): Promise<Activations> => {
       this.model.eval();
+      const pg = this.pg;
+      if (pg && pg.worldSize > 1) {
+        // Each rank computes its share; every rank gets all of them, in order (no cache: the shares differ).
+        const mine = await computeActivations(features, dl, this.log ? `precomputing ${split} activations (rank ${pg.rank}'s share)` : null);
+        const x = await gatherRows(pg, mine.x);
+        const idx = tensor(Float32Array.from(mine.indices));
+        const all = await gatherRows(pg, idx);
+        const indices = all.toArray();
+        for (const t of [mine.x, idx, all]) t.dispose();
+        return { x, indices };
+      }
       const key = activationsKey({ arch: this.arch.name, transform: dl.transform!, weights, split, ds });
       return cachedActivations(dir, key, ds, () => computeActivations(features, dl, this.log ? `precomputing ${split} activations` : null));
     };
@@ -265,7 +295,7 @@ export class ConvLearner {
       [p.trn.x, labelsOf(p.trn, this.data.trnDs as FilesDataset)],
       p.val && this.data.valDs ? [p.val.x, labelsOf(p.val, this.data.valDs as FilesDataset)] : null,
       this.data.classes,
-      { bs: this.data.bs, seed: this.data.options.seed },
+      { bs: this.data.bs, seed: this.data.options.seed, shard: this.data.options.shard },
     );
     return { trn: arrays.trnDl, val: arrays.valDl, net: this.head };
   }
@@ -300,6 +330,7 @@ export class ConvLearner {
     const opt = this.makeOptimizer(p.baseLrs, decay);
     // A bare loop (the finder) runs without the learner's own callbacks (loggers, savers).
     const cbs: Callback[] = [...p.callbacks(perEpoch), ...(p.bare ? [] : this.cbs), ...callbacks];
+    if (this.pg && this.pg.worldSize > 1) cbs.push(new DistributedDataParallel(this.pg));
     if (!p.bare) {
       if (this.log) cbs.push(new ProgressCallback(), new EpochTable(this.log));
       if (guard) cbs.push(new DivergenceGuardCallback(runawayFactor));
@@ -469,10 +500,20 @@ export class ConvLearner {
 
   private async predictOn(dl: DataLoader, label?: string): Promise<{ out: Tensor; y: Tensor }> {
     const bar = this.log && label ? progress(label, dl.length) : null;
+    let r: { out: Tensor; y: Tensor };
     try {
-      return await predictLoader(this.model, dl, () => bar?.tick());
+      r = await predictLoader(this.model, dl, () => bar?.tick());
     } finally {
       bar?.stop();
+    }
+    const pg = this.pg;
+    if (!pg || pg.worldSize === 1) return r;
+    // Each rank predicted its share: gather them all, in order.
+    try {
+      return { out: await gatherRows(pg, r.out), y: await gatherRows(pg, r.y) };
+    } finally {
+      r.out.dispose();
+      r.y.dispose();
     }
   }
 

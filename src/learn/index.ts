@@ -13,3 +13,4 @@ export * from './state.js';
 export * from './conv-learner.js';
 export { TrainingDivergedError, DivergenceGuardCallback } from './guard.js';
 export { CACHE_ENTRIES, pruneCache } from './activations.js';
+export { DistributedDataParallel, checkSameEverywhere, gatherRows, type DDPOptions } from './ddp.js';

@@ -157,8 +157,13 @@ export class Loop {
   pred: Tensor | null = null;
   /** The loss that backward runs on (afterPred may set it; afterLoss may replace it). */
   loss: Tensor | null = null;
-  /** The current batch's loss as a number (before any afterLoss scaling). */
+  /** The current batch's loss as a number (before any afterLoss scaling of `loss`). */
   lossValue = Number.NaN;
+  /**
+   * Turns this process's validation outputs and targets into the whole set's
+   * (distributed training gathers every rank's share); identity by default.
+   */
+  gather: ((out: Tensor, y: Tensor) => Promise<{ out: Tensor; y: Tensor }>) | null = null;
   readonly smoother = new SmoothedLoss();
   /** The epoch row being completed (set after the training part). */
   record: EpochRecord | null = null;
@@ -293,8 +298,9 @@ export class Loop {
       await this.emit('afterPred');
       this.loss ??= tidy(() => this.lossFn(this.pred!, this.y!));
       this.lossValue = this.loss.item();
-      this.smoother.add(this.lossValue);
+      // afterLoss may change the recorded value (distributed training averages it over the ranks).
       await this.emit('afterLoss');
+      this.smoother.add(this.lossValue);
       this.loss.backward();
       try {
         await this.emit('beforeStep');
@@ -323,7 +329,16 @@ export class Loop {
   }
 
   private async validate(dl: DataLoader): Promise<{ loss: number; metrics: Record<string, number> }> {
-    const { out, y } = await predictLoader(this.net, dl);
+    let { out, y } = await predictLoader(this.net, dl);
+    if (this.gather) {
+      const mine = { out, y };
+      try {
+        ({ out, y } = await this.gather(out, y));
+      } finally {
+        mine.out.dispose();
+        mine.y.dispose();
+      }
+    }
     try {
       const loss = noGrad(() => tidy(() => this.lossFn(out, y).item()));
       return { loss, metrics: Object.fromEntries(this.metrics.map((m) => [m.name, noGrad(() => m.fn(out, y))])) };

@@ -19,12 +19,15 @@ export class Report {
     /** Folder of the report; pictures go to its `pictures/` subfolder. */
     readonly dir: string,
     readonly title: string,
+    /** Write nothing (a distributed run's ranks other than 0 build no report). */
+    private readonly discard = false,
   ) {}
 
   /** Adds a picture, writing it as `pictures/{name}.png` at once (so it survives a later failure). */
   async addPicture(name: string, title: string, png: Buffer, note?: string): Promise<string> {
     if (!/^[A-Za-z0-9_-]+$/.test(name)) throw new Error(`picture name '${name}' must be letters, digits, '-' or '_'`);
     const file = join(this.dir, 'pictures', `${name}.png`);
+    if (this.discard) return file;
     ensureDir(join(this.dir, 'pictures'));
     await writeFileAtomic(file, png);
     this.sections.push({ kind: 'picture', title, file, png, note });
@@ -77,8 +80,9 @@ ${body}
 
   /** Writes the page as `{dir}/{name}` (atomically) and returns its path. */
   async write(name = 'report.html'): Promise<string> {
-    ensureDir(this.dir);
     const file = join(this.dir, name);
+    if (this.discard) return file;
+    ensureDir(this.dir);
     await writeFileAtomic(file, this.html());
     return file;
   }

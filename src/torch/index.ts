@@ -11,3 +11,4 @@ export * as nn from './nn/index.js';
 export * as optim from './optim/index.js';
 export { loadPth, parsePth, readPthExtras, serializePth, savePth, loadStateDictFile, saveStateDictFile, asStateDict, PthError, type PthValue, type PthWritable } from './serialization/pth.js';
 export { writeFileAtomic } from '../util/files.js';
+export { initProcessGroup, destroyProcessGroup, defaultProcessGroup, ProcessGroup, DistributedError, type InitProcessGroupOptions, type ReduceOp } from './distributed.js';

@@ -52,7 +52,8 @@ export interface NativeAddon {
   sameStorage(a: Handle, b: Handle): boolean;
 }
 
-function packageRoot(): string {
+/** The package root (where package.json and build/ are). */
+export function packageRoot(): string {
   // dist/src/torch/native.js -> package root; also works from src/ under a TS runner.
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 5; i++) {

@@ -34,6 +34,12 @@ export interface DataOptions {
   channelsLast?: boolean;
   /** Training passes draw every class as often as the most frequent one (for rare classes). */
   oversample?: boolean;
+  /**
+   * Distributed training: this rank's share of every loader (DistributedSampler's):
+   * training padded to equal shares, the rest in order without padding (their
+   * outputs are gathered back into order).
+   */
+  shard?: { rank: number; worldSize: number };
 }
 
 /**
@@ -59,15 +65,17 @@ export class ImageClassifierData {
     readonly testDs: Dataset | null,
     readonly classes: string[],
     readonly tfms: Transforms | null,
-    readonly options: Required<Pick<DataOptions, 'bs' | 'seed' | 'channelsLast' | 'onBadImage'>> & { numWorkers?: number; oversample?: boolean },
+    readonly options: Required<Pick<DataOptions, 'bs' | 'seed' | 'channelsLast' | 'onBadImage'>> & { numWorkers?: number; oversample?: boolean; shard?: { rank: number; worldSize: number } },
   ) {
     const common = { bs: options.bs, numWorkers: options.numWorkers, seed: options.seed, channelsLast: options.channelsLast, onBadImage: options.onBadImage };
+    const inOrder = options.shard ? { shard: { ...options.shard, pad: false } } : {};
     const loader = (ds: Dataset | null, t: Transform | undefined, shuffle: boolean): DataLoader | null =>
-      ds === null ? null : new DataLoader(ds, { ...common, transform: t, shuffle });
+      ds === null ? null : new DataLoader(ds, { ...common, transform: t, shuffle, ...inOrder });
     // Training drops the last partial batch, as fast.ai does: a batch of one would give
     // batch norm NaN statistics, and a tiny last batch a noisy step. A training set
     // smaller than one batch is one batch.
-    this.trnDl = new DataLoader(trnDs, { ...common, transform: tfms?.trn, shuffle: true, dropLast: trnDs.length > options.bs, oversample: options.oversample ?? false });
+    const perRank = options.shard ? Math.ceil(trnDs.length / options.shard.worldSize) : trnDs.length;
+    this.trnDl = new DataLoader(trnDs, { ...common, transform: tfms?.trn, shuffle: true, dropLast: perRank > options.bs, oversample: options.oversample ?? false, shard: options.shard });
     this.valDl = loader(valDs, tfms?.val, false);
     this.testDl = loader(testDs, tfms?.val, false);
     this.augDl = loader(valDs, tfms?.trn, false);
@@ -124,7 +132,7 @@ export class ImageClassifierData {
    * per item in `trn[0]` / `val[0]`, integer labels (or, multi-label, lists of
    * tags) in `trn[1]` / `val[1]`.
    */
-  static fromArrays(path: string, trn: [Tensor, number[] | number[][]], val: [Tensor, number[] | number[][]] | null, classes: string[], { test, bs = 64, seed = 0 }: { test?: Tensor; bs?: number; seed?: number } = {}): ImageClassifierData {
+  static fromArrays(path: string, trn: [Tensor, number[] | number[][]], val: [Tensor, number[] | number[][]] | null, classes: string[], { test, bs = 64, seed = 0, shard }: { test?: Tensor; bs?: number; seed?: number; shard?: { rank: number; worldSize: number } } = {}): ImageClassifierData {
     const ds = (x: Tensor, l: number[] | number[][]): ArrayDataset => {
       const tags = l.length > 0 && Array.isArray(l[0]) ? (l as number[][]) : null;
       return new ArrayDataset(x, tags ? tags.map((t) => t[0] ?? -1) : (l as number[]), classes, tags);
@@ -132,7 +140,7 @@ export class ImageClassifierData {
     const trnDs = ds(trn[0], trn[1]);
     const valDs = val ? ds(val[0], val[1]) : null;
     const testDs = test ? new ArrayDataset(test, new Array<number>(test.shape[0]!).fill(0), classes) : null;
-    return new ImageClassifierData(resolve(path), trnDs, valDs, testDs, classes, null, { bs, seed, channelsLast: false, onBadImage: 'skip' });
+    return new ImageClassifierData(resolve(path), trnDs, valDs, testDs, classes, null, { bs, seed, channelsLast: false, onBadImage: 'skip', shard });
   }
 
   private static build(root: string, trn: FilesDataset, val: FilesDataset | null, test: FilesDataset | null, classes: string[], opts: DataOptions): ImageClassifierData {
@@ -147,6 +155,7 @@ export class ImageClassifierData {
       channelsLast: opts.channelsLast ?? false,
       onBadImage: opts.onBadImage ?? 'skip',
       oversample: opts.oversample ?? false,
+      shard: opts.shard,
     });
   }
 

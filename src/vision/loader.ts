@@ -40,6 +40,33 @@ export interface DataLoaderOptions {
   oversample?: boolean;
   /** Where warnings go (default console.warn). */
   warn?: (msg: string) => void;
+  /**
+   * This process's share of each pass in distributed training (PyTorch's
+   * DistributedSampler): the pass's order, padded by repeating its start to a
+   * multiple of worldSize when `pad` (training), then every worldSize-th item from
+   * `rank`. Every rank must use the same seed.
+   */
+  shard?: Shard;
+}
+
+/** A rank's share of the data: indices[rank::worldSize] of each pass. */
+export interface Shard {
+  rank: number;
+  worldSize: number;
+  /** Pad the pass to a multiple of worldSize (equal shares; training) — default true. */
+  pad?: boolean;
+}
+
+/** One rank's items of an ordered pass (DistributedSampler's padding and striding). */
+export function shardOf(order: number[], s: Shard): number[] {
+  if (order.length === 0) return [];
+  let all = order;
+  if (s.pad ?? true) {
+    const total = Math.ceil(order.length / s.worldSize) * s.worldSize;
+    all = [...order];
+    while (all.length < total) all.push(...order.slice(0, total - all.length));
+  }
+  return all.filter((_, i) => i % s.worldSize === s.rank);
 }
 
 /**
@@ -131,13 +158,14 @@ export class DataLoader {
   readonly onBadImage: BadImagePolicy;
   readonly oversample: boolean;
   transform: Transform | undefined;
+  readonly shard: Shard | null;
   /** Completed and started passes; the next pass uses this epoch number. */
   epoch = 0;
   private readonly warn: (msg: string) => void;
 
   constructor(
     readonly dataset: Dataset,
-    { bs = 64, shuffle = false, dropLast = false, transform, numWorkers, prefetch, seed = 0, channelsLast = false, onBadImage = 'skip', oversample = false, warn = (m) => console.warn(m) }: DataLoaderOptions = {},
+    { bs = 64, shuffle = false, dropLast = false, transform, numWorkers, prefetch, seed = 0, channelsLast = false, onBadImage = 'skip', oversample = false, warn = (m) => console.warn(m), shard }: DataLoaderOptions = {},
   ) {
     if (!Number.isInteger(bs) || bs < 1) throw new RangeError(`bs must be a positive integer, got ${bs}`);
     if (dataset instanceof FilesDataset && transform === undefined) throw new Error('DataLoader: an image dataset needs a transform');
@@ -152,11 +180,14 @@ export class DataLoader {
     this.onBadImage = onBadImage;
     this.oversample = oversample;
     this.warn = warn;
+    if (shard && !(Number.isInteger(shard.worldSize) && shard.worldSize >= 1 && Number.isInteger(shard.rank) && shard.rank >= 0 && shard.rank < shard.worldSize)) throw new RangeError(`shard: rank ${shard.rank} of ${shard.worldSize} is not a rank`);
+    this.shard = shard ?? null;
   }
 
   /** Batches per pass. */
   get length(): number {
-    const n = this.oversample ? this.oversampled(0).length : this.dataset.length - (this.dataset instanceof FilesDataset ? this.dataset.bad.size : 0);
+    let n = this.oversample ? this.oversampled(0).length : this.dataset.length - (this.dataset instanceof FilesDataset ? this.dataset.bad.size : 0);
+    if (this.shard) n = shardOf(Array.from({ length: n }, (_, i) => i), this.shard).length;
     return this.dropLast ? Math.floor(n / this.bs) : Math.ceil(n / this.bs);
   }
 
@@ -188,14 +219,19 @@ export class DataLoader {
     if (this.oversample) {
       const pool = this.oversampled(epoch);
       const perm = seededPermutation(pool.length, this.seed * 1000003 + epoch);
-      return this.chunk(perm.map((i) => pool[i]!));
+      return this.chunk(this.mine(perm.map((i) => pool[i]!)));
     }
     let order = this.shuffle ? seededPermutation(this.dataset.length, this.seed * 1000003 + epoch) : Array.from({ length: this.dataset.length }, (_, i) => i);
     if (this.dataset instanceof FilesDataset && this.dataset.bad.size > 0) {
       const bad = this.dataset.bad;
       order = order.filter((i) => !bad.has(i));
     }
-    return this.chunk(order);
+    return this.chunk(this.mine(order));
+  }
+
+  /** This rank's part of a pass's order (all of it without a shard). */
+  private mine(order: number[]): number[] {
+    return this.shard ? shardOf(order, this.shard) : order;
   }
 
   private chunk(order: number[]): number[][] {

@@ -1,0 +1,198 @@
+// Distributed data parallel training as a callback on the loop, with PyTorch
+// DDP's semantics: at the start every rank checks that its parameters have the
+// shapes rank 0's have, then takes rank 0's parameters and buffers; before each
+// forward, rank 0's batch-norm buffers; after each backward, gradients are
+// summed over the ranks in ~25 MB buckets (parameters in reverse order, as
+// backward produces them) and divided by the world size (Gloo has no average).
+// The loss each rank records is averaged too, so that every decision made from
+// it (the schedule's stop, the finder, the guard) is the same on every rank.
+import { createHash } from 'node:crypto';
+import { cat, noGrad, tensor, zeros, zerosLike, type nn, type Tensor } from '../torch/index.js';
+import { DistributedError, flatten, unflattenInto, type ProcessGroup } from '../torch/distributed.js';
+import type { Callback, Loop } from './loop.js';
+
+/** Options of DistributedDataParallel (PyTorch's names). */
+export interface DDPOptions {
+  /** Gradient bucket size in MiB (default 25). */
+  bucketCapMB?: number;
+  /** Broadcast rank 0's buffers (batch-norm statistics) before each forward (default true). */
+  broadcastBuffers?: boolean;
+}
+
+/** Tensors split into buckets of at most `capBytes` (a tensor larger than that is a bucket of its own). */
+export function buckets(ts: Tensor[], capBytes: number): Tensor[][] {
+  const out: Tensor[][] = [];
+  let cur: Tensor[] = [];
+  let bytes = 0;
+  for (const t of ts) {
+    const b = t.numel * 4;
+    if (cur.length > 0 && bytes + b > capBytes) {
+      out.push(cur);
+      cur = [];
+      bytes = 0;
+    }
+    cur.push(t);
+    bytes += b;
+  }
+  if (cur.length > 0) out.push(cur);
+  return out;
+}
+
+/** Broadcasts tensors of one dtype from `root`, in buckets. */
+async function broadcastTensors(pg: ProcessGroup, ts: Tensor[], capBytes: number, root = 0): Promise<void> {
+  for (const dtype of [...new Set(ts.map((t) => t.dtype))]) {
+    for (const b of buckets(ts.filter((t) => t.dtype === dtype), capBytes)) {
+      const flat = flatten(b);
+      try {
+        await pg.broadcast([flat], root);
+        unflattenInto(flat, b);
+      } finally {
+        flat.dispose();
+      }
+    }
+  }
+}
+
+/** A short fingerprint of a module's state-dict keys and shapes, as two int64 words. */
+function shapeSignature(m: nn.Module): { words: bigint[]; text: string } {
+  const text = [...m.stateDict()].map(([k, t]) => `${k}:${t.shape.join('x')}:${t.dtype}`).join(';');
+  const h = createHash('sha256').update(text).digest();
+  return { words: [h.readBigInt64LE(0), h.readBigInt64LE(8)], text };
+}
+
+/**
+ * Checks that every rank has the same model (keys, shapes, dtypes) and the same
+ * `settings` string (what the run computes); throws naming the first rank that differs.
+ */
+export async function checkSameEverywhere(pg: ProcessGroup, model: nn.Module, settings = ''): Promise<void> {
+  const sig = shapeSignature(model);
+  const h = createHash('sha256').update(settings).digest();
+  const mine = tensor(BigInt64Array.from([...sig.words, h.readBigInt64LE(0)]));
+  const all = await pg.allGather(mine);
+  try {
+    const rows = all.map((t) => t.toArray());
+    const ref = rows[0]!;
+    rows.forEach((r, rank) => {
+      if (r[0] !== ref[0] || r[1] !== ref[1]) throw new DistributedError(`rank ${rank}'s model differs from rank 0's (architecture, classes or head): every rank must build the same network`);
+      if (r[2] !== ref[2]) throw new DistributedError(`rank ${rank} was started with other settings than rank 0 (data, options or seed): every rank must run the same command`);
+    });
+  } finally {
+    mine.dispose();
+    for (const t of all) t.dispose();
+  }
+}
+
+/** Gathers every rank's rows of an in-order sharded pass (rank r has items r, r+R, …) back into order. */
+export async function gatherRows(pg: ProcessGroup, mine: Tensor): Promise<Tensor> {
+  const r = pg.worldSize;
+  const count = tensor(Float32Array.from([mine.shape[0]!]));
+  const counts = await pg.allGather(count);
+  count.dispose();
+  const n = counts.map((c) => c.item());
+  for (const c of counts) c.dispose();
+  const most = Math.max(...n);
+  const total = n.reduce((a, b) => a + b, 0);
+  const rest = mine.shape.slice(1);
+  // Equal shapes for all-gather: pad each share to the largest with zero rows.
+  const padded = noGrad(() => {
+    if (mine.shape[0]! === most) return mine.clone();
+    const pad = zeros([most - mine.shape[0]!, ...rest], { dtype: mine.dtype });
+    const out = cat([mine, pad], 0);
+    pad.dispose();
+    return out;
+  });
+  const parts = await pg.allGather(padded);
+  padded.dispose();
+  const stacked = cat(parts, 0);
+  for (const p of parts) p.dispose();
+  // Item i is rank i % R's row ⌊i / R⌋.
+  const idx = tensor(BigInt64Array.from({ length: total }, (_, i) => BigInt((i % r) * most + Math.floor(i / r))));
+  const out = stacked.indexSelect(0, idx);
+  idx.dispose();
+  stacked.dispose();
+  return out;
+}
+
+/** DistributedDataParallel as a loop callback; add it to a fit on every rank. */
+export class DistributedDataParallel implements Callback {
+  // After GradientAccumulation (-5), which may skip a step: gradients are reduced only when one is taken.
+  readonly order = 5;
+  private readonly capBytes: number;
+  private readonly broadcastBuffers: boolean;
+  /** Seconds spent waiting on collectives in this fit (the communication share of a step). */
+  commSeconds = 0;
+  constructor(
+    readonly pg: ProcessGroup,
+    { bucketCapMB = 25, broadcastBuffers = true }: DDPOptions = {},
+  ) {
+    this.capBytes = bucketCapMB * 1024 * 1024;
+    this.broadcastBuffers = broadcastBuffers;
+  }
+
+  private buffers(m: nn.Module): Tensor[] {
+    const params = new Set(m.parameters());
+    return [...m.stateDict().values()].filter((t) => !params.has(t));
+  }
+
+  async beforeFit(loop: Loop): Promise<void> {
+    this.commSeconds = 0;
+    await checkSameEverywhere(this.pg, loop.model);
+    await this.timed(() => broadcastTensors(this.pg, [...loop.model.stateDict().values()], this.capBytes));
+    loop.gather = async (out, y) => ({ out: await gatherRows(this.pg, out), y: await gatherRows(this.pg, y) });
+  }
+
+  async beforeBatch(loop: Loop): Promise<void> {
+    if (!this.broadcastBuffers) return;
+    const bufs = this.buffers(loop.net).filter((t) => t.dtype === 'float32');
+    if (bufs.length > 0) await this.timed(() => broadcastTensors(this.pg, bufs, this.capBytes));
+  }
+
+  async afterLoss(loop: Loop): Promise<void> {
+    const v = tensor(Float32Array.from([loop.lossValue]));
+    try {
+      await this.timed(() => this.pg.allReduce([v]));
+      loop.lossValue = v.item() / this.pg.worldSize;
+    } finally {
+      v.dispose();
+    }
+  }
+
+  async beforeStep(loop: Loop): Promise<void> {
+    const params = loop.opt.paramGroups.flatMap((g) => g.params).filter((p) => p.requiresGrad);
+    // Reverse order: the order backward produces gradients in (and PyTorch's Reducer buckets them).
+    const grads = params.reverse().map((p) => {
+      const g = p.grad;
+      if (g !== null) return g;
+      // A parameter this batch did not reach contributes zeros.
+      p.grad = zerosLike(p);
+      return p.grad!;
+    });
+    await this.timed(async () => {
+      for (const b of buckets(grads, this.capBytes)) {
+        const flat = flatten(b);
+        try {
+          await this.pg.allReduce([flat]);
+          noGrad(() => flat.div_(this.pg.worldSize));
+          unflattenInto(flat, b);
+        } finally {
+          flat.dispose();
+        }
+      }
+    });
+    // The handles only; the gradients stay with their parameters.
+    for (const g of grads) g.dispose();
+  }
+
+  afterFit(loop: Loop): void {
+    loop.gather = null;
+  }
+
+  private async timed(fn: () => Promise<void>): Promise<void> {
+    const t0 = performance.now();
+    try {
+      await fn();
+    } finally {
+      this.commSeconds += (performance.now() - t0) / 1000;
+    }
+  }
+}

@@ -1,0 +1,53 @@
+// A rank of the distributed tests (test/ddp.test.ts runs several of these as
+// processes). Does nothing unless FASTVISION_DDP_WORKER=1, so the test runner,
+// which loads every file of dist/test/, finds no test here.
+//   DDP_MODE=train     train a BatchNorm-free net on sharded arrays with DDP; rank 0 prints the weights
+//   DDP_MODE=slow      the same for many epochs, slowly (a rank gets killed mid-way)
+//   DDP_MODE=classes   like train, but the model's output size is DDP_CLASSES (a mismatch test)
+//   DDP_MODE=collectives  all-reduce, broadcast and all-gather of known tensors; prints what arrived
+import { writeFileSync } from 'node:fs';
+import { DistributedDataParallel } from '../src/learn/ddp.js';
+import { ImageClassifierData, initProcessGroup, destroyProcessGroup, Loop, manualSeed, nn, optim, randn, tensor, type Callback } from '../src/index.js';
+
+async function main(): Promise<void> {
+  const mode = process.env.DDP_MODE ?? 'train';
+  const out = process.env.DDP_OUT;
+  const pg = await initProcessGroup({ timeoutMs: Number(process.env.DDP_TIMEOUT_MS ?? 20000) });
+  // Left on success only: after a failure the process exits (a group whose peer died may not shut down cleanly).
+  {
+    if (mode === 'collectives') {
+      const a = tensor(Float32Array.from([pg.rank + 1, 10 * (pg.rank + 1)]));
+      await pg.allReduce([a]);
+      const b = tensor(Float32Array.from([pg.rank === 0 ? 42 : -1, pg.rank === 0 ? 7 : -1]));
+      await pg.broadcast([b], 0);
+      const g = await pg.allGather(tensor(Float32Array.from([pg.rank])));
+      const res = { rank: pg.rank, allReduce: a.toArray(), broadcast: b.toArray(), allGather: g.map((t) => t.toArray()[0]) };
+      if (out) writeFileSync(`${out}.${pg.rank}`, JSON.stringify(res));
+      destroyProcessGroup();
+      return;
+    }
+    const worldSize = pg.worldSize;
+    const batch = Number(process.env.DDP_BATCH ?? 8);
+    manualSeed(1);
+    const x = randn([32, 8]);
+    const labels = x.toArray().filter((_, i) => i % 8 === 0).map((v) => (v > 0 ? 1 : 0));
+    const data = ImageClassifierData.fromArrays('/tmp', [x, labels], null, ['a', 'b'], { bs: batch / worldSize, seed: 3, shard: worldSize > 1 ? { rank: pg.rank, worldSize } : undefined });
+    // Different seeds per rank: DDP must broadcast rank 0's initial weights.
+    manualSeed(7 + (mode === 'train' ? pg.rank : 0));
+    const classes = Number(process.env.DDP_CLASSES ?? 2);
+    const net = new nn.Sequential(new nn.Linear(8, 16), new nn.ReLU(), new nn.Linear(16, classes), new nn.LogSoftmax(1));
+    const slow: Callback = { afterBatch: () => new Promise((r) => setTimeout(r, 50)) };
+    const epochs = mode === 'slow' ? 1000 : Number(process.env.DDP_EPOCHS ?? 3);
+    const cbs: Callback[] = [...(worldSize > 1 ? [new DistributedDataParallel(pg)] : []), ...(mode === 'slow' ? [slow] : [])];
+    await new Loop({ net, opt: new optim.SGD(net.parameters(), { lr: 0.1, momentum: 0.9 }), trn: data.trnDl, val: null, nEpochs: epochs, callbacks: cbs }).run();
+    if (pg.rank === 0 && out) writeFileSync(out, JSON.stringify([...net.stateDict().values()].map((t) => t.toArray())));
+    destroyProcessGroup();
+  }
+}
+
+if (process.env.FASTVISION_DDP_WORKER === '1') {
+  main().catch((e: unknown) => {
+    console.error(e instanceof Error ? e.message : String(e));
+    process.exit(1);
+  });
+}
