@@ -4,7 +4,7 @@
 // each end with a clear error, never a hang.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { copyFileSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -49,6 +49,20 @@ function rank(env: Record<string, string>, child: (p: ChildProcess) => void = ()
     });
     child(p);
   });
+}
+
+/** A small copy of the photo fixture's dogscats (8 training, 3 validation photos a class), made once. */
+function petsData(): string {
+  const data = join(tmp, 'pets');
+  if (existsSync(data)) return data;
+  for (const split of ['train', 'valid']) {
+    for (const label of ['cats', 'dogs']) {
+      const src = join(photos, 'dogscats', split, label);
+      mkdirSync(join(data, split, label), { recursive: true });
+      for (const f of readdirSync(src).sort().slice(0, split === 'train' ? 8 : 3)) copyFileSync(join(src, f), join(data, split, label, f));
+    }
+  }
+  return data;
 }
 
 function group(n: number, env: Record<string, string> = {}, perRank: (r: number) => Record<string, string> = () => ({})): Promise<Done[]> {
@@ -131,14 +145,7 @@ test('ranks started with different models stop with a message', async () => {
 });
 
 test('fastvision train --nproc 2: a model, report and JSON as one process gives; only rank 0 writes them; each rank logs', async () => {
-  const data = join(tmp, 'pets');
-  for (const split of ['train', 'valid']) {
-    for (const label of ['cats', 'dogs']) {
-      const src = join(photos, 'dogscats', split, label);
-      mkdirSync(join(data, split, label), { recursive: true });
-      for (const f of readdirSync(src).sort().slice(0, split === 'train' ? 8 : 3)) copyFileSync(join(src, f), join(data, split, label, f));
-    }
-  }
+  const data = petsData();
   const tiny = ['--recipe', 'lesson', '--sizes', '32,40', '--bs', '2', '--cycles', '1', '--unfreeze-cycles', '1', '--tta-aug', '1', '--workers', '1'];
   const run = (out: string, ...extra: string[]): { code: number | null; stdout: string; stderr: string } => {
     const r = spawnSync(process.execPath, [bin, 'train', data, ...tiny, '--out', out, '--json', `${out}.json`, ...extra], { encoding: 'utf8', env: { ...process.env, FASTVISION_HOME: join(tmp, 'home'), FASTVISION_QUIET: '1' }, timeout: 300_000 });
@@ -206,5 +213,29 @@ test('two hosts: each rank in its own network namespace, joined by a veth pair, 
     assert.ok(worst < 1e-5, `largest difference ${worst}`);
   } finally {
     cleanup();
+  }
+});
+
+test('ranks of `fastvision train` started with other options stop with a message naming the rank', async () => {
+  const data = petsData();
+  const port = String(nextPort++);
+  const start = (r: number, extra: string[]): Promise<{ code: number | null; stderr: string }> =>
+    new Promise((resolve) => {
+      const p = spawn(process.execPath, [bin, 'train', data, '--recipe', 'lesson', '--size', '32', '--bs', '2', '--workers', '1', '--out', join(tmp, `mismatch-${r}`), ...extra], {
+        env: { ...process.env, FASTVISION_HOME: join(tmp, 'home'), FASTVISION_QUIET: '1', WORLD_SIZE: '2', RANK: String(r), MASTER_ADDR: '127.0.0.1', MASTER_PORT: port, FASTVISION_NUM_THREADS: '1' },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let stderr = '';
+      p.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+      const kill = setTimeout(() => p.kill('SIGKILL'), 120_000);
+      p.on('exit', (code) => {
+        clearTimeout(kill);
+        resolve({ code, stderr });
+      });
+    });
+  const [r0, r1] = await Promise.all([start(0, ['--cycles', '1']), start(1, ['--cycles', '2'])]);
+  for (const r of [r0!, r1!]) {
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /rank 1 was started with other settings than rank 0/);
   }
 });
