@@ -5,8 +5,10 @@
 //   DDP_MODE=slow      the same for many epochs, slowly (a rank gets killed mid-way)
 //   DDP_MODE=classes   like train, but the model's output size is DDP_CLASSES (a mismatch test)
 //   DDP_MODE=collectives  all-reduce, broadcast and all-gather of known tensors; prints what arrived
+//   DDP_MODE=gather  each rank predicts its share of 7 rows; the gathered outputs vs one process's
 import { writeFileSync } from 'node:fs';
-import { DistributedDataParallel } from '../src/learn/ddp.js';
+import { DistributedDataParallel, gatherRows } from '../src/learn/ddp.js';
+import { predictLoader } from '../src/learn/loop.js';
 import { ImageClassifierData, initProcessGroup, destroyProcessGroup, Loop, manualSeed, nn, optim, randn, tensor, type Callback } from '../src/index.js';
 
 async function main(): Promise<void> {
@@ -22,6 +24,22 @@ async function main(): Promise<void> {
       await pg.broadcast([b], 0);
       const g = await pg.allGather(tensor(Float32Array.from([pg.rank])));
       const res = { rank: pg.rank, allReduce: a.toArray(), broadcast: b.toArray(), allGather: g.map((t) => t.toArray()[0]) };
+      if (out) writeFileSync(`${out}.${pg.rank}`, JSON.stringify(res));
+      destroyProcessGroup();
+      return;
+    }
+    if (mode === 'gather') {
+      manualSeed(5);
+      const x = randn([7, 8]);
+      const y = [0, 1, 0, 1, 1, 0, 1];
+      manualSeed(9);
+      const net = new nn.Sequential(new nn.Linear(8, 2), new nn.LogSoftmax(1));
+      const mine = ImageClassifierData.fromArrays('/tmp', [x, y], [x, y], ['a', 'b'], { bs: 2, shard: { rank: pg.rank, worldSize: pg.worldSize } });
+      const all = ImageClassifierData.fromArrays('/tmp', [x, y], [x, y], ['a', 'b'], { bs: 2 });
+      const part = await predictLoader(net, mine.valDl!);
+      const gathered = { out: await gatherRows(pg, part.out), y: await gatherRows(pg, part.y) };
+      const whole = await predictLoader(net, all.valDl!);
+      const res = { rank: pg.rank, mine: part.out.shape[0], shape: gathered.out.shape, outs: gathered.out.toArray(), whole: whole.out.toArray(), y: gathered.y.toArray() };
       if (out) writeFileSync(`${out}.${pg.rank}`, JSON.stringify(res));
       destroyProcessGroup();
       return;

@@ -91,6 +91,19 @@ test('the collectives: all-reduce sums, broadcast copies rank 0, all-gather coll
   }
 });
 
+test("each rank's share of an in-order pass, gathered, is the whole pass in order (validation, TTA, activations)", async () => {
+  const out = join(tmp, 'gather');
+  const done = await group(3, { DDP_MODE: 'gather', DDP_OUT: out });
+  for (const d of done) assert.equal(d.code, 0, d.stderr);
+  for (let r = 0; r < 3; r++) {
+    const res = JSON.parse(readFileSync(`${out}.${r}`, 'utf8')) as { mine: number; shape: number[]; outs: number[]; whole: number[]; y: number[] };
+    assert.equal(res.mine, r === 0 ? 3 : 2, 'unpadded shares: 7 rows over 3 ranks');
+    assert.deepEqual(res.shape, [7, 2]);
+    assert.deepEqual(res.outs, res.whole);
+    assert.deepEqual(res.y, [0, 1, 0, 1, 1, 0, 1]);
+  }
+});
+
 test('two ranks with batches of 4 end with the weights of one process with batches of 8', async () => {
   const one = join(tmp, 'one.json');
   const two = join(tmp, 'two.json');
