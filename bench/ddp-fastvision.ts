@@ -1,7 +1,8 @@
 // One fastvision rank of bench/ddp: ResNet-18 at 128², per-rank batch --bs,
 // SGD with momentum, DistributedDataParallel over Gloo when WORLD_SIZE > 1 (one
-// process with all threads otherwise). Prints one JSON line: the median step
-// time, and the share of it spent in the collectives.
+// process with all threads otherwise; --overlap 0 reduces gradients after backward
+// instead of during it). Prints one JSON line: the median step time, and the share
+// of it spent waiting in collectives outside backward.
 import { DistributedDataParallel } from '../src/learn/ddp.js';
 import { destroyProcessGroup, ImageClassifierData, initProcessGroup, Loop, manualSeed, nn, optim, randn, resnet18, type Callback } from '../src/index.js';
 import { arg, median } from './common.js';
@@ -18,7 +19,7 @@ async function main(): Promise<void> {
   const labels = Array.from({ length: n }, (_, i) => i % 10);
   const data = ImageClassifierData.fromArrays('/tmp', [x, labels], null, Array.from({ length: 10 }, (_, i) => String(i)), { bs, seed: 1, shard: pg ? { rank: pg.rank, worldSize } : undefined });
   const net = new nn.Sequential(resnet18({ numClasses: 10 }), new nn.LogSoftmax(1));
-  const ddp = pg ? new DistributedDataParallel(pg) : null;
+  const ddp = pg ? new DistributedDataParallel(pg, { overlap: arg('overlap', '1') === '1' }) : null;
   const times: number[] = [];
   let t0 = 0;
   let commAtStart = 0;

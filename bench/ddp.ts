@@ -3,7 +3,8 @@
 // on c10d/Gloo against PyTorch's DDP (torch.distributed, Gloo), in alternating
 // rounds in the same invocation. Also the scaling: images/s of 2 ranks × 1
 // thread against 1 process × 2 threads (fastvision, the same 32 images a step),
-// and the share of the step fastvision's ranks spend waiting on collectives.
+// and the share of the step fastvision's ranks spend waiting on collectives (with
+// c10d's Reducer overlapping backward, and reducing after backward).
 // Last line: `RESULT ddp_step_time_ratio_vs_pytorch <fastvision ÷ PyTorch>`.
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
@@ -59,6 +60,8 @@ async function main(): Promise<void> {
       console.log(`round ${r + 1} ${who}: ${(res.step as number).toFixed(3)} s a step`);
     }
   }
+  // The same with the gradients reduced after backward (no overlap): what overlapping saves, and the wait it hides.
+  const after = await twoRanks(process.execPath, [...fvRank, '--overlap', '0']);
   // Scaling: the same 32 images a step in one process with both threads.
   const single = runPeer(process.execPath, [join(repoRoot, 'dist', 'bench', 'ddp-fastvision.js'), '--bs', String(Number(BS) * 2), '--steps', STEPS], 900, { ...process.env, FASTVISION_NUM_THREADS: '2', WORLD_SIZE: '1' });
   const fvStep = median(fv);
@@ -70,12 +73,13 @@ async function main(): Promise<void> {
       [
         ['fastvision DDP, 2 ranks × 1 thread', `${fvStep.toFixed(3)} s`, images.toFixed(1), (fvStep / pyStep).toFixed(3)],
         [`PyTorch ${torchVersion} DDP, 2 ranks × 1 thread`, `${pyStep.toFixed(3)} s`, ((2 * Number(BS)) / pyStep).toFixed(1), '1.000'],
+        ['fastvision DDP, reduced after backward', after.error ? String(after.error) : `${(after.step as number).toFixed(3)} s`, after.error ? '-' : ((2 * Number(BS)) / (after.step as number)).toFixed(1), after.error ? '-' : ((after.step as number) / pyStep).toFixed(3)],
         ['fastvision, 1 process × 2 threads (batch 32)', single.error ? String(single.error) : `${(single.step as number).toFixed(3)} s`, single.error ? '-' : (single.imagesPerSecond as number).toFixed(1), '-'],
       ],
     ),
   );
   if (!single.error) console.log(`scaling: 2 ranks × 1 thread give ${(images / (single.imagesPerSecond as number)).toFixed(2)}× the images/s of 1 process × 2 threads`);
-  console.log(`fastvision's ranks wait on collectives for ${(100 * median(comm)).toFixed(1)}% of a step (median over rounds)`);
+  console.log(`communication: with the reducer, backward overlaps the gradient all-reduce and the ranks wait on other collectives (loss, buffers) for ${(100 * median(comm)).toFixed(1)}% of a step; reducing after backward instead, they wait ${after.error ? '?' : (100 * (after.commShare as number)).toFixed(1)}% of a step`);
   console.log(`RESULT ddp_step_time_ratio_vs_pytorch ${(fvStep / pyStep).toFixed(3)}`);
 }
 

@@ -6,6 +6,7 @@
 // builds everything else; it reads the same type-tagged tensor handles.
 #include <napi.h>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -14,6 +15,7 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/reducer.hpp>
 
 #include "tensor_box.h"
 
@@ -21,9 +23,14 @@ namespace {
 
 const napi_type_tag kStoreTag = {0x6661737476697369ULL, 0x6f6e73746f726521ULL};
 const napi_type_tag kGroupTag = {0x6661737476697369ULL, 0x6f6e67726f757021ULL};
+const napi_type_tag kReducerTag = {0x6661737476697369ULL, 0x6f6e726564756321ULL};
 
 struct StoreBox {
   c10::intrusive_ptr<c10d::Store> store;
+};
+
+struct ReducerBox {
+  std::unique_ptr<c10d::Reducer> reducer;
 };
 
 struct GroupBox {
@@ -265,6 +272,51 @@ Napi::Value Barrier(const Napi::CallbackInfo& info) {
   return Launch(env, g, g->pg->barrier(o), {});
 }
 
+// newReducer(group, params, bucketCapBytes): c10d's Reducer, the engine of PyTorch's
+// DistributedDataParallel. It hooks each parameter's gradient accumulator, so that a
+// bucket's all-reduce starts as soon as backward has produced all its gradients, and
+// at backward's end waits for them and writes the averages back into .grad. Buckets
+// as DDP makes them: the first 1 MiB, then bucketCapBytes each, in reverse order.
+Napi::Value NewReducer(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  auto* g = GroupOf(env, info[0]);
+  auto params = TensorsOf(env, info[1]);
+  auto cap = static_cast<size_t>(info[2].As<Napi::Number>().Int64Value());
+  std::vector<bool> sparse(params.size(), false);
+  auto assigned = c10d::compute_bucket_assignment_by_size(params, {static_cast<size_t>(c10d::kDefaultFirstBucketBytes), cap}, sparse);
+  auto indices = std::get<0>(assigned);
+  auto limits = std::get<1>(assigned);
+  std::reverse(indices.begin(), indices.end());
+  std::reverse(limits.begin(), limits.end());
+  c10::intrusive_ptr<c10d::ProcessGroup> pg = g->pg;
+  auto* box = new ReducerBox{std::make_unique<c10d::Reducer>(params, indices, limits, pg, sparse, static_cast<int64_t>(cap), false, false, std::unordered_map<size_t, std::string>{}, c10d::kDefaultFirstBucketBytes)};
+  return Boxed(env, box, kReducerTag);
+}
+
+c10d::Reducer& ReducerOf(Napi::Env env, const Napi::Value& v) {
+  auto* b = Unbox<ReducerBox>(env, v, kReducerTag, "a reducer");
+  if (!b->reducer) throw Napi::Error::New(env, "the reducer was destroyed");
+  return *b->reducer;
+}
+
+Napi::Value ReducerForward(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  ReducerOf(env, info[0]).prepare_for_forward();
+  return env.Undefined();
+}
+
+Napi::Value ReducerBackward(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  ReducerOf(env, info[0]).prepare_for_backward({});
+  return env.Undefined();
+}
+
+Napi::Value DestroyReducer(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  Unbox<ReducerBox>(env, info[0], kReducerTag, "a reducer")->reducer.reset();
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #define EXPORT(name, fn) exports.Set(name, Napi::Function::New(env, Guarded<fn>, name))
   EXPORT("createStore", CreateStore);
@@ -282,6 +334,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT("broadcast", Broadcast);
   EXPORT("allgather", Allgather);
   EXPORT("barrier", Barrier);
+  EXPORT("newReducer", NewReducer);
+  EXPORT("reducerForward", ReducerForward);
+  EXPORT("reducerBackward", ReducerBackward);
+  EXPORT("destroyReducer", DestroyReducer);
 #undef EXPORT
   return exports;
 }

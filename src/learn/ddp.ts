@@ -1,14 +1,15 @@
 // Distributed data parallel training as a callback on the loop, with PyTorch
 // DDP's semantics: at the start every rank checks that its parameters have the
 // shapes rank 0's have, then takes rank 0's parameters and buffers; before each
-// forward, rank 0's batch-norm buffers; after each backward, gradients are
-// summed over the ranks in ~25 MB buckets (parameters in reverse order, as
-// backward produces them) and divided by the world size (Gloo has no average).
+// forward, rank 0's batch-norm buffers; gradients summed over the ranks in
+// ~25 MB buckets (parameters in reverse order, as backward produces them) and
+// divided by the world size (Gloo has no average) — by c10d's Reducer during
+// backward (the default), or here, after backward, with `overlap: false`.
 // The loss each rank records is averaged too, so that every decision made from
 // it (the schedule's stop, the finder, the guard) is the same on every rank.
 import { createHash } from 'node:crypto';
 import { cat, noGrad, tensor, zeros, zerosLike, type nn, type Tensor } from '../torch/index.js';
-import { DistributedError, flatten, unflattenInto, type ProcessGroup } from '../torch/distributed.js';
+import { DistributedError, flatten, unflattenInto, type ProcessGroup, type Reducer } from '../torch/distributed.js';
 import type { Callback, Loop } from './loop.js';
 
 /** Options of DistributedDataParallel (PyTorch's names). */
@@ -17,6 +18,12 @@ export interface DDPOptions {
   bucketCapMB?: number;
   /** Broadcast rank 0's buffers (batch-norm statistics) before each forward (default true). */
   broadcastBuffers?: boolean;
+  /**
+   * Reduce gradients during backward with c10d's Reducer, each bucket as soon as its
+   * gradients exist, as PyTorch's DDP does (default true); false reduces them all
+   * after backward, before the optimizer's step.
+   */
+  overlap?: boolean;
 }
 
 /** Tensors split into buckets of at most `capBytes` (a tensor larger than that is a bucket of its own). */
@@ -119,14 +126,22 @@ export class DistributedDataParallel implements Callback {
   readonly order = 5;
   private readonly capBytes: number;
   private readonly broadcastBuffers: boolean;
+  private readonly overlap: boolean;
+  private reducer: Reducer | null = null;
   /** Seconds spent waiting on collectives in this fit (the communication share of a step). */
   commSeconds = 0;
   constructor(
     readonly pg: ProcessGroup,
-    { bucketCapMB = 25, broadcastBuffers = true }: DDPOptions = {},
+    { bucketCapMB = 25, broadcastBuffers = true, overlap = true }: DDPOptions = {},
   ) {
     this.capBytes = bucketCapMB * 1024 * 1024;
     this.broadcastBuffers = broadcastBuffers;
+    this.overlap = overlap;
+  }
+
+  /** The parameters that train, in the optimizer's order (the same on every rank). */
+  private trainable(loop: Loop): Tensor[] {
+    return loop.opt.paramGroups.flatMap((g) => g.params).filter((p) => p.requiresGrad);
   }
 
   private buffers(m: nn.Module): Tensor[] {
@@ -139,12 +154,15 @@ export class DistributedDataParallel implements Callback {
     await checkSameEverywhere(this.pg, loop.model);
     await this.timed(() => broadcastTensors(this.pg, [...loop.model.stateDict().values()], this.capBytes));
     loop.gather = async (out, y) => ({ out: await gatherRows(this.pg, out), y: await gatherRows(this.pg, y) });
+    if (this.overlap) this.reducer = this.pg.reducer(this.trainable(loop), this.capBytes);
   }
 
   async beforeBatch(loop: Loop): Promise<void> {
-    if (!this.broadcastBuffers) return;
-    const bufs = this.buffers(loop.net).filter((t) => t.dtype === 'float32');
-    if (bufs.length > 0) await this.timed(() => broadcastTensors(this.pg, bufs, this.capBytes));
+    if (this.broadcastBuffers) {
+      const bufs = this.buffers(loop.net).filter((t) => t.dtype === 'float32');
+      if (bufs.length > 0) await this.timed(() => broadcastTensors(this.pg, bufs, this.capBytes));
+    }
+    this.reducer?.beforeForward();
   }
 
   async afterLoss(loop: Loop): Promise<void> {
@@ -155,10 +173,13 @@ export class DistributedDataParallel implements Callback {
     } finally {
       v.dispose();
     }
+    this.reducer?.beforeBackward();
   }
 
   async beforeStep(loop: Loop): Promise<void> {
-    const params = loop.opt.paramGroups.flatMap((g) => g.params).filter((p) => p.requiresGrad);
+    // With the reducer, backward has already averaged the gradients.
+    if (this.reducer) return;
+    const params = this.trainable(loop);
     // Reverse order: the order backward produces gradients in (and PyTorch's Reducer buckets them).
     const grads = params.reverse().map((p) => {
       const g = p.grad;
@@ -183,8 +204,16 @@ export class DistributedDataParallel implements Callback {
     for (const g of grads) g.dispose();
   }
 
+  /** A collective that failed inside backward (the reducer's) is explained as the others are: which rank was lost. */
+  onError(_loop: Loop, error: unknown): unknown {
+    if (error instanceof Error && !(error instanceof DistributedError) && /gloo|connection|peer|timed out|c10d/i.test(error.message)) return this.pg.explain('gradient all-reduce', error);
+    return undefined;
+  }
+
   afterFit(loop: Loop): void {
     loop.gather = null;
+    this.reducer?.destroy();
+    this.reducer = null;
   }
 
   private async timed(fn: () => Promise<void>): Promise<void> {

@@ -61,6 +61,8 @@ export interface Callback {
   afterCancelFit?: Hook;
   /** Always called last, also when the fit throws (release resources here). */
   afterFit?: Hook;
+  /** May turn an error the fit threw into a clearer one (e.g. which rank was lost); return nothing to keep it. */
+  onError?: (loop: Loop, error: unknown) => unknown;
   /** JSON-able state for checkpoints. */
   state?(): unknown;
   /** Continues from what `state()` returned. */
@@ -241,7 +243,11 @@ export class Loop {
       await this.emit('beforeFit');
       for (; this.epoch < this.nEpochs; this.epoch++) await this.oneEpoch();
     } catch (e) {
-      if (!(e instanceof CancelFitError)) throw e;
+      if (!(e instanceof CancelFitError)) {
+        let err: unknown = e;
+        for (const c of this.callbacks) err = c.onError?.(this, err) ?? err;
+        throw err;
+      }
       await this.emit('afterCancelFit');
     } finally {
       this.disposeBatch();

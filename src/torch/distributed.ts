@@ -15,6 +15,7 @@ import { Tensor } from './tensor.js';
 
 type StoreHandle = { readonly __store: unique symbol };
 type GroupHandle = { readonly __group: unique symbol };
+type ReducerHandle = { readonly __reducer: unique symbol };
 
 interface DistAddon {
   createStore(host: string, port: number, isServer: boolean, worldSize: number, timeoutMs: number, waitWorkers: boolean): StoreHandle;
@@ -32,6 +33,10 @@ interface DistAddon {
   broadcast(g: GroupHandle, tensors: Handle[], root: number): Promise<void>;
   allgather(g: GroupHandle, outputs: Handle[], input: Handle): Promise<void>;
   barrier(g: GroupHandle): Promise<void>;
+  newReducer(g: GroupHandle, params: Handle[], bucketCapBytes: number): ReducerHandle;
+  reducerForward(r: ReducerHandle): void;
+  reducerBackward(r: ReducerHandle): void;
+  destroyReducer(r: ReducerHandle): void;
 }
 
 let addon: DistAddon | null = null;
@@ -120,6 +125,17 @@ export class ProcessGroup {
       throw e;
     }
     return outs;
+  }
+
+  /**
+   * c10d's Reducer (the engine of PyTorch's DistributedDataParallel) over these
+   * parameters: call `beforeForward()` before each forward and `beforeBackward()`
+   * before its backward; during backward each bucket's all-reduce starts as soon as
+   * its gradients exist, and when backward returns every .grad holds the average
+   * over the ranks. Every rank must pass the same parameters in the same order.
+   */
+  reducer(params: Tensor[], bucketCapBytes = 25 * 1024 * 1024): Reducer {
+    return new Reducer(dist().newReducer(this.group, params.map((p) => p.handle), bucketCapBytes));
   }
 
   /** Waits until every rank gets here. */
@@ -212,6 +228,32 @@ export class ProcessGroup {
     } catch {
       // already gone
     }
+  }
+}
+
+/** Gradient averaging that overlaps backward (see `ProcessGroup.reducer`). */
+export class Reducer {
+  constructor(private handle: ReducerHandle | null) {}
+
+  /** Before each forward pass. */
+  beforeForward(): void {
+    dist().reducerForward(this.live());
+  }
+
+  /** After the forward pass, before backward. */
+  beforeBackward(): void {
+    dist().reducerBackward(this.live());
+  }
+
+  /** Removes its hooks from the parameters. */
+  destroy(): void {
+    if (this.handle) dist().destroyReducer(this.handle);
+    this.handle = null;
+  }
+
+  private live(): ReducerHandle {
+    if (!this.handle) throw new DistributedError('the reducer was destroyed');
+    return this.handle;
   }
 }
 
