@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { shardOf } from '../src/vision/loader.js';
 import { buckets } from '../src/learn/ddp.js';
-import { tensor } from '../src/index.js';
+import { loadStateDictFile, tensor } from '../src/index.js';
 import { photos, repoRoot } from './helpers.js';
 
 const bin = join(repoRoot, 'dist', 'src', 'cli', 'bin.js');
@@ -251,4 +251,35 @@ test('ranks of `fastvision train` started with other options stop with a message
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /rank 1 was started with other settings than rank 0/);
   }
+});
+
+test('train --nproc 2 killed mid-run, then --resume: every rank continues from rank 0\'s checkpoint to the weights of an uninterrupted run', async () => {
+  const data = petsData();
+  const args = (out: string): string[] => [bin, 'train', data, '--recipe', 'lesson', '--size', '32', '--bs', '2', '--cycles', '1', '--unfreeze-cycles', '2', '--tta-aug', '1', '--workers', '1', '--nproc', '2', '--out', out];
+  const env = { ...process.env, FASTVISION_HOME: join(tmp, 'home'), FASTVISION_QUIET: '1' };
+  const full = spawnSync(process.execPath, args(join(tmp, 'full')), { encoding: 'utf8', env, timeout: 300_000 });
+  assert.equal(full.status, 0, full.stderr);
+  const part = join(tmp, 'part');
+  // The whole launch (launcher and ranks) in its own process group, killed at once once the unfrozen stage has begun.
+  const child = spawn(process.execPath, args(part), { env, detached: true, stdio: 'ignore' });
+  const log = join(part, 'logs', 'rank-0.log');
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline && !(existsSync(log) && /# unfrozen, differential rates/.test(readFileSync(log, 'utf8')))) await new Promise((r) => setTimeout(r, 100));
+  assert.ok(existsSync(join(part, 'checkpoint.pth')), 'a checkpoint was written before the kill');
+  process.kill(-child.pid!, 'SIGKILL');
+  await new Promise((r) => child.once('exit', r));
+  assert.ok(!existsSync(join(part, 'model.pth')), 'killed before the end');
+  const resumed = spawnSync(process.execPath, [...args(part), '--resume'], { encoding: 'utf8', env, timeout: 300_000 });
+  assert.equal(resumed.status, 0, resumed.stderr);
+  assert.match(resumed.stdout, /resuming from .*checkpoint\.pth/);
+  assert.match(readFileSync(join(part, 'logs', 'rank-1.log'), 'utf8'), /resuming from/);
+  const a = await loadStateDictFile(join(tmp, 'full', 'model.pth'));
+  const b = await loadStateDictFile(join(part, 'model.pth'));
+  let worst = 0;
+  for (const [k, t] of a) {
+    const x = t.toArray();
+    const y = b.get(k)!.toArray();
+    for (let i = 0; i < x.length; i++) worst = Math.max(worst, Math.abs(x[i]! - y[i]!));
+  }
+  assert.ok(worst <= 1e-6, `largest difference ${worst}`);
 });

@@ -3,7 +3,8 @@
 // activations, augmentation, unfreezing with differential rates and cycleMult 2,
 // optional progressive resizing, TTA — then the model, report, JSON and submission.
 import { existsSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { ConvLearner, type BaseFitOptions } from '../learn/conv-learner.js';
 import { LrFinderResult, SUGGESTION_RULES, type SuggestionRule } from '../learn/lr-finder.js';
@@ -20,7 +21,7 @@ import { addAugmentationPreview, addDataSection, addInterpretation, addLrFinder,
 import { bestThreshold } from '../learn/metrics.js';
 import { Report } from '../report/html.js';
 import { TrainingLog } from './training-log.js';
-import { F, manualSeed, noGrad, setRngState, tidy, type Tensor } from '../torch/index.js';
+import { F, manualSeed, noGrad, setRngState, tensor, tidy, type Tensor } from '../torch/index.js';
 import { writeFileAtomic } from '../util/files.js';
 import type { ImageClassifierData } from '../vision/data.js';
 import { FilesDataset } from '../vision/dataset.js';
@@ -212,6 +213,49 @@ export async function openCheckpoint<M extends { kind: string; fingerprint: stri
   return c;
 }
 
+/**
+ * `openCheckpoint` for a distributed run: rank 0 reads its checkpoint (written on
+ * its machine) and sends the file to every rank through the group, so that all
+ * continue from the same state; rank 0's refusal is every rank's. (Every rank's
+ * weights, optimizer state and random generator equal rank 0's throughout a run.)
+ */
+export async function shareCheckpoint<M extends { kind: string; fingerprint: string }>(pg: ProcessGroup, out: string, command: 'train' | 'fit', fingerprint: string): Promise<Checkpoint<M>> {
+  let mine: Checkpoint<M> | null = null;
+  let bytes: Uint8Array | null = null;
+  if (pg.rank === 0) {
+    try {
+      mine = await openCheckpoint<M>(out, command, fingerprint);
+      bytes = await readFile(checkpointFile(out));
+    } catch (e) {
+      pg.set('resume-error', (e as Error).message);
+    }
+  }
+  const header = tensor(BigInt64Array.from([BigInt(bytes?.length ?? -1)]));
+  await pg.broadcast([header], 0);
+  const n = Number(header.toArray()[0]);
+  header.dispose();
+  if (n < 0) {
+    const why = pg.rank === 0 ? null : pg.get('resume-error');
+    if (pg.rank === 0) throw new UsageError(pg.get('resume-error'));
+    throw new UsageError(`rank 0 cannot resume: ${why}`);
+  }
+  const payload = tensor(bytes ?? new Uint8Array(n));
+  try {
+    await pg.broadcast([payload], 0);
+    if (mine) return mine;
+    // The other ranks read rank 0's file from a private copy.
+    const copy = join(tmpdir(), `fastvision-resume-${process.pid}-${pg.rank}.pth`);
+    await writeFile(copy, payload.dataSync() as Uint8Array);
+    try {
+      return await loadCheckpoint<M>(copy);
+    } finally {
+      await rm(copy, { force: true });
+    }
+  } finally {
+    payload.dispose();
+  }
+}
+
 /** `checkBatchFits` for a command: a batch too large for memory is a UsageError ("try --bs N"). */
 export function refuseBatchTooLarge(...args: Parameters<typeof checkBatchFits>): void {
   try {
@@ -235,8 +279,7 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
   const ckptFile = checkpointFile(out);
   // Distributed: every rank trains; rank 0 alone draws, saves and writes.
   const writer = pg === null || pg.rank === 0;
-  if (settings.resume && pg && pg.worldSize > 1) throw new UsageError('--resume is not supported with several ranks yet: run again without it');
-  let resume = settings.resume ? await openCheckpoint<RecipeMeta>(out, 'train', settings.fingerprint) : null;
+  let resume = settings.resume ? (pg && pg.worldSize > 1 ? await shareCheckpoint<RecipeMeta>(pg, out, 'train', settings.fingerprint) : await openCheckpoint<RecipeMeta>(out, 'train', settings.fingerprint)) : null;
   const report = new Report(out, `fastvision: ${basename(data.path)} (${arch})`, !writer);
   say(`${data.trnDs.length} training, ${data.valDs?.length ?? 0} validation${data.testDs ? `, ${data.testDs.length} test` : ''} images; ${data.c} classes: ${data.classes.slice(0, 10).join(', ')}${data.c > 10 ? ', …' : ''}`);
   if (!data.valDs || data.valDs.length === 0) throw new UsageError(`${data.path}: no validation images; the recipe needs a validation set (valid/ folder or --val-pct above 0)`);

@@ -60,13 +60,19 @@ export function ensureDir(path: string): void {
   }
 }
 
-/** Whether a process with this id is alive (on this machine). */
+/** Whether a process with this id is alive (on this machine); a zombie (killed, not yet reaped) is not. */
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    // /proc/<pid>/stat: "pid (comm) S ...": the state after the command's closing parenthesis.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return true;
   }
 }
 
