@@ -609,14 +609,15 @@ export function recipeSettings(args: ParsedArgs, path: string, dfltSize = 224): 
 
 export const trainCommand: CommandSpec = {
   name: 'train',
-  summary: "Trains a classifier on a folder of labelled photos with the lesson's recipe, then saves the model, an HTML report with pictures, and (with --test) a Kaggle submission.",
+  summary: "Trains a classifier on a folder of labelled photos (fastai v2's fine-tune recipe, or --recipe lesson), then saves the model, an HTML report with pictures, and (with --test) a Kaggle submission.",
   positionals: ['<path>'],
   options: { ...LAYOUT_OPTIONS, ...MODEL_OPTIONS, ...RECIPE_OPTIONS, ...DIST_OPTIONS },
   details: [
-    'steps: learning-rate finder → head on precomputed activations (--cycles) → head with augmentation (cycleLen 1)',
+    '--recipe fine-tune (fastai v2, the default): learning-rate finder (valley) → head for --freeze-epochs, one cycle → unfreeze, rates [lr/200, lr/20, lr/2], --epochs of one cycle (AdamW) → TTA',
+    '--recipe lesson: learning-rate finder → head on precomputed activations (--cycles) → head with augmentation (cycleLen 1)',
     '       → unfreeze, rates [u/K², u/K, u] (K = --group-div, u = --unfreeze-lr, or lr times the architecture\'s advice), cycleLen 1, cycleMult 2 (--unfreeze-cycles) → TTA',
     "mobilenet_v2_nsfwjs's advice (measured on pets-sample): keep batch-norm statistics and unfreeze at lr/5, at most 1e-3; --lesson-unfreeze ignores it.",
-    '--recipe fine-tune (fastai v2): learning-rate finder (valley) → head for --freeze-epochs, one cycle → unfreeze, rates [lr/200, lr/20, lr/2], --epochs of one cycle (AdamW) → TTA',
+    'several processes: --nproc N on this machine; on several machines the same command with --world-size, --rank, --master HOST:PORT (or torchrun\'s environment); --bs is per process',
     'examples:',
     '  fastvision train photos/dogscats                     # photos/dogscats/train/<label>/*.jpg and valid/',
     '  fastvision train photos/breeds --csv labels.csv --suffix .jpg --test test --sizes 128,224 --json run.json',
