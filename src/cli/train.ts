@@ -20,7 +20,7 @@ import type { Arch } from '../vision/models/archs.js';
 import { addAugmentationPreview, addDataSection, addInterpretation, addLrFinder, addTagTable, addTraining, camTiles } from './figures.js';
 import { bestThreshold } from '../learn/metrics.js';
 import { Report } from '../report/html.js';
-import { TrainingLog } from './training-log.js';
+import { TrainingLog, type StageShape } from './training-log.js';
 import { F, manualSeed, noGrad, setRngState, tensor, tidy, type Tensor } from '../torch/index.js';
 import { writeFileAtomic } from '../util/files.js';
 import type { ImageClassifierData } from '../vision/data.js';
@@ -167,15 +167,8 @@ interface RecipeMeta {
   seconds: number;
 }
 
-/** One stage of the recipe: how to enter it (freezing, data) and what to fit. */
-interface StagePlan {
-  name: string;
-  size: number;
-  lrs: number[];
-  /** SGDR cycles (or epochs at a constant rate); with `oneCycle`, the epochs of one cycle. */
-  nCycle: number;
-  cycleLen?: number;
-  cycleMult?: number;
+/** One stage of the recipe: how to enter it (freezing, data) and what to fit (with `oneCycle`, nCycle is the cycle's epochs). */
+interface StagePlan extends StageShape {
   /** A one-cycle fit (fine-tune's stages) instead of SGDR. */
   oneCycle?: { pctStart: number; divFactor: number };
   enter: () => Promise<void>;

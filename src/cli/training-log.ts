@@ -2,14 +2,19 @@
 // summary: the rate and smoothed loss at every iteration, each epoch's figures.
 import type { Callback, EpochRecord } from '../learn/loop.js';
 
-/** One stage of a recipe (e.g. "head on precomputed activations"). */
-export interface StageRecord {
+/** What a stage of a recipe is (e.g. "head on precomputed activations"): its size, rates and schedule. */
+export interface StageShape {
   name: string;
   size: number;
   lrs: number[];
+  /** SGDR cycles (or epochs at a constant rate, or of one cycle). */
   nCycle: number;
   cycleLen?: number;
   cycleMult?: number;
+}
+
+/** One stage of a recipe as it ran. */
+export interface StageRecord extends StageShape {
   history: EpochRecord[];
   /** Global iteration at which each epoch ended. */
   epochEnds: number[];

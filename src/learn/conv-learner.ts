@@ -439,18 +439,21 @@ export class ConvLearner {
   async lrFind({ startLr = 1e-5, endLr = 10, linear = false, numIt }: { startLr?: number | number[]; endLr?: number; linear?: boolean; numIt?: number } = {}): Promise<LrFinderResult> {
     if (numIt !== undefined && !(Number.isInteger(numIt) && numIt >= 2)) throw new RangeError(`lrFind: numIt must be an integer of at least 2, got ${numIt}`);
     const starts = this.perGroup(startLr, 'startLr');
-    const { trn } = await this.trainingData();
-    const nb = numIt ?? trn.length;
-    const finder = new LRFinder({ startLr: starts, endLr, linear, numIt: nb });
+    const made: LRFinder[] = [];
     await this.runLoop({
       baseLrs: starts,
       // Enough passes for numIt batches; the finder cancels the fit once they are done.
-      nEpochs: (perEpoch) => Math.ceil(nb / Math.max(1, perEpoch)) + 1,
-      callbacks: () => [finder, ...(this.log ? [new ProgressCallback({ label: 'learning-rate finder', total: nb })] : [])],
+      nEpochs: (perEpoch) => Math.ceil((numIt ?? perEpoch) / Math.max(1, perEpoch)) + 1,
+      callbacks: (perEpoch) => {
+        const nb = numIt ?? perEpoch;
+        const finder = new LRFinder({ startLr: starts, endLr, linear, numIt: nb });
+        made.push(finder);
+        return [finder, ...(this.log ? [new ProgressCallback({ label: 'learning-rate finder', total: nb })] : [])];
+      },
       opts: { wds: 0 },
       bare: true,
     });
-    this.sched = finder.result();
+    this.sched = made[0]!.result();
     return this.sched;
   }
 

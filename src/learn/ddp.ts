@@ -128,6 +128,8 @@ export class DistributedDataParallel implements Callback {
   private readonly broadcastBuffers: boolean;
   private readonly overlap: boolean;
   private reducer: Reducer | null = null;
+  /** The trained network's float buffers (batch-norm statistics), found once per fit. */
+  private floatBuffers: Tensor[] = [];
   /** Seconds spent waiting on collectives in this fit (the communication share of a step). */
   commSeconds = 0;
   constructor(
@@ -144,10 +146,6 @@ export class DistributedDataParallel implements Callback {
     return loop.opt.paramGroups.flatMap((g) => g.params).filter((p) => p.requiresGrad);
   }
 
-  private buffers(m: nn.Module): Tensor[] {
-    const params = new Set(m.parameters());
-    return [...m.stateDict().values()].filter((t) => !params.has(t));
-  }
 
   async beforeFit(loop: Loop): Promise<void> {
     this.commSeconds = 0;
@@ -155,13 +153,11 @@ export class DistributedDataParallel implements Callback {
     await this.timed(() => broadcastTensors(this.pg, [...loop.model.stateDict().values()], this.capBytes));
     loop.gather = async (out, y) => ({ out: await gatherRows(this.pg, out), y: await gatherRows(this.pg, y) });
     if (this.overlap) this.reducer = this.pg.reducer(this.trainable(loop), this.capBytes);
+    this.floatBuffers = this.broadcastBuffers ? loop.net.buffers().filter((t) => t.dtype === 'float32') : [];
   }
 
-  async beforeBatch(loop: Loop): Promise<void> {
-    if (this.broadcastBuffers) {
-      const bufs = this.buffers(loop.net).filter((t) => t.dtype === 'float32');
-      if (bufs.length > 0) await this.timed(() => broadcastTensors(this.pg, bufs, this.capBytes));
-    }
+  async beforeBatch(): Promise<void> {
+    if (this.floatBuffers.length > 0) await this.timed(() => broadcastTensors(this.pg, this.floatBuffers, this.capBytes));
     this.reducer?.beforeForward();
   }
 
@@ -212,6 +208,7 @@ export class DistributedDataParallel implements Callback {
 
   afterFit(loop: Loop): void {
     loop.gather = null;
+    this.floatBuffers = [];
     this.reducer?.destroy();
     this.reducer = null;
   }
