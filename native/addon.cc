@@ -645,6 +645,24 @@ Napi::Value LiveHandles(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(gLiveHandles.load()));
 }
 
+// The C heap as glibc's malloc sees it: bytes handed out and not yet freed (arenas and
+// mmapped chunks), and bytes it holds free for reuse. A leak grows the first; an
+// allocator warming up (touching more of the heap it keeps, as libtorch 2.x's threads
+// do) grows only the process's RSS and the second. -1 where the C library is not glibc.
+Napi::Value HeapStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto out = Napi::Object::New(env);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  struct mallinfo2 m = mallinfo2();
+  out.Set("inUse", Napi::Number::New(env, static_cast<double>(m.uordblks + m.hblkhd)));
+  out.Set("free", Napi::Number::New(env, static_cast<double>(m.fordblks)));
+#else
+  out.Set("inUse", Napi::Number::New(env, -1));
+  out.Set("free", Napi::Number::New(env, -1));
+#endif
+  return out;
+}
+
 Napi::Value CudaAvailable(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), at::hasCUDA());
 }
@@ -719,6 +737,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT("setNumThreads", SetNumThreads);
   EXPORT("getNumThreads", GetNumThreads);
   EXPORT("liveHandles", LiveHandles);
+  EXPORT("heapStats", HeapStats);
   EXPORT("cudaAvailable", CudaAvailable);
   EXPORT("version", Version);
   EXPORT("sameStorage", SameStorage);

@@ -16,6 +16,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/reducer.hpp>
+#include <torch/version.h>
 
 #include "tensor_box.h"
 
@@ -33,8 +34,11 @@ struct ReducerBox {
   std::unique_ptr<c10d::Reducer> reducer;
 };
 
+// The group as torch.distributed holds it: a ProcessGroup. Since PyTorch 2.0 the
+// Gloo implementation is a c10d Backend that a ProcessGroup dispatches to (one per
+// device type); in 1.13 ProcessGroupGloo was the ProcessGroup itself.
 struct GroupBox {
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  c10::intrusive_ptr<c10d::ProcessGroup> pg;
   std::chrono::milliseconds timeout;
 };
 
@@ -165,7 +169,16 @@ Napi::Value NewGloo(const Napi::CallbackInfo& info) {
     options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
   }
   options->threads = 2;
-  auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options);
+  auto gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options);
+#if TORCH_VERSION_MAJOR >= 2
+  // As torch.distributed's new_group does for backend="gloo": the ProcessGroup shares the
+  // store and routes CPU tensors to the Gloo backend, which is also its default.
+  auto pg = c10::make_intrusive<c10d::ProcessGroup>(store, rank, size);
+  pg->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, gloo);
+  pg->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
+#else
+  c10::intrusive_ptr<c10d::ProcessGroup> pg = gloo;
+#endif
   return Boxed(env, new GroupBox{pg, timeout}, kGroupTag);
 }
 
@@ -288,8 +301,7 @@ Napi::Value NewReducer(const Napi::CallbackInfo& info) {
   auto limits = std::get<1>(assigned);
   std::reverse(indices.begin(), indices.end());
   std::reverse(limits.begin(), limits.end());
-  c10::intrusive_ptr<c10d::ProcessGroup> pg = g->pg;
-  auto* box = new ReducerBox{std::make_unique<c10d::Reducer>(params, indices, limits, pg, sparse, static_cast<int64_t>(cap), false, false, std::unordered_map<size_t, std::string>{}, c10d::kDefaultFirstBucketBytes)};
+  auto* box = new ReducerBox{std::make_unique<c10d::Reducer>(params, indices, limits, g->pg, sparse, static_cast<int64_t>(cap), false, false, std::unordered_map<size_t, std::string>{}, c10d::kDefaultFirstBucketBytes)};
   return Boxed(env, box, kReducerTag);
 }
 

@@ -56,6 +56,22 @@ export function liveTensorCount(): number {
   return native.liveHandles();
 }
 
+/** The C heap as the allocator sees it, in bytes; -1 where it cannot tell (a C library other than glibc). */
+export interface NativeHeapStats {
+  /** Bytes allocated and not yet freed: what a leak makes grow. */
+  inUse: number;
+  /** Bytes freed but kept by the allocator for reuse: what warm-up makes grow. */
+  free: number;
+}
+
+/**
+ * The native heap's bytes in use and held free, from glibc's `mallinfo2`; for telling a
+ * leak (bytes in use grow) from an allocator that keeps more memory for reuse (RSS grows).
+ */
+export function nativeHeapStats(): NativeHeapStats {
+  return native.heapStats();
+}
+
 /** Whether this libtorch can use a CUDA device. */
 export function cudaAvailable(): boolean {
   return native.cudaAvailable();

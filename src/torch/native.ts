@@ -47,6 +47,7 @@ export interface NativeAddon {
   setNumThreads(n: number): void;
   getNumThreads(): number;
   liveHandles(): number;
+  heapStats(): { inUse: number; free: number };
   cudaAvailable(): boolean;
   version(): string;
   sameStorage(a: Handle, b: Handle): boolean;

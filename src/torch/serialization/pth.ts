@@ -182,6 +182,12 @@ function parseZipPth(buf: Buffer, what: string): PthValue {
   const pklName = [...records.keys()].find((k) => k.endsWith('/data.pkl') || k === 'data.pkl');
   if (pklName === undefined) throw new PthError(`${what}: no data.pkl record; this is not a file written by torch.save`);
   const prefix = pklName.slice(0, pklName.length - 'data.pkl'.length);
+  // PyTorch 2.x records the byte order its storages were written in; ours are read as little-endian.
+  const byteorder = records.get(`${prefix}byteorder`);
+  if (byteorder !== undefined) {
+    const order = new TextDecoder().decode(byteorder).trim();
+    if (order !== 'little') throw new PthError(`${what}: its storages are ${order.length > 16 ? 'in an unknown byte order' : `'${order}'`}-endian (byteorder record); only little-endian files are read`);
+  }
   const created: Tensor[] = [];
   const storages = new Map<string, Tensor>();
   const budget = new AllocationBudget(what);
