@@ -64,3 +64,20 @@ export function photoDataArg(bench: string): string {
   }
   return dir;
 }
+
+/** Whether this run is inside the project's Debian 13 root (scripts/torch2-root.mjs sets it). */
+export const IN_TORCH2_ROOT = process.env.FASTVISION_IN_TORCH2_ROOT === '1';
+
+/**
+ * `--torch2`: the same bench, built and run inside the Debian 13 root against its
+ * libtorch 2.6 and PyTorch 2.6, side by side in that one invocation. Outside the root
+ * this re-runs `npm run <script>` there (a fresh copy of the checkout) and exits with its
+ * status; inside, it returns the suffix for the RESULT name ('2'), and '' without the flag.
+ */
+export function torch2Suffix(script: string): string {
+  if (!process.argv.includes('--torch2')) return '';
+  if (IN_TORCH2_ROOT) return '2';
+  const args = process.argv.slice(2);
+  const r = spawnSync('node', [join(repoRoot, 'scripts', 'torch2-root.mjs'), 'run', '--', 'npm', 'run', '--silent', script, '--', ...args], { stdio: 'inherit' });
+  process.exit(r.status ?? 1);
+}

@@ -3,9 +3,13 @@
 // torchvision's DataLoader(num_workers=2) with PIL doing the same transforms,
 // each as its own process in alternating rounds, 2 workers each.
 // Last line: `RESULT data_time_ratio_vs_torchvision <fastvision / torchvision, time per image>`.
+// With --torch2: inside the Debian 13 root, `RESULT data_time_ratio_vs_torchvision2`.
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { arg, median, photoDataArg, PYTHON, repoRoot, runPeer, table } from './common.js';
+import { arg, median, photoDataArg, PYTHON, repoRoot, runPeer, table, torch2Suffix } from './common.js';
+
+// --torch2: the whole bench inside the Debian 13 root, against libtorch and PyTorch 2.6.
+const SUFFIX = torch2Suffix('bench:data');
 
 const DATA = photoDataArg('bench/data');
 const ROUNDS = Number(arg('rounds', '3'));
@@ -43,7 +47,7 @@ function main(): void {
     ),
   );
   console.log('');
-  console.log(`RESULT data_time_ratio_vs_torchvision ${(fv / tv).toFixed(3)}`);
+  console.log(`RESULT data_time_ratio_vs_torchvision${SUFFIX} ${(fv / tv).toFixed(3)}`);
 }
 
 main();

@@ -3,10 +3,13 @@
 // on the same machine. fastvision and PyTorch run as separate processes in
 // alternating rounds, so drift of a shared machine hits both alike. Prints a
 // table, then `RESULT engine_step_time_ratio_vs_pytorch <fastvision / PyTorch, NCHW>`.
+// With --torch2, all of it inside the Debian 13 root against libtorch/PyTorch 2.6, plus
+// PyTorch with torch.compile (inductor) as a further row, and
+// `RESULT engine_step_time_ratio_vs_pytorch2`.
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { getNumThreads, libtorchVersion } from '../src/index.js';
-import { arg, median, PYTHON, repoRoot, runPeer, SAME_MALLOC, table } from './common.js';
+import { arg, median, PYTHON, repoRoot, runPeer, SAME_MALLOC, table, torch2Suffix } from './common.js';
 
 const BATCH = Number(arg('batch', '32'));
 const SIZE = Number(arg('size', '128'));
@@ -16,14 +19,17 @@ const ROUNDS = Number(arg('rounds', '3'));
 // TF.js' pure-JS backend needs ~10 s for one step even at this tiny size.
 const TINY = { batch: 2, size: 32 };
 
-type Program = 'fastvision' | 'pytorch' | 'pytorch-malloc';
+const SUFFIX = torch2Suffix('bench:engine');
+
+type Program = 'fastvision' | 'pytorch' | 'pytorch-malloc' | 'pytorch-compile';
 
 
 function runProgram(p: Program, batch: number, size: number, steps: number, warmup: number, formats: string, threads: number): Record<string, unknown> {
   const common = ['--batch', `${batch}`, '--size', `${size}`, '--steps', `${steps}`, '--warmup', `${warmup}`, '--formats', formats];
   if (p === 'fastvision') return runPeer('node', [join(repoRoot, 'dist', 'bench', 'engine-fastvision.js'), ...common], 1800);
   const env = p === 'pytorch-malloc' ? { ...process.env, ...SAME_MALLOC } : process.env;
-  return runPeer(PYTHON, [join(repoRoot, 'bench', 'engine_pytorch.py'), ...common, '--threads', `${threads}`], 1800, env);
+  const compile = p === 'pytorch-compile' ? ['--compile'] : [];
+  return runPeer(PYTHON, [join(repoRoot, 'bench', 'engine_pytorch.py'), ...common, '--threads', `${threads}`, ...compile], 1800, env);
 }
 
 /** Alternates the two programs for `rounds` rounds; returns all step times per program and format. */
@@ -57,6 +63,8 @@ function main(): void {
   console.log(`${ROUNDS} alternating rounds per program, each ${STEPS} timed steps after ${WARMUP} warm-up; median over all timed steps`);
   console.log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}; libtorch ${libtorchVersion()}; ${threads} threads for both`);
   const big = alternate(BATCH, SIZE, ROUNDS, ['nchw', 'channels_last'], threads, ['fastvision', 'pytorch', 'pytorch-malloc']);
+  // torch.compile (PyTorch 2 only): one round, compilation inside its warm-up steps.
+  const compiled = SUFFIX ? alternate(BATCH, SIZE, 1, ['nchw', 'channels_last'], threads, ['pytorch-compile']) : new Map<string, number[]>();
   const tiny = alternate(TINY.batch, TINY.size, 1, ['nchw'], threads, ['fastvision', 'pytorch']);
   const tfCpu = runPeer('node', [join(repoRoot, 'dist', 'bench', 'engine-tfjs.js'), '--backend', 'cpu', '--batch', `${TINY.batch}`, '--size', `${TINY.size}`], 900);
   const tfWasm = runPeer('node', [join(repoRoot, 'dist', 'bench', 'engine-tfjs.js'), '--backend', 'wasm', '--batch', `${TINY.batch}`, '--size', `${TINY.size}`], 900);
@@ -72,6 +80,8 @@ function main(): void {
   const pyC = m(big, 'pytorch channels_last');
   const pmN = m(big, 'pytorch-malloc nchw');
   const pmC = m(big, 'pytorch-malloc channels_last');
+  const pcN = m(compiled, 'pytorch-compile nchw');
+  const pcC = m(compiled, 'pytorch-compile channels_last');
   const fvT = m(tiny, 'fastvision nchw');
   const pyT = m(tiny, 'pytorch nchw');
   const tfStep = (r: Record<string, unknown>): string => (typeof r.step === 'number' ? fmt(r.step) : `cannot train: ${String(r.error)}`);
@@ -88,6 +98,12 @@ function main(): void {
         ['fastvision, channels-last', shape, fmt(fvC), ratio(fvC, pyC)],
         [`PyTorch ${pytorchVersion}, channels-last`, shape, fmt(pyC), '1.000'],
         [`PyTorch ${pytorchVersion}, channels-last, fastvision's malloc settings`, shape, fmt(pmC), ratio(pmC, pyC)],
+        ...(SUFFIX
+          ? [
+              [`PyTorch ${pytorchVersion}, NCHW, torch.compile (inductor)`, shape, fmt(pcN), ratio(pcN, pyN)],
+              [`PyTorch ${pytorchVersion}, channels-last, torch.compile (inductor)`, shape, fmt(pcC), ratio(pcC, pyC)],
+            ]
+          : []),
         ['fastvision, NCHW', tinyShape, fmt(fvT), ratio(fvT, pyT)],
         [`PyTorch ${pytorchVersion}, NCHW`, tinyShape, fmt(pyT), '1.000'],
         ['TF.js 4.22 cpu backend (pure JS)', tinyShape, tfStep(tfCpu), typeof tfCpu.step === 'number' ? ratio(tfCpu.step, pyT) : 'n/a'],
@@ -97,7 +113,9 @@ function main(): void {
   );
   console.log('');
   console.log(`fastvision vs PyTorch with the same malloc settings: NCHW ${ratio(fvN, pmN)}, channels-last ${ratio(fvC, pmC)}`);
-  console.log(`RESULT engine_step_time_ratio_vs_pytorch ${fvN !== undefined && pyN !== undefined ? (fvN / pyN).toFixed(3) : 'n/a'}`);
+  console.log(`fastvision channels-last vs NCHW: ${ratio(fvC, fvN)} (PyTorch: ${ratio(pyC, pyN)})`);
+  if (SUFFIX) console.log(`fastvision vs PyTorch with torch.compile: NCHW ${ratio(fvN, pcN)}, channels-last ${ratio(fvC, pcC)}`);
+  console.log(`RESULT engine_step_time_ratio_vs_pytorch${SUFFIX} ${fvN !== undefined && pyN !== undefined ? (fvN / pyN).toFixed(3) : 'n/a'}`);
 }
 
 main();

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The PyTorch side of bench/engine: torchvision's ResNet-18, one SGD-momentum
 training step (forward, backward, update) on a fixed batch, NCHW and
-channels-last; prints JSON with the median step time of each."""
+channels-last (and, with --compile, the same under torch.compile's default
+inductor backend, its compilation left to the warm-up steps); prints JSON with the
+step times of each."""
 import argparse
 import json
 import time
@@ -21,11 +23,12 @@ def run(fmt, args):
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     model.train()
+    forward = torch.compile(model) if args.compile else model
     times = []
     for i in range(args.warmup + args.steps):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(forward(x), y)
         loss.backward()
         opt.step()
         t = time.perf_counter() - t0
@@ -43,6 +46,7 @@ def main():
     p.add_argument('--classes', type=int, default=10)
     p.add_argument('--threads', type=int, default=0)
     p.add_argument('--formats', default='nchw,channels_last')
+    p.add_argument('--compile', action='store_true', help='torch.compile the model (PyTorch 2)')
     args = p.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -5,11 +5,15 @@
 // (each one's default, best-performing set-up here). Also: the speed-up that
 // precomputed activations give to head training.
 // Last line: `RESULT learn_epoch_time_ratio_vs_pytorch <fastvision / PyTorch>`.
+// With --torch2: inside the Debian 13 root, `RESULT learn_epoch_time_ratio_vs_pytorch2`.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getNumThreads } from '../src/index.js';
-import { arg, median, photoDataArg, PYTHON, repoRoot, runPeer, table } from './common.js';
+import { arg, median, photoDataArg, PYTHON, repoRoot, runPeer, table, torch2Suffix } from './common.js';
+
+// --torch2: the whole bench inside the Debian 13 root, against libtorch and PyTorch 2.6.
+const SUFFIX = torch2Suffix('bench:learn');
 
 const DATA = photoDataArg('bench/learn');
 const ROUNDS = Number(arg('rounds', '2'));
@@ -59,7 +63,7 @@ async function main(): Promise<void> {
         `(${(hb / hp).toFixed(0)}× faster; computing the activations once took ${(head.precompute as number).toFixed(1)} s)`,
     );
     console.log('');
-    console.log(`RESULT learn_epoch_time_ratio_vs_pytorch ${(f / t).toFixed(3)}`);
+    console.log(`RESULT learn_epoch_time_ratio_vs_pytorch${SUFFIX} ${(f / t).toFixed(3)}`);
   } finally {
     await rm(home, { recursive: true, force: true });
   }

@@ -2,10 +2,14 @@
 // mobilenet_v2 (torchvision's layouts and weights shapes), fastvision vs Python
 // PyTorch, each as its own process in alternating rounds in this invocation.
 // Last line: `RESULT models_inference_time_ratio_vs_pytorch <fastvision / PyTorch, resnet34>`.
+// With --torch2: inside the Debian 13 root, `RESULT models_inference_time_ratio_vs_pytorch2`.
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { getNumThreads, libtorchVersion } from '../src/index.js';
-import { arg, median, PYTHON, repoRoot, runPeer, SAME_MALLOC, table } from './common.js';
+import { arg, median, PYTHON, repoRoot, runPeer, SAME_MALLOC, table, torch2Suffix } from './common.js';
+
+// --torch2: the whole bench inside the Debian 13 root, against libtorch and PyTorch 2.6.
+const SUFFIX = torch2Suffix('bench:models');
 
 const BATCH = Number(arg('batch', '32'));
 const SIZE = Number(arg('size', '224'));
@@ -18,7 +22,7 @@ function main(): void {
   console.log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}; libtorch ${libtorchVersion()}; ${threads} threads for both`);
   const times = new Map<string, number[]>();
   let torchVersion = '';
-  const common = ['--batch', `${BATCH}`, '--size', `${SIZE}`, '--models', MODELS.join(',')];
+  const common = ['--batch', `${BATCH}`, '--size', `${SIZE}`, '--models', MODELS.join(','), '--formats', 'nchw,channels_last'];
   for (let r = 0; r < ROUNDS; r++) {
     const programs = ['fastvision', 'pytorch', 'pytorch-malloc'];
     for (const p of r % 2 === 0 ? programs : [...programs].reverse()) {
@@ -28,11 +32,12 @@ function main(): void {
           : runPeer(PYTHON, [join(repoRoot, 'bench', 'models_pytorch.py'), ...common, '--threads', `${threads}`], 1800, p === 'pytorch' ? process.env : { ...process.env, ...SAME_MALLOC });
       if (res.error) console.log(`${p} failed: ${String(res.error)}`);
       if (typeof res.torch === 'string') torchVersion = res.torch;
-      for (const m of MODELS) times.set(`${p} ${m}`, [...(times.get(`${p} ${m}`) ?? []), ...((res[m] as number[] | undefined) ?? [])]);
+      for (const m of MODELS.flatMap((n) => [n, `${n} channels_last`])) times.set(`${p} ${m}`, [...(times.get(`${p} ${m}`) ?? []), ...((res[m] as number[] | undefined) ?? [])]);
     }
   }
   const rows: string[][] = [];
   const ratios: Record<string, number> = {};
+  const formats: string[] = [];
   for (const m of MODELS) {
     const fv = median(times.get(`fastvision ${m}`) ?? [Number.NaN]);
     const py = median(times.get(`pytorch ${m}`) ?? [Number.NaN]);
@@ -41,11 +46,17 @@ function main(): void {
     rows.push([m, 'fastvision', `${fv.toFixed(3)} s`, `${(BATCH / fv).toFixed(1)}`, (fv / py).toFixed(3), (fv / pm).toFixed(3)]);
     rows.push([m, `PyTorch ${torchVersion}`, `${py.toFixed(3)} s`, `${(BATCH / py).toFixed(1)}`, '1.000', (py / pm).toFixed(3)]);
     rows.push([m, `PyTorch ${torchVersion}, fastvision's malloc settings`, `${pm.toFixed(3)} s`, `${(BATCH / pm).toFixed(1)}`, (pm / py).toFixed(3), '1.000']);
+    const fvC = median(times.get(`fastvision ${m} channels_last`) ?? [Number.NaN]);
+    const pyC = median(times.get(`pytorch ${m} channels_last`) ?? [Number.NaN]);
+    rows.push([m, 'fastvision, channels-last', `${fvC.toFixed(3)} s`, `${(BATCH / fvC).toFixed(1)}`, (fvC / py).toFixed(3), (fvC / pm).toFixed(3)]);
+    rows.push([m, `PyTorch ${torchVersion}, channels-last`, `${pyC.toFixed(3)} s`, `${(BATCH / pyC).toFixed(1)}`, (pyC / py).toFixed(3), (pyC / pm).toFixed(3)]);
+    formats.push(`${m}: fastvision channels-last ÷ NCHW ${(fvC / fv).toFixed(3)} (PyTorch ${(pyC / py).toFixed(3)})`);
   }
   console.log('');
   console.log(table(['model', 'program', 'batch time (median)', 'images/s', 'time vs PyTorch', 'vs PyTorch, same malloc'], rows));
   console.log('');
-  console.log(`RESULT models_inference_time_ratio_vs_pytorch ${ratios.resnet34!.toFixed(3)}`);
+  for (const f of formats) console.log(f);
+  console.log(`RESULT models_inference_time_ratio_vs_pytorch${SUFFIX} ${ratios.resnet34!.toFixed(3)}`);
 }
 
 main();

@@ -107,7 +107,18 @@ Napi::Value CreateStore(const Napi::CallbackInfo& info) {
   o.numWorkers = static_cast<std::size_t>(info[3].As<Napi::Number>().Uint32Value());
   o.timeout = std::chrono::milliseconds(info[4].As<Napi::Number>().Int64Value());
   o.waitWorkers = info[5].As<Napi::Boolean>().Value();
-  auto store = c10::make_intrusive<c10d::TCPStore>(info[0].As<Napi::String>().Utf8Value(), o);
+  auto host = info[0].As<Napi::String>().Utf8Value();
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  // PyTorch 2.4+ serves the store with libuv by default; builds without it (Debian's)
+  // refuse that, and the classic server speaks the same protocol to every client.
+  try {
+    return Boxed(env, new StoreBox{c10::make_intrusive<c10d::TCPStore>(host, o)}, kStoreTag);
+  } catch (const std::exception& e) {
+    if (!o.useLibUV || std::string(e.what()).find("libuv") == std::string::npos) throw;
+    o.useLibUV = false;
+  }
+#endif
+  auto store = c10::make_intrusive<c10d::TCPStore>(host, o);
   return Boxed(env, new StoreBox{store}, kStoreTag);
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Interop check (not CI): fastvision ranks and PyTorch ranks (Debian's
-// python3-torch, the same 1.13) join one Gloo group through torch.distributed's
+// Interop check: fastvision ranks and PyTorch ranks (Debian's python3-torch:
+// 1.13 here, 2.6 in the Debian 13 root, where test/torch2.test.ts runs this in CI) join one Gloo group through torch.distributed's
 // env:// rendezvous and run all-reduce, broadcast and all-gather together. This
 // shows the protocol is c10d's own. Two layouts: fastvision as rank 0 with a
 // Python rank 1, then Python as rank 0 with a fastvision rank 1.

@@ -3,7 +3,8 @@
 // outputs; and, where this machine's Python has torch (the Debian 13 root's suite,
 // npm run test:torch2), torchvision's resnet18 saved there loads with no missing or
 // unexpected key, and fastvision's model.pth loads with torch.load(weights_only=True)
-// through the README's snippet to the probabilities `fastvision predict` prints.
+// through the README's snippet to the probabilities `fastvision predict` prints, and
+// fastvision's c10d ranks and torch.distributed's run collectives together.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -158,4 +159,12 @@ with torch.no_grad():
       assert.ok(Math.abs(probs[i]![j]! - p) < 1e-4, `${f} ${c}: PyTorch ${probs[i]![j]}, fastvision predict ${p}`);
     });
   });
+});
+
+test("fastvision's ranks and this machine's torch.distributed ranks run Gloo collectives together (scripts/ddp-interop.mjs)", { skip: skipPython }, () => {
+  assert.ok(torchVersion !== null, `${PYTHON} must have torch here`);
+  const r = spawnSync(process.execPath, [join(repoRoot, 'scripts', 'ddp-interop.mjs')], { encoding: 'utf8', timeout: 180_000, env: { ...process.env, FASTVISION_BENCH_PYTHON: PYTHON } });
+  assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+  assert.match(r.stdout, /RESULT ddp_interop_with_pytorch ok/);
+  assert.equal((r.stdout.match(/: OK/g) ?? []).length, 2, r.stdout);
 });

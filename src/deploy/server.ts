@@ -108,6 +108,9 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** How long a closing server keeps reading requests already sent on open connections. */
+const CLOSE_GRACE_MS = 100;
+
 /** Starts the prediction server for a predictor; resolves once it listens. */
 export async function startServer(predictor: Predictor, options: ServerOptions = {}): Promise<RunningServer> {
   const { host = '127.0.0.1', port = 8080, maxBatch = 32, maxWaitMs = 5, maxBytes = 10 * 2 ** 20, top = 5, decodeThreads } = options;
@@ -177,6 +180,10 @@ export async function startServer(predictor: Predictor, options: ServerOptions =
     batcher,
     close: async () => {
       closing = true;
+      // Requests a client sent before the signal may still sit unread in their sockets
+      // (the event loop was busy with a batch): Node's close drops every connection
+      // without a parsed request, so give the loop a moment to read them first.
+      await new Promise((r) => setTimeout(r, CLOSE_GRACE_MS));
       await app.close();
       await predictor.close();
     },
