@@ -15,8 +15,9 @@ const timed = async (name: string, fn: () => Promise<unknown>): Promise<void> =>
   await fn();
   out[name] = (performance.now() - t0) / 1000;
 };
+const memoryFormat = arg('memory-format', 'channelsLast') === 'contiguous' ? 'contiguous' : 'channelsLast';
 if (arg('what', 'full') === 'full') {
-  const learn = await ConvLearner.pretrained(resnet18, data, { pretrained: false, log: null });
+  const learn = await ConvLearner.pretrained(resnet18, data, { pretrained: false, log: null, memoryFormat });
   learn.unfreeze();
   await timed('epoch', () => learn.fit(1e-3, 1));
 } else {

@@ -1,9 +1,9 @@
 // bench/learn: one epoch of full-model training (unfrozen resnet18, 224, batch
 // 32, side-on augmentation, then validation) on pets-sample/dogscats, fastvision's
 // ConvLearner.fit vs the same recipe written in PyTorch + torchvision, each as its
-// own process in alternating rounds, both NCHW with 2 threads and 2 loader workers
-// (each one's default, best-performing set-up here). Also: the speed-up that
-// precomputed activations give to head training.
+// own process in alternating rounds, with 2 threads and 2 loader workers each;
+// PyTorch NCHW (its default), fastvision in its default channels-last and in NCHW.
+// Also: the speed-up that precomputed activations give to head training.
 // Last line: `RESULT learn_epoch_time_ratio_vs_pytorch <fastvision / PyTorch>`.
 // With --torch2: inside the Debian 13 root, `RESULT learn_epoch_time_ratio_vs_pytorch2`.
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -24,14 +24,18 @@ async function main(): Promise<void> {
   try {
     console.log(`bench/learn: one epoch, unfrozen resnet18 + fast.ai head, 224, batch 32, side-on augmentation, ${DATA}; ${ROUNDS} alternating rounds`);
     const fv: number[] = [];
+    const fvNchw: number[] = [];
     const py: number[] = [];
     let torchVersion = '';
     for (let r = 0; r < ROUNDS; r++) {
       for (const p of r % 2 === 0 ? ['fastvision', 'pytorch'] : ['pytorch', 'fastvision']) {
         if (p === 'fastvision') {
-          const res = runPeer('node', [join(repoRoot, 'dist', 'bench', 'learn-fastvision.js'), '--data', DATA], 1800, env);
-          if (res.error) console.log(`fastvision failed: ${String(res.error)}`);
-          else fv.push(res.epoch as number);
+          // The learner's default layout (channels-last), then NCHW for comparison.
+          for (const [format, times] of [['channelsLast', fv], ['contiguous', fvNchw]] as const) {
+            const res = runPeer('node', [join(repoRoot, 'dist', 'bench', 'learn-fastvision.js'), '--data', DATA, '--memory-format', format], 1800, env);
+            if (res.error) console.log(`fastvision (${format}) failed: ${String(res.error)}`);
+            else times.push(res.epoch as number);
+          }
         } else {
           const res = runPeer(PYTHON, [join(repoRoot, 'bench', 'learn_pytorch.py'), '--data', DATA, '--threads', `${getNumThreads()}`], 1800);
           if (res.error) console.log(`PyTorch failed: ${String(res.error)}`);
@@ -44,13 +48,15 @@ async function main(): Promise<void> {
     }
     const head = runPeer('node', [join(repoRoot, 'dist', 'bench', 'learn-fastvision.js'), '--data', DATA, '--what', 'head'], 1800, env);
     const f = median(fv);
+    const fn = median(fvNchw);
     const t = median(py);
     console.log('');
     console.log(
       table(
         ['program', 'epoch (train + validation), median', 'vs PyTorch'],
         [
-          ['fastvision ConvLearner.fit', `${f.toFixed(1)} s`, (f / t).toFixed(3)],
+          ['fastvision ConvLearner.fit (channels-last, the default)', `${f.toFixed(1)} s`, (f / t).toFixed(3)],
+          ["fastvision ConvLearner.fit (memoryFormat: 'contiguous', NCHW)", `${fn.toFixed(1)} s`, (fn / t).toFixed(3)],
           [`PyTorch ${torchVersion} + torchvision, by hand`, `${t.toFixed(1)} s`, '1.000'],
         ],
       ),

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import sharp from 'sharp';
-import { CancelFitError, CancelTrainError, closeLoaderWorkers, ConvLearner, ImageClassifierData, mobilenet_v2_nsfwjs, nn, oneCycleSchedule, tfmsFromModel, transformsSideOn, type Callback, type Tensor } from '../src/index.js';
+import { CancelFitError, CancelTrainError, closeLoaderWorkers, ConvLearner, ImageClassifierData, manualSeed, mobilenet_v2_nsfwjs, nn, oneCycleSchedule, tfmsFromModel, transformsSideOn, type Callback, type Tensor } from '../src/index.js';
 import { photos } from './helpers.js';
 
 let home = '';
@@ -240,4 +240,55 @@ test('save and load take a path as well as a name', async () => {
   assert.notDeepEqual(snapshot(learn.model), saved, 'training changed the weights');
   await learn.load(file);
   assert.deepEqual(snapshot(learn.model), saved);
+});
+
+test('channels-last (the default) and NCHW learners predict alike, and train alike up to rounding', async (t) => {
+  const tfms = tfmsFromModel(mobilenet_v2_nsfwjs, 64, { augTfms: transformsSideOn, maxZoom: 1.1 });
+  const probsOf = async (learn: ConvLearner): Promise<number[]> => {
+    const out = await learn.predict();
+    const p = out.exp().toArray();
+    out.dispose();
+    return p;
+  };
+  const run = async (memoryFormat?: 'contiguous'): Promise<{ learn: ConvLearner; init: Map<string, number[]>; before: number[]; after: number[]; weights: Map<string, number[]> }> => {
+    // The same seed for the head's initialization, and each its own data, so that both see
+    // the same shuffling and augmentation.
+    manualSeed(1);
+    const own = await ImageClassifierData.fromPaths(join(photos, 'dogscats'), { tfms, bs: 4 });
+    const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, own, { ...quiet, ...(memoryFormat ? { memoryFormat } : {}) });
+    const init = snapshot(learn.model);
+    const before = await probsOf(learn);
+    learn.unfreeze();
+    manualSeed(3);
+    await learn.fit(1e-3, 1);
+    return { learn, init, before, after: await probsOf(learn), weights: snapshot(learn.model) };
+  };
+  const nhwc = await run();
+  const nchw = await run('contiguous');
+  assert.equal(nhwc.learn.memoryFormat, 'channelsLast');
+  assert.equal(nchw.learn.memoryFormat, 'contiguous');
+  const conv = [...nhwc.learn.model.stateDict()].find(([, t]) => t.ndim === 4 && t.shape[2]! > 1)!;
+  assert.ok(conv[1].isContiguous('channelsLast') && !conv[1].isContiguous(), `${conv[0]} is laid out channels-last`);
+  assert.ok([...nchw.learn.model.stateDict().values()].every((t) => t.isContiguous()), 'every NCHW tensor is contiguous');
+  const worst = (a: number[], b: number[]): number => a.reduce((w, v, i) => Math.max(w, Math.abs(v - b[i]!)), 0);
+  // The same weights: the same probabilities, to rounding.
+  assert.ok(worst(nhwc.before, nchw.before) <= 1e-5, `before training the probabilities differ by ${worst(nhwc.before, nchw.before)}`);
+  // Training amplifies the layouts' different summation orders (batch norm over 4 images),
+  // so compare the updates as a whole: both layouts moved the weights the same way, their
+  // difference a small part of the update. A layout mix-up would give unrelated updates.
+  let diff = 0;
+  let update = 0;
+  for (const [k, a] of nhwc.weights) {
+    const b = nchw.weights.get(k)!;
+    const init = nhwc.init.get(k)!;
+    a.forEach((v, i) => {
+      diff += (v - b[i]!) ** 2;
+      update += (b[i]! - init[i]!) ** 2;
+    });
+  }
+  assert.ok(update > 0, 'training changed the weights');
+  assert.ok(Math.sqrt(diff / update) <= 0.1, `the two layouts' weights differ by ${Math.sqrt(diff / update).toFixed(3)} of the update`);
+  const mean = (a: number[], b: number[]): number => a.reduce((m, v, i) => m + Math.abs(v - b[i]!), 0) / a.length;
+  t.diagnostic(`weights differ by ${Math.sqrt(diff / update).toFixed(3)} of the update; probabilities by ${mean(nhwc.after, nchw.after).toFixed(4)} on average (training moved them by ${mean(nhwc.after, nhwc.before).toFixed(4)})`);
+  assert.ok(mean(nhwc.after, nchw.after) <= 0.25 * mean(nhwc.after, nhwc.before), 'after training the two predict alike, relative to how far training moved the predictions');
 });

@@ -31,6 +31,13 @@ export interface ConvLearnerOptions extends ClassifierOptions {
   precompute?: boolean;
   /** 'sgd' (momentum 0.9, the default), 'adam', or 'adamw' (decoupled weight decay, fastai v2's default). */
   optFn?: 'sgd' | 'adam' | 'adamw';
+  /**
+   * The layout of the network's 4-d weights, and so of its activations: 'channelsLast'
+   * (NHWC, the default: oneDNN's convolutions prefer it, and a ResNet-18 training step
+   * takes ~0.91 of the NCHW time on libtorch 2.6 and 1.13 here; see BENCHMARKS.md) or
+   * 'contiguous' (NCHW). Results agree within floating-point rounding; files are the same.
+   */
+  memoryFormat?: 'channelsLast' | 'contiguous';
   /** Metrics for `fit` when it is not given any (default: accuracy; multi-label: accuracy and F2 at a threshold of 0.2). */
   metrics?: Metric[];
   /** The loss (default: NLL of the LogSoftmax head; multi-label: binary cross entropy on logits). */
@@ -107,6 +114,8 @@ export class ConvLearner {
   private precomputed: { trn: Activations; val: Activations | null } | null = null;
   private precomputeOn: boolean;
   private readonly optFn: 'sgd' | 'adam' | 'adamw';
+  /** The layout of the network's 4-d weights and activations (ConvLearnerOptions.memoryFormat). */
+  readonly memoryFormat: 'channelsLast' | 'contiguous';
   private readonly defaultMetrics: Metric[];
   private readonly log: ((line: string) => void) | null;
   /** The process group of distributed training (null: this process alone). */
@@ -130,6 +139,10 @@ export class ConvLearner {
     this.multiLabel = options.multiLabel ?? false;
     this.precomputeOn = options.precompute ?? false;
     this.optFn = options.optFn ?? 'sgd';
+    this.memoryFormat = options.memoryFormat ?? 'channelsLast';
+    if (this.memoryFormat !== 'channelsLast' && this.memoryFormat !== 'contiguous') throw new Error(`memoryFormat must be 'channelsLast' or 'contiguous', got '${String(this.memoryFormat)}'`);
+    // Before any optimizer exists: parameters change layout in place, keeping their identity.
+    if (this.memoryFormat === 'channelsLast') this.model.toMemoryFormat('channelsLast');
     // fastai's planet lesson: accuracy and F2 at a threshold of 0.2 for tags.
     this.defaultMetrics = options.metrics ?? (this.multiLabel ? [accuracyThresh(0.2), fbeta(2, 0.2)] : [accuracy]);
     this.lossFn = options.lossFn ?? (this.multiLabel ? bceWithLogits : nllLoss);
