@@ -17,6 +17,9 @@ const tmp = mkdtempSync(join(tmpdir(), 'fastvision-interop-'));
 
 function start(kind, rank, port, out) {
   const env = { ...process.env, WORLD_SIZE: '2', RANK: String(rank), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), DDP_OUT: out, DDP_MODE: 'collectives', FASTVISION_DDP_WORKER: '1', DDP_TIMEOUT_MS: '30000' };
+  // Debian's PyTorch 2.6 is built without libuv, which torch.distributed asks its TCPStore for
+  // unless USE_LIBUV=0 (1.13 ignores it); fastvision's store falls back by itself.
+  if (kind === 'pytorch') env.USE_LIBUV = '0';
   const [cmd, args] = kind === 'fastvision' ? [process.execPath, [join(root, 'dist', 'test', 'ddp-worker.js')]] : [python, [join(root, 'scripts', 'ddp_interop_rank.py')]];
   return new Promise((resolve) => {
     const p = spawn(cmd, args, { env, stdio: ['ignore', 'inherit', 'inherit'] });

@@ -92,6 +92,8 @@ function hostMirror() {
  */
 function inRoot(script, { env = {}, check = true, extraMounts = [] } = {}) {
   const mounts = [
+    // The root a mount point of its own, so that inside "/" is one (ip netns needs to mark it).
+    `mount --bind "${rootDir}" "${rootDir}"`,
     ...extraMounts,
     `mount --rbind /dev "${rootDir}/dev"`,
     `mount -t proc proc "${rootDir}/proc"`,

@@ -96,11 +96,13 @@ export const submitCommand: CommandSpec = {
     const folder = resolve(args.positionals[1]!);
     if (!existsSync(folder) || !statSync(folder).isDirectory()) throw new UsageError(`no such folder: ${args.positionals[1]}`);
     const ds = scanTestFolder(dirname(folder), basename(folder), saved.info.classes);
-    const out = resolve(str(args, 'out', 'submission.csv'));
+    const outArg = str(args, 'out', 'submission.csv');
+    // `-` is standard output; the summary line then goes to standard error.
+    const out = outArg === '-' ? '-' : resolve(outArg);
     claimFile(out, '--out');
     const { files, probs } = await probabilities(saved, ds, args, !flag(args, 'no-tta'));
     // A multi-label model writes its tags above the threshold chosen on validation (planet's id,tags).
     await writeSubmission(out, files, probs, saved.info.classes, saved.info.multiLabel ? { tags: saved.info.threshold ?? 0.5 } : { labels: flag(args, 'labels') });
-    console.log(`${files.length} rows written to ${out}${files.length < ds.length ? ` (${ds.length - files.length} unreadable image(s) skipped)` : ''}`);
+    (out === '-' ? console.error : console.log)(`${files.length} rows written to ${out === '-' ? 'standard output' : out}${files.length < ds.length ? ` (${ds.length - files.length} unreadable image(s) skipped)` : ''}`);
   },
 };

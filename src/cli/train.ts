@@ -521,16 +521,16 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     tta: ttaScore,
     multiLabel: multi,
     confusion,
-    artifacts: { out, model: saved.model, modelInfo: saved.info, report: reportFile, pictures: report.pictures, submission, json: settings.json ? resolve(settings.json) : null },
+    artifacts: { out, model: saved.model, modelInfo: saved.info, report: reportFile, pictures: report.pictures, submission, json: settings.json ? (settings.json === '-' ? '-' : resolve(settings.json)) : null },
     diverged: diverged ? { stage: diverged.stage, epoch: diverged.error.epoch, reason: diverged.error.reason, restoredTo: diverged.error.restoredTo } : null,
     resumedFrom: resumedFrom ? { stage: stages[resumedFrom.stage]!.name, epoch: resumedFrom.epoch } : null,
     worldSize: pg?.worldSize ?? 1,
     seconds: (performance.now() - t0) / 1000,
   };
-  if (settings.json && writer) await writeFileAtomic(resolve(settings.json), `${JSON.stringify(summary, null, 2)}\n`);
+  if (settings.json && writer) await writeFileAtomic(settings.json === '-' ? '-' : resolve(settings.json), `${JSON.stringify(summary, null, 2)}\n`);
   // The run is complete: a later --resume has nothing to continue.
   if (writer) await rm(ckptFile, { force: true });
-  say(`\nmodel:  ${saved.model}\nreport: ${reportFile}${submission ? `\nsubmission: ${submission}` : ''}${settings.json ? `\nsummary: ${resolve(settings.json)}` : ''}`);
+  say(`\nmodel:  ${saved.model}\nreport: ${reportFile}${submission ? `\nsubmission: ${submission}` : ''}${settings.json ? `\nsummary: ${settings.json === '-' ? 'standard output' : resolve(settings.json)}` : ''}`);
   if (diverged) say(`warning: training stopped early (${diverged.error.reason} in '${diverged.stage}'); the model saved is the last good one`);
   return summary;
 }

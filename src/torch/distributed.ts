@@ -1,15 +1,15 @@
 // torch.distributed's process group, on libtorch's own c10d: a TCPStore for the
 // rendezvous, a ProcessGroupGloo for the collectives. The rendezvous is
 // torch.distributed's (env://): the same store prefixes ("default_pg", then the
-// group's "0") and the same store-based barrier, so a fastvision rank and a
-// PyTorch rank can join one group. Collectives return promises: they run on a
+// group's "0"; on 2.x "0/" and the device's "cpu/") and, on 1.13, the same
+// store-based barrier, so a fastvision rank and a PyTorch rank can join one group. Collectives return promises: they run on a
 // worker thread while the event loop (heartbeats, progress) keeps going.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { cat, empty } from './creation.js';
-import { noGrad } from './autograd.js';
+import { libtorchVersion, noGrad } from './autograd.js';
 import { packageRoot, type Handle } from './native.js';
 import { Tensor } from './tensor.js';
 
@@ -284,21 +284,31 @@ export async function initProcessGroup(options: InitProcessGroupOptions = {}): P
     throw new DistributedError(`rank ${o.rank} cannot reach the store at ${o.masterAddr}:${o.masterPort} (MASTER_ADDR, MASTER_PORT) within ${o.timeoutMs / 1000} s [${m.split('\n')[0]}]`);
   }
   const pgStore = d.prefixStore(root, 'default_pg');
+  // torch.distributed's keys for the default group: 1.13 hands Gloo "default_pg/0"; 2.x
+  // names the group "0/" and gives each device's backend its own "cpu/" below it.
+  const torch2 = Number.parseInt(libtorchVersion(), 10) >= 2;
+  const groupStore = torch2 ? d.prefixStore(d.prefixStore(pgStore, '0/'), 'cpu/') : d.prefixStore(pgStore, '0');
   let group: GroupHandle;
   try {
-    group = d.newGloo(d.prefixStore(pgStore, '0'), o.rank, o.worldSize, o.timeoutMs, o.ifname, null);
+    group = d.newGloo(groupStore, o.rank, o.worldSize, o.timeoutMs, o.ifname, null);
   } catch (e) {
     throw new DistributedError(`rank ${o.rank}: Gloo could not connect the ranks${o.ifname ? ` on interface ${o.ifname}` : ''} [${(e as Error).message.split('\n')[0]}]`);
   }
-  // torch.distributed's store-based barrier, so that a PyTorch rank finds what it expects.
-  d.storeAdd(pgStore, 'store_based_barrier_key:1', 1);
-  const deadline = Date.now() + o.timeoutMs;
-  while (d.storeAdd(pgStore, 'store_based_barrier_key:1', 0) < o.worldSize) {
-    if (Date.now() > deadline) throw new DistributedError(`rank ${o.rank}: timed out in the start-up barrier`);
-    await new Promise((r) => setTimeout(r, 10));
+  if (torch2) {
+    // 2.x sets the sequence number as soon as the backend exists, and has no start-up
+    // barrier unless TORCH_DIST_INIT_BARRIER=1 (Gloo's own connection waits for every rank).
+    d.setSequenceNumber(group);
+  } else {
+    // torch.distributed 1.13's store-based barrier, so that a PyTorch rank finds what it expects.
+    d.storeAdd(pgStore, 'store_based_barrier_key:1', 1);
+    const deadline = Date.now() + o.timeoutMs;
+    while (d.storeAdd(pgStore, 'store_based_barrier_key:1', 0) < o.worldSize) {
+      if (Date.now() > deadline) throw new DistributedError(`rank ${o.rank}: timed out in the start-up barrier`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    // After the barrier, as torch.distributed 1.13 does (rank 0 sets it, the others wait for it).
+    d.setSequenceNumber(group);
   }
-  // After the barrier, as torch.distributed does (rank 0 sets it, the others wait for it).
-  d.setSequenceNumber(group);
   const own = d.prefixStore(root, 'fastvision');
   const pg = new ProcessGroup(group, own, root, o.rank, o.worldSize, o.timeoutMs);
   pg.set(`where/${o.rank}`, `${hostname()} pid ${process.pid}`);

@@ -2,8 +2,8 @@
 // from a folder tree, a labels CSV, or arrays, as in fast.ai's lesson.
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
-import { ensureDir } from '../util/files.js';
+import { rm } from 'node:fs/promises';
+import { ensureDir, renameIntoPlace } from '../util/files.js';
 import { removeOnInterrupt } from '../util/cleanup.js';
 import { maxImagePixels } from './image-limits.js';
 import { basename, dirname, join, relative, resolve } from 'node:path';
@@ -228,7 +228,7 @@ export class ImageClassifierData {
             .resize(targetSize, targetSize, { fit: 'outside', withoutEnlargement: true })
             .toFormat('jpeg', { quality: 92 })
             .toFile(tmp);
-          await rename(tmp, out);
+          await renameIntoPlace(tmp, out);
         } catch {
           // An unreadable original stays as it is; the loader reports it.
           await rm(tmp, { force: true });

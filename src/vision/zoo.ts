@@ -2,11 +2,11 @@
 // folder, downloads with a progress bar and a checksum check, and local files.
 import { createHash } from 'node:crypto';
 import { createWriteStream, existsSync } from 'node:fs';
-import { rename, stat, unlink } from 'node:fs/promises';
+import { stat, unlink } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { basename, join } from 'node:path';
 import { megabytes, progress } from '../util/progress.js';
-import { ensureDir } from '../util/files.js';
+import { ensureDir, renameIntoPlace } from '../util/files.js';
 import { removeOnInterrupt } from '../util/cleanup.js';
 
 /** A published weights file. */
@@ -122,7 +122,7 @@ export async function fetchWeights(entry: ZooEntry, { progress: showProgress = t
     await unlink(partial).catch(() => undefined);
     throw new WeightsError(`download of ${entry.url} is corrupt: its SHA-256 is ${digest}, expected one starting ${entry.sha256}. Nothing was kept; run again to retry.`);
   }
-  await rename(partial, dest);
+  await renameIntoPlace(partial, dest);
   unregister();
   return dest;
 }
