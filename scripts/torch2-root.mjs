@@ -200,10 +200,8 @@ function freshCopy(incremental) {
     .toString()
     .split('\0')
     .filter((f) => f && existsSync(join(checkout, f)));
-  const r = spawnSync('tar', ['-C', checkout, '--null', '-T', '-', '-cf', '-'], { input: files.join('\0'), maxBuffer: 1 << 30 });
-  if (r.status !== 0) fail(`copying the checkout failed: ${r.stderr}`);
-  const x = spawnSync('tar', ['-C', dest, '-xf', '-'], { input: r.stdout, maxBuffer: 1 << 30 });
-  if (x.status !== 0) fail(`copying the checkout failed: ${x.stderr}`);
+  const r = spawnSync('bash', ['-o', 'pipefail', '-c', `tar -C ${shellQuote(checkout)} --null -T - -cf - | tar -C ${shellQuote(dest)} -xf -`], { input: files.join('\0'), stdio: ['pipe', 'inherit', 'inherit'] });
+  if (r.status !== 0) fail(`copying the checkout into the root failed (exit ${r.status ?? r.signal})`);
   if (sameLock) for (const k of keep) if (existsSync(join(aside, k))) renameSync(join(aside, k), join(dest, k));
   rmSync(aside, { recursive: true, force: true });
   log(`fresh copy of the checkout (${files.length} files${sameLock ? `; kept ${keep.join(', ')}` : ''}) at ${WORK} in the root`);

@@ -3,7 +3,7 @@
 // outputs; and, where this machine's Python has torch (the Debian 13 root's suite,
 // npm run test:torch2), torchvision's resnet18 saved there loads with no missing or
 // unexpected key, and fastvision's model.pth loads with torch.load(weights_only=True)
-// through the README's snippet to the probabilities `fastvision predict` prints, and
+// through the documented snippet to the probabilities `fastvision predict` prints, and
 // fastvision's c10d ranks and torch.distributed's run collectives together.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -119,17 +119,17 @@ test("torchvision's resnet18 saved by this machine's PyTorch loads into fastvisi
   model.dispose();
 });
 
-/** The README's Python snippet for loading a fastvision model.pth in PyTorch (the block after its marker). */
-function readmeSnippet(): string {
-  const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
-  const at = readme.indexOf('<!-- tested by test/torch2.test.ts -->');
-  assert.ok(at >= 0, 'README.md has the marked snippet');
-  const m = /```python\n([\s\S]*?)```/.exec(readme.slice(at));
+/** The documented Python snippet for loading a fastvision model.pth in PyTorch (docs/PYTORCH.md, the block after its marker). */
+function documentedSnippet(): string {
+  const doc = readFileSync(join(repoRoot, 'docs', 'PYTORCH.md'), 'utf8');
+  const at = doc.indexOf('<!-- tested by test/torch2.test.ts');
+  assert.ok(at >= 0, 'docs/PYTORCH.md has the marked snippet');
+  const m = /```python\n([\s\S]*?)```/.exec(doc.slice(at));
   assert.ok(m, 'a python block follows the marker');
   return m[1]!;
 }
 
-test("fastvision's model.pth loads with torch.load(weights_only=True) through the README's snippet, with fastvision predict's probabilities", { skip: skipPython }, async () => {
+test("fastvision's model.pth loads with torch.load(weights_only=True) through the documented snippet, with fastvision predict's probabilities", { skip: skipPython }, async () => {
   const dir = await tmp();
   const classes = ['cat', 'dog'];
   const size = 64;
@@ -145,7 +145,7 @@ test("fastvision's model.pth loads with torch.load(weights_only=True) through th
   for (let i = 0; i < files.length; i++) await loadTransformed(files[i]!, val, rngFor(0), buf, i * 3 * size * size);
   const inputs = join(dir, 'inputs.pth');
   await savePth(inputs, new Map([['x', tensor(buf, { shape: [files.length, 3, size, size] })]]));
-  const script = `${readmeSnippet()}
+  const script = `${documentedSnippet()}
 import json, sys
 model = fastvision_model(sys.argv[1])
 x = torch.load(sys.argv[2], weights_only=True)['x']

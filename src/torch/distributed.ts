@@ -2,8 +2,9 @@
 // rendezvous, a ProcessGroupGloo for the collectives. The rendezvous is
 // torch.distributed's (env://): the same store prefixes ("default_pg", then the
 // group's "0"; on 2.x "0/" and the device's "cpu/") and, on 1.13, the same
-// store-based barrier, so a fastvision rank and a PyTorch rank can join one group. Collectives return promises: they run on a
-// worker thread while the event loop (heartbeats, progress) keeps going.
+// store-based barrier, so a fastvision rank and a PyTorch rank can join one group.
+// Collectives return promises: they run on a worker thread while the event loop
+// (heartbeats, progress) keeps going.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { hostname } from 'node:os';

@@ -186,7 +186,7 @@ function parseZipPth(buf: Buffer, what: string): PthValue {
   const byteorder = records.get(`${prefix}byteorder`);
   if (byteorder !== undefined) {
     const order = new TextDecoder().decode(byteorder).trim();
-    if (order !== 'little') throw new PthError(`${what}: its storages are ${order.length > 16 ? 'in an unknown byte order' : `'${order}'`}-endian (byteorder record); only little-endian files are read`);
+    if (order !== 'little') throw new PthError(`${what}: its byteorder record says '${order.slice(0, 16)}'; only little-endian files are read`);
   }
   const created: Tensor[] = [];
   const storages = new Map<string, Tensor>();
