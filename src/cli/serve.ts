@@ -3,6 +3,7 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { exportSavedModel, readExport } from '../deploy/export-model.js';
 import { libtorchPredictor, onnxPredictor, type Predictor } from '../deploy/predictor.js';
+import { parseOrigin } from '../deploy/request-guard.js';
 import { startServer } from '../deploy/server.js';
 import { drainOnSignals } from '../util/cleanup.js';
 import { choice, num, str, UsageError, type CommandSpec } from './args.js';
@@ -35,7 +36,10 @@ export const serveCommand: CommandSpec = {
     runtime: { type: 'string', arg: 'NAME', help: 'libtorch, or onnx (onnxruntime-node: for machines without libtorch; give it model.onnx)', default: 'libtorch' },
     'max-batch': { type: 'string', arg: 'N', help: 'most images run together (dynamic batching)', default: '32' },
     'max-wait': { type: 'string', arg: 'MS', help: 'longest a request waits for others to share its batch', default: '5' },
-    'max-bytes': { type: 'string', arg: 'N', help: 'largest upload; larger ones get 413', default: '10485760' },
+    'max-bytes': { type: 'string', arg: 'N', help: 'largest request body, a form included; larger ones get 413', default: '10485760' },
+    'request-timeout': { type: 'string', arg: 'S', help: 'seconds to receive a whole request; slower ones get 408', default: '30' },
+    'allowed-hosts': { type: 'string', arg: 'LIST', help: 'host names to answer besides IP addresses and localhost (comma-separated; .example.com for subdomains; all: any)' },
+    cors: { type: 'string', arg: 'ORIGIN', help: 'let web pages on this origin call the API (e.g. https://app.example.com); off by default' },
     top: { type: 'string', arg: 'K', help: 'classes per answer unless ?top=K', default: '5' },
   },
   details: [
@@ -44,10 +48,23 @@ export const serveCommand: CommandSpec = {
     '  fastvision serve fastvision-out/dogscats --port 8080',
     '  curl --data-binary @photo.jpg -H "content-type: image/jpeg" http://127.0.0.1:8080/predict',
     '  fastvision serve site/model.onnx --runtime onnx        # no libtorch needed',
+    'One image per request: a form with several files gets 400. Requests whose Host is not an IP address,',
+    'localhost or an --allowed-hosts name get 403 (DNS rebinding), and so do pages on other origins unless --cors allows one.',
     'SIGTERM or Ctrl-C: stops accepting, answers the requests in flight, then exits.',
   ].join('\n'),
   async run(args) {
     const runtime = choice(args, 'runtime', ['libtorch', 'onnx'] as const, 'libtorch');
+    const cors = str(args, 'cors');
+    if (cors !== undefined) {
+      try {
+        parseOrigin(cors);
+      } catch (e) {
+        throw new UsageError(`--cors: ${(e as Error).message}`);
+      }
+    }
+    const allowedHosts = str(args, 'allowed-hosts')?.split(',').map((h) => h.trim());
+    if (allowedHosts?.some((h) => h === '' || /[\s/@]/.test(h))) throw new UsageError(`--allowed-hosts: '${str(args, 'allowed-hosts')}' is not a comma-separated list of host names`);
+    const requestTimeoutMs = num(args, 'request-timeout', 30, { min: 0.1, max: 3600 }) * 1000;
     const predictor = await predictorFor(args.positionals[0]!, runtime);
     const server = await startServer(predictor, {
       host: str(args, 'host', '127.0.0.1'),
@@ -56,6 +73,9 @@ export const serveCommand: CommandSpec = {
       maxWaitMs: num(args, 'max-wait', 5, { min: 0, max: 10_000 }),
       maxBytes: num(args, 'max-bytes', 10 * 2 ** 20, { min: 1024, max: 2 ** 31, integer: true }),
       top: num(args, 'top', 5, { min: 1, max: 1000, integer: true }),
+      requestTimeoutMs,
+      allowedHosts,
+      cors,
     }).catch((e: Error & { code?: string }) => {
       throw e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL' ? new UsageError(`cannot listen on ${str(args, 'host', '127.0.0.1')}:${str(args, 'port', '8080')}: ${e.code}`) : e;
     });

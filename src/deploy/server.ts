@@ -2,11 +2,13 @@
 // the loader's threads (fastvision's validation transform) while the model runs;
 // concurrent requests are batched dynamically (up to maxBatch, waiting at most
 // maxWaitMs for company). Bad requests get a JSON error and the server stays up.
-import fastifyMultipart from '@fastify/multipart';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { Transform as ByteCounter } from 'node:stream';
 import type { Transform } from '../vision/augment.js';
 import { transformImages } from '../vision/loader.js';
+import { formImage, RequestError } from './form.js';
 import type { Predictor } from './predictor.js';
+import { RequestGuard } from './request-guard.js';
 import { webAssets } from './web.js';
 
 /** Options of the server. */
@@ -17,22 +19,20 @@ export interface ServerOptions {
   maxBatch?: number;
   /** Longest a request waits for others to share its batch, in ms (default 5). */
   maxWaitMs?: number;
-  /** Largest upload, in bytes (default 10 MiB): larger is 413. */
+  /** Largest request body, form or image, in bytes (default 10 MiB): larger is 413. */
   maxBytes?: number;
+  /** Bytes of request bodies held at once across all requests (default 8 × maxBytes, at least 64 MiB): past it, 503. */
+  maxBufferedBytes?: number;
+  /** Longest time to receive a whole request, headers and body, in ms (default 30 s): slower is 408. */
+  requestTimeoutMs?: number;
+  /** More host names to answer besides IP addresses, localhost and the listening name; `all` turns the check off. */
+  allowedHosts?: readonly string[];
+  /** One origin whose web pages may call the API (CORS); none by default. */
+  cors?: string;
   /** Classes returned per image unless ?top= says otherwise (default 5). */
   top?: number;
   /** Threads decoding uploads (default: cores, at most 4). */
   decodeThreads?: number;
-}
-
-/** A request the client got wrong: its HTTP status and message. */
-class RequestError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 /** The image formats the decoders read, by their first bytes. */
@@ -113,17 +113,72 @@ const CLOSE_GRACE_MS = 100;
 
 /** Starts the prediction server for a predictor; resolves once it listens. */
 export async function startServer(predictor: Predictor, options: ServerOptions = {}): Promise<RunningServer> {
-  const { host = '127.0.0.1', port = 8080, maxBatch = 32, maxWaitMs = 5, maxBytes = 10 * 2 ** 20, top = 5, decodeThreads } = options;
+  const { host = '127.0.0.1', port = 8080, maxBatch = 32, maxWaitMs = 5, maxBytes = 10 * 2 ** 20, top = 5, decodeThreads, requestTimeoutMs = 30_000 } = options;
+  const maxBuffered = options.maxBufferedBytes ?? Math.max(8 * maxBytes, 64 * 2 ** 20);
+  const guard = new RequestGuard({ host, allowedHosts: options.allowedHosts, cors: options.cors });
   const meta = predictor.metadata;
   const size = meta.input.size;
   const classes = meta.labels.length;
   const transform: Transform = { sz: size, maxZoom: 1, augs: [], crop: 'center', stats: { mean: meta.input.mean, std: meta.input.std }, exact: true };
   const batcher = new DynamicBatcher(predictor, 3 * size * size, classes, maxBatch, maxWaitMs);
   // On close, idle keep-alive connections are dropped and requests in flight are finished.
-  const app = Fastify({ bodyLimit: maxBytes, logger: false, forceCloseConnections: 'idle', return503OnClosing: true });
-  await app.register(fastifyMultipart, { limits: { fileSize: maxBytes, files: 1 } });
+  // Node checks its request timeout only every connectionsCheckingInterval (30 s by default).
+  const app = Fastify({
+    bodyLimit: maxBytes,
+    logger: false,
+    forceCloseConnections: 'idle',
+    return503OnClosing: true,
+    requestTimeout: requestTimeoutMs,
+    http: { headersTimeout: requestTimeoutMs, connectionsCheckingInterval: Math.max(50, Math.min(1000, requestTimeoutMs / 4)) },
+  });
+  // Whole bodies, a form's included, are read under one cap (bodyLimit) and then parsed.
+  app.addContentTypeParser('multipart/form-data', { parseAs: 'buffer', bodyLimit: maxBytes }, (req, body, done) => {
+    formImage(req.headers, body as Buffer).then(
+      (image) => done(null, image),
+      (e: Error) => done(e),
+    );
+  });
   // Any body that is not a form or JSON arrives as bytes (an image, we hope).
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: maxBytes }, (_req, body, done) => done(null, body));
+  // Each request's bytes count against one budget for all of them, so many large
+  // requests at once cannot hold more than maxBuffered in memory.
+  let buffered = 0;
+  const held = new WeakMap<FastifyRequest, number>();
+  const release = (req: FastifyRequest): void => {
+    buffered -= held.get(req) ?? 0;
+    held.delete(req);
+  };
+  app.addHook('onRequest', async (req, reply) => {
+    const refusal = guard.check(req.headers);
+    if (refusal) return reply.code(refusal.status).send({ error: refusal.error });
+    if (guard.cors !== undefined && req.headers.origin === guard.cors) {
+      reply.header('access-control-allow-origin', guard.cors);
+      reply.header('vary', 'origin');
+    }
+  });
+  app.addHook('preParsing', async (req, _reply, payload) => {
+    held.set(req, 0);
+    req.raw.once('close', () => release(req));
+    return payload.pipe(
+      new ByteCounter({
+        transform(chunk: Buffer, _enc, next) {
+          if (buffered + chunk.length > maxBuffered) {
+            next(new RequestError(503, 'the server is holding too many uploads; try again shortly'));
+            return;
+          }
+          buffered += chunk.length;
+          held.set(req, (held.get(req) ?? 0) + chunk.length);
+          next(null, chunk);
+        },
+      }),
+    );
+  });
+  app.addHook('onResponse', async (req) => release(req));
+  if (guard.cors !== undefined) {
+    app.options('*', async (_req, reply) =>
+      reply.code(204).header('access-control-allow-methods', 'GET, POST').header('access-control-allow-headers', 'content-type').header('access-control-max-age', '600').send(),
+    );
+  }
   let closing = false;
   // Cross-origin isolation lets the page use threads; harmless for the API.
   app.addHook('onSend', async (_req, reply) => {
@@ -140,18 +195,12 @@ export async function startServer(predictor: Predictor, options: ServerOptions =
   app.get('/metadata', async () => meta);
   app.get('/healthz', async () => ({ status: 'ok', arch: meta.arch, runtime: predictor.runtime, classes, ...batcher.stats }));
 
-  const imageOf = async (req: FastifyRequest): Promise<Uint8Array> => {
-    if (req.isMultipart()) {
-      const file = await req.file();
-      if (!file) throw new RequestError(400, 'the form has no file');
-      const body = await file.toBuffer();
-      return body;
-    }
+  const imageOf = (req: FastifyRequest): Uint8Array => {
     if (!Buffer.isBuffer(req.body)) throw new RequestError(415, 'send an image as the request body (image/jpeg, image/png, …) or as a multipart form file');
     return req.body;
   };
   app.post('/predict', async (req: FastifyRequest<{ Querystring: { top?: string } }>, reply: FastifyReply) => {
-    const bytes = await imageOf(req);
+    const bytes = imageOf(req);
     if (bytes.length === 0) throw new RequestError(400, 'the image is empty');
     const format = imageFormat(bytes);
     if (format === null) throw new RequestError(415, 'not an image: JPEG, PNG, WebP, GIF, TIFF or AVIF expected');
@@ -165,9 +214,7 @@ export async function startServer(predictor: Predictor, options: ServerOptions =
   app.setNotFoundHandler(async (req, reply) => reply.code(404).send({ error: `no route ${req.method} ${req.url.split('?')[0]}` }));
   app.setErrorHandler(async (err: Error & { statusCode?: number; code?: string }, _req, reply) => {
     if (err instanceof RequestError) return reply.code(err.status).send({ error: err.message });
-    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || err.code === 'FST_REQ_FILE_TOO_LARGE' || err.statusCode === 413) {
-      return reply.code(413).send({ error: `the upload is larger than ${maxBytes} bytes (--max-bytes)` });
-    }
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply.code(413).send({ error: `the request body is larger than ${maxBytes} bytes (--max-bytes)` });
     if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) return reply.code(err.statusCode).send({ error: err.message });
     return reply.code(500).send({ error: `internal error: ${err.message}` });
   });
