@@ -46,7 +46,10 @@ test('a CSV of space-separated tags is read as multi-label, with multi-hot targe
     const names = tags.map((t) => scan.classes[t]!);
     assert.ok(names.includes(species(names.find((n) => n !== 'cat' && n !== 'dog')!)), names.join(' '));
   }
-  assert.throws(() => scanCsv(data, 'train', 'tags.csv', { valIdxs: [], suffix: '.jpg', multiLabel: false }), /tags\.csv, line 2: label 'cat Abyssinian' has several tags/);
+  // Insisting on single labels reads each label whole, spaces and all.
+  const whole = scanCsv(data, 'train', 'tags.csv', { valIdxs: [], suffix: '.jpg', multiLabel: false });
+  assert.equal(whole.multiLabel, false);
+  assert.deepEqual(whole.classes, ['cat Abyssinian', 'cat Russian_Blue', 'dog english_cocker_spaniel', 'dog newfoundland']);
   const d = await ImageClassifierData.fromCsv(data, 'train', 'tags.csv', { suffix: '.jpg', valIdxs: [0, 5, 10, 15], tfms: tfmsFromModel(mobilenet_v2_nsfwjs, 32, { augTfms: transformsTopDown }), bs: 4, numWorkers: 1 });
   assert.equal(d.multiLabel, true);
   const batch = await d.valDl![Symbol.asyncIterator]().next();

@@ -47,9 +47,21 @@ export function commandHelp(c: CommandSpec): string {
 export function parseCommandArgs(c: CommandSpec, argv: string[]): ParsedArgs | 'help' {
   if (argv.includes('--help') || argv.includes('-h')) return 'help';
   const options = Object.fromEntries(Object.entries(c.options).map(([k, o]) => [k, { type: o.type }]));
+  // `--lr -1`: parseArgs takes a value that starts with '-' for an option, so a negative
+  // number is joined to its option (`--lr=-1`) and then refused by the option's range.
+  const joined: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const next = argv[i + 1];
+    const takesValue = /^--[\w-]+$/.test(a) && Object.hasOwn(c.options, a.slice(2)) && c.options[a.slice(2)]!.type === 'string';
+    if (takesValue && next !== undefined && /^-(\d|\.\d)/.test(next)) {
+      joined.push(`${a}=${next}`);
+      i++;
+    } else joined.push(a);
+  }
   let parsed: { values: Record<string, string | boolean | undefined>; positionals: string[] };
   try {
-    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true }) as typeof parsed;
+    parsed = parseArgs({ args: joined, options, allowPositionals: true, strict: true }) as typeof parsed;
   } catch (e) {
     const msg = (e as Error).message;
     const unknown = /Unknown option '([^']+)'/.exec(msg);
@@ -97,9 +109,12 @@ export function numList(args: ParsedArgs, name: string, { min = -Infinity, max =
   return parts.map((p) => parseNumber(p, `--${name}`, { min, max, integer }));
 }
 
+/** A plain decimal number, as people write them: no hexadecimal, binary or octal (`Number('0x20')` is 32), no `Infinity`. */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
+
 function parseNumber(v: string, what: string, { min, max, integer }: { min: number; max: number; integer: boolean }): number {
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n)) throw new UsageError(`${what}: '${v}' is not a number`);
+  const n = Number(v.trim());
+  if (!DECIMAL.test(v.trim()) || !Number.isFinite(n)) throw new UsageError(`${what}: '${v}' is not a number`);
   if (integer && !Number.isInteger(n)) throw new UsageError(`${what}: '${v}' must be a whole number`);
   if (n < min || n > max) throw new UsageError(`${what}: ${v} is out of range (${min} to ${max})`);
   return n;

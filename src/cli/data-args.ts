@@ -4,7 +4,7 @@ import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ImageClassifierData } from '../vision/data.js';
 import { setMaxImagePixels } from '../vision/image-limits.js';
-import { csvHasTags, csvRowCount, getCvIdxs } from '../vision/dataset.js';
+import { getCvIdxs, readLabelsCsv, tagsVerdict, type CsvReadOptions } from '../vision/dataset.js';
 import { archOf, ARCHS, type Arch } from '../vision/models/archs.js';
 import { tfmsFromModel, transformsSideOn, transformsTopDown, type Augmentation, type Transforms } from '../vision/transforms.js';
 import { choice, flag, num, str, UsageError, type OptionSpec, type ParsedArgs } from './args.js';
@@ -13,13 +13,15 @@ import { choice, flag, num, str, UsageError, type OptionSpec, type ParsedArgs } 
 export const DEFAULT_ARCH = 'mobilenet_v2_nsfwjs';
 
 export const LAYOUT_OPTIONS: Record<string, OptionSpec> = {
-  csv: { type: 'string', arg: 'FILE', help: 'labels CSV under <path> (id,label with a header); without it: <path>/train|valid/<label>/' },
+  csv: { type: 'string', arg: 'FILE', help: 'labels CSV under <path> (id,label); without it: <path>/train|valid/<label>/ (images in subfolders of a class count as that class)' },
+  header: { type: 'boolean', help: 'with --csv: line 1 is a header (default: a header unless its id names an existing image)' },
+  'no-header': { type: 'boolean', help: 'with --csv: line 1 is data' },
   folder: { type: 'string', arg: 'NAME', help: 'with --csv: the images folder under <path>', default: 'train' },
   suffix: { type: 'string', arg: 'EXT', help: "with --csv: appended to each id to make the file name, e.g. '.jpg'" },
   test: { type: 'string', arg: 'NAME', help: 'unlabelled test folder under <path> (for TTA predictions and the submission)' },
   'val-pct': { type: 'string', arg: 'P', help: 'with --csv: share of rows held out for validation', default: '0.2' },
-  'multi-label': { type: 'boolean', help: 'with --csv: labels are space-separated tags (detected when a row has several); sigmoid outputs, binary cross entropy, F2' },
-  'single-label': { type: 'boolean', help: 'with --csv: refuse rows with several tags instead of training a multi-label classifier' },
+  'multi-label': { type: 'boolean', help: 'with --csv: labels are space-separated tags (detected when the column is headed tags, or most rows list several that recur across labels); sigmoid outputs, binary cross entropy, F2' },
+  'single-label': { type: 'boolean', help: "with --csv: each label is one class, spaces and all ('Maine Coon')" },
 };
 
 export const MODEL_OPTIONS: Record<string, OptionSpec> = {
@@ -46,23 +48,47 @@ export function dataPath(p: string | undefined): string {
 /** The architecture option, checked. */
 export function archArg(args: ParsedArgs): Arch {
   const name = str(args, 'arch', DEFAULT_ARCH);
-  if (!ARCHS[name]) throw new UsageError(`--arch: unknown architecture '${name}' (known: ${Object.keys(ARCHS).join(', ')})`);
+  if (!Object.hasOwn(ARCHS, name)) throw new UsageError(`--arch: unknown architecture '${name}' (known: ${Object.keys(ARCHS).join(', ')})`);
   return archOf(name);
 }
 
+/** Lines already printed, so a run that loads its data at several sizes says each once. */
+const noted = new Set<string>();
+
+function noteOnce(line: string): void {
+  if (noted.has(line)) return;
+  noted.add(line);
+  console.error(line);
+}
+
+/** How the options say to read the labels CSV (folder, suffix, header), refusing CSV options without --csv. */
+export function csvReadArgs(args: ParsedArgs): CsvReadOptions & { csv: string | undefined } {
+  const csv = str(args, 'csv');
+  if (flag(args, 'header') && flag(args, 'no-header')) throw new UsageError('--header and --no-header exclude each other');
+  if (csv === undefined) {
+    const stray = ['folder', 'suffix', 'val-pct', 'header', 'no-header', 'multi-label', 'single-label'].find((o) => args.values[o] !== undefined);
+    if (stray !== undefined) throw new UsageError(`--${stray} only applies to a labels CSV: give --csv FILE too`);
+  }
+  return { csv, folder: str(args, 'folder', 'train'), suffix: str(args, 'suffix', ''), header: flag(args, 'header') ? true : flag(args, 'no-header') ? false : 'auto' };
+}
+
 /**
- * Whether the data is multi-label: --multi-label, --single-label, or (with --csv)
- * whether some row has several tags.
+ * Whether the data is multi-label: --multi-label, --single-label, or (with --csv) as
+ * `tagsVerdict` decides from the labels, saying on one line what it chose and why.
  */
 export function multiLabelArg(args: ParsedArgs, path: string): boolean {
   if (flag(args, 'multi-label') && flag(args, 'single-label')) throw new UsageError('--multi-label and --single-label exclude each other');
-  const csv = str(args, 'csv');
-  if (flag(args, 'multi-label')) {
-    if (csv === undefined) throw new UsageError('--multi-label needs --csv (tags come from a labels CSV)');
-    return true;
-  }
+  const { csv, ...read } = csvReadArgs(args);
+  if (flag(args, 'multi-label')) return true;
   if (flag(args, 'single-label') || csv === undefined || !existsSync(resolve(path, csv))) return false;
-  return csvHasTags(path, csv);
+  const labels = readLabelsCsv(path, csv, read);
+  if (labels.headerNote !== null) noteOnce(labels.headerNote);
+  const verdict = tagsVerdict(
+    labels.rows.map((r) => r.label),
+    labels.labelColumn,
+  );
+  if (verdict.note !== null) noteOnce(verdict.note);
+  return verdict.multiLabel;
 }
 
 /** The transforms `--aug` describes, for `arch` at side `size` (default: side-on; top-down for multi-label data, as for satellite tiles). */
@@ -82,14 +108,13 @@ export async function loadData(path: string, args: ParsedArgs, arch: Arch, size:
   imageLimitArg(args);
   const testName = str(args, 'test');
   if (testName !== undefined && !existsSync(resolve(path, testName))) throw new UsageError(`--test: no folder ${testName} under ${path}`);
-  const csv = str(args, 'csv');
+  const { csv, folder = 'train', suffix = '', header } = csvReadArgs(args);
   if (csv === undefined) return ImageClassifierData.fromPaths(path, { tfms, bs, numWorkers, testName, seed, oversample, shard });
   if (!existsSync(resolve(path, csv))) throw new UsageError(`--csv: no file ${csv} under ${path}`);
-  const folder = str(args, 'folder', 'train');
   if (!existsSync(resolve(path, folder))) throw new UsageError(`--folder: no folder ${folder} under ${path}`);
   const valPct = num(args, 'val-pct', 0.2, { min: 0, max: 0.9 });
-  const valIdxs = getCvIdxs(csvRowCount(path, csv), { valPct });
-  return ImageClassifierData.fromCsv(path, folder, csv, { tfms, bs, numWorkers, testName, valIdxs, suffix: str(args, 'suffix', ''), seed, oversample, multiLabel, shard });
+  const valIdxs = getCvIdxs(readLabelsCsv(path, csv, { folder, suffix, header }).rows.length, { valPct });
+  return ImageClassifierData.fromCsv(path, folder, csv, { tfms, bs, numWorkers, testName, valIdxs, suffix, header, seed, oversample, multiLabel, shard });
 }
 
 /** The `--size` option. */

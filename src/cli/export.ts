@@ -27,17 +27,18 @@ export const exportCommand: CommandSpec = {
     const saved = await readModel(args.positionals[0]!);
     const out = resolve(str(args, 'out', dirname(saved.pth)));
     const web = str(args, 'web');
-    const exported = await exportSavedModel(saved, { foldBatchNorm: !flag(args, 'no-fold-bn') });
-    await withOutput(out, async () => {
+    const webDir = web === undefined ? null : resolve(web);
+    // Both outputs are claimed (checked writable, locked) before anything is written:
+    // a --web that cannot be a folder must not leave a new model.onnx behind.
+    const writeAll = async (): Promise<void> => {
+      const exported = await exportSavedModel(saved, { foldBatchNorm: !flag(args, 'no-fold-bn') });
       const files = await writeExport(out, exported);
       console.log(`${files.onnx} (${(exported.onnx.length / 2 ** 20).toFixed(1)} MiB, ${exported.nodes} nodes${exported.foldedBatchNorms > 0 ? `, ${exported.foldedBatchNorms} batch norms folded` : ''})\n${files.metadata}`);
-    });
-    if (web !== undefined) {
-      const dir = resolve(web);
-      await withOutput(dir, async () => {
-        const files = await writeWebApp(dir, exported);
-        console.log(`web page: ${files.index} (serve ${dir} with any static file server, e.g. 'python3 -m http.server -d ${web}'; it works offline)`);
-      }, '--web');
-    }
+      if (webDir !== null) {
+        const page = await writeWebApp(webDir, exported);
+        console.log(`web page: ${page.index} (serve ${webDir} with any static file server, e.g. 'python3 -m http.server -d ${web}'; it works offline)`);
+      }
+    };
+    await withOutput(out, () => (webDir === null || webDir === out ? writeAll() : withOutput(webDir, writeAll, '--web')));
   },
 };

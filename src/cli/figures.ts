@@ -16,13 +16,15 @@ import type { TrainingLog } from './training-log.js';
 
 /** Image size histogram and label counts; returns the counts (and the sizes read) for the summary. */
 export async function addDataSection(report: Report, data: ImageClassifierData): Promise<{ trn: Record<string, number>; val: Record<string, number> | null; sizes: { width: number; height: number }[] | null }> {
+  // Headers first: an image that cannot be read is marked, and then not counted.
+  const sizes = data.trnDs instanceof FilesDataset ? await data.imageSizes() : null;
+  if (data.valDs instanceof FilesDataset) await data.imageSizes(data.valDs);
   const counts = data.labelCounts();
   const rows = data.classes.flatMap((label) => [
     { label, split: 'train', n: counts.trn.get(label) ?? 0 },
     ...(counts.val ? [{ label, split: 'valid', n: counts.val.get(label) ?? 0 }] : []),
   ]);
   await report.addPicture('label-counts', 'Images per class', await renderChart(labelCountsSpec(rows)));
-  const sizes = data.trnDs instanceof FilesDataset ? await data.imageSizes() : null;
   if (sizes) {
     await report.addPicture('image-sizes', 'Image sizes', await renderChart(sizeHistogramSpec(sizes)), `Training images are resized so that the shorter side is ${data.sz} pixels.`);
   }

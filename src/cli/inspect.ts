@@ -11,6 +11,7 @@ import { dataPath, LAYOUT_OPTIONS, loadData, MODEL_OPTIONS } from './data-args.j
 import { ENSEMBLE, learnerFor, probabilitiesOf, readModel, snapshotsOf } from './model-file.js';
 import { withOutput } from './outputs.js';
 import { predictedFiles } from './train.js';
+import { shown } from '../util/shown.js';
 
 const OUT = { type: 'string', arg: 'DIR', help: 'where the pictures and report go', default: './fastvision-out/<folder name>' } as const;
 
@@ -33,7 +34,7 @@ export const interpretCommand: CommandSpec = {
     const out = resolve(str(args, 'out', join('fastvision-out', basename(path))));
     const data = await loadData(path, args, archOf(saved.info.arch), saved.info.size);
     if (data.classes.join('\n') !== saved.info.classes.join('\n')) {
-      throw new UsageError(`${path}: its classes (${data.classes.join(', ')}) are not the model's (${saved.info.classes.join(', ')})`);
+      throw new UsageError(`${path}: its classes (${data.classes.map((c) => shown(c)).join(', ')}) are not the model's (${saved.info.classes.map((c) => shown(c)).join(', ')})`);
     }
     const valDs = data.valDs;
     if (!(valDs instanceof FilesDataset) || valDs.length === 0) throw new UsageError(`${path}: no validation images to interpret`);
@@ -52,9 +53,10 @@ export const interpretCommand: CommandSpec = {
       const correct = confusion.reduce((s, row, i) => s + row[i]!, 0);
       console.log(`accuracy ${(correct / y.length).toFixed(4)} on ${y.length} validation images`);
       console.log('confusion matrix (rows: actual, columns: predicted):');
-      const w = Math.max(...data.classes.map((c) => c.length), 6);
-      console.log(`${''.padEnd(w)} ${data.classes.map((c) => c.slice(0, 8).padStart(8)).join(' ')}`);
-      confusion.forEach((row, i) => console.log(`${data.classes[i]!.padEnd(w)} ${row.map((n) => String(n).padStart(8)).join(' ')}`));
+      const names = data.classes.map((c) => shown(c));
+      const w = Math.max(...names.map((c) => c.length), 6);
+      console.log(`${''.padEnd(w)} ${names.map((c) => c.slice(0, 8).padStart(8)).join(' ')}`);
+      confusion.forEach((row, i) => console.log(`${names[i]!.padEnd(w)} ${row.map((n) => String(n).padStart(8)).join(' ')}`));
       console.log(`report: ${await report.write('interpret.html')}`);
     });
   },
@@ -73,7 +75,7 @@ export const sizesCommand: CommandSpec = {
       const report = new Report(out, `fastvision sizes: ${basename(path)}`);
       const counts = await addDataSection(report, data);
       console.log(`${'class'.padEnd(24)} ${'train'.padStart(7)} ${counts.val ? 'valid'.padStart(7) : ''}`);
-      for (const c of data.classes) console.log(`${c.padEnd(24)} ${String(counts.trn[c] ?? 0).padStart(7)} ${counts.val ? String(counts.val[c] ?? 0).padStart(7) : ''}`);
+      for (const c of data.classes) console.log(`${shown(c).padEnd(24)} ${String(counts.trn[c] ?? 0).padStart(7)} ${counts.val ? String(counts.val[c] ?? 0).padStart(7) : ''}`);
       const { sizes } = counts;
       if (sizes) {
         const ws = sizes.map((s) => s.width).sort((a, b) => a - b);

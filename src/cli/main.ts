@@ -3,6 +3,8 @@
 import { ModelFileError } from '../learn/saved-model.js';
 import { PthError } from '../torch/index.js';
 import { DataError } from '../vision/dataset.js';
+import { WeightsError } from '../vision/zoo.js';
+import { NotAFileError } from '../util/read-files.js';
 import { closeLoaderWorkers } from '../vision/loader.js';
 import { fastvisionVersion } from '../util/version.js';
 import { isExiting } from '../util/cleanup.js';
@@ -14,6 +16,7 @@ import { interpretCommand, sizesCommand } from './inspect.js';
 import { predictCommand, submitCommand } from './predict.js';
 import { fitCommand, lrFindCommand } from './schedule-commands.js';
 import { trainCommand } from './train.js';
+import { shown } from '../util/shown.js';
 
 /** Every subcommand, in the order help lists them. */
 export const COMMANDS: CommandSpec[] = [trainCommand, lrFindCommand, fitCommand, predictCommand, submitCommand, interpretCommand, sizesCommand, exportCommand, serveCommand, demoCommand];
@@ -60,9 +63,9 @@ export async function main(argv: string[]): Promise<number> {
     // An interrupt is ending the process and has said so; what it cut short is no news.
     if (isExiting()) return 130;
     if (process.env.FASTVISION_DEBUG === '1') console.error(err.stack);
-    console.error(`fastvision ${cmd.name}: ${(err.message || String(e)).split('\n')[0]!.replace(/^fastvision \S+: /, '')}`);
+    console.error(`fastvision ${cmd.name}: ${shown((err.message || String(e)).split('\n')[0]!.replace(/^fastvision \S+: /, ''))}`);
     // 2: the call or its input is wrong (options, data, model files); 1: a failure while running.
-    return e instanceof UsageError || e instanceof DataError || e instanceof PthError || e instanceof ModelFileError ? 2 : 1;
+    return e instanceof UsageError || e instanceof DataError || e instanceof PthError || e instanceof ModelFileError || e instanceof WeightsError || e instanceof NotAFileError ? 2 : 1;
   } finally {
     // Loader worker threads would keep the process alive after the command.
     await closeLoaderWorkers();

@@ -1,44 +1,97 @@
 // `fastvision predict` and `fastvision submit`: a saved model on new images.
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { existsSync, statSync, type Stats } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
 import { ImageClassifierData } from '../vision/data.js';
-import { entryKind, FilesDataset, isImageFile, scanTestFolder } from '../vision/dataset.js';
+import { findImages, FilesDataset, IMAGE_EXTENSIONS, isImageFile, scanTestFolder } from '../vision/dataset.js';
+import type { ConvLearner } from '../learn/conv-learner.js';
+import { notAFileReason } from '../util/read-files.js';
+import { shown } from '../util/shown.js';
 import { archOf } from '../vision/models/archs.js';
 import { flag, num, str, UsageError, type CommandSpec, type ParsedArgs } from './args.js';
 import { imageLimitArg, tfmsFor } from './data-args.js';
 import { ENSEMBLE, learnerFor, probabilitiesOf, readModel, snapshotsOf, type ModelInfo } from './model-file.js';
 import { claimFile } from './outputs.js';
-import { writeSubmission } from './submission.js';
+import { imageId, looksLikeFormula, writeSubmission } from './submission.js';
 import { predictedFiles } from './train.js';
 
-/** Image files named on the command line: files, or folders (their images, sorted). */
+/** Image files named on the command line: files, or folders (their images, subfolders included, sorted). */
 export function collectImages(items: string[]): string[] {
   const files: string[] = [];
   for (const item of items) {
-    if (!existsSync(item)) throw new UsageError(`no such file or folder: ${item}`);
-    if (statSync(item).isDirectory()) {
-      const found = readdirSync(item)
-        .sort()
-        .filter((f) => isImageFile(f) && entryKind(join(item, f)) === 'file')
-        .map((f) => resolve(item, f));
-      if (found.length === 0) throw new UsageError(`${item}: no images in this folder`);
+    let st: Stats;
+    try {
+      st = statSync(item);
+    } catch {
+      throw new UsageError(`no such file or folder: ${item}`);
+    }
+    if (st.isDirectory()) {
+      const found = findImages(resolve(item));
+      if (found.length === 0) throw new UsageError(`${item}: no images in this folder (${[...IMAGE_EXTENSIONS].join(', ')})`);
       files.push(...found);
-    } else if (isImageFile(basename(item))) files.push(resolve(item));
-    else throw new UsageError(`${item}: not an image file (by its extension)`);
+    } else if (!st.isFile()) throw new UsageError(notAFileReason(item, st));
+    else if (isImageFile(basename(item))) files.push(resolve(item));
+    else throw new UsageError(`${item}: not an image file (by its extension: ${[...IMAGE_EXTENSIONS].join(', ')})`);
   }
   return files;
 }
 
-/** Probabilities (rows in the order of the returned files) for a test dataset, with or without TTA. */
-async function probabilities(saved: { pth: string; info: ModelInfo }, ds: FilesDataset, args: ParsedArgs, tta: boolean): Promise<{ files: string[]; probs: Float32Array }> {
+/** Probabilities for one batch of files: the rows of those that could be read. */
+interface Chunk {
+  files: string[];
+  probs: Float32Array;
+  /** Files of this chunk that could not be read. */
+  skipped: number;
+}
+
+/**
+ * Probabilities for `files`, a chunk at a time (rows in the order of each chunk's
+ * readable files), so that results can be shown while the rest is computed. The
+ * learner is built once; each chunk is a new test set on it.
+ */
+async function* predictChunks(saved: { pth: string; info: ModelInfo }, files: string[], args: ParsedArgs, tta: boolean): AsyncGenerator<Chunk> {
   const bs = num(args, 'bs', 32, { min: 1, max: 4096, integer: true });
+  const nAug = num(args, 'tta-aug', 4, { min: 0, max: 64, integer: true });
   imageLimitArg(args);
-  const data = new ImageClassifierData(dirname(ds.files[0]!), ds, null, ds, saved.info.classes, tfmsFor(args, archOf(saved.info.arch), saved.info.size, saved.info.multiLabel), { bs, seed: 0, channelsLast: false, onBadImage: 'skip' });
-  const learn = await learnerFor(saved, data);
   const ensemble = flag(args, 'ensemble') ? snapshotsOf(saved) : undefined;
-  const { probs } = await probabilitiesOf(learn, { tta, nAug: num(args, 'tta-aug', 4, { min: 0, max: 64, integer: true }), isTest: true, ensemble });
-  const files = predictedFiles(ds);
+  const tfms = tfmsFor(args, archOf(saved.info.arch), saved.info.size, saved.info.multiLabel);
+  const per = Math.max(bs * 4, 64);
+  let learn: ConvLearner | null = null;
+  for (let start = 0; start < files.length; start += per) {
+    const part = files.slice(start, start + per);
+    const ds = new FilesDataset(part, part.map(() => -1), saved.info.classes);
+    const data = new ImageClassifierData(dirname(part[0]!), ds, null, ds, saved.info.classes, tfms, { bs, seed: 0, channelsLast: false, onBadImage: 'skip' });
+    if (learn === null) learn = await learnerFor(saved, data);
+    else learn.setData(data);
+    const { probs } = await probabilitiesOf(learn, { tta, nAug, isTest: true, ensemble });
+    const kept = predictedFiles(ds);
+    yield { files: kept, probs, skipped: part.length - kept.length };
+  }
+}
+
+/** Progress on standard error, when it is a terminal. */
+function progressLine(done: number, total: number): void {
+  if (process.stderr.isTTY !== true) return;
+  process.stderr.write(done < total ? `\r${done}/${total} images` : '\r\x1b[K');
+}
+
+/** All probabilities at once (rows in the order of the returned files), for a submission. */
+async function probabilities(saved: { pth: string; info: ModelInfo }, ds: FilesDataset, args: ParsedArgs, tta: boolean): Promise<{ files: string[]; probs: Float32Array }> {
+  const files: string[] = [];
+  const parts: Float32Array[] = [];
+  let done = 0;
+  for await (const chunk of predictChunks(saved, ds.files, args, tta)) {
+    files.push(...chunk.files);
+    parts.push(chunk.probs);
+    done += chunk.files.length + chunk.skipped;
+    progressLine(done, ds.length);
+  }
   if (files.length === 0) throw new UsageError('none of the images could be read');
+  const probs = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    probs.set(p, at);
+    at += p.length;
+  }
   return { files, probs };
 }
 
@@ -62,21 +115,32 @@ export const predictCommand: CommandSpec = {
   },
   details: '<model> is the folder `train` wrote (holding model.pth and model.json), or the .pth file itself.',
   async run(args) {
-    const saved = await readModel(args.positionals[0]!);
     const files = collectImages(args.positionals.slice(1));
+    const saved = await readModel(args.positionals[0]!);
     const k = Math.min(num(args, 'top', 3, { min: 1, max: 1000, integer: true }), saved.info.classes.length);
-    const { files: kept, probs } = await probabilities(saved, new FilesDataset(files, files.map(() => -1), saved.info.classes), args, flag(args, 'tta'));
     const c = saved.info.classes.length;
     const threshold = saved.info.multiLabel ? (saved.info.threshold ?? 0.5) : null;
-    const rows = kept.map((file, i) => {
-      const ranked = saved.info.classes.map((label, j) => ({ label, p: probs[i * c + j]! })).sort((a, b) => b.p - a.p);
-      // A multi-label model gives every tag above its threshold (and --top more for context in JSON).
-      return threshold === null ? { file, top: ranked.slice(0, k) } : { file, tags: ranked.filter((t) => t.p > threshold).map((t) => t.label), top: ranked.slice(0, k) };
-    });
-    if (flag(args, 'json')) console.log(JSON.stringify(rows, null, 2));
-    else if (threshold !== null) for (const r of rows) console.log(`${r.file}\t${r.top.filter((t) => t.p > threshold).map((t) => `${t.label} ${t.p.toFixed(4)}`).join('\t') || `(no tag above ${threshold})`}`);
-    else for (const r of rows) console.log(`${r.file}\t${r.top.map((t) => `${t.label} ${t.p.toFixed(4)}`).join('\t')}`);
-    const skipped = files.length - kept.length;
+    const json = flag(args, 'json');
+    // Rows are printed as each chunk is done: a JSON array is opened first and closed last.
+    let printed = 0;
+    let skipped = 0;
+    if (json) process.stdout.write('[');
+    for await (const chunk of predictChunks(saved, files, args, flag(args, 'tta'))) {
+      skipped += chunk.skipped;
+      const lines = chunk.files.map((file, i) => {
+        const ranked = saved.info.classes.map((label, j) => ({ label, p: chunk.probs[i * c + j]! })).sort((a, b) => b.p - a.p);
+        // A multi-label model gives every tag above its threshold (and --top more for context in JSON).
+        const row = threshold === null ? { file, top: ranked.slice(0, k) } : { file, tags: ranked.filter((t) => t.p > threshold).map((t) => t.label), top: ranked.slice(0, k) };
+        if (json) return `${printed++ === 0 ? '' : ','}\n  ${JSON.stringify(row)}`;
+        printed++;
+        const shownTop = threshold === null ? row.top : row.top.filter((t) => t.p > threshold);
+        return `${shown(file)}\t${shownTop.map((t) => `${shown(t.label)} ${t.p.toFixed(4)}`).join('\t') || `(no tag above ${threshold})`}\n`;
+      });
+      progressLine(printed + skipped, files.length);
+      process.stdout.write(lines.join(''));
+    }
+    if (json) process.stdout.write('\n]\n');
+    if (printed === 0) throw new UsageError('none of the images could be read');
     if (skipped > 0) console.error(`${skipped} unreadable image(s) skipped`);
   },
 };
@@ -88,6 +152,7 @@ export const submitCommand: CommandSpec = {
   options: {
     out: { type: 'string', arg: 'FILE', help: 'the CSV to write', default: 'submission.csv' },
     labels: { type: 'boolean', help: 'one column with the predicted label instead of probabilities' },
+    'spreadsheet-safe': { type: 'boolean', help: "prefix ' to ids and labels that start with = + - @ (formulas in a spreadsheet); Kaggle needs them raw, so off by default" },
     'no-tta': { type: 'boolean', help: 'plain predictions instead of test-time augmentation' },
     ...PREDICTION_OPTIONS,
   },
@@ -102,7 +167,10 @@ export const submitCommand: CommandSpec = {
     claimFile(out, '--out');
     const { files, probs } = await probabilities(saved, ds, args, !flag(args, 'no-tta'));
     // A multi-label model writes its tags above the threshold chosen on validation (planet's id,tags).
-    await writeSubmission(out, files, probs, saved.info.classes, saved.info.multiLabel ? { tags: saved.info.threshold ?? 0.5 } : { labels: flag(args, 'labels') });
+    const safe = flag(args, 'spreadsheet-safe');
+    await writeSubmission(out, files, probs, saved.info.classes, { ...(saved.info.multiLabel ? { tags: saved.info.threshold ?? 0.5 } : { labels: flag(args, 'labels') }), spreadsheetSafe: safe });
+    const risky = files.map(imageId).concat(saved.info.classes).filter(looksLikeFormula);
+    if (risky.length > 0 && !safe) console.error(`warning: ${risky.length} id(s) or label(s) start with = + - or @ (e.g. ${shown(risky[0]!)}) and would run as formulas if the file is opened in a spreadsheet; written raw, as Kaggle needs them (--spreadsheet-safe quotes them)`);
     (out === '-' ? console.error : console.log)(`${files.length} rows written to ${out === '-' ? 'standard output' : out}${files.length < ds.length ? ` (${ds.length - files.length} unreadable image(s) skipped)` : ''}`);
   },
 };

@@ -3,7 +3,20 @@
 import { basename, extname } from 'node:path';
 import { writeFileAtomic } from '../util/files.js';
 
-const quote = (s: string): string => (/[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
+const quoteField = (s: string): string => (/[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
+
+/** A field a spreadsheet would take for a formula (OWASP's CSV injection list). */
+const FORMULA_START = /^[=+\-@\t\r]/;
+
+/** Whether a submission field would run as a formula when the file is opened in a spreadsheet. */
+export function looksLikeFormula(field: string): boolean {
+  return FORMULA_START.test(field);
+}
+
+/** The field as a spreadsheet shows it as text: a leading `'` before what would start a formula. */
+export function spreadsheetSafe(field: string): string {
+  return looksLikeFormula(field) ? `'${field}` : field;
+}
 
 /** The id Kaggle expects for an image: its file name without the extension. */
 export function imageId(file: string): string {
@@ -15,12 +28,26 @@ export function tagsOf(row: ArrayLike<number>, classes: string[], threshold: num
   return classes.map((t, k) => ({ t, p: Number(row[k]) })).filter((x) => x.p > threshold).sort((a, b) => b.p - a.p).map((x) => x.t);
 }
 
+/** How a submission is written. */
+export interface SubmissionOptions {
+  /** One column with the predicted label instead of probabilities. */
+  labels?: boolean;
+  /** Multi-label: the tags above this threshold, space-separated (planet's `id,tags`). */
+  tags?: number;
+  /**
+   * Prefix `'` to ids and labels that a spreadsheet would run as formulas (`=`, `+`, `-`,
+   * `@`). Off by default: Kaggle compares ids and labels exactly, so they are written raw.
+   */
+  spreadsheetSafe?: boolean;
+}
+
 /**
  * The submission as CSV text: `id` then one column per class, `id,label` with
  * `labels`, or (multi-label, planet-style) `id,tags` with the space-separated tags
  * above the `tags` threshold.
  */
-export function submissionCsv(files: string[], probs: ArrayLike<number>, classes: string[], { labels = false, tags }: { labels?: boolean; tags?: number } = {}): string {
+export function submissionCsv(files: string[], probs: ArrayLike<number>, classes: string[], { labels = false, tags, spreadsheetSafe: safe = false }: SubmissionOptions = {}): string {
+  const quote = (s: string): string => quoteField(safe ? spreadsheetSafe(s) : s);
   const c = classes.length;
   if (probs.length !== files.length * c) throw new Error(`submission: ${probs.length / c} rows of probabilities for ${files.length} images`);
   const lines = [tags !== undefined ? 'id,tags' : labels ? 'id,label' : ['id', ...classes.map(quote)].join(',')];
@@ -40,6 +67,6 @@ export function submissionCsv(files: string[], probs: ArrayLike<number>, classes
 }
 
 /** Writes the submission CSV atomically. */
-export async function writeSubmission(path: string, files: string[], probs: ArrayLike<number>, classes: string[], options: { labels?: boolean; tags?: number } = {}): Promise<void> {
+export async function writeSubmission(path: string, files: string[], probs: ArrayLike<number>, classes: string[], options: SubmissionOptions = {}): Promise<void> {
   await writeFileAtomic(path, submissionCsv(files, probs, classes, options));
 }

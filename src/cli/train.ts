@@ -3,7 +3,7 @@
 // activations, augmentation, unfreezing with differential rates and cycleMult 2,
 // optional progressive resizing, TTA — then the model, report, JSON and submission.
 import { existsSync } from 'node:fs';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { ConvLearner, type BaseFitOptions } from '../learn/conv-learner.js';
@@ -30,6 +30,8 @@ import { archArg, dataPath, LAYOUT_OPTIONS, loadData, MODEL_OPTIONS, sizeArg } f
 import { saveModel } from './model-file.js';
 import { claimFile, withOutput } from './outputs.js';
 import { writeSubmission } from './submission.js';
+import { readRegularFile } from '../util/read-files.js';
+import { shown } from '../util/shown.js';
 
 /** What the recipe needs, with the CLI's defaults filled in. */
 export interface RecipeSettings {
@@ -218,7 +220,7 @@ export async function shareCheckpoint<M extends { kind: string; fingerprint: str
   if (pg.rank === 0) {
     try {
       mine = await openCheckpoint<M>(out, command, fingerprint);
-      bytes = await readFile(checkpointFile(out));
+      bytes = await readRegularFile(checkpointFile(out));
     } catch (e) {
       pg.set('resume-error', (e as Error).message);
     }
@@ -274,7 +276,7 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
   const writer = pg === null || pg.rank === 0;
   let resume = settings.resume ? (pg && pg.worldSize > 1 ? await shareCheckpoint<RecipeMeta>(pg, out, 'train', settings.fingerprint) : await openCheckpoint<RecipeMeta>(out, 'train', settings.fingerprint)) : null;
   const report = new Report(out, `fastvision: ${basename(data.path)} (${arch})`, !writer);
-  say(`${data.trnDs.length} training, ${data.valDs?.length ?? 0} validation${data.testDs ? `, ${data.testDs.length} test` : ''} images; ${data.c} classes: ${data.classes.slice(0, 10).join(', ')}${data.c > 10 ? ', …' : ''}`);
+  say(`${data.trnDs.length} training, ${data.valDs?.length ?? 0} validation${data.testDs ? `, ${data.testDs.length} test` : ''} images; ${data.c} classes: ${data.classes.slice(0, 10).map((c) => shown(c)).join(', ')}${data.c > 10 ? ', …' : ''}`);
   if (!data.valDs || data.valDs.length === 0) throw new UsageError(`${data.path}: no validation images; the recipe needs a validation set (valid/ folder or --val-pct above 0)`);
   manualSeed(settings.seed);
   const counts = writer ? await addDataSection(report, data) : { trn: {}, val: null };

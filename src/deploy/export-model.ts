@@ -1,6 +1,5 @@
 // `model.pth` → `model.onnx` + `metadata.json`: the saved network rebuilt,
 // written as ONNX by our own exporter, with its deployment facts inside and beside it.
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadSavedNetwork, type SavedModel } from '../learn/saved-model.js';
 import type { Tensor } from '../torch/index.js';
@@ -8,6 +7,7 @@ import { ensureDir, writeFileAtomic } from '../util/files.js';
 import { exportOnnx } from './onnx-export.js';
 import { ModelProto, OPSET } from './onnx-proto.js';
 import { deployMetadata, metadataProps, type DeployMetadata } from './metadata.js';
+import { readRegularFile } from '../util/read-files.js';
 
 /** An exported model: the ONNX bytes and their metadata. */
 export interface ExportedModel {
@@ -51,7 +51,7 @@ export function onnxMetadata(bytes: Uint8Array): DeployMetadata | null {
 
 /** Reads an exported model's bytes and metadata: `metadata.json` beside it, else the file's own metadata_props. */
 export async function readExport(onnxPath: string): Promise<{ onnx: Uint8Array; metadata: DeployMetadata }> {
-  const onnx = new Uint8Array(await readFile(onnxPath));
+  const onnx = new Uint8Array(await readRegularFile(onnxPath));
   const metadata = onnxMetadata(onnx);
   if (metadata === null) throw new Error(`${onnxPath}: no fastvision metadata in this ONNX file`);
   return { onnx, metadata };

@@ -5,6 +5,7 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Transform as ByteCounter } from 'node:stream';
 import type { Transform } from '../vision/augment.js';
+import { isBmp } from '../vision/bmp.js';
 import { transformImages } from '../vision/loader.js';
 import { formImage, RequestError } from './form.js';
 import type { Predictor } from './predictor.js';
@@ -44,6 +45,7 @@ export function imageFormat(b: Uint8Array): string | null {
   if (b.length >= 12 && ascii(0, 4) === 'RIFF' && ascii(8, 12) === 'WEBP') return 'webp';
   if (b.length >= 4 && ((b[0] === 0x49 && b[1] === 0x49 && b[2] === 0x2a) || (b[0] === 0x4d && b[1] === 0x4d && b[3] === 0x2a))) return 'tiff';
   if (b.length >= 12 && ascii(4, 8) === 'ftyp' && /^(avif|avis|heic|heix|mif1)$/.test(ascii(8, 12))) return 'avif';
+  if (isBmp(b)) return 'bmp';
   return null;
 }
 
@@ -203,7 +205,7 @@ export async function startServer(predictor: Predictor, options: ServerOptions =
     const bytes = imageOf(req);
     if (bytes.length === 0) throw new RequestError(400, 'the image is empty');
     const format = imageFormat(bytes);
-    if (format === null) throw new RequestError(415, 'not an image: JPEG, PNG, WebP, GIF, TIFF or AVIF expected');
+    if (format === null) throw new RequestError(415, 'not an image: JPEG, PNG, WebP, GIF, TIFF, AVIF or BMP expected');
     const { data, errors } = await transformImages([bytes], transform, { numWorkers: decodeThreads });
     if (errors[0] !== null) throw new RequestError(400, `cannot read this ${format.toUpperCase()}: ${errors[0]}`);
     const probs = await batcher.submit(data);

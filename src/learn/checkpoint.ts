@@ -5,8 +5,8 @@
 // tensors are in the pickle; the rest is JSON in an extra record, with the
 // caller's own description of the run (`meta`) beside it.
 import { loadPth, optim, readPthExtras, savePth, Tensor, type PthValue, type PthWritable } from '../torch/index.js';
-import { readFile } from 'node:fs/promises';
 import type { EpochRecord, FitState } from './loop.js';
+import { readRegularFile } from '../util/read-files.js';
 
 const RECORD = 'fastvision-checkpoint.json';
 
@@ -56,7 +56,7 @@ function asTensorMap(v: PthValue | undefined, what: string): Map<string, Tensor>
  * that is not a fastvision checkpoint is refused.
  */
 export async function loadCheckpoint<M>(file: string): Promise<Checkpoint<M>> {
-  const buf = await readFile(file);
+  const buf = await readRegularFile(file);
   const record = readPthExtras(buf, file).get(RECORD);
   if (record === undefined) throw new Error(`${file} is not a fastvision checkpoint`);
   const parsed = JSON.parse(new TextDecoder().decode(record)) as { format?: string; version?: number; meta: M; fit: FitNumbers | null };

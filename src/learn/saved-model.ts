@@ -3,13 +3,13 @@
 // size, head) inside it, with the same description beside it as `model.json`.
 // Everything that uses a saved model — predict, export, serve — starts here.
 import { existsSync, statSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadStateDictFile, readPthExtras, savePth, type nn } from '../torch/index.js';
 import { ensureDir, writeFileAtomic } from '../util/files.js';
 import { ARCHS } from '../vision/models/archs.js';
 import { buildClassifier } from './head.js';
 import type { ConvLearner } from './conv-learner.js';
+import { readRegularFile } from '../util/read-files.js';
 
 /** A saved model that cannot be found or read, or does not describe itself: the message names the file. */
 export class ModelFileError extends Error {}
@@ -74,7 +74,7 @@ function checkInfo(info: ModelInfo, where: string): ModelInfo {
   };
   if (info === null || typeof info !== 'object') bad('not a fastvision model description');
   if (info.format !== 'fastvision-model') bad(`not a fastvision model description (format '${String(info.format)}')`);
-  if (typeof info.arch !== 'string' || !ARCHS[info.arch]) bad(`unknown architecture '${String(info.arch)}'`);
+  if (typeof info.arch !== 'string' || !Object.hasOwn(ARCHS, info.arch)) bad(`unknown architecture '${String(info.arch)}'`);
   if (!Array.isArray(info.classes) || info.classes.length < 2 || info.classes.some((c) => typeof c !== 'string')) bad('classes must be a list of at least two names');
   if (!Number.isInteger(info.size) || info.size < 8) bad(`size must be an integer of at least 8, got ${String(info.size)}`);
   if (!Array.isArray(info.xtraFc) || !Array.isArray(info.ps) || info.ps.length !== info.xtraFc.length + 1) bad('xtraFc and ps do not describe a head');
@@ -110,13 +110,13 @@ export async function readSavedModel(where: string): Promise<{ pth: string; info
   if (!existsSync(pth)) throw new ModelFileError(`no model weights at ${pth}`);
   let embedded: Uint8Array | undefined;
   try {
-    embedded = readPthExtras(await readFile(pth), pth).get(MODEL_INFO_RECORD);
+    embedded = readPthExtras(await readRegularFile(pth), pth).get(MODEL_INFO_RECORD);
   } catch (e) {
     if (!existsSync(json)) throw new ModelFileError(`${pth}: ${(e as Error).message.replace(`${pth}: `, '')}`);
   }
   if (embedded !== undefined) return { pth, info: parseInfo(new TextDecoder().decode(embedded), `${pth} (its description)`) };
   if (!existsSync(json)) throw new ModelFileError(`no model description at ${json} (fastvision writes it next to the .pth)`);
-  return { pth, info: parseInfo(await readFile(json, 'utf8'), json) };
+  return { pth, info: parseInfo((await readRegularFile(json)).toString('utf8'), json) };
 }
 
 

@@ -3,12 +3,21 @@
 import sharp from 'sharp';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
+import { shown } from '../util/shown.js';
 
 const CONFIG = { background: 'white', font: 'DejaVu Sans', view: { stroke: null }, axis: { labelFontSize: 11, titleFontSize: 12 }, title: { fontSize: 14 } };
 
-/** Renders a Vega-Lite spec to a PNG (2× scale, white background). */
+/** Every string in a spec with control characters written as escapes (they are not allowed in the SVG's XML). */
+function escapedStrings<T>(v: T): T {
+  if (typeof v === 'string') return shown(v) as T;
+  if (Array.isArray(v)) return v.map(escapedStrings) as T;
+  if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, escapedStrings(x)])) as T;
+  return v;
+}
+
+/** Renders a Vega-Lite spec to a PNG (2× scale, white background); labels are shown escaped. */
 export async function renderChart(spec: TopLevelSpec): Promise<Buffer> {
-  const full = { ...spec, config: { ...CONFIG, ...(spec.config ?? {}) } } as TopLevelSpec;
+  const full = { ...escapedStrings(spec), config: { ...CONFIG, ...(spec.config ?? {}) } } as TopLevelSpec;
   const view = new vega.View(vega.parse(compile(full).spec), { renderer: 'none' });
   try {
     const svg = await view.toSVG(2);

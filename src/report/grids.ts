@@ -1,6 +1,7 @@
 // Picture grids: image files or pixels with captions under each, composed into
 // one PNG by sharp.
 import sharp from 'sharp';
+import { shown } from '../util/shown.js';
 
 /** Raw interleaved RGB pixels. */
 export interface RgbPixels {
@@ -15,7 +16,8 @@ export interface Tile {
   caption: string[];
 }
 
-const escapeXml = (s: string): string => s.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`);
+// Control characters are not allowed in XML at all: they are shown as escapes first.
+const escapeXml = (s: string): string => shown(s).replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`);
 
 /**
  * Lays tiles out `cols` to a row, each image fitted into a `size`×`size` square

@@ -2,10 +2,11 @@
 // one self-contained page — images embedded, no scripts, no network.
 import { join, relative } from 'node:path';
 import { ensureDir, writeFileAtomic } from '../util/files.js';
+import { shown } from '../util/shown.js';
 
 type Section = { kind: 'picture'; title: string; file: string; png: Buffer; note?: string } | { kind: 'table'; title: string; headers: string[]; rows: (string | number)[][]; note?: string } | { kind: 'text'; title: string; text: string };
 
-const esc = (s: string): string => s.replace(/[<>&"]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;' })[c]!);
+const esc = (s: string): string => shown(s).replace(/[<>&"]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;' })[c]!);
 
 const cell = (v: string | number): string => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(4)) : esc(v));
 

@@ -2,11 +2,12 @@
 // decisions of the augmentations drawn from a seeded source, then the warp of
 // warp.ts (crop, lighting, normalization). Free of libtorch, so that loader
 // workers can import it.
-import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
+import { decodeBmp, isBmp } from './bmp.js';
 import { maxImagePixels, overLimitMessage } from './image-limits.js';
 import { decodeJpeg, exifOrientation, isJpeg, type RgbImage } from './jpeg.js';
 import { shrinkForTarget, uprightPixels, warp, warpMatrix, type CropType, type Normalization, type WarpPlan } from './warp.js';
+import { readRegularFile } from '../util/read-files.js';
 
 export type { CropType, Normalization } from './warp.js';
 
@@ -81,7 +82,7 @@ export class BadImageError extends Error {
 
 /** Decodes to RGB: shrunk towards `target` when allowed (training), at full resolution when `exact`. */
 async function decode(file: string | Buffer, target: number, maxPixels: number, exact: boolean): Promise<{ img: RgbImage; orientation: number }> {
-  const bytes = typeof file === 'string' ? await readFile(file) : file;
+  const bytes = typeof file === 'string' ? await readRegularFile(file) : file;
   if (bytes.length === 0) throw new Error('empty file');
   if (isJpeg(bytes)) {
     // A minimum side beyond any image: no shrinking at all.
@@ -89,6 +90,7 @@ async function decode(file: string | Buffer, target: number, maxPixels: number, 
     const img = decodeJpeg(bytes, min, min, maxPixels);
     if (img !== null) return { img, orientation: exifOrientation(bytes) };
   }
+  if (isBmp(bytes)) return { img: decodeBmp(bytes, maxPixels), orientation: 1 };
   // Other formats, CMYK JPEGs: sharp (orientation applied, first frame, RGB), big ones shrunk first.
   // sharp checks the same pixel limit from the header.
   const meta = await sharp(bytes, { pages: 1, limitInputPixels: false }).metadata();

@@ -15,6 +15,9 @@ import { ArrayDataset, csvRowCount, DataError, FilesDataset, getCvIdxs, scanCsv,
 import { DataLoader, type BadImagePolicy } from './loader.js';
 import { fastvisionHome } from './zoo.js';
 import type { Transforms } from './transforms.js';
+import { shown } from '../util/shown.js';
+import { readRegularFile } from '../util/read-files.js';
+import { bmpSize, isBmp } from './bmp.js';
 
 /** Options shared by the constructors. */
 export interface DataOptions {
@@ -119,10 +122,10 @@ export class ImageClassifierData {
    * `csvFile` (`id,label` with a header). `valIdxs` are the rows held out for
    * validation (default: a seeded random 20%, as `getCvIdxs`; `[]` for none).
    */
-  static async fromCsv(path: string, folder: string, csvFile: string, { valIdxs, suffix = '', multiLabel = 'auto', ...opts }: DataOptions & { valIdxs?: number[]; suffix?: string; multiLabel?: boolean | 'auto' } = {}): Promise<ImageClassifierData> {
+  static async fromCsv(path: string, folder: string, csvFile: string, { valIdxs, suffix = '', header = 'auto', multiLabel = 'auto', ...opts }: DataOptions & { valIdxs?: number[]; suffix?: string; header?: boolean | 'auto'; multiLabel?: boolean | 'auto' } = {}): Promise<ImageClassifierData> {
     const root = resolve(path);
-    const idxs = valIdxs ?? getCvIdxs(csvRowCount(root, csvFile));
-    const { trn, val, classes } = scanCsv(root, folder, csvFile, { valIdxs: idxs, suffix, multiLabel });
+    const idxs = valIdxs ?? getCvIdxs(csvRowCount(root, csvFile, { folder, suffix, header }));
+    const { trn, val, classes } = scanCsv(root, folder, csvFile, { valIdxs: idxs, suffix, header, multiLabel });
     const test = opts.testName ? scanTestFolder(root, opts.testName, classes) : null;
     return ImageClassifierData.build(root, trn, val, test, classes, opts);
   }
@@ -186,13 +189,15 @@ export class ImageClassifierData {
     const sizes = await mapLimit(ds.files, 16, async (file, i) => {
       if (ds.bad.has(i)) return null;
       try {
-        const m = await sharp(file).metadata();
+        const bytes = await readRegularFile(file);
+        if (isBmp(bytes)) return { file, ...bmpSize(bytes) };
+        const m = await sharp(bytes).metadata();
         if (!m.width || !m.height) throw new Error('no image size in its header');
         const swap = (m.orientation ?? 1) >= 5;
         return { file, width: swap ? m.height : m.width, height: swap ? m.width : m.height };
       } catch (e) {
         ds.bad.add(i);
-        warn(`warning: skipping unreadable image ${file}: ${(e as Error).message}`);
+        warn(`warning: skipping unreadable image ${shown(file)}: ${shown((e as Error).message)}`);
         return null;
       }
     });

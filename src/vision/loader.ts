@@ -8,6 +8,7 @@ import type { Transform } from './augment.js';
 import { ArrayDataset, FilesDataset, seededPermutation, type Dataset } from './dataset.js';
 import { maxImagePixels } from './image-limits.js';
 import { processBatch, type BatchReply, type BatchRequest } from './loader-worker.js';
+import { shown } from '../util/shown.js';
 
 /** A batch: inputs (N×C×H×W float, or N×features for array datasets), int64 labels, dataset indices. */
 export interface Batch {
@@ -308,7 +309,7 @@ export class DataLoader {
         const msg = `cannot read image ${ds.files[idx[i]!]}: ${reply.errors[i]}`;
         if (this.onBadImage === 'error') throw new Error(`${msg} (onBadImage: 'error')`);
         ds.bad.add(idx[i]!);
-        this.warn(`warning: skipping ${msg.replace(/^cannot read image /, 'unreadable image ')}`);
+        this.warn(`warning: skipping ${shown(msg.replace(/^cannot read image /, 'unreadable image '))}`);
       }
       const keep = idx.map((_, i) => i).filter((i) => reply.errors[i] === null);
       const compact = new Float32Array(keep.length * per);

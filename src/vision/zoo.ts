@@ -132,7 +132,8 @@ export async function fetchWeights(entry: ZooEntry, { progress: showProgress = t
  * path to a local `.pth` file (checked to exist).
  */
 export async function resolveWeights(nameOrPath: string, options: FetchOptions = {}): Promise<string> {
-  const entry = ZOO[nameOrPath];
+  // Own names only: `__proto__` or `toString` is a file name, not an entry.
+  const entry = Object.hasOwn(ZOO, nameOrPath) ? ZOO[nameOrPath] : undefined;
   if (entry !== undefined) return fetchWeights(entry, options);
   try {
     const s = await stat(nameOrPath);

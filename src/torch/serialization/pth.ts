@@ -1,6 +1,5 @@
 // PyTorch's `.pth` files (torch.save's zip format) in and out: state dicts with
 // torchvision's key names load as they are, and what we write loads in Python.
-import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { dtypeCode, dtypeSize, type DType } from '../dtype.js';
 import { native } from '../native.js';
@@ -24,6 +23,7 @@ import {
   type PickleWritable,
 } from './pickle.js';
 import { readZip, writeZip, ZipFormatError } from './zip.js';
+import { readRegularFile } from '../../util/read-files.js';
 
 const STORAGE_DTYPES: Record<string, DType> = {
   FloatStorage: 'float32',
@@ -144,7 +144,7 @@ class AllocationBudget {
 export async function loadPth(path: string): Promise<PthValue> {
   let buf: Buffer;
   try {
-    buf = await readFile(path);
+    buf = await readRegularFile(path);
   } catch (e) {
     throw new PthError(`cannot read ${path}: ${(e as Error).message}`);
   }

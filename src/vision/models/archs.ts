@@ -209,7 +209,7 @@ export type ArchLike = string | Arch | ((...args: never[]) => nn.Module);
 /** The Arch for a name, constructor or Arch; an unknown one is an error listing the known names. */
 export function archOf(a: ArchLike): Arch {
   if (typeof a === 'object') return a;
-  const found = typeof a === 'string' ? ARCHS[a] : BY_FUNCTION.get(a);
+  const found = typeof a === 'string' ? (Object.hasOwn(ARCHS, a) ? ARCHS[a] : undefined) : BY_FUNCTION.get(a);
   if (found === undefined) {
     throw new Error(`unknown architecture ${typeof a === 'string' ? `'${a}'` : (a.name || 'function')}; known: ${Object.keys(ARCHS).join(', ')}`);
   }
