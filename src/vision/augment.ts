@@ -6,7 +6,7 @@ import sharp from 'sharp';
 import { decodeBmp, isBmp } from './bmp.js';
 import { maxImagePixels, overLimitMessage } from './image-limits.js';
 import { decodeJpeg, exifOrientation, isJpeg, type RgbImage } from './jpeg.js';
-import { shrinkForTarget, uprightPixels, warp, warpMatrix, type CropType, type Normalization, type WarpPlan } from './warp.js';
+import { resizeAntialiased, shorterSideSize, uprightPixels, validationInput, warp, warpMatrix, type CropType, type Normalization, type WarpPlan } from './warp.js';
 import { readRegularFile } from '../util/read-files.js';
 
 export type { CropType, Normalization } from './warp.js';
@@ -109,9 +109,10 @@ async function decode(file: string | Buffer, target: number, maxPixels: number, 
 /**
  * Reads an image file and applies a transform: any format (JPEGs through
  * libjpeg-turbo, shrinking in the DCT domain; others through sharp, first frame
- * of animations), grey/CMYK/alpha to RGB, EXIF orientation, then scale,
- * rotation, flips and crop as one affine resampling (bilinear, mirrored borders,
- * as fast.ai's warps), lighting and normalization. Writes sz×sz×3 values into
+ * of animations), grey/CMYK/alpha to RGB, EXIF orientation, the shorter side
+ * resized as Pillow's antialiased bilinear does, then rotation, flips and crop as
+ * one affine resampling (bilinear, mirrored borders, as fast.ai's warps), lighting
+ * and normalization. Validation is exactly torchvision's Resize + CenterCrop. Writes sz×sz×3 values into
  * `out` at `offset`, channels-first (or channels-last when `nhwc`). An image that
  * declares more than `maxPixels` pixels is refused from its header.
  */
@@ -125,13 +126,15 @@ export async function loadTransformed(file: string | Buffer, t: Transform, rand:
   } catch (e) {
     throw new BadImageError(typeof file === 'string' ? file : 'image buffer', (e as Error).message);
   }
-  if (t.exact === true) {
-    // Exact decoding is full-size and stored as shot: turn it upright, then shrink it the
-    // portable way (the fast path shrank in the DCT domain), as a browser would from its upright bitmap.
-    const img = shrinkForTarget(uprightPixels(decoded.img, decoded.orientation), target);
-    warp(img, warpMatrix(p, t.crop, sz, target, img.width, img.height, 1), p, sz, t.stats, out, offset, nhwc);
+  const upright = uprightPixels(decoded.img, decoded.orientation);
+  if (t.exact === true && t.crop === 'center' && t.augs.length === 0 && t.maxZoom === 1) {
+    // Validation and prediction: torchvision's Resize + CenterCrop, reproducible anywhere.
+    validationInput(upright, sz, t.stats, out, offset, nhwc);
     return;
   }
-  const { img, orientation } = decoded;
-  warp(img, warpMatrix(p, t.crop, sz, target, img.width, img.height, orientation), p, sz, t.stats, out, offset, nhwc);
+  // Training: the shorter side to sz × zoom (or a squash to sz × sz) by the same
+  // antialiased resize as validation, then rotation, turns, flips and the crop at 1:1.
+  const size = t.crop === 'none' ? { width: sz, height: sz } : shorterSideSize(upright.width, upright.height, target);
+  const img = resizeAntialiased(upright, size.width, size.height);
+  warp(img, warpMatrix(p, t.crop, sz, target, img.width, img.height, 1), p, sz, t.stats, out, offset, nhwc);
 }

@@ -3,8 +3,9 @@
 // page): one affine map from output pixels to stored pixels — scale, rotation,
 // dihedral turns, flips, crop and EXIF orientation — sampled bilinearly with
 // mirrored borders as fast.ai's warps do, then lighting and normalization.
-// Validation (and deployment) uses it on fully decoded pixels, so that a page
-// that decodes the same image gets the same input, value for value.
+// Validation (and deployment) resizes fully decoded pixels as Pillow, torchvision
+// and ONNX's Resize do (antialiased bilinear), so other people's code can reproduce
+// the input a model was trained and validated on.
 
 /** Per-channel normalization of the input. */
 export interface Normalization {
@@ -133,62 +134,170 @@ export function uprightPixels(img: Pixels, orientation: number): Pixels {
   return { data: out, width: W, height: H, channels: 3 };
 }
 
+/** Fixed-point precision of the resize's weights, as Pillow's 8-bit resampler (32 - 8 - 2 bits). */
+const PRECISION_BITS = 22;
+
 /**
- * Shrinks an image by 8, 4 or 2 — the largest factor that keeps both sides at
- * least `target` — averaging each block of pixels (a block at the right or bottom
- * edge averages the pixels it has), as a JPEG decoder's DCT scaling does in
- * spirit. Bilinear sampling of a photo many times larger than the output would
- * alias; this prefilter, in exact integer arithmetic, is the same everywhere.
- * Returns RGB pixels (the input itself when no factor fits).
+ * Pillow's triangle-filter weights for resampling `inSize` samples to `outSize`:
+ * per output sample, the first input index, the count, and the weights in fixed point.
+ * The filter widens by the reduction factor (antialiasing), and near the borders the
+ * weights are renormalized over the samples that exist.
  */
-export function shrinkForTarget(img: Pixels, target: number): Pixels {
-  const ch = img.channels ?? 3;
-  let k = 1;
-  for (const f of [8, 4, 2]) {
-    if (Math.ceil(img.width / f) >= target && Math.ceil(img.height / f) >= target) {
-      k = f;
-      break;
+function resampleWeights(inSize: number, outSize: number): { first: Int32Array; count: Int32Array; weights: Int32Array; ksize: number } {
+  const scale = inSize / outSize;
+  const filterscale = Math.max(scale, 1);
+  const support = filterscale; // the triangle's support is 1, widened by filterscale
+  const ksize = Math.ceil(support) * 2 + 1;
+  const first = new Int32Array(outSize);
+  const count = new Int32Array(outSize);
+  const weights = new Int32Array(outSize * ksize);
+  const w = new Float64Array(ksize);
+  for (let xx = 0; xx < outSize; xx++) {
+    const center = (xx + 0.5) * scale;
+    // C's (int) cast truncates toward zero.
+    const xmin = Math.max(0, Math.trunc(center - support + 0.5));
+    const xmax = Math.min(inSize, Math.trunc(center + support + 0.5)) - xmin;
+    let total = 0;
+    for (let x = 0; x < xmax; x++) {
+      const t = Math.abs((x + xmin - center + 0.5) / filterscale);
+      w[x] = t < 1 ? 1 - t : 0;
+      total += w[x]!;
     }
-  }
-  if (k === 1) return img;
-  const w = Math.ceil(img.width / k);
-  const h = Math.ceil(img.height / k);
-  const out = new Uint8Array(w * h * 3);
-  const src = img.data;
-  for (let by = 0; by < h; by++) {
-    const y1 = Math.min(img.height, (by + 1) * k);
-    for (let bx = 0; bx < w; bx++) {
-      const x1 = Math.min(img.width, (bx + 1) * k);
-      let r = 0;
-      let g = 0;
-      let b = 0;
-      for (let y = by * k; y < y1; y++) {
-        for (let x = bx * k, i = (y * img.width + x) * ch; x < x1; x++, i += ch) {
-          r += src[i]!;
-          g += src[i + 1]!;
-          b += src[i + 2]!;
-        }
-      }
-      const n = (y1 - by * k) * (x1 - bx * k);
-      const o = (by * w + bx) * 3;
-      out[o] = Math.floor((r + (n >> 1)) / n);
-      out[o + 1] = Math.floor((g + (n >> 1)) / n);
-      out[o + 2] = Math.floor((b + (n >> 1)) / n);
+    for (let x = 0; x < xmax; x++) {
+      const k = total !== 0 ? w[x]! / total : w[x]!;
+      weights[xx * ksize + x] = Math.trunc(k < 0 ? -0.5 + k * (1 << PRECISION_BITS) : 0.5 + k * (1 << PRECISION_BITS));
     }
+    first[xx] = xmin;
+    count[xx] = xmax;
   }
-  return { data: out, width: w, height: h, channels: 3 };
+  return { first, count, weights, ksize };
+}
+
+/** A fixed-point sum back to a byte, clipped. */
+function clip8(v: number): number {
+  if (v >= 256 * (1 << PRECISION_BITS)) return 255;
+  if (v <= 0) return 0;
+  return Math.floor(v / (1 << PRECISION_BITS));
 }
 
 /**
- * fastvision's validation input from fully decoded, upright pixels: shrunk by
- * `shrinkForTarget`, the shorter side resized to `sz` (bilinear), the center
- * sz × sz crop, normalized; sz × sz × 3 values written into `out` (channels-first
- * unless `nhwc`). What `predict` feeds a model, and what the exported web page
- * computes in the browser.
+ * Resizes RGB(A) pixels to `width` × `height` RGB with an antialiased bilinear (triangle)
+ * filter, exactly as Pillow's `Image.resize(size, Image.BILINEAR)`: separable, the
+ * horizontal pass first, each pass in 22-bit fixed point rounded to bytes. torchvision's
+ * `Resize(antialias=True)` and ONNX's `Resize` (linear, `antialias=1`) compute the same
+ * filter in floating point, so they agree within a pixel value.
+ * @example
+ * const small = resizeAntialiased(upright, 85, 64); // a 340×256 photo to 85×64
+ */
+export function resizeAntialiased(img: Pixels, width: number, height: number): Pixels {
+  const ch = img.channels ?? 3;
+  const src = img.data;
+  const h = resampleWeights(img.width, width);
+  const v = resampleWeights(img.height, height);
+  // Only the input rows the vertical pass reads are resized horizontally.
+  const yFirst = v.first[0]!;
+  const yLast = v.first[height - 1]! + v.count[height - 1]!;
+  const rows = yLast - yFirst;
+  const half = 1 << (PRECISION_BITS - 1);
+  const tmp = new Uint8Array(width * rows * 3);
+  if (width !== img.width) {
+    for (let y = 0; y < rows; y++) {
+      const rowIn = (y + yFirst) * img.width;
+      for (let xx = 0; xx < width; xx++) {
+        const x0 = h.first[xx]!;
+        const n = h.count[xx]!;
+        const k = xx * h.ksize;
+        let r = half;
+        let g = half;
+        let b = half;
+        for (let x = 0; x < n; x++) {
+          const wgt = h.weights[k + x]!;
+          const i = (rowIn + x0 + x) * ch;
+          r += src[i]! * wgt;
+          g += src[i + 1]! * wgt;
+          b += src[i + 2]! * wgt;
+        }
+        const o = (y * width + xx) * 3;
+        tmp[o] = clip8(r);
+        tmp[o + 1] = clip8(g);
+        tmp[o + 2] = clip8(b);
+      }
+    }
+  } else {
+    for (let y = 0; y < rows; y++) {
+      for (let x = 0; x < width; x++) {
+        const i = ((y + yFirst) * img.width + x) * ch;
+        const o = (y * width + x) * 3;
+        tmp[o] = src[i]!;
+        tmp[o + 1] = src[i + 1]!;
+        tmp[o + 2] = src[i + 2]!;
+      }
+    }
+  }
+  if (height === img.height) return { data: tmp, width, height, channels: 3 };
+  const out = new Uint8Array(width * height * 3);
+  for (let yy = 0; yy < height; yy++) {
+    const y0 = v.first[yy]! - yFirst;
+    const n = v.count[yy]!;
+    const k = yy * v.ksize;
+    for (let x = 0; x < width; x++) {
+      let r = half;
+      let g = half;
+      let b = half;
+      for (let y = 0; y < n; y++) {
+        const wgt = v.weights[k + y]!;
+        const i = ((y0 + y) * width + x) * 3;
+        r += tmp[i]! * wgt;
+        g += tmp[i + 1]! * wgt;
+        b += tmp[i + 2]! * wgt;
+      }
+      const o = (yy * width + x) * 3;
+      out[o] = clip8(r);
+      out[o + 1] = clip8(g);
+      out[o + 2] = clip8(b);
+    }
+  }
+  return { data: out, width, height, channels: 3 };
+}
+
+/**
+ * The size torchvision's `Resize(size)` gives an image: the shorter side `size`, the
+ * longer one scaled and truncated (`int(size * long / short)`).
+ */
+export function shorterSideSize(width: number, height: number, size: number): { width: number; height: number } {
+  if (width <= height) return { width: size, height: Math.trunc((size * height) / width) };
+  return { width: Math.trunc((size * width) / height), height: size };
+}
+
+/** Python's round(): halves go to the even neighbour (torchvision's center crop uses it). */
+export function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * fastvision's validation input from fully decoded, upright pixels — what
+ * `transforms.Compose([Resize(sz), CenterCrop(sz), ToTensor(), Normalize(mean, std)])`
+ * computes on a PIL image: the shorter side resized to `sz` by `resizeAntialiased`,
+ * the center sz × sz crop (offsets rounded half to even), scaled to [0, 1] and
+ * normalized; sz × sz × 3 values written into `out` (channels-first unless `nhwc`).
+ * What `predict` and `serve` feed a model; the exported preprocessing graph computes it too.
  */
 export function validationInput(img: Pixels, sz: number, stats: Normalization, out: Float32Array = new Float32Array(sz * sz * 3), offset = 0, nhwc = false): Float32Array {
-  const small = shrinkForTarget(img, sz);
-  warp(small, warpMatrix(IDENTITY_PLAN, 'center', sz, sz, small.width, small.height, 1), IDENTITY_PLAN, sz, stats, out, offset, nhwc);
+  const size = shorterSideSize(img.width, img.height, sz);
+  const small = resizeAntialiased(img, size.width, size.height);
+  const top = roundHalfEven((size.height - sz) / 2);
+  const left = roundHalfEven((size.width - sz) / 2);
+  const lut = [0, 1, 2].map((c) => Float32Array.from({ length: 256 }, (_, v) => (v / 255 - stats.mean[c]!) / stats.std[c]!));
+  const plane = sz * sz;
+  const px = small.data;
+  for (let y = 0; y < sz; y++) {
+    for (let x = 0; x < sz; x++) {
+      const i = ((y + top) * size.width + x + left) * 3;
+      const o = y * sz + x;
+      for (let c = 0; c < 3; c++) out[offset + (nhwc ? o * 3 + c : c * plane + o)] = lut[c]![px[i + c]!]!;
+    }
+  }
   return out;
 }
 
