@@ -70,7 +70,8 @@ for (const [name, size] of ARCHS) {
     await saveNetwork(dir, model, { format: 'fastvision-model', version: 1, arch: name, classes: CLASSES, size, xtraFc: headSpec!.xtraFc, ps: headSpec!.ps });
     for (const t of model.stateDict().values()) t.dispose();
     const expected = await predictInProcess(dir, images);
-    const exported = await exportSavedModel(await readSavedModel(dir));
+    const exported = await exportSavedModel(await readSavedModel(dir), { preprocess: false });
+    assert.equal(exported.withPreprocessing, null);
     const probs = await runOnnx(exported.onnx, name, size, images);
     let worst = 0;
     let spread = 0;

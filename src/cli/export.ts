@@ -16,9 +16,12 @@ export const exportCommand: CommandSpec = {
     out: { type: 'string', arg: 'DIR', help: 'where model.onnx and metadata.json go', default: "the model's folder" },
     web: { type: 'string', arg: 'DIR', help: 'also write a static web page there (index.html, app, model, onnxruntime-web files)' },
     'no-fold-bn': { type: 'boolean', help: 'keep batch norms as nodes instead of folding them into the convolutions' },
+    'no-preprocess': { type: 'boolean', help: 'leave out model-preprocess.onnx, the graph that takes decoded pixels and does the resize, crop and normalization itself' },
   },
   details: [
-    'The ONNX file: input `image` float32 [N,3,size,size] (RGB, normalized as metadata.json says), output `probabilities` [N,classes]; opset 17.',
+    'model.onnx: input `image` float32 [N,3,size,size] (RGB, resized, cropped and normalized as metadata.json says), output `probabilities` [N,classes]; opset 17.',
+    'model-preprocess.onnx: input `pixels` uint8 [1,H,W,3] (decoded RGB of any size, upright), the same output: the resize (as Pillow), crop and',
+    '  normalization happen inside, so any decoder and runtime give fastvision predict\'s answer.',
     'examples:',
     '  fastvision export fastvision-out/dogscats                  # fastvision-out/dogscats/model.onnx + metadata.json',
     '  fastvision export fastvision-out/dogscats --web site/      # and a page: serve site/ with any static file server',
@@ -31,9 +34,11 @@ export const exportCommand: CommandSpec = {
     // Both outputs are claimed (checked writable, locked) before anything is written:
     // a --web that cannot be a folder must not leave a new model.onnx behind.
     const writeAll = async (): Promise<void> => {
-      const exported = await exportSavedModel(saved, { foldBatchNorm: !flag(args, 'no-fold-bn') });
+      const exported = await exportSavedModel(saved, { foldBatchNorm: !flag(args, 'no-fold-bn'), preprocess: !flag(args, 'no-preprocess') });
       const files = await writeExport(out, exported);
-      console.log(`${files.onnx} (${(exported.onnx.length / 2 ** 20).toFixed(1)} MiB, ${exported.nodes} nodes${exported.foldedBatchNorms > 0 ? `, ${exported.foldedBatchNorms} batch norms folded` : ''})\n${files.metadata}`);
+      console.log(`${files.onnx} (${(exported.onnx.length / 2 ** 20).toFixed(1)} MiB, ${exported.nodes} nodes${exported.foldedBatchNorms > 0 ? `, ${exported.foldedBatchNorms} batch norms folded` : ''})`);
+      if (files.withPreprocessing !== null) console.log(`${files.withPreprocessing} (takes uint8 pixels [1,H,W,3]; resize, crop and normalization inside)`);
+      console.log(files.metadata);
       if (webDir !== null) {
         const page = await writeWebApp(webDir, exported);
         console.log(`web page: ${page.index} (serve ${webDir} with any static file server, e.g. 'python3 -m http.server -d ${web}'; it works offline)`);

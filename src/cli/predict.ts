@@ -121,25 +121,32 @@ export const predictCommand: CommandSpec = {
     const c = saved.info.classes.length;
     const threshold = saved.info.multiLabel ? (saved.info.threshold ?? 0.5) : null;
     const json = flag(args, 'json');
-    // Rows are printed as each chunk is done: a JSON array is opened first and closed last.
+    // Rows are printed as each chunk is done. In JSON, one row is held back each time,
+    // so that every row but the last is printed with its separating comma.
     let printed = 0;
     let skipped = 0;
-    if (json) process.stdout.write('[');
+    let held: string | null = null;
+    if (json) console.log('[');
     for await (const chunk of predictChunks(saved, files, args, flag(args, 'tta'))) {
       skipped += chunk.skipped;
-      const lines = chunk.files.map((file, i) => {
+      const lines: string[] = [];
+      chunk.files.forEach((file, i) => {
         const ranked = saved.info.classes.map((label, j) => ({ label, p: chunk.probs[i * c + j]! })).sort((a, b) => b.p - a.p);
         // A multi-label model gives every tag above its threshold (and --top more for context in JSON).
         const row = threshold === null ? { file, top: ranked.slice(0, k) } : { file, tags: ranked.filter((t) => t.p > threshold).map((t) => t.label), top: ranked.slice(0, k) };
-        if (json) return `${printed++ === 0 ? '' : ','}\n  ${JSON.stringify(row)}`;
         printed++;
+        if (json) {
+          if (held !== null) lines.push(`${held},`);
+          held = `  ${JSON.stringify(row)}`;
+          return;
+        }
         const shownTop = threshold === null ? row.top : row.top.filter((t) => t.p > threshold);
-        return `${shown(file)}\t${shownTop.map((t) => `${shown(t.label)} ${t.p.toFixed(4)}`).join('\t') || `(no tag above ${threshold})`}\n`;
+        lines.push(`${shown(file)}\t${shownTop.map((t) => `${shown(t.label)} ${t.p.toFixed(4)}`).join('\t') || `(no tag above ${threshold})`}`);
       });
       progressLine(printed + skipped, files.length);
-      process.stdout.write(lines.join(''));
+      if (lines.length > 0) console.log(lines.join('\n'));
     }
-    if (json) process.stdout.write('\n]\n');
+    if (json) console.log(held === null ? ']' : `${held as string}\n]`);
     if (printed === 0) throw new UsageError('none of the images could be read');
     if (skipped > 0) console.error(`${skipped} unreadable image(s) skipped`);
   },

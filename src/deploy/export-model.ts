@@ -5,42 +5,57 @@ import { loadSavedNetwork, type SavedModel } from '../learn/saved-model.js';
 import type { Tensor } from '../torch/index.js';
 import { ensureDir, writeFileAtomic } from '../util/files.js';
 import { exportOnnx } from './onnx-export.js';
-import { ModelProto, OPSET } from './onnx-proto.js';
+import { ModelProto, OPSET, PREPROCESS_OPSET } from './onnx-proto.js';
 import { deployMetadata, metadataProps, type DeployMetadata } from './metadata.js';
 import { readRegularFile } from '../util/read-files.js';
 
 /** An exported model: the ONNX bytes and their metadata. */
 export interface ExportedModel {
   onnx: Uint8Array;
+  /** The same network behind the preprocessing: uint8 pixels [1, H, W, 3] in (null when not asked for). */
+  withPreprocessing: Uint8Array | null;
   metadata: DeployMetadata;
   nodes: number;
   foldedBatchNorms: number;
 }
 
-/** Exports a saved model as ONNX (batch norms folded into convolutions unless told otherwise). */
-export async function exportSavedModel(saved: SavedModel, { foldBatchNorm = true }: { foldBatchNorm?: boolean } = {}): Promise<ExportedModel> {
+/**
+ * Exports a saved model as ONNX (batch norms folded into convolutions unless told
+ * otherwise), and unless `preprocess` is false a second graph with the preprocessing inside.
+ */
+export async function exportSavedModel(saved: SavedModel, { foldBatchNorm = true, preprocess = true }: { foldBatchNorm?: boolean; preprocess?: boolean } = {}): Promise<ExportedModel> {
   const net = await loadSavedNetwork(saved);
-  const metadata = deployMetadata(saved.info, { opset: OPSET, foldedBatchNorm: foldBatchNorm });
-  const { bytes, nodes, foldedBatchNorms } = exportOnnx(net, {
-    inputShape: [3, saved.info.size, saved.info.size],
+  const metadata = deployMetadata(saved.info, { opset: OPSET, foldedBatchNorm: foldBatchNorm, preprocessOpset: preprocess ? PREPROCESS_OPSET : null });
+  const options = {
+    inputShape: [3, saved.info.size, saved.info.size] as [number, number, number],
     foldBatchNorm,
-    probabilities: saved.info.multiLabel ? 'sigmoid' : true,
+    probabilities: saved.info.multiLabel ? ('sigmoid' as const) : true,
     metadata: metadataProps(metadata),
     docString: `fastvision ${saved.info.arch} classifier: ${saved.info.classes.length} classes (${saved.info.classes.slice(0, 5).join(', ')}${saved.info.classes.length > 5 ? ', …' : ''})`,
-  });
-  for (const t of net.stateDict().values()) t.dispose();
-  return { onnx: bytes, metadata, nodes, foldedBatchNorms };
+  };
+  try {
+    const { bytes, nodes, foldedBatchNorms } = exportOnnx(net, options);
+    const withPreprocessing = preprocess ? exportOnnx(net, { ...options, preprocess: { mean: metadata.input.mean, std: metadata.input.std } }).bytes : null;
+    return { onnx: bytes, withPreprocessing, metadata, nodes, foldedBatchNorms };
+  } finally {
+    for (const t of net.stateDict().values()) t.dispose();
+  }
 }
 
-/** Writes `model.onnx` and `metadata.json` into `dir` (created), each atomically; returns their paths. */
-export async function writeExport(dir: string, e: ExportedModel): Promise<{ onnx: string; metadata: string }> {
+/** Writes `model.onnx`, `model-preprocess.onnx` (when exported) and `metadata.json` into `dir` (created), each atomically; returns their paths. */
+export async function writeExport(dir: string, e: ExportedModel): Promise<{ onnx: string; withPreprocessing: string | null; metadata: string }> {
   ensureDir(dir);
   const onnx = join(dir, 'model.onnx');
   const metadata = join(dir, 'metadata.json');
   await writeFileAtomic(onnx, e.onnx);
+  const withPreprocessing = e.withPreprocessing === null ? null : join(dir, PREPROCESS_FILE);
+  if (withPreprocessing !== null) await writeFileAtomic(withPreprocessing, e.withPreprocessing!);
   await writeFileAtomic(metadata, `${JSON.stringify(e.metadata, null, 2)}\n`);
-  return { onnx, metadata };
+  return { onnx, withPreprocessing, metadata };
 }
+
+/** The file name of the graph with the preprocessing inside. */
+export const PREPROCESS_FILE = 'model-preprocess.onnx';
 
 /** The deployment metadata inside an ONNX file written by fastvision (its metadata_props), or null. */
 export function onnxMetadata(bytes: Uint8Array): DeployMetadata | null {

@@ -1,5 +1,5 @@
 // What a deployed model needs besides its weights: the labels and the exact
-// preprocessing (size, shrink, resize, crop, normalization), as `metadata.json`
+// preprocessing (size, resize, crop, normalization), as `metadata.json`
 // beside `model.onnx` and as the ONNX file's own metadata_props, so that a
 // downstream tool needs only the one file.
 import type { ModelInfo } from '../learn/saved-model.js';
@@ -9,7 +9,8 @@ import { archOf } from '../vision/models/archs.js';
 /** What `metadata.json` holds. */
 export interface DeployMetadata {
   format: 'fastvision-onnx';
-  version: 1;
+  /** 2: validation resizes as torchvision (antialiased); 1 (before): a box shrink then bilinear. */
+  version: 2;
   /** The fastvision version that exported the model. */
   fastvision: string;
   arch: string;
@@ -27,28 +28,39 @@ export interface DeployMetadata {
   preprocessing: {
     /** EXIF orientation is applied first. */
     orientation: 'exif';
-    /** Shrink by 8, 4 or 2 — the largest factor keeping both sides ≥ size — averaging pixel blocks. */
-    shrink: 'box, largest of 8/4/2 keeping both sides >= size';
-    /** The shorter side resized to `size`, bilinear, mirrored borders. */
-    resize: 'shorter side to size, bilinear';
+    /** The shorter side to `size`, the longer `floor(size * long / short)`, by an antialiased bilinear (triangle) filter. */
+    resize: typeof RESIZE;
+    /** The center `size` × `size`, offsets rounded half to even. */
     crop: 'center';
+    /** The same in torchvision's words, on a PIL image. */
+    torchvision: string;
   };
+  /** The second graph, which takes decoded pixels and does all of the above itself. */
+  withPreprocessing: { file: 'model-preprocess.onnx'; input: { name: 'pixels'; type: 'uint8'; shape: [1, 'height', 'width', 3] }; opset: number } | null;
   /** Softmax over classes; multi-label models: a sigmoid per tag, tags kept above `threshold`. */
   output: { name: 'probabilities'; classes: number; activation: 'softmax' | 'sigmoid'; threshold?: number };
   onnx: { opset: number; foldedBatchNorm: boolean };
 }
 
+const RESIZE = 'shorter side to size, longer side truncated; antialiased bilinear as PIL Image.resize(BILINEAR), torchvision Resize(antialias=True), ONNX Resize(mode=linear, antialias=1)';
+
 /** The deployment metadata of a saved model. */
-export function deployMetadata(info: ModelInfo, { opset, foldedBatchNorm }: { opset: number; foldedBatchNorm: boolean }): DeployMetadata {
+export function deployMetadata(info: ModelInfo, { opset, foldedBatchNorm, preprocessOpset = null }: { opset: number; foldedBatchNorm: boolean; preprocessOpset?: number | null }): DeployMetadata {
   const arch = archOf(info.arch);
   return {
     format: 'fastvision-onnx',
-    version: 1,
+    version: 2,
     fastvision: fastvisionVersion(),
     arch: info.arch,
     labels: [...info.classes],
     input: { name: 'image', layout: 'NCHW', channels: 'RGB', size: info.size, mean: [...arch.stats.mean], std: [...arch.stats.std] },
-    preprocessing: { orientation: 'exif', shrink: 'box, largest of 8/4/2 keeping both sides >= size', resize: 'shorter side to size, bilinear', crop: 'center' },
+    preprocessing: {
+      orientation: 'exif',
+      resize: RESIZE,
+      crop: 'center',
+      torchvision: `Compose([Resize(${info.size}), CenterCrop(${info.size}), ToTensor(), Normalize(mean=${JSON.stringify(arch.stats.mean)}, std=${JSON.stringify(arch.stats.std)})])`,
+    },
+    withPreprocessing: preprocessOpset === null ? null : { file: 'model-preprocess.onnx', input: { name: 'pixels', type: 'uint8', shape: [1, 'height', 'width', 3] }, opset: preprocessOpset },
     output: info.multiLabel ? { name: 'probabilities', classes: info.classes.length, activation: 'sigmoid', threshold: info.threshold ?? 0.5 } : { name: 'probabilities', classes: info.classes.length, activation: 'softmax' },
     onnx: { opset, foldedBatchNorm },
   };
@@ -64,8 +76,8 @@ export function metadataProps(m: DeployMetadata): Record<string, string> {
     input_size: String(m.input.size),
     mean: JSON.stringify(m.input.mean),
     std: JSON.stringify(m.input.std),
-    shrink: m.preprocessing.shrink,
     resize: m.preprocessing.resize,
+    torchvision: m.preprocessing.torchvision,
     crop: m.preprocessing.crop,
   };
 }

@@ -9,7 +9,10 @@ import { DenseBlock, DenseLayer } from '../vision/models/densenet.js';
 import { BasicConv2d, InceptionA, InceptionB, InceptionC, InceptionD, InceptionE } from '../vision/models/inception.js';
 import { InvertedResidual } from '../vision/models/mobilenet.js';
 import { BasicBlock, Bottleneck } from '../vision/models/resnet.js';
-import { FloatAttr, OnnxGraph, type Value } from './onnx-graph.js';
+import type { Normalization } from '../vision/warp.js';
+import { FloatAttr, OnnxGraph, type TypedValue, type Value } from './onnx-graph.js';
+import { addPreprocessing } from './onnx-preprocess.js';
+import { OPSET, PREPROCESS_OPSET } from './onnx-proto.js';
 
 type Pair = number | [number, number];
 const pair = (p: Pair | undefined, dflt: number): [number, number] => (p === undefined ? [dflt, dflt] : typeof p === 'number' ? [p, p] : p);
@@ -340,6 +343,12 @@ export interface OnnxExportOptions {
   inputName?: string;
   outputName?: string;
   docString?: string;
+  /**
+   * Put the validation transform inside the graph: the input is then uint8 RGB pixels
+   * [1, H, W, 3] of any size (named `pixels`), resized, cropped and normalized as
+   * `validationInput` does (opset 18).
+   */
+  preprocess?: Normalization;
 }
 
 /**
@@ -348,10 +357,20 @@ export interface OnnxExportOptions {
  * [N, C, H, W] with a dynamic batch, one output `probabilities` [N, classes].
  * Throws an OnnxExportError naming any module it has no rule for.
  */
-export function exportOnnx(model: nn.Module, { inputShape, foldBatchNorm = true, probabilities = true, metadata = {}, inputName = 'image', outputName = 'probabilities', docString = '' }: OnnxExportOptions): { bytes: Uint8Array; nodes: number; foldedBatchNorms: number } {
+export function exportOnnx(model: nn.Module, { inputShape, foldBatchNorm = true, probabilities = true, metadata = {}, inputName, outputName = 'probabilities', docString = '', preprocess }: OnnxExportOptions): { bytes: Uint8Array; nodes: number; foldedBatchNorms: number } {
   const g = new OnnxGraph();
-  const input: Value = { name: g.unique(inputName), shape: inputShape };
-  let out = new Emitter(g).emit(model, input, '');
+  let input: Value | TypedValue;
+  let first: Value;
+  if (preprocess !== undefined) {
+    if (inputShape[1] !== inputShape[2] || inputShape[0] !== 3) throw new OnnxExportError(`preprocessing inside the graph needs a square RGB input, not [${inputShape.join(', ')}]`);
+    const pre = addPreprocessing(g, inputShape[1], preprocess, inputName ?? 'pixels');
+    input = pre.input;
+    first = pre.output;
+  } else {
+    input = { name: g.unique(inputName ?? 'image'), shape: inputShape };
+    first = input;
+  }
+  let out = new Emitter(g).emit(model, first, '');
   const last = g.nodes[g.nodes.length - 1];
   if (probabilities === 'sigmoid') {
     out = { name: g.node('Sigmoid', [out.name], {}, 'probabilities'), shape: out.shape };
@@ -366,6 +385,6 @@ export function exportOnnx(model: nn.Module, { inputShape, foldBatchNorm = true,
   for (const n of g.nodes) n.inputs = n.inputs.map((i) => (i === out.name ? outputName : i));
   out = { name: outputName, shape: out.shape };
   const folded = foldBatchNorm ? g.foldBatchNorms([out.name]) : 0;
-  const bytes = g.encode({ input, output: out, metadata, docString });
+  const bytes = g.encode({ input, output: out, metadata, docString, opset: preprocess !== undefined ? PREPROCESS_OPSET : OPSET });
   return { bytes, nodes: g.nodes.length, foldedBatchNorms: folded };
 }

@@ -9,6 +9,13 @@ export interface Value {
   shape: number[];
 }
 
+/** A graph input or output other than a float tensor with a dynamic batch: its element type and dims (a string is a named dynamic dim). */
+export interface TypedValue {
+  name: string;
+  elemType: number;
+  dims: (number | string)[];
+}
+
 /** A float attribute (plain numbers are ints). */
 export class FloatAttr {
   constructor(readonly value: number) {}
@@ -120,18 +127,18 @@ export class OnnxGraph {
     return folded;
   }
 
-  /** The graph as the bytes of an ONNX model with one float input [N, ...inputShape] and one output. */
-  encode({ input, output, metadata, name = 'fastvision', producerVersion = '0.1.0', docString = '' }: { input: Value; output: Value; metadata: Record<string, string>; name?: string; producerVersion?: string; docString?: string }): Uint8Array {
+  /** The graph as the bytes of an ONNX model with one input (a Value is float [N, ...shape]) and one output. */
+  encode({ input, output, metadata, name = 'fastvision', producerVersion = '0.1.0', docString = '', opset = OPSET }: { input: Value | TypedValue; output: Value; metadata: Record<string, string>; name?: string; producerVersion?: string; docString?: string; opset?: number }): Uint8Array {
     const attr = (key: string, v: Attr): Record<string, unknown> => {
       if (v instanceof FloatAttr) return { name: key, type: AttributeType.FLOAT, f: v.value };
       if (typeof v === 'number') return { name: key, type: AttributeType.INT, i: v };
       if (typeof v === 'string') return { name: key, type: AttributeType.STRING, s: new TextEncoder().encode(v) };
       return { name: key, type: AttributeType.INTS, ints: v };
     };
-    const valueInfo = (v: Value): Record<string, unknown> => ({
-      name: v.name,
-      type: { tensor_type: { elem_type: DataType.FLOAT, shape: { dim: [{ dim_param: 'N' }, ...v.shape.map((d) => ({ dim_value: d }))] } } },
-    });
+    const valueInfo = (v: Value | TypedValue): Record<string, unknown> => {
+      const [elemType, dims] = 'elemType' in v ? [v.elemType, v.dims] : [DataType.FLOAT, ['N', ...v.shape]];
+      return { name: v.name, type: { tensor_type: { elem_type: elemType, shape: { dim: dims.map((d) => (typeof d === 'string' ? { dim_param: d } : { dim_value: d })) } } } };
+    };
     const initializer = [...this.initializers].map(([n, t]) =>
       t.float
         ? { name: n, dims: t.dims, data_type: DataType.FLOAT, raw_data: new Uint8Array(t.float.buffer, t.float.byteOffset, t.float.byteLength) }
@@ -142,7 +149,7 @@ export class OnnxGraph {
       producer_name: 'fastvision',
       producer_version: producerVersion,
       doc_string: docString,
-      opset_import: [{ domain: '', version: OPSET }],
+      opset_import: [{ domain: '', version: opset }],
       metadata_props: Object.entries(metadata).map(([key, value]) => ({ key, value })),
       graph: {
         name,

@@ -105,7 +105,7 @@ const root = protobuf.parse(SCHEMA, { keepCase: true }).root;
 export const ModelProto = root.lookupType('onnx.ModelProto');
 
 /** ONNX tensor element types used here. */
-export const DataType = { FLOAT: 1, INT64: 7 } as const;
+export const DataType = { FLOAT: 1, UINT8: 2, INT64: 7, DOUBLE: 11 } as const;
 
 /** ONNX attribute kinds used here. */
 export const AttributeType = { FLOAT: 1, INT: 2, STRING: 3, FLOATS: 6, INTS: 7 } as const;
@@ -113,3 +113,5 @@ export const AttributeType = { FLOAT: 1, INT: 2, STRING: 3, FLOATS: 6, INTS: 7 }
 /** The IR version written (ONNX 1.12) and the default opset of the standard domain. */
 export const IR_VERSION = 8;
 export const OPSET = 17;
+/** The opset of the graph with preprocessing inside (the resize is built from MatMul and elementwise ops, so opset 17 does). */
+export const PREPROCESS_OPSET = 17;

@@ -107,6 +107,21 @@ async function decode(file: string | Buffer, target: number, maxPixels: number, 
 }
 
 /**
+ * The fully decoded pixels of an image, turned upright (EXIF orientation), RGB: what
+ * the validation transform starts from, and what the exported graph with preprocessing
+ * takes as its input. Throws a BadImageError naming the file.
+ */
+export async function decodeUpright(file: string | Buffer, maxPixels = maxImagePixels()): Promise<RgbImage> {
+  try {
+    const { img, orientation } = await decode(file, 0, maxPixels, true);
+    const up = uprightPixels(img, orientation);
+    return { data: up.data as Uint8Array, width: up.width, height: up.height };
+  } catch (e) {
+    throw new BadImageError(typeof file === 'string' ? file : 'image buffer', (e as Error).message);
+  }
+}
+
+/**
  * Reads an image file and applies a transform: any format (JPEGs through
  * libjpeg-turbo, shrinking in the DCT domain; others through sharp, first frame
  * of animations), grey/CMYK/alpha to RGB, EXIF orientation, the shorter side
