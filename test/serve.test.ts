@@ -184,7 +184,8 @@ test('--runtime onnx serves the exported model.onnx without libtorch, with the s
       assert.equal(res.status, 200, out);
       assertLike((await res.json()) as Answer, f);
     }
-    assert.equal(((await (await fetch(`${url}/healthz`)).json()) as { runtime: string }).runtime, 'onnx');
+    const health = (await (await fetch(`${url}/healthz`)).json()) as { runtime: string; preprocessing: string };
+    assert.deepEqual([health.runtime, health.preprocessing], ['onnx', 'in the ONNX graph'], 'model-preprocess.onnx beside model.onnx does the preprocessing');
     const busy = spawnSync(process.execPath, [bin, 'serve', modelDir, '--port', String(port)], { encoding: 'utf8', timeout: 60_000 });
     assert.equal(busy.status, 2);
     assert.match(busy.stderr.trim(), new RegExp(`^fastvision serve: cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE$`));

@@ -4,7 +4,7 @@
 import { dirname, resolve } from 'node:path';
 import { exportSavedModel, writeExport } from '../deploy/export-model.js';
 import { writeWebApp } from '../deploy/web.js';
-import { flag, str, type CommandSpec } from './args.js';
+import { flag, str, UsageError, type CommandSpec } from './args.js';
 import { readModel } from './model-file.js';
 import { withOutput } from './outputs.js';
 
@@ -31,6 +31,7 @@ export const exportCommand: CommandSpec = {
     const out = resolve(str(args, 'out', dirname(saved.pth)));
     const web = str(args, 'web');
     const webDir = web === undefined ? null : resolve(web);
+    if (webDir !== null && flag(args, 'no-preprocess')) throw new UsageError('--web needs model-preprocess.onnx (the page runs it): leave out --no-preprocess');
     // Both outputs are claimed (checked writable, locked) before anything is written:
     // a --web that cannot be a folder must not leave a new model.onnx behind.
     const writeAll = async (): Promise<void> => {

@@ -1,7 +1,7 @@
 // `fastvision serve`: a saved model behind an HTTP API and the web page.
 import { existsSync, statSync } from 'node:fs';
-import { join } from 'node:path';
-import { exportSavedModel, readExport } from '../deploy/export-model.js';
+import { dirname, join } from 'node:path';
+import { exportSavedModel, isPreprocessGraph, PREPROCESS_FILE, readExport } from '../deploy/export-model.js';
 import { libtorchPredictor, onnxPredictor, type Predictor } from '../deploy/predictor.js';
 import { parseOrigin } from '../deploy/request-guard.js';
 import { startServer } from '../deploy/server.js';
@@ -9,21 +9,31 @@ import { drainOnSignals } from '../util/cleanup.js';
 import { choice, num, str, UsageError, type CommandSpec } from './args.js';
 import { readModel } from './model-file.js';
 
-/** The predictor for what the user named: a saved model (libtorch, or exported in memory for onnx) or an exported model.onnx. */
+/**
+ * The predictor for what the user named: a saved model (libtorch, or exported in memory
+ * for onnx), or an exported model.onnx / model-preprocess.onnx. With --runtime onnx the
+ * graph with the preprocessing inside is used whenever there is one.
+ */
 async function predictorFor(where: string, runtime: 'libtorch' | 'onnx'): Promise<Predictor> {
-  const onnxFile = where.endsWith('.onnx') ? where : existsSync(where) && statSync(where).isDirectory() && existsSync(join(where, 'model.onnx')) && !existsSync(join(where, 'model.pth')) ? join(where, 'model.onnx') : null;
+  const isDir = existsSync(where) && statSync(where).isDirectory();
+  const onnxFile = where.endsWith('.onnx') ? where : isDir && existsSync(join(where, 'model.onnx')) && !existsSync(join(where, 'model.pth')) ? join(where, 'model.onnx') : null;
   if (onnxFile !== null) {
     if (runtime !== 'onnx') throw new UsageError(`${where}: an ONNX model; serve it with --runtime onnx`);
     if (!existsSync(onnxFile)) throw new UsageError(`no such model: ${onnxFile}`);
     const { onnx, metadata } = await readExport(onnxFile).catch((e: Error) => {
       throw new UsageError(e.message);
     });
-    return onnxPredictor(onnx, metadata);
+    if (isPreprocessGraph(onnx)) return onnxPredictor(null, metadata, { withPreprocessing: onnx });
+    // model-preprocess.onnx beside model.onnx, when the export wrote one.
+    const beside = join(dirname(onnxFile), PREPROCESS_FILE);
+    const withPreprocessing = metadata.withPreprocessing && existsSync(beside) ? (await readExport(beside)).onnx : null;
+    if (withPreprocessing === null) console.error(`note: no ${PREPROCESS_FILE} beside ${onnxFile}: images are preprocessed by fastvision, then run through model.onnx`);
+    return onnxPredictor(onnx, metadata, { withPreprocessing });
   }
   const saved = await readModel(where);
   if (runtime === 'libtorch') return libtorchPredictor(saved);
   const exported = await exportSavedModel(saved);
-  return onnxPredictor(exported.onnx, exported.metadata);
+  return onnxPredictor(exported.onnx, exported.metadata, { withPreprocessing: exported.withPreprocessing });
 }
 
 export const serveCommand: CommandSpec = {

@@ -57,6 +57,12 @@ export async function writeExport(dir: string, e: ExportedModel): Promise<{ onnx
 /** The file name of the graph with the preprocessing inside. */
 export const PREPROCESS_FILE = 'model-preprocess.onnx';
 
+/** Whether an ONNX file is a graph with the preprocessing inside (its input is `pixels`). */
+export function isPreprocessGraph(bytes: Uint8Array): boolean {
+  const m = ModelProto.toObject(ModelProto.decode(bytes)) as { graph?: { input?: { name: string }[] } };
+  return m.graph?.input?.[0]?.name === 'pixels';
+}
+
 /** The deployment metadata inside an ONNX file written by fastvision (its metadata_props), or null. */
 export function onnxMetadata(bytes: Uint8Array): DeployMetadata | null {
   const m = ModelProto.toObject(ModelProto.decode(bytes)) as { metadata_props?: { key: string; value: string }[] };

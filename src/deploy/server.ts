@@ -6,7 +6,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { Transform as ByteCounter } from 'node:stream';
 import type { Transform } from '../vision/augment.js';
 import { isBmp } from '../vision/bmp.js';
-import { transformImages } from '../vision/loader.js';
+import { decodeImage, transformImages } from '../vision/loader.js';
 import { formImage, RequestError } from './form.js';
 import type { Predictor } from './predictor.js';
 import { RequestGuard } from './request-guard.js';
@@ -195,7 +195,7 @@ export async function startServer(predictor: Predictor, options: ServerOptions =
   }
   app.get('/metadata.json', async () => meta);
   app.get('/metadata', async () => meta);
-  app.get('/healthz', async () => ({ status: 'ok', arch: meta.arch, runtime: predictor.runtime, classes, ...batcher.stats }));
+  app.get('/healthz', async () => ({ status: 'ok', arch: meta.arch, runtime: predictor.runtime, preprocessing: predictor.runPixels !== undefined ? 'in the ONNX graph' : 'fastvision', classes, ...batcher.stats }));
 
   const imageOf = (req: FastifyRequest): Uint8Array => {
     if (!Buffer.isBuffer(req.body)) throw new RequestError(415, 'send an image as the request body (image/jpeg, image/png, …) or as a multipart form file');
@@ -206,9 +206,17 @@ export async function startServer(predictor: Predictor, options: ServerOptions =
     if (bytes.length === 0) throw new RequestError(400, 'the image is empty');
     const format = imageFormat(bytes);
     if (format === null) throw new RequestError(415, 'not an image: JPEG, PNG, WebP, GIF, TIFF, AVIF or BMP expected');
-    const { data, errors } = await transformImages([bytes], transform, { numWorkers: decodeThreads });
-    if (errors[0] !== null) throw new RequestError(400, `cannot read this ${format.toUpperCase()}: ${errors[0]}`);
-    const probs = await batcher.submit(data);
+    let probs: Float32Array;
+    if (predictor.runPixels !== undefined) {
+      // The exported graph preprocesses decoded pixels itself: one preprocessing, the exported one.
+      const img = await decodeImage(bytes, { numWorkers: decodeThreads });
+      if ('error' in img) throw new RequestError(400, `cannot read this ${format.toUpperCase()}: ${img.error}`);
+      probs = await predictor.runPixels(img.pixels, img.height, img.width);
+    } else {
+      const { data, errors } = await transformImages([bytes], transform, { numWorkers: decodeThreads });
+      if (errors[0] !== null) throw new RequestError(400, `cannot read this ${format.toUpperCase()}: ${errors[0]}`);
+      probs = await batcher.submit(data);
+    }
     const k = Math.max(1, Math.min(classes, Number(req.query.top ?? top) || top));
     const ranked = meta.labels.map((label, i) => ({ label, probability: probs[i]! })).sort((a, b) => b.probability - a.probability);
     return reply.send({ top: ranked.slice(0, k) });

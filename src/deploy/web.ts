@@ -1,13 +1,13 @@
 // The exported web page: a static folder that any static file server can serve,
-// working offline — index.html, the app (web-app/app.ts compiled), fastvision's
-// own preprocessing (vision/warp.ts compiled), onnxruntime-web's wasm build copied
-// from its npm package, the model and its metadata.
+// working offline — index.html, the app (web-app/app.ts compiled), onnxruntime-web's
+// wasm build copied from its npm package, the model with its preprocessing inside
+// (model-preprocess.onnx) and its metadata.
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ensureDir, writeFileAtomic } from '../util/files.js';
-import type { ExportedModel } from './export-model.js';
+import { PREPROCESS_FILE, type ExportedModel } from './export-model.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -66,13 +66,7 @@ async function appJs(): Promise<string> {
   const js = await readFile(join(here, 'web-app', 'app.js'), 'utf8');
   return js
     .replace(/import\(['"]onnxruntime-web\/wasm['"]\)/, `import('./${ORT_FILES[0]}')`)
-    .replace(/from ['"]\.\.\/\.\.\/vision\/warp\.js['"]/, "from './warp.js'")
     .replace(/\/\/# sourceMappingURL=.*$/m, '');
-}
-
-/** The compiled preprocessing module (no imports: it runs as it is in the browser). */
-async function warpJs(): Promise<string> {
-  return (await readFile(join(here, '..', 'vision', 'warp.js'), 'utf8')).replace(/\/\/# sourceMappingURL=.*$/m, '');
 }
 
 /** The page's static files other than the model, by name (for the server, which serves them itself). */
@@ -81,7 +75,6 @@ export async function webAssets({ server = false }: { server?: boolean } = {}): 
   const files = new Map<string, { body: Buffer; type: string }>([
     ['index.html', { body: Buffer.from(indexHtml({ server })), type: 'text/html; charset=utf-8' }],
     ['app.js', { body: Buffer.from(await appJs()), type: 'text/javascript; charset=utf-8' }],
-    ['warp.js', { body: Buffer.from(await warpJs()), type: 'text/javascript; charset=utf-8' }],
   ]);
   if (!server) for (const f of ORT_FILES) files.set(f, { body: await readFile(join(ort, f)), type: f.endsWith('.wasm') ? 'application/wasm' : 'text/javascript; charset=utf-8' });
   return files;
@@ -111,8 +104,9 @@ export async function writeWebApp(dir: string, model: ExportedModel): Promise<{ 
     await writeFileAtomic(join(dir, name), body);
     written.push(name);
   };
+  if (model.withPreprocessing === null) throw new Error('the web page runs model-preprocess.onnx: export without --no-preprocess');
   for (const [name, f] of await webAssets()) await put(name, f.body);
-  await put('model.onnx', model.onnx);
+  await put(PREPROCESS_FILE, model.withPreprocessing);
   await put('metadata.json', `${JSON.stringify(model.metadata, null, 2)}\n`);
   await put('README.txt', README);
   await put('_headers', '/*\n  Cross-Origin-Opener-Policy: same-origin\n  Cross-Origin-Embedder-Policy: require-corp\n');

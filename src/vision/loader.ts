@@ -145,6 +145,17 @@ export async function transformImages(inputs: (string | Uint8Array)[], transform
 }
 
 /**
+ * Decodes one image (a file, or bytes such as an upload) on the loader's threads to
+ * upright RGB bytes, untransformed: the input of an exported graph with preprocessing.
+ */
+export async function decodeImage(input: string | Uint8Array, { numWorkers = defaultWorkers() }: { numWorkers?: number } = {}): Promise<{ pixels: Uint8Array; width: number; height: number } | { error: string }> {
+  const req: BatchRequest = { id: nextRequest++, files: [input], seeds: [[0, 0, 0]], transform: { sz: 1, maxZoom: 1, augs: [], crop: 'center', stats: { mean: [0, 0, 0], std: [1, 1, 1] } }, nhwc: false, maxPixels: maxImagePixels(), pixelsOnly: true };
+  const reply = numWorkers > 0 ? await poolOf(numWorkers).run(req) : await processBatch(req);
+  if (reply.errors[0] !== null || reply.size === undefined) return { error: reply.errors[0] ?? 'not decoded' };
+  return { pixels: new Uint8Array(reply.buffer), width: reply.size[0], height: reply.size[1] };
+}
+
+/**
  * Iterates a dataset in batches: `for await (const { x, y } of loader)`. Each pass
  * is one epoch; training loaders reshuffle (seeded by seed and epoch) every pass.
  */

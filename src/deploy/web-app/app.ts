@@ -1,15 +1,16 @@
 /// <reference lib="dom" />
 // The exported web page's script, run in the browser: it classifies photos chosen,
 // dropped or taken with the camera, with onnxruntime-web (wasm) on this page — or,
-// served by `fastvision serve`, by posting them to the server. Preprocessing is
-// fastvision's validation transform itself (warp.ts, copied beside this file).
+// served by `fastvision serve`, by posting them to the server. The page only decodes:
+// model-preprocess.onnx takes the decoded pixels and does the resize, crop and
+// normalization itself, as in every other place the export runs.
 import type * as Ort from 'onnxruntime-web/wasm';
-import { validationInput, type Normalization } from '../../vision/warp.js';
 
 interface Metadata {
   arch: string;
   labels: string[];
-  input: { size: number; mean: Normalization['mean']; std: Normalization['std'] };
+  input: { size: number };
+  withPreprocessing: { file: string } | null;
 }
 
 interface Ranked {
@@ -22,20 +23,21 @@ const status = (text: string): void => void ($('status').textContent = text);
 const serverMode = document.querySelector('meta[name="fastvision-mode"]')?.getAttribute('content') === 'server';
 const TOP = 3;
 
-/** Upright RGBA pixels of an image file, as the browser decodes it (EXIF orientation applied, no colour conversion). */
-async function pixelsOf(blob: Blob): Promise<{ data: Uint8ClampedArray; width: number; height: number; channels: number }> {
+/** Upright RGB pixels of an image file, as the browser decodes it (EXIF orientation applied, no colour conversion). */
+async function pixelsOf(blob: Blob): Promise<{ data: Uint8Array; width: number; height: number }> {
   const bmp = await createImageBitmap(blob, { imageOrientation: 'from-image', colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
   const canvas = new OffscreenCanvas(bmp.width, bmp.height);
   const ctx = canvas.getContext('2d', { willReadFrequently: true })!;
   ctx.drawImage(bmp, 0, 0);
-  const { data } = ctx.getImageData(0, 0, bmp.width, bmp.height);
+  const rgba = ctx.getImageData(0, 0, bmp.width, bmp.height).data;
   bmp.close();
-  return { data, width: canvas.width, height: canvas.height, channels: 4 };
-}
-
-/** The model's input for a file: fastvision's validation transform on the decoded pixels. */
-async function preprocess(blob: Blob, meta: Metadata): Promise<Float32Array> {
-  return validationInput(await pixelsOf(blob), meta.input.size, { mean: meta.input.mean, std: meta.input.std });
+  const data = new Uint8Array((rgba.length / 4) * 3);
+  for (let i = 0, o = 0; i < rgba.length; i += 4, o += 3) {
+    data[o] = rgba[i]!;
+    data[o + 1] = rgba[i + 1]!;
+    data[o + 2] = rgba[i + 2]!;
+  }
+  return { data, width: canvas.width, height: canvas.height };
 }
 
 function rank(probs: ArrayLike<number>, labels: string[]): Ranked[] {
@@ -87,11 +89,11 @@ async function main(): Promise<void> {
     // Threads need SharedArrayBuffer, which only a cross-origin-isolated page (COOP/COEP headers) has.
     ort.env.wasm.numThreads = crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
     ort.env.wasm.wasmPaths = new URL('./', import.meta.url).href;
-    const session = await ort.InferenceSession.create('model.onnx', { executionProviders: ['wasm'] });
-    const size = meta.input.size;
+    if (meta.withPreprocessing === null) throw new Error('metadata.json names no model-preprocess.onnx: export again without --no-preprocess');
+    const session = await ort.InferenceSession.create(meta.withPreprocessing.file, { executionProviders: ['wasm'] });
     classify = async (blob) => {
-      const input = await preprocess(blob, meta);
-      const out = await session.run({ image: new ort.Tensor('float32', input, [1, 3, size, size]) });
+      const { data, width, height } = await pixelsOf(blob);
+      const out = await session.run({ pixels: new ort.Tensor('uint8', data, [1, height, width, 3]) });
       return rank(out.probabilities!.data as Float32Array, meta.labels);
     };
     status(`model ${meta.arch} in this page (onnxruntime-web, ${ort.env.wasm.numThreads} thread${ort.env.wasm.numThreads === 1 ? '' : 's'}${crossOriginIsolated ? '' : '; serve with COOP/COEP headers for more'})`);
@@ -139,9 +141,12 @@ async function main(): Promise<void> {
     c.getContext('2d')!.drawImage(video, 0, 0);
     c.toBlob((b) => b && void run([b]), 'image/png');
   });
-  // For tests and the curious: the exact input the model sees for an image URL.
+  // For tests and the curious: the decoded pixels the model gets for an image URL.
   (window as unknown as { fastvision: unknown }).fastvision = {
-    preprocess: async (url: string) => Array.from(await preprocess(await (await fetch(url)).blob(), meta)),
+    pixels: async (url: string) => {
+      const p = await pixelsOf(await (await fetch(url)).blob());
+      return { width: p.width, height: p.height, data: Array.from(p.data) };
+    },
   };
   document.body.dataset.ready = 'true';
 }
