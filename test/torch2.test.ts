@@ -159,6 +159,20 @@ with torch.no_grad():
       assert.ok(Math.abs(probs[i]![j]! - p) < 1e-4, `${f} ${c}: PyTorch ${probs[i]![j]}, fastvision predict ${p}`);
     });
   });
+  // And from the photo files, through the documented torchvision transform on Pillow's decoding.
+  const fromFiles = `${documentedSnippet()}
+import json, sys
+model = fastvision_model(sys.argv[1])
+with torch.no_grad():
+    print(json.dumps([model(fastvision_input(f, ${size})).softmax(1)[0].tolist() for f in sys.argv[2:]]))
+`;
+  const probs2 = python(fromFiles, [join(dir, 'model.pth'), ...files]) as number[][];
+  files.forEach((f, i) => {
+    classes.forEach((c, j) => {
+      const p = predicted.get(f)!.get(c)!;
+      assert.ok(Math.abs(probs2[i]![j]! - p) < 1e-3, `${f} ${c}: PyTorch from the file ${probs2[i]![j]}, fastvision predict ${p}`);
+    });
+  });
 });
 
 test("fastvision's ranks and this machine's torch.distributed ranks run Gloo collectives together (scripts/ddp-interop.mjs)", { skip: skipPython }, () => {

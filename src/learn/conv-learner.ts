@@ -5,7 +5,7 @@
 import { existsSync } from 'node:fs';
 import { dirname, isAbsolute, join, sep } from 'node:path';
 import { ensureDir } from '../util/files.js';
-import { loadStateDictFile, nn, noGrad, optim, savePth, setRngState, tensor, type Tensor } from '../torch/index.js';
+import { channelsLastConvIsSound, getNumThreads, libtorchVersion, loadStateDictFile, nn, noGrad, optim, savePth, setRngState, tensor, type Tensor } from '../torch/index.js';
 import { bodyGroups, type Arch, type ArchLike } from '../vision/models/archs.js';
 import { cacheDirFor, ImageClassifierData } from '../vision/data.js';
 import { FilesDataset } from '../vision/dataset.js';
@@ -36,6 +36,8 @@ export interface ConvLearnerOptions extends ClassifierOptions {
    * (NHWC, the default: oneDNN's convolutions prefer it, and a ResNet-18 training step
    * takes ~0.91 of the NCHW time on libtorch 2.6 and 1.13 here; see BENCHMARKS.md) or
    * 'contiguous' (NCHW). Results agree within floating-point rounding; files are the same.
+   * Where the libtorch computes channels-last convolutions wrongly (`channelsLastConvIsSound`:
+   * Debian 13's 2.6 on AVX-512 with several threads), the default is 'contiguous'.
    */
   memoryFormat?: 'channelsLast' | 'contiguous';
   /** Metrics for `fit` when it is not given any (default: accuracy; multi-label: accuracy and F2 at a threshold of 0.2). */
@@ -96,6 +98,15 @@ export interface FineTuneOptions extends BaseFitOptions {
   div?: number;
 }
 
+let warnedChannelsLast = false;
+
+/** Says once per process that channels-last was asked for where it computes wrongly. */
+function warnUnsoundChannelsLast(): void {
+  if (warnedChannelsLast) return;
+  warnedChannelsLast = true;
+  console.warn(`warning: this libtorch (${libtorchVersion()}, ${getNumThreads()} threads) computes some channels-last convolutions wrongly (1×1 kernels over small images); memoryFormat 'contiguous' avoids it, and is what ConvLearner picks by default here`);
+}
+
 /** Image classifier: a pretrained convolutional body and a new head. */
 export class ConvLearner {
   /** The whole network: `body` then `pool` (concat pooling + flatten) then `head`. */
@@ -139,7 +150,10 @@ export class ConvLearner {
     this.multiLabel = options.multiLabel ?? false;
     this.precomputeOn = options.precompute ?? false;
     this.optFn = options.optFn ?? 'sgd';
-    this.memoryFormat = options.memoryFormat ?? 'channelsLast';
+    // Channels-last is faster (0.91 of NCHW's step), but some libtorch builds compute it wrongly.
+    const sound = channelsLastConvIsSound();
+    this.memoryFormat = options.memoryFormat ?? (sound ? 'channelsLast' : 'contiguous');
+    if (this.memoryFormat === 'channelsLast' && !sound) warnUnsoundChannelsLast();
     if (this.memoryFormat !== 'channelsLast' && this.memoryFormat !== 'contiguous') throw new Error(`memoryFormat must be 'channelsLast' or 'contiguous', got '${String(this.memoryFormat)}'`);
     // Before any optimizer exists: parameters change layout in place, keeping their identity.
     if (this.memoryFormat === 'channelsLast') this.model.toMemoryFormat('channelsLast');

@@ -5,6 +5,7 @@ export * from './creation.js';
 export * from './autograd.js';
 export { tidy, keep, dispose, type Disposable } from './scope.js';
 export { callOp, opSchema } from './ops.js';
+export { channelsLastConvIsSound } from './layout-check.js';
 export type { Handle } from './native.js';
 export * as F from './functional.js';
 export * as nn from './nn/index.js';

@@ -12,3 +12,4 @@ export * from './data.js';
 export * from './jpeg.js';
 export { DEFAULT_MAX_IMAGE_PIXELS, maxImagePixels, setMaxImagePixels } from './image-limits.js';
 export * from './warp.js';
+export * from './bmp.js';
