@@ -185,3 +185,19 @@ test('named pipes are refused at once, never read: on the command line, in a CSV
   assert.throws(() => readLabelsCsv(dir, 'labels-pipe.csv'), /labels file .*labels-pipe\.csv is a named pipe, not a regular file/);
   assert.ok(Date.now() - started < 60_000);
 });
+
+test('sizes counts only the images it could read, and names the one it could not', () => {
+  const dir = join(tmp, 'sizes-count');
+  mkdirSync(join(dir, 'train', 'cats'), { recursive: true });
+  mkdirSync(join(dir, 'train', 'dogs'), { recursive: true });
+  mkdirSync(join(dir, 'valid', 'cats'), { recursive: true });
+  copyFileSync(cats[4]!, join(dir, 'valid', 'cats', 'v.jpg'));
+  for (const f of cats.slice(0, 3)) copyFileSync(f, join(dir, 'train', 'cats', f.split('/').pop()!));
+  writeFileSync(join(dir, 'train', 'cats', 'broken.jpg'), readFileSync(cats[3]!).subarray(0, 200));
+  for (const f of dogs.slice(0, 2)) copyFileSync(f, join(dir, 'train', 'dogs', f.split('/').pop()!));
+  const r = run(['sizes', dir, '--out', join(tmp, 'sizes-count-out')]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^cats\s+3\s+1\s*$/m);
+  assert.match(r.stdout, /^dogs\s+2\s+0\s*$/m);
+  assert.match(r.stderr, /skipping unreadable image .*broken\.jpg/);
+});
