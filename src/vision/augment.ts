@@ -124,10 +124,10 @@ export async function decodeUpright(file: string | Buffer, maxPixels = maxImageP
 /**
  * Reads an image file and applies a transform: any format (JPEGs through
  * libjpeg-turbo, shrinking in the DCT domain; others through sharp, first frame
- * of animations), grey/CMYK/alpha to RGB, EXIF orientation, the shorter side
- * resized as Pillow's antialiased bilinear does, then rotation, flips and crop as
- * one affine resampling (bilinear, mirrored borders, as fast.ai's warps), lighting
- * and normalization. Validation is exactly torchvision's Resize + CenterCrop. Writes sz×sz×3 values into
+ * of animations), grey/CMYK/alpha to RGB, EXIF orientation. Validation (`exact`)
+ * is exactly torchvision's Resize + CenterCrop (Pillow's antialiased resize); training
+ * scales, rotates, flips and crops as one affine resampling of the shrunk decode
+ * (bilinear, mirrored borders, as fast.ai's warps), then lighting and normalization. Writes sz×sz×3 values into
  * `out` at `offset`, channels-first (or channels-last when `nhwc`). An image that
  * declares more than `maxPixels` pixels is refused from its header.
  */
@@ -141,15 +141,23 @@ export async function loadTransformed(file: string | Buffer, t: Transform, rand:
   } catch (e) {
     throw new BadImageError(typeof file === 'string' ? file : 'image buffer', (e as Error).message);
   }
-  const upright = uprightPixels(decoded.img, decoded.orientation);
-  if (t.exact === true && t.crop === 'center' && t.augs.length === 0 && t.maxZoom === 1) {
-    // Validation and prediction: torchvision's Resize + CenterCrop, reproducible anywhere.
-    validationInput(upright, sz, t.stats, out, offset, nhwc);
+  if (t.exact === true) {
+    const upright = uprightPixels(decoded.img, decoded.orientation);
+    if (t.crop === 'center' && t.augs.length === 0 && t.maxZoom === 1) {
+      // Validation and prediction: torchvision's Resize + CenterCrop, reproducible anywhere.
+      validationInput(upright, sz, t.stats, out, offset, nhwc);
+      return;
+    }
+    // Anything else exact: the same antialiased resize, then the warp at 1:1.
+    const size = t.crop === 'none' ? { width: sz, height: sz } : shorterSideSize(upright.width, upright.height, target);
+    const img = resizeAntialiased(upright, size.width, size.height);
+    warp(img, warpMatrix(p, t.crop, sz, target, img.width, img.height, 1), p, sz, t.stats, out, offset, nhwc);
     return;
   }
-  // Training: the shorter side to sz × zoom (or a squash to sz × sz) by the same
-  // antialiased resize as validation, then rotation, turns, flips and the crop at 1:1.
-  const size = t.crop === 'none' ? { width: sz, height: sz } : shorterSideSize(upright.width, upright.height, target);
-  const img = resizeAntialiased(upright, size.width, size.height);
-  warp(img, warpMatrix(p, t.crop, sz, target, img.width, img.height, 1), p, sz, t.stats, out, offset, nhwc);
+  // Training: decoded already shrunk to within 2× of the target (in the DCT domain, or by
+  // sharp), then one bilinear warp does the rest of the scaling with the rotation, flips
+  // and crop. An antialiased resize first, as validation's, made the pipeline 1.37× slower
+  // (bench:data 1.015 of torchvision's time against 0.742) for a filter difference within 2×.
+  const { img, orientation } = decoded;
+  warp(img, warpMatrix(p, t.crop, sz, target, img.width, img.height, orientation), p, sz, t.stats, out, offset, nhwc);
 }
