@@ -136,14 +136,9 @@ function asciiOrEscaped(b: Buffer): string {
   return [...b].map((c) => (c < 0x80 ? String.fromCharCode(c) : `\\x${c.toString(16).padStart(2, '0')}`)).join('');
 }
 
-/** What `path` is, following symbolic links, or null when it cannot be told. */
+/** What `path` is, following symbolic links, or null when it cannot be told (no warning). */
 function entryKindQuiet(path: string): 'file' | 'dir' | 'other' | null {
-  try {
-    const st = statSync(path);
-    return st.isFile() ? 'file' : st.isDirectory() ? 'dir' : 'other';
-  } catch {
-    return null;
-  }
+  return entryKind(path, () => undefined);
 }
 
 /**
@@ -369,11 +364,14 @@ export function readLabelsCsv(path: string, csvFile: string, { folder = 'train',
     const line = err.code === 'CSV_QUOTE_NOT_CLOSED' ? (unclosedQuoteLine(text) ?? err.lines) : err.lines;
     throw new DataError(`${csvPath}${line ? `, line ${line}` : ''}: malformed CSV (${err.message.replace(/^Invalid.*?: /, '')})`);
   }
-  // A quoted field may span lines: a record is named by the line it starts on.
+  // A quoted field may span lines: a record is named by the line it starts on, the first
+  // non-empty line after the previous record's last.
+  const lines = text.split('\n');
   const starts: number[] = [];
   let next = 1;
   for (const r of records) {
-    starts.push(firstNonEmptyLine(text, next));
+    while (next <= lines.length && lines[next - 1]!.trim() === '') next++;
+    starts.push(next);
     next = r.info.lines + 1;
   }
   let isHeader = header === true;
@@ -396,13 +394,6 @@ export function readLabelsCsv(path: string, csvFile: string, { folder = 'train',
   }
   if (rows.length === 0) throw new DataError(`${csvPath} has no data rows`);
   return { csvPath, rows, header: isHeader, labelColumn: isHeader && first?.length === 2 ? first[1]! : null, headerNote };
-}
-
-function firstNonEmptyLine(text: string, from: number): number {
-  const lines = text.split('\n');
-  let i = from;
-  while (i <= lines.length && lines[i - 1]!.trim() === '') i++;
-  return i;
 }
 
 /** Whether labels are space-separated tags, and why, in words for the user. */
