@@ -7,9 +7,12 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/Version.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
+#include <ATen/autocast_mode.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/variable.h>
@@ -26,6 +29,8 @@
 #include <malloc.h>
 #include <mutex>
 #include <cstring>
+#include <dlfcn.h>
+#include <link.h>
 #include <string>
 #include <vector>
 
@@ -570,6 +575,22 @@ Napi::Value SetGrad(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// setData(t, source): t's data becomes source's, on whatever device and in whatever
+// layout source has, keeping t's identity (Python's `param.data = ...`, which
+// Module.to uses to move a network between devices). Its gradient moves with it.
+Napi::Value SetData(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  at::Tensor& t = const_cast<at::Tensor&>(TensorOf(env, info[0], "setData"));
+  const at::Tensor& source = TensorOf(env, info[1], "setData");
+  try {
+    t.set_data(source);
+    if (t.grad().defined() && t.grad().device() != source.device()) t.mutable_grad() = t.grad().to(source.device());
+  } catch (const c10::Error& e) {
+    throw Napi::Error::New(env, CleanMessage(e));
+  }
+  return env.Undefined();
+}
+
 Napi::Value IsLeaf(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), TensorOf(info.Env(), info[0], "isLeaf").is_leaf());
 }
@@ -667,6 +688,216 @@ Napi::Value CudaAvailable(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), at::hasCUDA());
 }
 
+// ---- CUDA, without CUDA's headers --------------------------------------------
+//
+// The addon is compiled the same way against a CPU and a CUDA libtorch: what it
+// needs of CUDA it asks libtorch's CUDA hooks (registered when libtorch_cuda is
+// loaded), and the CUDA runtime that libtorch_cuda loaded, found by name among the
+// process's libraries. So no CUDA toolkit is needed to build it.
+
+// The CUDA runtime (libcudart) already in the process, or nullptr.
+void* LoadedCudart() {
+  static void* handle = [] {
+    std::string found;
+    dl_iterate_phdr(
+        [](struct dl_phdr_info* info, size_t, void* data) {
+          const char* name = info->dlpi_name;
+          if (name != nullptr && std::strstr(name, "libcudart") != nullptr) {
+            *static_cast<std::string*>(data) = name;
+            return 1;
+          }
+          return 0;
+        },
+        &found);
+    if (found.empty()) return static_cast<void*>(nullptr);
+    return dlopen(found.c_str(), RTLD_LAZY | RTLD_NOLOAD);
+  }();
+  return handle;
+}
+
+template <typename F>
+F CudartFunction(const char* name) {
+  void* lib = LoadedCudart();
+  return lib == nullptr ? nullptr : reinterpret_cast<F>(dlsym(lib, name));
+}
+
+// cudaGetDeviceProperties' struct grows with CUDA's versions but has always begun
+// with the device's name (char[256]); a generous buffer holds any version's.
+std::string CudaDeviceName(int index) {
+  using GetProps = int (*)(void*, int);
+  auto get = CudartFunction<GetProps>("cudaGetDeviceProperties_v2");
+  if (get == nullptr) get = CudartFunction<GetProps>("cudaGetDeviceProperties");
+  if (get == nullptr) return "";
+  std::vector<char> props(16384, 0);
+  if (get(props.data(), index) != 0) return "";
+  props[255] = 0;
+  return std::string(props.data());
+}
+
+int64_t CudaCount() {
+  if (!at::hasCUDA()) return 0;
+  return at::detail::getCUDAHooks().getNumGPUs();
+}
+
+// cudaInfo() -> { available, deviceCount, devices: [{ name }], cudnn, cudaRuntime, config }
+Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto out = Napi::Object::New(env);
+  const auto& hooks = at::detail::getCUDAHooks();
+  bool available = at::hasCUDA();
+  int64_t count = CudaCount();
+  out.Set("available", Napi::Boolean::New(env, available && count > 0));
+  out.Set("deviceCount", Napi::Number::New(env, static_cast<double>(count)));
+  auto devices = Napi::Array::New(env, count);
+  for (int64_t i = 0; i < count; i++) {
+    auto d = Napi::Object::New(env);
+    d.Set("name", Napi::String::New(env, CudaDeviceName(static_cast<int>(i))));
+    devices.Set(static_cast<uint32_t>(i), d);
+  }
+  out.Set("devices", devices);
+  long cudnn = -1;
+  long cudart = -1;
+  std::string config;
+  if (available) {
+    try {
+      if (hooks.hasCuDNN()) cudnn = hooks.versionCuDNN();
+      cudart = hooks.versionCUDART();
+      config = hooks.showConfig();
+    } catch (const c10::Error&) {
+      // an older hook without these answers; leave them unknown
+    }
+  }
+  out.Set("cudnn", Napi::Number::New(env, static_cast<double>(cudnn)));
+  out.Set("cudaRuntime", Napi::Number::New(env, static_cast<double>(cudart)));
+  out.Set("config", Napi::String::New(env, config));
+  return out;
+}
+
+// cudaMemory(index) -> { free, total } in bytes, or null where it cannot be read.
+Napi::Value CudaMemory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int index = info[0].As<Napi::Number>().Int32Value();
+  if (index < 0 || index >= CudaCount()) return env.Null();
+  using GetDevice = int (*)(int*);
+  using SetDevice = int (*)(int);
+  using MemGetInfo = int (*)(size_t*, size_t*);
+  auto getDevice = CudartFunction<GetDevice>("cudaGetDevice");
+  auto setDevice = CudartFunction<SetDevice>("cudaSetDevice");
+  auto memGetInfo = CudartFunction<MemGetInfo>("cudaMemGetInfo");
+  if (getDevice == nullptr || setDevice == nullptr || memGetInfo == nullptr) return env.Null();
+  int current = 0;
+  if (getDevice(&current) != 0) return env.Null();
+  size_t freeBytes = 0, totalBytes = 0;
+  bool ok = setDevice(index) == 0 && memGetInfo(&freeBytes, &totalBytes) == 0;
+  setDevice(current);
+  if (!ok) return env.Null();
+  auto out = Napi::Object::New(env);
+  out.Set("free", Napi::Number::New(env, static_cast<double>(freeBytes)));
+  out.Set("total", Napi::Number::New(env, static_cast<double>(totalBytes)));
+  return out;
+}
+
+// cudaSynchronize(index): waits for the device's queued work (for timing).
+Napi::Value CudaSynchronize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int index = info[0].As<Napi::Number>().Int32Value();
+  if (index < 0 || index >= CudaCount()) throw Napi::RangeError::New(env, "cudaSynchronize: no CUDA device " + std::to_string(index));
+  at::detail::getCUDAHooks().deviceSynchronize(index);
+  return env.Undefined();
+}
+
+// buildInfo() -> { torchVersion, cudaLinked, config, parallel }: what the addon was
+// compiled against and libtorch's own account of its build (BLAS, CUDA, cuDNN) and threads.
+Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto out = Napi::Object::New(env);
+  out.Set("torchVersion", Napi::String::New(env, TORCH_VERSION));
+#ifdef FASTVISION_CUDA_LINKED
+  out.Set("cudaLinked", Napi::Boolean::New(env, true));
+#else
+  out.Set("cudaLinked", Napi::Boolean::New(env, false));
+#endif
+  out.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
+  out.Set("config", Napi::String::New(env, at::show_config()));
+  out.Set("parallel", Napi::String::New(env, at::get_parallel_info()));
+  return out;
+}
+
+// loadedLibraries() -> the paths of the shared libraries in this process (which BLAS,
+// which libtorch and CUDA runtime were actually loaded).
+Napi::Value LoadedLibraries(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<std::string> names;
+  dl_iterate_phdr(
+      [](struct dl_phdr_info* i, size_t, void* data) {
+        if (i->dlpi_name != nullptr && i->dlpi_name[0] != 0) static_cast<std::vector<std::string>*>(data)->push_back(i->dlpi_name);
+        return 0;
+      },
+      &names);
+  auto arr = Napi::Array::New(env, names.size());
+  for (size_t i = 0; i < names.size(); i++) arr.Set(static_cast<uint32_t>(i), Napi::String::New(env, names[i]));
+  return arr;
+}
+
+// ---- autocast ----------------------------------------------------------------
+//
+// PyTorch 2.4 made autocast's switches per device type; 1.13 had one pair for CUDA
+// and one for the CPU.
+
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+bool AutocastEnabled(at::DeviceType t) { return at::autocast::is_autocast_enabled(t); }
+void SetAutocastEnabled(at::DeviceType t, bool on) { at::autocast::set_autocast_enabled(t, on); }
+at::ScalarType AutocastDtype(at::DeviceType t) { return at::autocast::get_autocast_dtype(t); }
+void SetAutocastDtype(at::DeviceType t, at::ScalarType d) { at::autocast::set_autocast_dtype(t, d); }
+#else
+bool AutocastEnabled(at::DeviceType t) { return t == at::kCUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled(); }
+void SetAutocastEnabled(at::DeviceType t, bool on) {
+  if (t == at::kCUDA) at::autocast::set_enabled(on);
+  else at::autocast::set_cpu_enabled(on);
+}
+at::ScalarType AutocastDtype(at::DeviceType t) {
+  return t == at::kCUDA ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
+}
+void SetAutocastDtype(at::DeviceType t, at::ScalarType d) {
+  if (t == at::kCUDA) at::autocast::set_autocast_gpu_dtype(d);
+  else at::autocast::set_autocast_cpu_dtype(d);
+}
+#endif
+
+at::DeviceType AutocastDeviceType(Napi::Env env, const Napi::Value& v) {
+  std::string name = v.As<Napi::String>().Utf8Value();
+  if (name == "cpu") return at::kCPU;
+  if (name == "cuda") return at::kCUDA;
+  throw Napi::TypeError::New(env, "autocast: device type must be 'cpu' or 'cuda', got '" + name + "'");
+}
+
+// autocastEnter(deviceType, dtypeCode) -> [wasEnabled, previousDtypeCode]
+Napi::Value AutocastEnter(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  at::DeviceType t = AutocastDeviceType(env, info[0]);
+  auto dtype = static_cast<at::ScalarType>(info[1].As<Napi::Number>().Int32Value());
+  bool was = AutocastEnabled(t);
+  at::ScalarType prev = AutocastDtype(t);
+  SetAutocastEnabled(t, true);
+  SetAutocastDtype(t, dtype);
+  at::autocast::increment_nesting();
+  auto out = Napi::Array::New(env, 2);
+  out.Set(0u, Napi::Boolean::New(env, was));
+  out.Set(1u, Napi::Number::New(env, static_cast<int>(prev)));
+  return out;
+}
+
+// autocastExit(deviceType, wasEnabled, previousDtypeCode): as Python's autocast.__exit__,
+// the cache of cast weights is dropped when the outermost region ends.
+Napi::Value AutocastExit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  at::DeviceType t = AutocastDeviceType(env, info[0]);
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  SetAutocastEnabled(t, info[1].ToBoolean().Value());
+  SetAutocastDtype(t, static_cast<at::ScalarType>(info[2].As<Napi::Number>().Int32Value()));
+  return env.Undefined();
+}
+
 Napi::Value Version(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), TORCH_VERSION);
 }
@@ -728,6 +959,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT("grad", Grad);
   EXPORT("setGrad", SetGrad);
   EXPORT("isLeaf", IsLeaf);
+  EXPORT("setData", SetData);
   EXPORT("backward", Backward);
   EXPORT("setGradEnabled", SetGradEnabled);
   EXPORT("isGradEnabled", IsGradEnabled);
@@ -739,6 +971,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT("liveHandles", LiveHandles);
   EXPORT("heapStats", HeapStats);
   EXPORT("cudaAvailable", CudaAvailable);
+  EXPORT("cudaInfo", CudaInfo);
+  EXPORT("cudaMemory", CudaMemory);
+  EXPORT("cudaSynchronize", CudaSynchronize);
+  EXPORT("autocastEnter", AutocastEnter);
+  EXPORT("buildInfo", BuildInfo);
+  EXPORT("loadedLibraries", LoadedLibraries);
+  EXPORT("autocastExit", AutocastExit);
   EXPORT("version", Version);
   EXPORT("sameStorage", SameStorage);
 #undef EXPORT

@@ -16,6 +16,9 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/reducer.hpp>
+#ifdef USE_C10D_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 #include <torch/version.h>
 
 #include "tensor_box.h"
@@ -193,6 +196,37 @@ Napi::Value NewGloo(const Napi::CallbackInfo& info) {
   return Boxed(env, new GroupBox{pg, timeout}, kGroupTag);
 }
 
+// ncclAvailable() -> whether this build has ProcessGroupNCCL (a CUDA libtorch with
+// NCCL's headers at build time).
+Napi::Value NcclAvailable(const Napi::CallbackInfo& info) {
+#ifdef USE_C10D_NCCL
+  return Napi::Boolean::New(info.Env(), true);
+#else
+  return Napi::Boolean::New(info.Env(), false);
+#endif
+}
+
+// newNccl(store, rank, size, timeoutMs): as torch.distributed's backend="nccl" on 2.x;
+// each rank has already made its own GPU the current device's choice by the tensors it passes.
+Napi::Value NewNccl(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+#if defined(USE_C10D_NCCL) && TORCH_VERSION_MAJOR >= 2
+  auto store = StoreOf(env, info[0]);
+  int rank = info[1].As<Napi::Number>().Int32Value();
+  int size = info[2].As<Napi::Number>().Int32Value();
+  auto timeout = std::chrono::milliseconds(info[3].As<Napi::Number>().Int64Value());
+  auto options = c10d::ProcessGroupNCCL::Options::create();
+  options->timeout = timeout;
+  auto nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, options);
+  auto pg = c10::make_intrusive<c10d::ProcessGroup>(store, rank, size);
+  pg->setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::BackendType::NCCL, nccl);
+  pg->setDefaultBackend(c10d::ProcessGroup::BackendType::NCCL);
+  return Boxed(env, new GroupBox{pg, timeout}, kGroupTag);
+#else
+  throw Napi::Error::New(env, "this build of fastvision has no NCCL: it was built against a libtorch without CUDA, or without nccl.h and cuda_runtime_api.h at build time");
+#endif
+}
+
 // What torch.distributed does for a Gloo group after its start-up barrier: rank 0
 // draws a sequence number and sets it in the store, the others read it.
 Napi::Value SetSequenceNumber(const Napi::CallbackInfo& info) {
@@ -351,6 +385,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT("storeSetTimeout", StoreSetTimeout);
   EXPORT("closeStore", CloseStore);
   EXPORT("newGloo", NewGloo);
+  EXPORT("newNccl", NewNccl);
+  EXPORT("ncclAvailable", NcclAvailable);
   EXPORT("destroyGroup", DestroyGroup);
   EXPORT("setSequenceNumber", SetSequenceNumber);
   EXPORT("allreduce", Allreduce);

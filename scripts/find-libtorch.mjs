@@ -2,10 +2,14 @@
 // Finds a libtorch to build the addon against: $LIBTORCH, then a Python `torch`
 // install, then the system (Debian's libtorch-dev). Used by binding.gyp and setup.
 //
-//   node scripts/find-libtorch.mjs include|libdir|json
+// A libtorch with libtorch_cuda.so is linked to it and c10_cuda without --as-needed,
+// since nothing in the addon names a CUDA symbol and the linker would otherwise drop
+// them, and with them the registration of every CUDA kernel.
+//
+//   node scripts/find-libtorch.mjs include|libdir|ldflags|defines|dist-include|dist-defines|json
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 
 const HOW_TO = `fastvision needs libtorch (PyTorch's C++ library) and found none. Any one of these works:
   1. set LIBTORCH to an unzipped libtorch folder (it holds include/ and lib/);
@@ -59,10 +63,28 @@ function fromSystem() {
   return null;
 }
 
+/** The folders holding nccl.h and cuda_runtime_api.h for a CUDA libtorch, or null (no NCCL then). */
+function ncclHeaders(libdir) {
+  const roots = [];
+  // pip's torch: site-packages/torch/lib; NCCL and the CUDA runtime come as nvidia-* wheels beside it.
+  const nvidia = join(dirname(dirname(libdir)), 'nvidia');
+  if (existsSync(nvidia)) {
+    for (const d of readdirSync(nvidia)) roots.push(join(nvidia, d, 'include'));
+  }
+  roots.push(join(dirname(libdir), 'include'));
+  if (process.env.CUDA_HOME) roots.push(join(process.env.CUDA_HOME, 'include'));
+  roots.push('/usr/local/cuda/include', '/usr/include');
+  const nccl = roots.find((r) => existsSync(join(r, 'nccl.h')));
+  const cuda = roots.find((r) => existsSync(join(r, 'cuda_runtime_api.h')));
+  return nccl && cuda ? [...new Set([nccl, cuda])] : null;
+}
+
 /** Locates libtorch or throws an Error whose message names the three ways to provide one. */
 export function findLibtorch() {
   const found = fromEnv() ?? fromPython() ?? fromSystem();
   if (!found) throw new Error(HOW_TO);
+  found.cuda = existsSync(join(found.libdir, 'libtorch_cuda.so'));
+  found.ncclIncludes = found.cuda ? ncclHeaders(found.libdir) : null;
   return found;
 }
 
@@ -80,6 +102,13 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   else if (what === 'ldflags') {
     const flags = [`-L${found.libdir}`];
     if (found.rpath) flags.push(`-Wl,-rpath,${found.libdir}`);
+    if (found.cuda) flags.push('-Wl,--no-as-needed', '-ltorch_cuda', '-lc10_cuda', '-Wl,--as-needed');
     process.stdout.write(flags.join(' '));
+  } else if (what === 'defines') {
+    process.stdout.write(found.cuda ? 'FASTVISION_CUDA_LINKED' : '');
+  } else if (what === 'dist-include') {
+    process.stdout.write([...found.includes, ...(found.ncclIncludes ?? [])].join(' '));
+  } else if (what === 'dist-defines') {
+    process.stdout.write([found.cuda ? 'FASTVISION_CUDA_LINKED' : '', found.ncclIncludes ? 'USE_C10D_NCCL' : ''].filter(Boolean).join(' '));
   } else process.stdout.write(JSON.stringify(found, null, 2) + '\n');
 }

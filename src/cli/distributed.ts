@@ -104,10 +104,11 @@ export async function launchRanks(nproc: number, argv: string[], out: string, ti
   return codes.find((c) => c !== 0) ?? 0;
 }
 
-/** Joins the group as the role says; null when training alone. */
-export async function joinGroup(role: DistRole): Promise<ProcessGroup | null> {
+/** Joins the group as the role says (NCCL when the rank trains on a GPU, else Gloo); null when training alone. */
+export async function joinGroup(role: DistRole, device = 'cpu'): Promise<ProcessGroup | null> {
   if (role.kind !== 'rank') return null;
-  return initProcessGroup({ worldSize: role.worldSize, rank: role.rank, masterAddr: role.masterAddr, masterPort: role.masterPort, timeoutMs: role.timeoutMs });
+  const backend = device === 'cpu' ? 'gloo' : 'nccl';
+  return initProcessGroup({ backend, device, worldSize: role.worldSize, rank: role.rank, masterAddr: role.masterAddr, masterPort: role.masterPort, timeoutMs: role.timeoutMs });
 }
 
 /** Leaves the group. */

@@ -1,6 +1,7 @@
 // `fastvision export`: a saved model as `model.onnx` + `metadata.json` (our own
 // exporter, no Python), and with `--web` a static page that classifies photos in
 // the browser with onnxruntime-web.
+import { DEVICE_OPTIONS, deviceArg } from './device-args.js';
 import { dirname, resolve } from 'node:path';
 import { exportSavedModel, writeExport } from '../deploy/export-model.js';
 import { writeWebApp } from '../deploy/web.js';
@@ -13,6 +14,7 @@ export const exportCommand: CommandSpec = {
   summary: 'Writes a saved model as ONNX (model.onnx + metadata.json) for onnxruntime in Node or the browser; with --web, a static web page that classifies photos offline.',
   positionals: ['<model>'],
   options: {
+    ...DEVICE_OPTIONS,
     out: { type: 'string', arg: 'DIR', help: 'where model.onnx and metadata.json go', default: "the model's folder" },
     web: { type: 'string', arg: 'DIR', help: 'also write a static web page there (index.html, app, model, onnxruntime-web files)' },
     'no-fold-bn': { type: 'boolean', help: 'keep batch norms as nodes instead of folding them into the convolutions' },
@@ -28,6 +30,7 @@ export const exportCommand: CommandSpec = {
   ].join('\n'),
   async run(args) {
     const saved = await readModel(args.positionals[0]!);
+    const device = deviceArg(args);
     const out = resolve(str(args, 'out', dirname(saved.pth)));
     const web = str(args, 'web');
     const webDir = web === undefined ? null : resolve(web);
@@ -35,7 +38,7 @@ export const exportCommand: CommandSpec = {
     // Both outputs are claimed (checked writable, locked) before anything is written:
     // a --web that cannot be a folder must not leave a new model.onnx behind.
     const writeAll = async (): Promise<void> => {
-      const exported = await exportSavedModel(saved, { foldBatchNorm: !flag(args, 'no-fold-bn'), preprocess: !flag(args, 'no-preprocess') });
+      const exported = await exportSavedModel(saved, { foldBatchNorm: !flag(args, 'no-fold-bn'), preprocess: !flag(args, 'no-preprocess'), device });
       const files = await writeExport(out, exported);
       console.log(`${files.onnx} (${(exported.onnx.length / 2 ** 20).toFixed(1)} MiB, ${exported.nodes} nodes${exported.foldedBatchNorms > 0 ? `, ${exported.foldedBatchNorms} batch norms folded` : ''})`);
       if (files.withPreprocessing !== null) console.log(`${files.withPreprocessing} (takes uint8 pixels [1,H,W,3]; resize, crop and normalization inside)`);

@@ -154,7 +154,7 @@ export function camTiles(learn: ConvLearner): CamTile | undefined {
   if (!t || learn.multiLabel) return undefined;
   return async (file, cls) => {
     const { values, pixels } = await transformedImage(file, t, 0);
-    const x = tidy(() => tensor(values, { shape: [1, t.sz, t.sz, 3] }).permute(0, 3, 1, 2).contiguous());
+    const x = tidy(() => tensor(values, { shape: [1, t.sz, t.sz, 3], device: learn.device }).permute(0, 3, 1, 2).contiguous());
     try {
       const { maps, h, w } = learn.gradCam(x, [cls]);
       return overlayHeatmap(pixels, { data: maps[0]!, w, h });

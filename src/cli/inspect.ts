@@ -1,5 +1,6 @@
 // `fastvision interpret` (a saved model's mistakes on the validation set) and
 // `fastvision sizes` (what the data looks like before training).
+import { DEVICE_OPTIONS, deviceArg } from './device-args.js';
 import { basename, join, resolve } from 'node:path';
 import { addDataSection, addInterpretation, addTagTable, camTiles } from './figures.js';
 import { fbetaScore } from '../learn/metrics.js';
@@ -20,6 +21,7 @@ export const interpretCommand: CommandSpec = {
   summary: "Looks at a saved model's predictions on the validation set: confusion matrix and grids of the most incorrect (with Grad-CAM heatmaps), most confident correct and most uncertain images; per-tag figures for a multi-label model.",
   positionals: ['<model>', '<path>'],
   options: {
+    ...DEVICE_OPTIONS,
     ...LAYOUT_OPTIONS,
     bs: MODEL_OPTIONS.bs!,
     aug: MODEL_OPTIONS.aug!,
@@ -39,7 +41,7 @@ export const interpretCommand: CommandSpec = {
     const valDs = data.valDs;
     if (!(valDs instanceof FilesDataset) || valDs.length === 0) throw new UsageError(`${path}: no validation images to interpret`);
     await withOutput(out, async () => {
-      const learn = await learnerFor(saved, data);
+      const learn = await learnerFor(saved, data, { device: deviceArg(args) });
       const { probs, y } = await probabilitiesOf(learn, { tta: flag(args, 'tta'), nAug: num(args, 'tta-aug', 4, { min: 0, max: 64, integer: true }), isTest: false, ensemble: flag(args, 'ensemble') ? snapshotsOf(saved) : undefined });
       const report = new Report(out, `fastvision interpret: ${basename(path)}`);
       if (learn.multiLabel) {

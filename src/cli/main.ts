@@ -1,7 +1,7 @@
 // The `fastvision` command: dispatches to a subcommand; any failure is one line
 // on stderr and a non-zero exit (2 for a wrong call, 1 for a failure while running).
 import { ModelFileError } from '../learn/saved-model.js';
-import { PthError } from '../torch/index.js';
+import { DeviceUnavailableError, PthError } from '../torch/index.js';
 import { DataError } from '../vision/dataset.js';
 import { WeightsError } from '../vision/zoo.js';
 import { NotAFileError } from '../util/read-files.js';
@@ -10,6 +10,7 @@ import { fastvisionVersion } from '../util/version.js';
 import { isExiting } from '../util/cleanup.js';
 import { commandHelp, parseCommandArgs, UsageError, type CommandSpec } from './args.js';
 import { demoCommand } from './demo.js';
+import { doctorCommand } from './doctor.js';
 import { exportCommand } from './export.js';
 import { serveCommand } from './serve.js';
 import { interpretCommand, sizesCommand } from './inspect.js';
@@ -19,7 +20,7 @@ import { trainCommand } from './train.js';
 import { shown } from '../util/shown.js';
 
 /** Every subcommand, in the order help lists them. */
-export const COMMANDS: CommandSpec[] = [trainCommand, lrFindCommand, fitCommand, predictCommand, submitCommand, interpretCommand, sizesCommand, exportCommand, serveCommand, demoCommand];
+export const COMMANDS: CommandSpec[] = [trainCommand, lrFindCommand, fitCommand, predictCommand, submitCommand, interpretCommand, sizesCommand, exportCommand, serveCommand, doctorCommand, demoCommand];
 
 function mainHelp(): string {
   return [
@@ -65,7 +66,7 @@ export async function main(argv: string[]): Promise<number> {
     if (process.env.FASTVISION_DEBUG === '1') console.error(err.stack);
     console.error(`fastvision ${cmd.name}: ${shown((err.message || String(e)).split('\n')[0]!.replace(/^fastvision \S+: /, ''))}`);
     // 2: the call or its input is wrong (options, data, model files); 1: a failure while running.
-    return e instanceof UsageError || e instanceof DataError || e instanceof PthError || e instanceof ModelFileError || e instanceof WeightsError || e instanceof NotAFileError ? 2 : 1;
+    return e instanceof UsageError || e instanceof DataError || e instanceof PthError || e instanceof ModelFileError || e instanceof WeightsError || e instanceof NotAFileError || e instanceof DeviceUnavailableError ? 2 : 1;
   } finally {
     // Loader worker threads would keep the process alive after the command.
     await closeLoaderWorkers();

@@ -1,6 +1,7 @@
 // The command line's side of saved models: finding one from what the user typed
 // (src/learn/saved-model.ts reads and writes them), rebuilding its learner on
 // data, its probabilities with TTA and snapshot ensembles.
+import type { MixedPrecisionMode } from '../learn/mixed-precision.js';
 import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { ConvLearner } from '../learn/conv-learner.js';
@@ -63,8 +64,8 @@ export async function probabilitiesOf(learn: ConvLearner, { tta, nAug, isTest, e
 }
 
 /** Rebuilds the learner a saved model came from, on `data`, with its weights loaded. */
-export async function learnerFor(saved: { pth: string; info: ModelInfo }, data: ImageClassifierData, { optFn = 'sgd' }: { optFn?: 'sgd' | 'adam' | 'adamw' } = {}): Promise<ConvLearner> {
-  const learn = await ConvLearner.pretrained(saved.info.arch, data, { pretrained: false, xtraFc: saved.info.xtraFc, ps: saved.info.ps, optFn, multiLabel: saved.info.multiLabel ?? false });
+export async function learnerFor(saved: { pth: string; info: ModelInfo }, data: ImageClassifierData, { optFn = 'sgd', device = 'cpu', mixedPrecision }: { optFn?: 'sgd' | 'adam' | 'adamw'; device?: string; mixedPrecision?: MixedPrecisionMode } = {}): Promise<ConvLearner> {
+  const learn = await ConvLearner.pretrained(saved.info.arch, data, { pretrained: false, xtraFc: saved.info.xtraFc, ps: saved.info.ps, optFn, multiLabel: saved.info.multiLabel ?? false, device, mixedPrecision });
   try {
     await learn.load(saved.pth);
   } catch (e) {

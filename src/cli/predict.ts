@@ -1,4 +1,5 @@
 // `fastvision predict` and `fastvision submit`: a saved model on new images.
+import { DEVICE_OPTIONS, deviceArg } from './device-args.js';
 import { existsSync, statSync, type Stats } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { ImageClassifierData } from '../vision/data.js';
@@ -55,12 +56,13 @@ async function* predictChunks(saved: { pth: string; info: ModelInfo }, files: st
   const ensemble = flag(args, 'ensemble') ? snapshotsOf(saved) : undefined;
   const tfms = tfmsFor(args, archOf(saved.info.arch), saved.info.size, saved.info.multiLabel);
   const per = Math.max(bs * 4, 64);
+  const device = deviceArg(args);
   let learn: ConvLearner | null = null;
   for (let start = 0; start < files.length; start += per) {
     const part = files.slice(start, start + per);
     const ds = new FilesDataset(part, part.map(() => -1), saved.info.classes);
     const data = new ImageClassifierData(dirname(part[0]!), ds, null, ds, saved.info.classes, tfms, { bs, seed: 0, channelsLast: false, onBadImage: 'skip' });
-    if (learn === null) learn = await learnerFor(saved, data);
+    if (learn === null) learn = await learnerFor(saved, data, { device });
     else learn.setData(data);
     const { probs } = await probabilitiesOf(learn, { tta, nAug, isTest: true, ensemble });
     const kept = predictedFiles(ds);
@@ -109,6 +111,7 @@ export const predictCommand: CommandSpec = {
   summary: 'Classifies images with a saved model: the top classes of each, with probabilities (a multi-label model: the tags above its threshold).',
   positionals: ['<model>', '<images|folder>...'],
   options: {
+    ...DEVICE_OPTIONS,
     top: { type: 'string', arg: 'K', help: 'classes shown per image', default: '3' },
     json: { type: 'boolean', help: 'print JSON instead of a table' },
     ...PREDICTION_OPTIONS,
@@ -157,6 +160,7 @@ export const submitCommand: CommandSpec = {
   summary: 'Writes a Kaggle submission for a test folder: id (file name without extension) and one probability column per class, or the label (a multi-label model: id,tags).',
   positionals: ['<model>', '<test folder>'],
   options: {
+    ...DEVICE_OPTIONS,
     out: { type: 'string', arg: 'FILE', help: 'the CSV to write', default: 'submission.csv' },
     labels: { type: 'boolean', help: 'one column with the predicted label instead of probabilities' },
     'spreadsheet-safe': { type: 'boolean', help: "prefix ' to ids and labels that start with = + - @ (formulas in a spreadsheet); Kaggle needs them raw, so off by default" },

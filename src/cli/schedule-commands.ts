@@ -18,7 +18,8 @@ import { SUGGESTION_RULES } from '../learn/lr-finder.js';
 import { archArg, dataPath, LAYOUT_OPTIONS, loadData, MODEL_OPTIONS, sizeArg } from './data-args.js';
 import { learnerFor, readModel, saveModel } from './model-file.js';
 import { withOutput } from './outputs.js';
-import { checkpointFile, openCheckpoint, refuseBatchTooLarge, runFingerprint } from './train.js';
+import { deviceArg, mixedPrecisionArg, TRAINING_DEVICE_OPTIONS } from './device-args.js';
+import { checkpointFile, notingCheckpoint, openCheckpoint, refuseBatchTooLarge, runFingerprint } from './train.js';
 
 const OUT: OptionSpec = { type: 'string', arg: 'DIR', help: 'where the pictures, report (and model) go', default: './fastvision-out/<folder name>' };
 const UNFREEZE: OptionSpec = { type: 'boolean', help: 'train the whole network (no precomputed activations)' };
@@ -33,6 +34,7 @@ export const lrFindCommand: CommandSpec = {
     ...MODEL_OPTIONS,
     unfreeze: UNFREEZE,
     from: FROM,
+    ...TRAINING_DEVICE_OPTIONS,
     'num-it': { type: 'string', arg: 'N', help: 'mini-batches to run (going over a small training set several times)', default: 'max(100, one pass)' },
     suggest: { type: 'string', arg: 'RULE', help: `the suggestion marked on the curve (${SUGGESTION_RULES.join(', ')})`, default: 'valley' },
     out: OUT,
@@ -43,9 +45,11 @@ export const lrFindCommand: CommandSpec = {
     const from = str(args, 'from');
     const saved = from === undefined ? null : await readModel(from);
     const arch = archArg(args);
+    const device = deviceArg(args);
+    const mixedPrecision = mixedPrecisionArg(args) ?? undefined;
     await withOutput(out, async () => {
       const data = await loadData(path, args, saved ? archOf(saved.info.arch) : arch, sizeArg(args, saved?.info.size ?? 224));
-      const learn = saved ? await learnerFor(saved, data) : await ConvLearner.pretrained(arch, data, { precompute: !flag(args, 'unfreeze') });
+      const learn = saved ? await learnerFor(saved, data, { device, mixedPrecision }) : await ConvLearner.pretrained(arch, data, { precompute: !flag(args, 'unfreeze'), device, mixedPrecision });
       if (flag(args, 'unfreeze')) learn.unfreeze();
       // As train does: at least 100 mini-batches, so that a small dataset gives a curve, not a handful of points.
       const numIt = num(args, 'num-it', Math.max(100, data.trnDl.length), { min: 2, max: 100000, integer: true });
@@ -88,7 +92,8 @@ export const fitCommand: CommandSpec = {
     from: FROM,
     'save-cycles': { type: 'boolean', help: 'also save a snapshot at the end of each cycle (model_cyc_K.pth; predict --ensemble averages them)' },
     seed: { type: 'string', arg: 'N', help: "seed of the head's initial weights, dropout, shuffling and augmentation", default: '0' },
-    resume: { type: 'boolean', help: "continue an interrupted fit from --out's checkpoint, with the same options" },
+    resume: { type: 'boolean', help: "continue an interrupted fit from --out's checkpoint, with the same options (on any --device)" },
+    ...TRAINING_DEVICE_OPTIONS,
     out: OUT,
   },
   async run(args) {
@@ -108,13 +113,15 @@ export const fitCommand: CommandSpec = {
     const size = sizeArg(args, saved?.info.size ?? 224);
     const fingerprint = runFingerprint(args, path);
     const ckptFile = checkpointFile(out);
-    await withOutput(out, async () => {
+    const device = deviceArg(args);
+    const mixedPrecision = mixedPrecisionArg(args) ?? undefined;
+    await notingCheckpoint(ckptFile, () => withOutput(out, async () => {
       const resume = flag(args, 'resume') ? await openCheckpoint<FitMeta>(out, 'fit', fingerprint) : null;
       manualSeed(num(args, 'seed', 0, { min: 0, max: 2 ** 31 - 1, integer: true }));
       const data = await loadData(path, args, arch, size);
       if (saved && saved.info.classes.join('\n') !== data.classes.join('\n')) throw new UsageError(`${path}: its classes are not those of ${from}`);
       const optFn = flag(args, 'adam') ? 'adam' : 'sgd';
-      const learn = saved ? await learnerFor(saved, data, { optFn }) : await ConvLearner.pretrained(arch, data, { optFn });
+      const learn = saved ? await learnerFor(saved, data, { optFn, device, mixedPrecision }) : await ConvLearner.pretrained(arch, data, { optFn, device, mixedPrecision });
       if (flag(args, 'unfreeze')) learn.unfreeze();
       if (flag(args, 'precompute')) learn.precompute = true;
       refuseBatchTooLarge(learn.model, { arch: arch.name, size, bs: data.bs, unfrozen: flag(args, 'unfreeze') });
@@ -153,6 +160,6 @@ export const fitCommand: CommandSpec = {
       await addTraining(report, log);
       console.log(`model:  ${model}\nreport: ${await report.write('fit.html')}`);
       if (diverged) console.log(`warning: training stopped early (${diverged.reason}); the model saved is that of ${diverged.restoredTo}`);
-    });
+    }));
   },
 };

@@ -1,4 +1,5 @@
 // `fastvision serve`: a saved model behind an HTTP API and the web page.
+import { DEVICE_OPTIONS, deviceArg } from './device-args.js';
 import { existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { exportSavedModel, isPreprocessGraph, PREPROCESS_FILE, readExport } from '../deploy/export-model.js';
@@ -14,7 +15,7 @@ import { readModel } from './model-file.js';
  * for onnx), or an exported model.onnx / model-preprocess.onnx. With --runtime onnx the
  * graph with the preprocessing inside is used whenever there is one.
  */
-async function predictorFor(where: string, runtime: 'libtorch' | 'onnx'): Promise<Predictor> {
+async function predictorFor(where: string, runtime: 'libtorch' | 'onnx', device: () => string): Promise<Predictor> {
   const isDir = existsSync(where) && statSync(where).isDirectory();
   const onnxFile = where.endsWith('.onnx') ? where : isDir && existsSync(join(where, 'model.onnx')) && !existsSync(join(where, 'model.pth')) ? join(where, 'model.onnx') : null;
   if (onnxFile !== null) {
@@ -31,7 +32,7 @@ async function predictorFor(where: string, runtime: 'libtorch' | 'onnx'): Promis
     return onnxPredictor(onnx, metadata, { withPreprocessing });
   }
   const saved = await readModel(where);
-  if (runtime === 'libtorch') return libtorchPredictor(saved);
+  if (runtime === 'libtorch') return libtorchPredictor(saved, device());
   const exported = await exportSavedModel(saved);
   return onnxPredictor(exported.onnx, exported.metadata, { withPreprocessing: exported.withPreprocessing });
 }
@@ -41,6 +42,7 @@ export const serveCommand: CommandSpec = {
   summary: 'Serves a saved model over HTTP: POST /predict (an image body or a multipart form) returns the top classes as JSON; GET / is the web page.',
   positionals: ['<model>'],
   options: {
+    ...DEVICE_OPTIONS,
     port: { type: 'string', arg: 'N', help: 'port (0: any free one)', default: '8080' },
     host: { type: 'string', arg: 'ADDR', help: 'address to listen on', default: '127.0.0.1' },
     runtime: { type: 'string', arg: 'NAME', help: 'libtorch, or onnx (onnxruntime-node: for machines without libtorch; give it model.onnx)', default: 'libtorch' },
@@ -75,7 +77,10 @@ export const serveCommand: CommandSpec = {
     const allowedHosts = str(args, 'allowed-hosts')?.split(',').map((h) => h.trim());
     if (allowedHosts?.some((h) => h === '' || /[\s/@]/.test(h))) throw new UsageError(`--allowed-hosts: '${str(args, 'allowed-hosts')}' is not a comma-separated list of host names`);
     const requestTimeoutMs = num(args, 'request-timeout', 30, { min: 0.1, max: 3600 }) * 1000;
-    const predictor = await predictorFor(args.positionals[0]!, runtime);
+    // onnxruntime-node runs on the CPU, and must not load libtorch to ask where its GPUs are.
+    const asked = str(args, 'device', 'auto');
+    if (runtime === 'onnx' && asked !== 'auto' && asked !== 'cpu') throw new UsageError(`--device ${asked} is for --runtime libtorch; --runtime onnx runs on the CPU`);
+    const predictor = await predictorFor(args.positionals[0]!, runtime, () => deviceArg(args));
     const server = await startServer(predictor, {
       host: str(args, 'host', '127.0.0.1'),
       port: num(args, 'port', 8080, { min: 0, max: 65535, integer: true }),

@@ -2,6 +2,8 @@
 // done for a folder of photos — learning-rate finder, head on precomputed
 // activations, augmentation, unfreezing with differential rates and cycleMult 2,
 // optional progressive resizing, TTA — then the model, report, JSON and submission.
+import { deviceArg, mixedPrecisionArg, TRAINING_DEVICE_OPTIONS } from './device-args.js';
+import type { MixedPrecisionMode } from '../learn/mixed-precision.js';
 import { existsSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -15,7 +17,7 @@ import type { ProcessGroup } from '../torch/distributed.js';
 import { DIST_OPTION_NAMES, DIST_OPTIONS, distRole, joinGroup, launchRanks, leaveGroup, rankLogger } from './distributed.js';
 import { disposeCheckpoint, loadCheckpoint, saveCheckpoint, type Checkpoint } from '../learn/checkpoint.js';
 import { TrainingDivergedError } from '../learn/guard.js';
-import { BatchTooLargeError, checkBatchFits } from '../learn/memory.js';
+import { BatchTooLargeError, checkBatchFits, OutOfMemoryError } from '../learn/memory.js';
 import type { Arch } from '../vision/models/archs.js';
 import { addAugmentationPreview, addDataSection, addInterpretation, addLrFinder, addTagTable, addTraining, camTiles } from './figures.js';
 import { bestThreshold } from '../learn/metrics.js';
@@ -71,6 +73,10 @@ export interface RecipeSettings {
   seed: number;
   /** Continue from the output folder's checkpoint. */
   resume: boolean;
+  /** Where the network trains ('cpu' or 'cuda:N'); a checkpoint resumes on any device. */
+  device?: string;
+  /** Mixed precision (null or absent: float32). */
+  mixedPrecision?: MixedPrecisionMode | null;
   /** The options that decide the run's result: a resume must be given the same. */
   fingerprint: string;
   out: string;
@@ -225,7 +231,7 @@ export async function shareCheckpoint<M extends { kind: string; fingerprint: str
       pg.set('resume-error', (e as Error).message);
     }
   }
-  const header = tensor(BigInt64Array.from([BigInt(bytes?.length ?? -1)]));
+  const header = tensor(BigInt64Array.from([BigInt(bytes?.length ?? -1)]), { device: pg.device });
   await pg.broadcast([header], 0);
   const n = Number(header.toArray()[0]);
   header.dispose();
@@ -234,7 +240,7 @@ export async function shareCheckpoint<M extends { kind: string; fingerprint: str
     if (pg.rank === 0) throw new UsageError(pg.get('resume-error'));
     throw new UsageError(`rank 0 cannot resume: ${why}`);
   }
-  const payload = tensor(bytes ?? new Uint8Array(n));
+  const payload = tensor(bytes ?? new Uint8Array(n), { device: pg.device });
   try {
     await pg.broadcast([payload], 0);
     if (mine) return mine;
@@ -248,6 +254,19 @@ export async function shareCheckpoint<M extends { kind: string; fingerprint: str
     }
   } finally {
     payload.dispose();
+  }
+}
+
+/**
+ * Runs a training command's work; an OutOfMemoryError comes out saying where the
+ * checkpoint of the last finished epoch is (it is never removed after a failure).
+ */
+export async function notingCheckpoint<T>(ckptFile: string, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (e) {
+    if (e instanceof OutOfMemoryError && existsSync(ckptFile)) throw new OutOfMemoryError(`${e.message}; the checkpoint of the last finished epoch is kept in ${ckptFile}`, e.suggestedBs);
+    throw e;
   }
 }
 
@@ -284,7 +303,7 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
   if (writer) await addAugmentationPreview(report, data);
   const fineTune = settings.recipe === 'fine-tune';
   // fastai v2 trains with AdamW (weight decay 0.01); the lesson with SGD and momentum.
-  const learn = await ConvLearner.pretrained(arch, data, { precompute: true, pretrained: settings.weights ?? true, optFn: fineTune ? 'adamw' : 'sgd', processGroup: pg ?? undefined, log: writer ? undefined : null });
+  const learn = await ConvLearner.pretrained(arch, data, { precompute: true, pretrained: settings.weights ?? true, optFn: fineTune ? 'adamw' : 'sgd', processGroup: pg ?? undefined, log: writer ? undefined : null, device: settings.device ?? 'cpu', mixedPrecision: settings.mixedPrecision ?? undefined });
   // Every rank must run the same command on the same model.
   if (pg && pg.worldSize > 1) await checkSameEverywhere(pg, learn.model, settings.fingerprint);
   if (settings.unfreezeCycles > 0 || settings.sizes.length > 1 || fineTune) refuseBatchTooLarge(learn.model, { arch, size: settings.sizes[settings.sizes.length - 1]!, bs: data.bs, unfrozen: settings.unfreezeCycles > 0 });
@@ -565,7 +584,8 @@ export const RECIPE_OPTIONS: Record<string, OptionSpec> = {
  * Where the results go, and how many threads load images, do not count.
  */
 export function runFingerprint(args: ParsedArgs, path: string): string {
-  const ignored = new Set(['resume', 'out', 'json', 'workers', ...DIST_OPTION_NAMES]);
+  // The device is not among them: a checkpoint written on the CPU resumes on a GPU, and back.
+  const ignored = new Set(['resume', 'out', 'json', 'workers', 'device', ...DIST_OPTION_NAMES]);
   const values = Object.entries(args.values)
     .filter(([k, v]) => !ignored.has(k) && v !== undefined)
     .sort(([a], [b]) => a.localeCompare(b));
@@ -596,6 +616,7 @@ export function recipeSettings(args: ParsedArgs, path: string, dfltSize = 224): 
     keepBest: !flag(args, 'keep-last'),
     seed: num(args, 'seed', 0, { min: 0, max: 2 ** 31 - 1, integer: true }),
     resume: flag(args, 'resume'),
+    mixedPrecision: mixedPrecisionArg(args),
     fingerprint: runFingerprint(args, path),
     out: str(args, 'out', join('fastvision-out', basename(path))),
     json: str(args, 'json'),
@@ -606,7 +627,7 @@ export const trainCommand: CommandSpec = {
   name: 'train',
   summary: "Trains a classifier on a folder of labelled photos (fastai v2's fine-tune recipe, or --recipe lesson), then saves the model, an HTML report with pictures, and (with --test) a Kaggle submission.",
   positionals: ['<path>'],
-  options: { ...LAYOUT_OPTIONS, ...MODEL_OPTIONS, ...RECIPE_OPTIONS, ...DIST_OPTIONS },
+  options: { ...LAYOUT_OPTIONS, ...MODEL_OPTIONS, ...RECIPE_OPTIONS, ...TRAINING_DEVICE_OPTIONS, ...DIST_OPTIONS },
   details: [
     '--recipe fine-tune (fastai v2, the default): learning-rate finder (valley) → head for --freeze-epochs, one cycle → unfreeze, rates [lr/200, lr/20, lr/2], --epochs of one cycle (AdamW) → TTA',
     '--recipe lesson: learning-rate finder → head on precomputed activations (--cycles) → head with augmentation (cycleLen 1)',
@@ -627,7 +648,9 @@ export const trainCommand: CommandSpec = {
       if (code !== 0) throw new Error(`distributed training failed (exit code ${code}); each rank's log is in ${join(resolve(settings.out), 'logs')}`);
       return;
     }
-    const pg = await joinGroup(role);
+    // After the launcher: each rank resolves its own GPU (cuda is cuda:LOCAL_RANK).
+    settings.device = deviceArg(args);
+    const pg = await joinGroup(role, settings.device);
     {
       const shard = pg ? { rank: pg.rank, worldSize: pg.worldSize } : undefined;
       const work = async (): Promise<void> => {
@@ -637,10 +660,12 @@ export const trainCommand: CommandSpec = {
       // Rank 0 owns the output folder; the others only add their logs to it.
       if (pg && pg.rank !== 0) await work();
       else
-        await withOutput(settings.out, async () => {
-          if (settings.json) claimFile(settings.json, '--json');
-          await work();
-        });
+        await notingCheckpoint(checkpointFile(resolve(settings.out)), () =>
+          withOutput(settings.out, async () => {
+            if (settings.json) claimFile(settings.json, '--json');
+            await work();
+          }),
+        );
       // Left on success; after a failure the process exits (a group whose peer died may not shut down cleanly).
       if (pg) leaveGroup();
     }

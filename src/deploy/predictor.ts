@@ -20,15 +20,15 @@ export interface Predictor {
   close(): Promise<void>;
 }
 
-/** The saved model on libtorch. */
-export async function libtorchPredictor(saved: SavedModel): Promise<Predictor> {
-  const net = await loadSavedNetwork(saved);
+/** The saved model on libtorch, on `device` ('cpu' or 'cuda:N'; the file is read on the CPU and moved there). */
+export async function libtorchPredictor(saved: SavedModel, device = 'cpu'): Promise<Predictor> {
+  const net = (await loadSavedNetwork(saved)).to(device);
   const size = saved.info.size;
   return {
     runtime: 'libtorch',
     metadata: deployMetadata(saved.info, { opset: OPSET, foldedBatchNorm: false }),
     run: async (input, n) => {
-      const x = tensor(input, { shape: [n, 3, size, size] });
+      const x = tensor(input, { shape: [n, 3, size, size], device });
       try {
         const p = noGrad(() => tidy(() => (saved.info.multiLabel ? net.forward(x).sigmoid() : net.forward(x).exp())));
         const out = p.dataSync() as Float32Array;

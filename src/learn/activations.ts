@@ -95,9 +95,15 @@ async function readEntry(file: string, n: number, warn: (m: string) => void): Pr
  * `key` is there and sound, else computed and stored. Images found unreadable
  * (absent from the rows) are marked bad in `ds`, so the loaders skip them.
  */
-export async function cachedActivations(dir: string, key: string, ds: FilesDataset, compute: () => Promise<Activations>, warn: (m: string) => void = (m) => console.warn(m)): Promise<Activations> {
+export async function cachedActivations(dir: string, key: string, ds: FilesDataset, compute: () => Promise<Activations>, warn: (m: string) => void = (m) => console.warn(m), device = 'cpu'): Promise<Activations> {
   const file = join(dir, `act_${key}.pth`);
   let a = await readEntry(file, ds.length, warn);
+  if (a !== null && a.x.device !== device) {
+    // Files hold CPU tensors; the activations train on the learner's device.
+    const moved = a.x.toDevice(device);
+    a.x.dispose();
+    a = { x: moved, indices: a.indices };
+  }
   if (a !== null) {
     try {
       const now = new Date();

@@ -2,10 +2,12 @@
 // and differential learning rates, precomputed activations, and the fits built
 // on the one loop (loop.ts) with callbacks: fit (SGDR or constant),
 // fitOneCycle, fineTune, lrFind; save/load; prediction, TTA and ensembles.
+import { outOfMemory } from './memory.js';
 import { existsSync } from 'node:fs';
 import { dirname, isAbsolute, join, sep } from 'node:path';
 import { ensureDir } from '../util/files.js';
-import { channelsLastConvIsSound, getNumThreads, libtorchVersion, loadStateDictFile, nn, noGrad, optim, savePth, setRngState, tensor, type Tensor } from '../torch/index.js';
+import { channelsLastConvIsSound, getNumThreads, isOutOfMemory, libtorchVersion, loadStateDictFile, nn, noGrad, optim, resolveDevice, savePth, setRngState, tensor, type Tensor } from '../torch/index.js';
+import { checkMixedPrecision, MixedPrecision, type MixedPrecisionMode } from './mixed-precision.js';
 import { bodyGroups, type Arch, type ArchLike } from '../vision/models/archs.js';
 import { cacheDirFor, ImageClassifierData } from '../vision/data.js';
 import { FilesDataset } from '../vision/dataset.js';
@@ -54,6 +56,17 @@ export interface ConvLearnerOptions extends ClassifierOptions {
    * predictions and activations are gathered from every rank, only rank 0 saves.
    */
   processGroup?: ProcessGroup;
+  /**
+   * Where the network trains and predicts: 'auto' (CUDA when this libtorch has a GPU, the
+   * default), 'cpu', 'cuda' or 'cuda:N'. The data's batches are sent there too. Asking for
+   * a GPU that is not there throws a DeviceUnavailableError naming `fastvision doctor`.
+   */
+  device?: string;
+  /**
+   * Mixed precision, as fastai's to_fp16: the forward pass and loss under autocast in
+   * bf16, or in fp16 with dynamic loss scaling (PyTorch's GradScaler). Weights stay float32.
+   */
+  mixedPrecision?: MixedPrecisionMode;
 }
 
 /** Options of every fit. */
@@ -131,6 +144,10 @@ export class ConvLearner {
   private readonly log: ((line: string) => void) | null;
   /** The process group of distributed training (null: this process alone). */
   readonly pg: ProcessGroup | null;
+  /** Where the network lives and its batches go ('cpu' or 'cuda:N'). */
+  readonly device: string;
+  /** Mixed precision in every fit (null: float32). */
+  mixedPrecision: MixedPrecisionMode | null;
 
   readonly arch: Arch;
   readonly body: nn.Module;
@@ -150,6 +167,12 @@ export class ConvLearner {
     this.multiLabel = options.multiLabel ?? false;
     this.precomputeOn = options.precompute ?? false;
     this.optFn = options.optFn ?? 'sgd';
+    this.device = resolveDevice(options.device ?? data.options.device ?? 'auto');
+    this.mixedPrecision = options.mixedPrecision ?? null;
+    // Fails now, not at the first fit, for a precision this device and libtorch cannot run.
+    if (this.mixedPrecision) checkMixedPrecision(this.mixedPrecision, this.device);
+    this.model.to(this.device);
+    data.device = this.device;
     // Channels-last is faster (0.91 of NCHW's step), but some libtorch builds compute it wrongly.
     const sound = channelsLastConvIsSound();
     this.memoryFormat = options.memoryFormat ?? (sound ? 'channelsLast' : 'contiguous');
@@ -246,6 +269,7 @@ export class ConvLearner {
   setData(data: ImageClassifierData): void {
     if (data.c !== this.data.c) throw new Error(`setData: the new data has ${data.c} classes, the model ${this.data.c}`);
     this.data = data;
+    data.device = this.device;
     this.disposePrecomputed();
     this.freeze();
   }
@@ -297,14 +321,14 @@ export class ConvLearner {
         // Each rank computes its share; every rank gets all of them, in order (no cache: the shares differ).
         const mine = await computeActivations(features, dl, this.log ? `precomputing ${split} activations (rank ${pg.rank}'s share)` : null);
         const x = await gatherRows(pg, mine.x);
-        const idx = tensor(Float32Array.from(mine.indices));
+        const idx = tensor(Float32Array.from(mine.indices), { device: pg.device });
         const all = await gatherRows(pg, idx);
         const indices = all.toArray();
         for (const t of [mine.x, idx, all]) t.dispose();
         return { x, indices };
       }
       const key = activationsKey({ arch: this.arch.name, transform: dl.transform!, weights, split, ds });
-      return cachedActivations(dir, key, ds, () => computeActivations(features, dl, this.log ? `precomputing ${split} activations` : null));
+      return cachedActivations(dir, key, ds, () => computeActivations(features, dl, this.log ? `precomputing ${split} activations` : null), undefined, this.device);
     };
     const trn = await one('trn', d.trnDs as FilesDataset, d.fixDl!);
     const val = d.valDs instanceof FilesDataset && d.valDl ? await one('val', d.valDs, d.valDl) : null;
@@ -322,7 +346,7 @@ export class ConvLearner {
       [p.trn.x, labelsOf(p.trn, this.data.trnDs as FilesDataset)],
       p.val && this.data.valDs ? [p.val.x, labelsOf(p.val, this.data.valDs as FilesDataset)] : null,
       this.data.classes,
-      { bs: this.data.bs, seed: this.data.options.seed, shard: this.data.options.shard },
+      { bs: this.data.bs, seed: this.data.options.seed, shard: this.data.options.shard, device: this.device },
     );
     return { trn: arrays.trnDl, val: arrays.valDl, net: this.head };
   }
@@ -362,6 +386,7 @@ export class ConvLearner {
       if (this.log) cbs.push(new ProgressCallback(), new EpochTable(this.log));
       if (guard) cbs.push(new DivergenceGuardCallback(runawayFactor));
     }
+    if (this.mixedPrecision) cbs.push(new MixedPrecision(this.mixedPrecision, this.device));
     if (onCheckpoint) cbs.push(new CheckpointCallback(onCheckpoint));
     const loop = new Loop({ net, model: this.model, saveModel: (name) => this.save(name), opt, trn, val, nEpochs: p.nEpochs(perEpoch), lossFn: this.lossFn, metrics, callbacks: cbs, trainMode: () => this.trainMode(), log: this.log });
     try {
@@ -373,6 +398,10 @@ export class ConvLearner {
         loop.restore(resume);
       }
       return await loop.run();
+    } catch (e) {
+      // The loop has let go of the batch; the caller's checkpoints are untouched.
+      if (isOutOfMemory(e)) throw outOfMemory(e, trn.bs, this.device);
+      throw e;
     } finally {
       opt.dispose();
     }

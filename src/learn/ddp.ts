@@ -74,7 +74,7 @@ function shapeSignature(m: nn.Module): { words: bigint[]; text: string } {
 export async function checkSameEverywhere(pg: ProcessGroup, model: nn.Module, settings = ''): Promise<void> {
   const sig = shapeSignature(model);
   const h = createHash('sha256').update(settings).digest();
-  const mine = tensor(BigInt64Array.from([...sig.words, h.readBigInt64LE(0)]));
+  const mine = tensor(BigInt64Array.from([...sig.words, h.readBigInt64LE(0)]), { device: pg.device });
   const all = await pg.allGather(mine);
   try {
     const rows = all.map((t) => t.toArray());
@@ -92,7 +92,7 @@ export async function checkSameEverywhere(pg: ProcessGroup, model: nn.Module, se
 /** Gathers every rank's rows of an in-order sharded pass (rank r has items r, r+R, …) back into order. */
 export async function gatherRows(pg: ProcessGroup, mine: Tensor): Promise<Tensor> {
   const r = pg.worldSize;
-  const count = tensor(Float32Array.from([mine.shape[0]!]));
+  const count = tensor(Float32Array.from([mine.shape[0]!]), { device: pg.device });
   const counts = await pg.allGather(count);
   count.dispose();
   const n = counts.map((c) => c.item());
@@ -103,7 +103,7 @@ export async function gatherRows(pg: ProcessGroup, mine: Tensor): Promise<Tensor
   // Equal shapes for all-gather: pad each share to the largest with zero rows.
   const padded = noGrad(() => {
     if (mine.shape[0]! === most) return mine.clone();
-    const pad = zeros([most - mine.shape[0]!, ...rest], { dtype: mine.dtype });
+    const pad = zeros([most - mine.shape[0]!, ...rest], { dtype: mine.dtype, device: mine.device });
     const out = cat([mine, pad], 0);
     pad.dispose();
     return out;
@@ -113,7 +113,7 @@ export async function gatherRows(pg: ProcessGroup, mine: Tensor): Promise<Tensor
   const stacked = cat(parts, 0);
   for (const p of parts) p.dispose();
   // Item i is rank i % R's row ⌊i / R⌋.
-  const idx = tensor(BigInt64Array.from({ length: total }, (_, i) => BigInt((i % r) * most + Math.floor(i / r))));
+  const idx = tensor(BigInt64Array.from({ length: total }, (_, i) => BigInt((i % r) * most + Math.floor(i / r))), { device: stacked.device });
   const out = stacked.indexSelect(0, idx);
   idx.dispose();
   stacked.dispose();
@@ -162,7 +162,7 @@ export class DistributedDataParallel implements Callback {
   }
 
   async afterLoss(loop: Loop): Promise<void> {
-    const v = tensor(Float32Array.from([loop.lossValue]));
+    const v = tensor(Float32Array.from([loop.lossValue]), { device: this.pg.device });
     try {
       await this.timed(() => this.pg.allReduce([v]));
       loop.lossValue = v.item() / this.pg.worldSize;

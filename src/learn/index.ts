@@ -14,3 +14,6 @@ export * from './conv-learner.js';
 export { TrainingDivergedError, DivergenceGuardCallback } from './guard.js';
 export { CACHE_ENTRIES, pruneCache } from './activations.js';
 export { DistributedDataParallel, checkSameEverywhere, gatherRows, type DDPOptions } from './ddp.js';
+export { GradScaler, MixedPrecision, checkMixedPrecision, type GradScalerOptions, type MixedPrecisionMode } from './mixed-precision.js';
+export { OutOfMemoryError, BatchTooLargeError, checkBatchFits } from './memory.js';
+export { saveCheckpoint, loadCheckpoint, disposeCheckpoint, type Checkpoint } from './checkpoint.js';

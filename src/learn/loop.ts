@@ -166,6 +166,11 @@ export class Loop {
    * (distributed training gathers every rank's share); identity by default.
    */
   gather: ((out: Tensor, y: Tensor) => Promise<{ out: Tensor; y: Tensor }>) | null = null;
+  /**
+   * Runs the forward pass and the loss (training and validation) inside a context, such
+   * as MixedPrecision's autocast region; set in beforeFit. Backward and the step run outside it.
+   */
+  forwardContext: (<T>(fn: () => T) => T) | null = null;
   readonly smoother = new SmoothedLoss();
   /** The epoch row being completed (set after the training part). */
   record: EpochRecord | null = null;
@@ -300,9 +305,10 @@ export class Loop {
     }
     try {
       await this.emit('beforeBatch');
-      this.pred = this.net.forward(this.x!);
+      const inContext = this.forwardContext ?? (<T>(fn: () => T): T => fn());
+      this.pred = inContext(() => this.net.forward(this.x!));
       await this.emit('afterPred');
-      this.loss ??= tidy(() => this.lossFn(this.pred!, this.y!));
+      this.loss ??= inContext(() => tidy(() => this.lossFn(this.pred!, this.y!)));
       this.lossValue = this.loss.item();
       // afterLoss may change the recorded value (distributed training averages it over the ranks).
       await this.emit('afterLoss');
@@ -335,7 +341,7 @@ export class Loop {
   }
 
   private async validate(dl: DataLoader): Promise<{ loss: number; metrics: Record<string, number> }> {
-    let { out, y } = await predictLoader(this.net, dl);
+    let { out, y } = await predictLoader(this.net, dl, undefined, this.forwardContext ?? undefined);
     if (this.gather) {
       const mine = { out, y };
       try {
@@ -346,7 +352,8 @@ export class Loop {
       }
     }
     try {
-      const loss = noGrad(() => tidy(() => this.lossFn(out, y).item()));
+      const inContext = this.forwardContext ?? (<T>(fn: () => T): T => fn());
+      const loss = noGrad(() => inContext(() => tidy(() => this.lossFn(out, y).item())));
       return { loss, metrics: Object.fromEntries(this.metrics.map((m) => [m.name, noGrad(() => m.fn(out, y))])) };
     } finally {
       out.dispose();
@@ -355,14 +362,25 @@ export class Loop {
   }
 }
 
-/** `net`'s outputs for every batch of a loader, in order, with the targets (eval mode, no gradients). */
-export async function predictLoader(net: nn.Module, dl: DataLoader, onBatch?: () => void): Promise<{ out: Tensor; y: Tensor }> {
+/**
+ * `net`'s outputs for every batch of a loader, in order, with the targets (eval mode, no
+ * gradients), in float32; `context` wraps each forward pass (an autocast region).
+ */
+export async function predictLoader(net: nn.Module, dl: DataLoader, onBatch?: () => void, context?: <T>(fn: () => T) => T): Promise<{ out: Tensor; y: Tensor }> {
   net.eval();
   const outs: Tensor[] = [];
   const ys: Tensor[] = [];
   try {
     for await (const { x, y } of dl) {
-      outs.push(noGrad(() => net.forward(x)));
+      outs.push(
+        noGrad(() => {
+          const out = context ? context(() => net.forward(x)) : net.forward(x);
+          if (out.dtype === 'float32') return out;
+          const f = out.float();
+          out.dispose();
+          return f;
+        }),
+      );
       ys.push(y);
       x.dispose();
       onBatch?.();

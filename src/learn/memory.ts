@@ -5,7 +5,7 @@
 // has, and stop early with the batch size that fits.
 import { readFileSync } from 'node:fs';
 import { freemem } from 'node:os';
-import { noGrad, randn, type nn } from '../torch/index.js';
+import { deviceMemory, noGrad, randn, type nn } from '../torch/index.js';
 
 /** Activation elements one image produces: in all (what backward keeps) and in the largest layer. */
 export function activationsPerImage(model: nn.Module, size: number): { total: number; largest: number } {
@@ -28,7 +28,7 @@ export function activationsPerImage(model: nn.Module, size: number): { total: nu
   const wasTraining = model.training;
   model.eval();
   try {
-    const x = randn([1, 3, size, size]);
+    const x = randn([1, 3, size, size], { device: model.parameters()[0]?.device ?? 'cpu' });
     noGrad(() => model.forward(x).dispose());
     x.dispose();
   } finally {
@@ -39,11 +39,19 @@ export function activationsPerImage(model: nn.Module, size: number): { total: nu
 }
 
 /**
- * Memory this process may still use, in bytes: the smallest of the kernel's
+ * Memory this process may still use, in bytes. On a CUDA device, the device's free
+ * memory (and FASTVISION_MEMORY_LIMIT). On the CPU, the smallest of the kernel's
  * MemAvailable, the cgroup's limit less its usage, and FASTVISION_MEMORY_LIMIT.
  */
-export function availableMemory(): number {
+export function availableMemory(device = 'cpu'): number {
   const candidates: number[] = [];
+  const env = Number(process.env.FASTVISION_MEMORY_LIMIT);
+  if (Number.isFinite(env) && env > 0) candidates.push(env);
+  if (device !== 'cpu') {
+    const gpu = deviceMemory(device);
+    if (gpu) candidates.push(gpu.free);
+    return candidates.length > 0 ? Math.max(0, Math.min(...candidates)) : Number.POSITIVE_INFINITY;
+  }
   try {
     const m = /MemAvailable:\s+(\d+) kB/.exec(readFileSync('/proc/meminfo', 'utf8'));
     if (m) candidates.push(Number(m[1]) * 1024);
@@ -57,8 +65,6 @@ export function availableMemory(): number {
   } catch {
     // no cgroup v2 limit
   }
-  const env = Number(process.env.FASTVISION_MEMORY_LIMIT);
-  if (Number.isFinite(env) && env > 0) candidates.push(env);
   return Math.max(0, Math.min(...candidates));
 }
 
@@ -71,6 +77,29 @@ export class BatchTooLargeError extends Error {
   ) {
     super(message);
   }
+}
+
+/**
+ * The device ran out of memory during training (CUDA's "out of memory", or the CPU
+ * allocator's): fast.ai's advice, a smaller batch, with the batch size to try.
+ */
+export class OutOfMemoryError extends Error {
+  override name = 'OutOfMemoryError';
+  constructor(
+    message: string,
+    /** Half the batch size that ran out, as a power of two (0 when it was already 1). */
+    readonly suggestedBs: number,
+  ) {
+    super(message);
+  }
+}
+
+/** The OutOfMemoryError for `cause`, raised while training at batch size `bs` on `device`. */
+export function outOfMemory(cause: unknown, bs: number, device: string): OutOfMemoryError {
+  const first = (cause instanceof Error ? cause.message : String(cause)).split('\n')[0]!.slice(0, 300);
+  const suggested = bs > 1 ? 2 ** Math.floor(Math.log2(bs / 2)) : 0;
+  const advice = suggested > 0 ? `the lesson's advice is a smaller batch: try --bs ${suggested}` : 'not even a batch of one image fits: try a smaller --size or a smaller architecture';
+  return new OutOfMemoryError(`out of memory on ${device} while training at batch size ${bs} (${first}); ${advice}`, suggested);
 }
 
 const GiB = 2 ** 30;
@@ -92,14 +121,16 @@ export function trainingStepBytes(model: nn.Module, size: number, bs: number, un
 
 /**
  * Throws a BatchTooLargeError when a training step at `bs` would need more than
- * 90% of the memory available, naming the batch size that fits.
+ * 90% of the memory available on the model's device (the machine's, or the GPU's
+ * free memory), naming the batch size that fits.
  */
 export function checkBatchFits(model: nn.Module, { arch, size, bs, unfrozen }: { arch: string; size: number; bs: number; unfrozen: boolean }): void {
   const { total, perImage, fixed } = trainingStepBytes(model, size, bs, unfrozen);
-  const budget = 0.9 * availableMemory();
+  const device = model.parameters()[0]?.device ?? 'cpu';
+  const budget = 0.9 * availableMemory(device);
   if (total <= budget) return;
   const fits = Math.floor((budget - fixed) / perImage);
   const suggested = fits >= 1 ? 2 ** Math.floor(Math.log2(fits)) : 0;
-  const need = `batch size ${bs} at ${size} px needs about ${(total / GiB).toFixed(1)} GiB to train ${arch}${unfrozen ? ' unfrozen' : ''}, and ${(budget / 0.9 / GiB).toFixed(1)} GiB is available`;
+  const need = `batch size ${bs} at ${size} px needs about ${(total / GiB).toFixed(1)} GiB to train ${arch}${unfrozen ? ' unfrozen' : ''}, and ${(budget / 0.9 / GiB).toFixed(1)} GiB is available${device === 'cpu' ? '' : ` on ${device}`}`;
   throw new BatchTooLargeError(suggested > 0 ? `${need}: try --bs ${suggested}` : `${need}, not enough for even one image: try a smaller --size`, suggested);
 }

@@ -33,7 +33,7 @@ abstract class MixHandler implements Callback {
     if (!this.shuffle) return;
     const y = loop.y!;
     const n = y.shape[0]!;
-    const lam = tensor(Float32Array.from(this.lam.length === n ? this.lam : new Array<number>(n).fill(this.lam[0]!)));
+    const lam = tensor(Float32Array.from(this.lam.length === n ? this.lam : new Array<number>(n).fill(this.lam[0]!)), { device: y.device });
     try {
       if (y.dtype === 'float32') {
         // Multi-hot targets: blend them, and the loss stays the ordinary one.
@@ -79,12 +79,12 @@ export class MixUp extends MixHandler {
     const x = loop.x!;
     const n = x.shape[0]!;
     this.lam = sampleBeta(this.alpha, n).map((l) => Math.max(l, 1 - l));
-    this.shuffle = randperm(n);
+    this.shuffle = randperm(n, { device: x.device });
     this.partners = this.shuffle.toArray();
     const shape = [n, ...x.shape.slice(1).map(() => 1)];
     const mixed = noGrad(() =>
       tidy(() => {
-        const lam = tensor(Float32Array.from(this.lam), { shape });
+        const lam = tensor(Float32Array.from(this.lam), { shape, device: x.device });
         const x1 = x.indexSelect(0, this.shuffle!);
         return x1.add(x.sub(x1).mul(lam));
       }),
@@ -110,7 +110,7 @@ export class CutMix extends MixHandler {
     const x = loop.x!;
     const [n, , h, w] = x.shape as [number, number, number, number];
     const lam = sampleBeta(this.alpha, 1)[0]!;
-    this.shuffle = randperm(n);
+    this.shuffle = randperm(n, { device: x.device });
     this.partners = this.shuffle.toArray();
     const cut = Math.sqrt(1 - lam);
     const cw = Math.round(w * cut);

@@ -28,6 +28,8 @@ interface DistAddon {
   storeSetTimeout(store: StoreHandle, ms: number): void;
   closeStore(store: StoreHandle): void;
   newGloo(store: StoreHandle, rank: number, size: number, timeoutMs: number, ifname: string | null, hostname: string | null): GroupHandle;
+  newNccl(store: StoreHandle, rank: number, size: number, timeoutMs: number): GroupHandle;
+  ncclAvailable(): boolean;
   destroyGroup(g: GroupHandle): void;
   setSequenceNumber(g: GroupHandle): void;
   allreduce(g: GroupHandle, tensors: Handle[], op: string): Promise<void>;
@@ -53,8 +55,8 @@ function dist(): DistAddon {
 
 /** Where and how a process joins a group (torchrun's environment fills what is not given). */
 export interface InitProcessGroupOptions {
-  /** Only 'gloo' (CPU). */
-  backend?: 'gloo';
+  /** 'gloo' (CPU tensors, the default) or 'nccl' (CUDA tensors; needs a CUDA build of the addon). */
+  backend?: 'gloo' | 'nccl';
   /** Number of processes (WORLD_SIZE). */
   worldSize?: number;
   /** This process's rank, 0 … worldSize − 1 (RANK). */
@@ -67,6 +69,11 @@ export interface InitProcessGroupOptions {
   timeoutMs?: number;
   /** The network interface Gloo uses (GLOO_SOCKET_IFNAME). */
   ifname?: string;
+  /**
+   * Where this rank's tensors live: the CPU for Gloo (the default), this rank's GPU for
+   * NCCL (default `cuda:LOCAL_RANK`, one rank per GPU as torchrun places them).
+   */
+  device?: string;
 }
 
 /** A failure of the group: a rank lost, the store unreachable, a timeout. */
@@ -87,7 +94,10 @@ export function resolveInitOptions(o: InitProcessGroupOptions = {}, env: NodeJS.
   if (masterPort < 1 || masterPort > 65535) throw new DistributedError(`MASTER_PORT ${masterPort} is not a port`);
   const masterAddr = o.masterAddr ?? env.MASTER_ADDR;
   if (!masterAddr) throw new DistributedError('MASTER_ADDR: rank 0\'s address is not set');
-  return { backend: o.backend ?? 'gloo', worldSize, rank, masterAddr, masterPort, timeoutMs: o.timeoutMs ?? 30 * 60_000, ifname: o.ifname ?? env.GLOO_SOCKET_IFNAME ?? null };
+  const backend = o.backend ?? 'gloo';
+  const localRank = env.LOCAL_RANK !== undefined ? int(undefined, 'LOCAL_RANK') : 0;
+  const device = o.device ?? (backend === 'nccl' ? `cuda:${localRank}` : 'cpu');
+  return { backend, worldSize, rank, masterAddr, masterPort, timeoutMs: o.timeoutMs ?? 30 * 60_000, ifname: o.ifname ?? env.GLOO_SOCKET_IFNAME ?? null, device };
 }
 
 /** Reduce operations Gloo offers (no average: sum, then divide). */
@@ -104,6 +114,8 @@ export class ProcessGroup {
     readonly rank: number,
     readonly worldSize: number,
     readonly timeoutMs: number,
+    /** Where the collectives' tensors must be: 'cpu' for Gloo, this rank's GPU for NCCL. */
+    readonly device = 'cpu',
   ) {}
 
   /** Sums (or max/min/product) each tensor over the ranks, in place. */
@@ -118,7 +130,7 @@ export class ProcessGroup {
 
   /** Every rank's `input` (same shape and dtype everywhere), in rank order. */
   async allGather(input: Tensor): Promise<Tensor[]> {
-    const outs = Array.from({ length: this.worldSize }, () => empty(input.shape, { dtype: input.dtype }));
+    const outs = Array.from({ length: this.worldSize }, () => empty(input.shape, { dtype: input.dtype, device: input.device }));
     try {
       await this.guard('all-gather', dist().allgather(this.group, outs.map((t) => t.handle), input.handle));
     } catch (e) {
@@ -274,7 +286,9 @@ export function defaultProcessGroup(): ProcessGroup | null {
 export async function initProcessGroup(options: InitProcessGroupOptions = {}): Promise<ProcessGroup> {
   if (defaultGroup) throw new DistributedError('the default process group is already initialized');
   const o = resolveInitOptions(options);
+  if (o.backend !== 'gloo' && o.backend !== 'nccl') throw new DistributedError(`backend must be 'gloo' or 'nccl', got '${String(o.backend)}'`);
   const d = dist();
+  if (o.backend === 'nccl' && !d.ncclAvailable()) throw new DistributedError('backend nccl: this build of fastvision has no NCCL (it needs a CUDA libtorch and NCCL\'s headers when it is built; `fastvision doctor` says what was found)');
   let root: StoreHandle;
   try {
     root = d.createStore(o.masterAddr, o.masterPort, o.rank === 0, o.worldSize, o.timeoutMs, true);
@@ -288,12 +302,12 @@ export async function initProcessGroup(options: InitProcessGroupOptions = {}): P
   // torch.distributed's keys for the default group: 1.13 hands Gloo "default_pg/0"; 2.x
   // names the group "0/" and gives each device's backend its own "cpu/" below it.
   const torch2 = Number.parseInt(libtorchVersion(), 10) >= 2;
-  const groupStore = torch2 ? d.prefixStore(d.prefixStore(pgStore, '0/'), 'cpu/') : d.prefixStore(pgStore, '0');
+  const groupStore = torch2 ? d.prefixStore(d.prefixStore(pgStore, '0/'), o.backend === 'nccl' ? 'cuda/' : 'cpu/') : d.prefixStore(pgStore, '0');
   let group: GroupHandle;
   try {
-    group = d.newGloo(groupStore, o.rank, o.worldSize, o.timeoutMs, o.ifname, null);
+    group = o.backend === 'nccl' ? d.newNccl(groupStore, o.rank, o.worldSize, o.timeoutMs) : d.newGloo(groupStore, o.rank, o.worldSize, o.timeoutMs, o.ifname, null);
   } catch (e) {
-    throw new DistributedError(`rank ${o.rank}: Gloo could not connect the ranks${o.ifname ? ` on interface ${o.ifname}` : ''} [${(e as Error).message.split('\n')[0]}]`);
+    throw new DistributedError(`rank ${o.rank}: ${o.backend === 'nccl' ? 'NCCL' : 'Gloo'} could not connect the ranks${o.ifname ? ` on interface ${o.ifname}` : ''} [${(e as Error).message.split('\n')[0]}]`);
   }
   if (torch2) {
     // 2.x sets the sequence number as soon as the backend exists, and has no start-up
@@ -311,11 +325,20 @@ export async function initProcessGroup(options: InitProcessGroupOptions = {}): P
     d.setSequenceNumber(group);
   }
   const own = d.prefixStore(root, 'fastvision');
-  const pg = new ProcessGroup(group, own, root, o.rank, o.worldSize, o.timeoutMs);
+  const pg = new ProcessGroup(group, own, root, o.rank, o.worldSize, o.timeoutMs, o.device);
   pg.set(`where/${o.rank}`, `${hostname()} pid ${process.pid}`);
   pg.startHeartbeat();
   defaultGroup = pg;
   return pg;
+}
+
+/** Whether this build can make NCCL groups (a CUDA libtorch, and NCCL's headers when it was built); false where distributed training is not built. */
+export function ncclAvailable(): boolean {
+  try {
+    return dist().ncclAvailable();
+  } catch {
+    return false;
+  }
 }
 
 /** Leaves the default group. */

@@ -38,6 +38,7 @@ export interface NativeAddon {
   grad(h: Handle): Handle | null;
   setGrad(h: Handle, g: Handle | null): void;
   isLeaf(h: Handle): boolean;
+  setData(h: Handle, source: Handle): void;
   backward(h: Handle, gradient?: Handle | null, retainGraph?: boolean): void;
   setGradEnabled(enabled: boolean): boolean;
   isGradEnabled(): boolean;
@@ -49,6 +50,13 @@ export interface NativeAddon {
   liveHandles(): number;
   heapStats(): { inUse: number; free: number };
   cudaAvailable(): boolean;
+  cudaInfo(): { available: boolean; deviceCount: number; devices: { name: string }[]; cudnn: number; cudaRuntime: number; config: string };
+  cudaMemory(index: number): { free: number; total: number } | null;
+  cudaSynchronize(index: number): void;
+  autocastEnter(deviceType: 'cpu' | 'cuda', dtype: number): [boolean, number];
+  autocastExit(deviceType: 'cpu' | 'cuda', wasEnabled: boolean, previousDtype: number): void;
+  buildInfo(): { torchVersion: string; cudaLinked: boolean; napiVersion: number; config: string; parallel: string };
+  loadedLibraries(): string[];
   version(): string;
   sameStorage(a: Handle, b: Handle): boolean;
 }

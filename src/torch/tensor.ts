@@ -469,9 +469,21 @@ export class Tensor implements Disposable {
       callTensorOp('aten::to.dtype', [this.handle, dtypeCode(dtype), false, copy, memoryFormat ? memoryFormatCode(memoryFormat) : null]),
     );
   }
-  /** Moves to a device (`'cpu'`, `'cuda'`, `'cuda:1'`). */
-  toDevice(device: string): Tensor {
-    return new Tensor(callTensorOp('aten::to.device', [this.handle, device, native.dtype(this.handle), false, false, null]));
+  /**
+   * Moves to a device (`'cpu'`, `'cuda'`, `'cuda:1'`); the same tensor when it is already there.
+   * `nonBlocking` lets a copy from pinned host memory overlap with the device's work.
+   */
+  toDevice(device: string, { nonBlocking = false }: { nonBlocking?: boolean } = {}): Tensor {
+    return new Tensor(callTensorOp('aten::to.device', [this.handle, device, native.dtype(this.handle), nonBlocking, false, null]));
+  }
+  /** A copy in page-locked host memory, which a CUDA device copies from asynchronously (CPU tensors only). */
+  pinMemory(): Tensor {
+    return this.unary('aten::pin_memory');
+  }
+  /** Makes this tensor's data `source`'s (any device or layout), keeping its identity: how a module moves between devices. */
+  setData_(source: Tensor): this {
+    native.setData(this.handle, source.handle);
+    return this;
   }
   /** Converts to float32. */
   float(): Tensor {

@@ -43,6 +43,11 @@ export interface DataOptions {
    * outputs are gathered back into order).
    */
   shard?: { rank: number; worldSize: number };
+  /**
+   * Where the loaders deliver batches: 'cpu' (the default) or a CUDA device such as
+   * 'cuda:0', copied from pinned memory without blocking. A learner sets it to its own.
+   */
+  device?: string;
 }
 
 /**
@@ -68,9 +73,9 @@ export class ImageClassifierData {
     readonly testDs: Dataset | null,
     readonly classes: string[],
     readonly tfms: Transforms | null,
-    readonly options: Required<Pick<DataOptions, 'bs' | 'seed' | 'channelsLast' | 'onBadImage'>> & { numWorkers?: number; oversample?: boolean; shard?: { rank: number; worldSize: number } },
+    readonly options: Required<Pick<DataOptions, 'bs' | 'seed' | 'channelsLast' | 'onBadImage'>> & { numWorkers?: number; oversample?: boolean; shard?: { rank: number; worldSize: number }; device?: string },
   ) {
-    const common = { bs: options.bs, numWorkers: options.numWorkers, seed: options.seed, channelsLast: options.channelsLast, onBadImage: options.onBadImage };
+    const common = { bs: options.bs, numWorkers: options.numWorkers, seed: options.seed, channelsLast: options.channelsLast, onBadImage: options.onBadImage, device: options.device };
     const inOrder = options.shard ? { shard: { ...options.shard, pad: false } } : {};
     const loader = (ds: Dataset | null, t: Transform | undefined, shuffle: boolean): DataLoader | null =>
       ds === null ? null : new DataLoader(ds, { ...common, transform: t, shuffle, ...inOrder });
@@ -84,6 +89,17 @@ export class ImageClassifierData {
     this.augDl = loader(valDs, tfms?.trn, false);
     this.testAugDl = loader(testDs, tfms?.trn, false);
     this.fixDl = loader(trnDs, tfms?.val, false);
+  }
+
+  /** Where the loaders deliver batches ('cpu' or 'cuda:N'). */
+  get device(): string {
+    return this.trnDl.device;
+  }
+
+  /** Sends every loader's batches to `device` from now on (and the data made from this one with withTfms). */
+  set device(device: string) {
+    for (const dl of [this.trnDl, this.valDl, this.testDl, this.augDl, this.testAugDl, this.fixDl]) if (dl) dl.device = device;
+    this.options.device = device;
   }
 
   /** Whether images carry several tags each (a multi-label CSV) rather than one class. */
@@ -135,7 +151,7 @@ export class ImageClassifierData {
    * per item in `trn[0]` / `val[0]`, integer labels (or, multi-label, lists of
    * tags) in `trn[1]` / `val[1]`.
    */
-  static fromArrays(path: string, trn: [Tensor, number[] | number[][]], val: [Tensor, number[] | number[][]] | null, classes: string[], { test, bs = 64, seed = 0, shard }: { test?: Tensor; bs?: number; seed?: number; shard?: { rank: number; worldSize: number } } = {}): ImageClassifierData {
+  static fromArrays(path: string, trn: [Tensor, number[] | number[][]], val: [Tensor, number[] | number[][]] | null, classes: string[], { test, bs = 64, seed = 0, shard, device }: { test?: Tensor; bs?: number; seed?: number; shard?: { rank: number; worldSize: number }; device?: string } = {}): ImageClassifierData {
     const ds = (x: Tensor, l: number[] | number[][]): ArrayDataset => {
       const tags = l.length > 0 && Array.isArray(l[0]) ? (l as number[][]) : null;
       return new ArrayDataset(x, tags ? tags.map((t) => t[0] ?? -1) : (l as number[]), classes, tags);
@@ -143,7 +159,7 @@ export class ImageClassifierData {
     const trnDs = ds(trn[0], trn[1]);
     const valDs = val ? ds(val[0], val[1]) : null;
     const testDs = test ? new ArrayDataset(test, new Array<number>(test.shape[0]!).fill(0), classes) : null;
-    return new ImageClassifierData(resolve(path), trnDs, valDs, testDs, classes, null, { bs, seed, channelsLast: false, onBadImage: 'skip', shard });
+    return new ImageClassifierData(resolve(path), trnDs, valDs, testDs, classes, null, { bs, seed, channelsLast: false, onBadImage: 'skip', shard, device });
   }
 
   private static build(root: string, trn: FilesDataset, val: FilesDataset | null, test: FilesDataset | null, classes: string[], opts: DataOptions): ImageClassifierData {
@@ -159,6 +175,7 @@ export class ImageClassifierData {
       onBadImage: opts.onBadImage ?? 'skip',
       oversample: opts.oversample ?? false,
       shard: opts.shard,
+      device: opts.device,
     });
   }
 

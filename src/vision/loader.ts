@@ -42,6 +42,11 @@ export interface DataLoaderOptions {
   /** Where warnings go (default console.warn). */
   warn?: (msg: string) => void;
   /**
+   * Where batches are delivered: 'cpu' (the default) or a CUDA device ('cuda:0'), to
+   * which each batch is copied from pinned host memory without blocking.
+   */
+  device?: string;
+  /**
    * This process's share of each pass in distributed training (PyTorch's
    * DistributedSampler): the pass's order, padded by repeating its start to a
    * multiple of worldSize when `pad` (training), then every worldSize-th item from
@@ -173,11 +178,13 @@ export class DataLoader {
   readonly shard: Shard | null;
   /** Completed and started passes; the next pass uses this epoch number. */
   epoch = 0;
+  /** Where batches are delivered (DataLoaderOptions.device); a learner sets it to its own. */
+  device: string;
   private readonly warn: (msg: string) => void;
 
   constructor(
     readonly dataset: Dataset,
-    { bs = 64, shuffle = false, dropLast = false, transform, numWorkers, prefetch, seed = 0, channelsLast = false, onBadImage = 'skip', oversample = false, warn = (m) => console.warn(m), shard }: DataLoaderOptions = {},
+    { bs = 64, shuffle = false, dropLast = false, transform, numWorkers, prefetch, seed = 0, channelsLast = false, onBadImage = 'skip', oversample = false, warn = (m) => console.warn(m), shard, device = 'cpu' }: DataLoaderOptions = {},
   ) {
     if (!Number.isInteger(bs) || bs < 1) throw new RangeError(`bs must be a positive integer, got ${bs}`);
     if (dataset instanceof FilesDataset && transform === undefined) throw new Error('DataLoader: an image dataset needs a transform');
@@ -192,6 +199,7 @@ export class DataLoader {
     this.onBadImage = onBadImage;
     this.oversample = oversample;
     this.warn = warn;
+    this.device = device;
     if (shard && !(Number.isInteger(shard.worldSize) && shard.worldSize >= 1 && Number.isInteger(shard.rank) && shard.rank >= 0 && shard.rank < shard.worldSize)) throw new RangeError(`shard: rank ${shard.rank} of ${shard.worldSize} is not a rank`);
     this.shard = shard ?? null;
   }
@@ -262,10 +270,10 @@ export class DataLoader {
     const ds = this.dataset;
     if (ds instanceof ArrayDataset) {
       for (const idx of batches) {
-        const ix = tensor(BigInt64Array.from(idx, (i) => BigInt(i)));
+        const ix = tensor(BigInt64Array.from(idx, (i) => BigInt(i)), { device: ds.x.device });
         const x = ds.x.indexSelect(0, ix);
         ix.dispose();
-        yield { x, y: labelsTensor(ds, idx), indices: idx };
+        yield { x: this.place(x), y: this.place(labelsTensor(ds, idx)), indices: idx };
       }
       return;
     }
@@ -329,14 +337,28 @@ export class DataLoader {
       kept = keep.map((i) => idx[i]!);
     }
     const n = kept.length;
-    const x = this.channelsLast ? channelsLastFromNhwc(data, n, t.sz) : tensor(data, { shape: [n, 3, t.sz, t.sz] });
-    return { x, y: labelsTensor(ds, kept), indices: kept };
+    const x = this.channelsLast ? channelsLastFromNhwc(this.place(tensor(data, { shape: [n, t.sz, t.sz, 3] }))) : this.place(tensor(data, { shape: [n, 3, t.sz, t.sz] }));
+    return { x, y: this.place(labelsTensor(ds, kept)), indices: kept };
+  }
+
+  /**
+   * `t` on this loader's device (taking it over): to a CUDA device through pinned
+   * memory and a non-blocking copy, as PyTorch's `pin_memory=True` loaders and
+   * `.to(device, non_blocking=True)` do; the CPU's tensors stay as they are.
+   */
+  private place(t: Tensor): Tensor {
+    if (t.device === this.device) return t;
+    // Pinned (page-locked) memory only for CUDA, whose copies from it need not wait.
+    const pinned = t.device === 'cpu' && this.device.startsWith('cuda') ? t.pinMemory() : null;
+    const moved = (pinned ?? t).toDevice(this.device, { nonBlocking: pinned !== null });
+    pinned?.dispose();
+    t.dispose();
+    return moved;
   }
 }
 
-function channelsLastFromNhwc(data: Float32Array, n: number, sz: number): Tensor {
-  const nhwc = tensor(data, { shape: [n, sz, sz, 3] });
-  // A permuted view of NHWC memory is exactly an NCHW tensor in channels-last layout.
+/** A permuted view of an NHWC batch (taking it over): exactly an NCHW tensor in channels-last layout. */
+function channelsLastFromNhwc(nhwc: Tensor): Tensor {
   const x = nhwc.permute(0, 3, 1, 2);
   nhwc.dispose();
   return x;

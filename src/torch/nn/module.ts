@@ -217,6 +217,29 @@ export abstract class Module {
     return this;
   }
 
+  /**
+   * Moves every parameter and buffer to `device` (`'cpu'`, `'cuda:0'`) in place, as
+   * PyTorch's `module.to(device)`: they keep their identity, so do it before an optimizer
+   * is made or after, alike. Gradients move with them.
+   */
+  to(device: string): this {
+    noGrad(() => {
+      for (const t of [...this.parameters(), ...this.buffers()]) {
+        if (t.device === device) continue;
+        const moved = t.toDevice(device);
+        t.setData_(moved);
+        moved.dispose();
+      }
+    });
+    return this;
+  }
+
+  /** The device of the first parameter (or buffer); `'cpu'` for a module with neither. */
+  get device(): string {
+    const first = this.parameters()[0] ?? this.buffers()[0];
+    return first ? first.device : 'cpu';
+  }
+
   /** Frees every parameter and buffer; the module is unusable afterwards. */
   dispose(): void {
     for (const t of [...this.parameters(), ...this.buffers()]) if (!t.isDisposed) t.dispose();

@@ -160,7 +160,8 @@ export abstract class Optimizer {
         const p = byIndex.get(idx);
         if (p === undefined) continue;
         const copy: ParamState = {};
-        for (const [k, v] of Object.entries(s)) copy[k] = typeof v === 'number' ? v : keep(v.clone());
+        // As PyTorch's load_state_dict: the state goes to its parameter's device (a CPU checkpoint resumes on CUDA, and back).
+        for (const [k, v] of Object.entries(s)) copy[k] = typeof v === 'number' ? v : keep(v.device === p.device ? v.clone() : v.toDevice(p.device));
         this.state.set(p, copy);
       }
     });
