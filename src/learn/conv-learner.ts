@@ -39,7 +39,7 @@ export interface ConvLearnerOptions extends ClassifierOptions {
    * takes ~0.91 of the NCHW time on libtorch 2.6 and 1.13 here; see BENCHMARKS.md) or
    * 'contiguous' (NCHW). Results agree within floating-point rounding; files are the same.
    * Where the libtorch computes channels-last convolutions wrongly (`channelsLastConvIsSound`:
-   * Debian 13's 2.6 on AVX-512 with several threads), the default is 'contiguous'.
+   * Debian 13's 2.6 on AVX-512 with several threads), the default on the CPU is 'contiguous'.
    */
   memoryFormat?: 'channelsLast' | 'contiguous';
   /** Metrics for `fit` when it is not given any (default: accuracy; multi-label: accuracy and F2 at a threshold of 0.2). */
@@ -173,8 +173,9 @@ export class ConvLearner {
     if (this.mixedPrecision) checkMixedPrecision(this.mixedPrecision, this.device);
     this.model.to(this.device);
     data.device = this.device;
-    // Channels-last is faster (0.91 of NCHW's step), but some libtorch builds compute it wrongly.
-    const sound = channelsLastConvIsSound();
+    // Channels-last is faster (0.91 of NCHW's step here; cuDNN prefers it under autocast), but
+    // some libtorch builds compute it wrongly on the CPU (the probe runs there).
+    const sound = this.device !== 'cpu' || channelsLastConvIsSound();
     this.memoryFormat = options.memoryFormat ?? (sound ? 'channelsLast' : 'contiguous');
     if (this.memoryFormat === 'channelsLast' && !sound) warnUnsoundChannelsLast();
     if (this.memoryFormat !== 'channelsLast' && this.memoryFormat !== 'contiguous') throw new Error(`memoryFormat must be 'channelsLast' or 'contiguous', got '${String(this.memoryFormat)}'`);
