@@ -195,6 +195,29 @@ test('fastvision doctor says which libtorch was loaded and how it was found, CUD
   assert.equal(parsed.threads.intraOp > 0, true);
 });
 
+test('the build links libtorch_cuda and c10_cuda without --as-needed where the libtorch found has them, and NCCL where its headers are found', async () => {
+  const fake = join(home, 'libtorch-cuda');
+  const files = ['include/ATen/ATen.h', 'include/torch/csrc/api/include/torch/version.h', 'lib/libtorch.so'];
+  const { mkdir, writeFile } = await import('node:fs/promises');
+  const put = async (f: string): Promise<void> => {
+    await mkdir(join(fake, f, '..'), { recursive: true });
+    await writeFile(join(fake, f), '');
+  };
+  for (const f of files) await put(f);
+  const finder = (what: string): string => spawnSync(process.execPath, [join(repoRoot, 'scripts', 'find-libtorch.mjs'), what], { encoding: 'utf8', env: { ...process.env, LIBTORCH: fake } }).stdout;
+  assert.equal(finder('ldflags'), `-L${join(fake, 'lib')} -Wl,-rpath,${join(fake, 'lib')}`, 'a CPU libtorch builds as before');
+  assert.equal(finder('defines'), '');
+  await put('lib/libtorch_cuda.so');
+  assert.equal(finder('ldflags'), `-L${join(fake, 'lib')} -Wl,-rpath,${join(fake, 'lib')} -Wl,--no-as-needed -ltorch_cuda -lc10_cuda -Wl,--as-needed`);
+  assert.equal(finder('defines'), 'FASTVISION_CUDA_LINKED');
+  const ncclFree = finder('dist-defines');
+  assert.ok(!ncclFree.includes('USE_C10D_NCCL') || existsSync('/usr/include/nccl.h'), 'no NCCL without its headers');
+  await put('include/nccl.h');
+  await put('include/cuda_runtime_api.h');
+  assert.equal(finder('dist-defines'), 'FASTVISION_CUDA_LINKED USE_C10D_NCCL');
+  assert.ok(finder('dist-include').split(' ').includes(join(fake, 'include')));
+});
+
 // ---- CUDA only -------------------------------------------------------------------
 
 test('CUDA: a forward pass, backward and an SGD step agree with the CPU', { skip: NO_CUDA }, () => {

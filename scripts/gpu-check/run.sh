@@ -49,24 +49,28 @@ else
 fi
 [ -f "$PACK/node.xz" ] || { echo "no $PACK/node.xz: run npm run gpu-check:pack first (and carry gpu-check-pack)"; exit 2; }
 
-step "unpack into $W"
-rm -rf "$W"
-mkdir -p "$W/bin" "$W/tree/build/Release"
-xz -dc "$PACK/node.xz" > "$W/bin/node" && chmod +x "$W/bin/node"
-export PATH="$W/bin:$PATH"
-for d in native scripts bench test package.json binding.gyp; do cp -r "$SRC/$d" "$W/tree/"; done
-tar -xJf "$PACK/node_modules.tar.xz" -C "$W/tree"
-tar -xJf "$PACK/dist.tar.xz" -C "$W/tree"
-cp "$PACK/prebuilt/fastvision_image.node" "$W/tree/build/Release/"
-# libjpeg as the image addon was built against, for machines without it.
-export LD_LIBRARY_PATH="$PACK/prebuilt/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-cd "$W/tree" || exit 2
-echo "node $(node --version); $(g++ --version | head -1)"
 PY=""
 for p in python3 /usr/bin/python3; do
   if "$p" -c 'import torch' 2>/dev/null; then PY=$p; break; fi
 done
 [ -n "$PY" ] || { echo "no python3 with torch here"; exit 2; }
+# xz where it is installed, else Python's lzma and tarfile (a python3 is there anyway).
+unxz_to() { if command -v xz >/dev/null; then xz -dc "$1" > "$2"; else "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$2"; fi; }
+untar_xz() { if command -v xz >/dev/null; then tar -xJf "$1" -C "$2"; else "$PY" -c 'import sys, tarfile; tarfile.open(sys.argv[1], "r:xz").extractall(sys.argv[2])' "$1" "$2"; fi; }
+
+step "unpack into $W"
+rm -rf "$W"
+mkdir -p "$W/bin" "$W/tree/build/Release"
+unxz_to "$PACK/node.xz" "$W/bin/node" && chmod +x "$W/bin/node"
+export PATH="$W/bin:$PATH"
+for d in native scripts bench test package.json binding.gyp; do cp -r "$SRC/$d" "$W/tree/"; done
+untar_xz "$PACK/node_modules.tar.xz" "$W/tree"
+untar_xz "$PACK/dist.tar.xz" "$W/tree"
+cp "$PACK/prebuilt/fastvision_image.node" "$W/tree/build/Release/"
+# libjpeg as the image addon was built against, for machines without it.
+export LD_LIBRARY_PATH="$PACK/prebuilt/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+cd "$W/tree" || exit 2
+echo "node $(node --version); $(g++ --version | head -1)"
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")'
 export FASTVISION_BENCH_PYTHON=$PY
 export FASTVISION_HOME="$W/home"
