@@ -4,7 +4,7 @@
 // small gradients from underflowing: the loss is multiplied by a scale before backward,
 // the gradients divided by it before the step, a step whose gradients are not finite is
 // skipped and the scale halved, and after `growthInterval` good steps it doubles.
-import { autocast, deviceType, full, libtorchVersion, noGrad, Tensor, zeros, type AutocastDtype, type optim } from '../torch/index.js';
+import { autocast, DeviceUnavailableError, deviceType, full, libtorchVersion, noGrad, Tensor, zeros, type AutocastDtype, type optim } from '../torch/index.js';
 import { callVoidOp, callTensorOp } from '../torch/ops.js';
 import { CancelStepError, type Callback, type Loop } from './loop.js';
 
@@ -165,11 +165,11 @@ export function autocastDtype(mode: MixedPrecisionMode): AutocastDtype {
   throw new RangeError(`mixed precision must be 'bf16' or 'fp16', got '${String(mode)}'`);
 }
 
-/** Throws when this libtorch cannot run `mode` on `device`; returns autocast's dtype for it. */
+/** Throws (a DeviceUnavailableError: exit code 2 on the command line) when this libtorch cannot run `mode` on `device`; returns autocast's dtype for it. */
 export function checkMixedPrecision(mode: MixedPrecisionMode, device: string): AutocastDtype {
   const dtype = autocastDtype(mode);
   if (mode === 'fp16' && deviceType(device) === 'cpu' && Number.parseInt(libtorchVersion(), 10) < 2) {
-    throw new Error(`mixed precision fp16 on the CPU needs libtorch 2.x (this is ${libtorchVersion()}, whose CPU autocast knows only bf16): use bf16`);
+    throw new DeviceUnavailableError(`mixed precision fp16 on the CPU needs libtorch 2.x (this is ${libtorchVersion()}, whose CPU autocast knows only bf16): use bf16`);
   }
   return dtype;
 }
