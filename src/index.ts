@@ -2,3 +2,4 @@
 export * from './torch/index.js';
 export * from './vision/index.js';
 export * from './learn/index.js';
+export { FastvisionError, InputError, exitCodeOf, type ErrorKind } from './util/errors.js';

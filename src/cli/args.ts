@@ -1,9 +1,10 @@
 // Command-line parsing: each command declares its options once, and help text
 // and error messages come from that declaration.
 import { parseArgs } from 'node:util';
+import { InputError } from '../util/errors.js';
 
 /** A mistake in how the command was called: printed as one line, exit code 2. */
-export class UsageError extends Error {}
+export class UsageError extends InputError {}
 
 /** One option of a command. */
 export interface OptionSpec {

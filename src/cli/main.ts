@@ -1,14 +1,10 @@
 // The `fastvision` command: dispatches to a subcommand; any failure is one line
 // on stderr and a non-zero exit (2 for a wrong call, 1 for a failure while running).
-import { ModelFileError } from '../learn/saved-model.js';
-import { DeviceUnavailableError, PthError } from '../torch/index.js';
-import { DataError } from '../vision/dataset.js';
-import { WeightsError } from '../vision/zoo.js';
-import { NotAFileError } from '../util/read-files.js';
 import { closeLoaderWorkers } from '../vision/loader.js';
 import { fastvisionVersion } from '../util/version.js';
 import { isExiting } from '../util/cleanup.js';
-import { commandHelp, parseCommandArgs, UsageError, type CommandSpec } from './args.js';
+import { commandHelp, parseCommandArgs, type CommandSpec } from './args.js';
+import { exitCodeOf } from '../util/errors.js';
 import { demoCommand } from './demo.js';
 import { doctorCommand } from './doctor.js';
 import { exportCommand } from './export.js';
@@ -65,8 +61,8 @@ export async function main(argv: string[]): Promise<number> {
     if (isExiting()) return 130;
     if (process.env.FASTVISION_DEBUG === '1') console.error(err.stack);
     console.error(`fastvision ${cmd.name}: ${shown((err.message || String(e)).split('\n')[0]!.replace(/^fastvision \S+: /, ''))}`);
-    // 2: the call or its input is wrong (options, data, model files); 1: a failure while running.
-    return e instanceof UsageError || e instanceof DataError || e instanceof PthError || e instanceof ModelFileError || e instanceof WeightsError || e instanceof NotAFileError || e instanceof DeviceUnavailableError ? 2 : 1;
+    // 2: the call or its input is wrong (options, data, weights, model files, devices); 1: a failure while running.
+    return exitCodeOf(e);
   } finally {
     // Loader worker threads would keep the process alive after the command.
     await closeLoaderWorkers();

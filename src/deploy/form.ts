@@ -4,9 +4,10 @@
 // is the client's mistake (400), never an internal error.
 import { Busboy, type BusboyInstance } from '@fastify/busboy';
 import type { IncomingHttpHeaders } from 'node:http';
+import { InputError } from '../util/errors.js';
 
 /** A request the client got wrong: its HTTP status and a message for the client. */
-export class RequestError extends Error {
+export class RequestError extends InputError {
   constructor(
     readonly status: number,
     message: string,

@@ -13,12 +13,13 @@ import type { Normalization } from '../vision/warp.js';
 import { FloatAttr, OnnxGraph, type TypedValue, type Value } from './onnx-graph.js';
 import { addPreprocessing } from './onnx-preprocess.js';
 import { OPSET, PREPROCESS_OPSET } from './onnx-proto.js';
+import { FastvisionError } from '../util/errors.js';
 
 type Pair = number | [number, number];
 const pair = (p: Pair | undefined, dflt: number): [number, number] => (p === undefined ? [dflt, dflt] : typeof p === 'number' ? [p, p] : p);
 
 /** A module type the exporter has no rule for. */
-export class OnnxExportError extends Error {}
+export class OnnxExportError extends FastvisionError {}
 
 function data(t: Tensor): Float32Array {
   const d = t.detach().float().contiguous();

@@ -6,9 +6,10 @@
 import type { nn } from '../torch/index.js';
 import type { Callback, EpochRecord, Loop } from './loop.js';
 import { disposeState, snapshotState, updateSnapshot, type StateSnapshot } from './state.js';
+import { FastvisionError } from '../util/errors.js';
 
 /** Training stopped because the loss diverged; the weights were restored (see `restoredTo`). */
-export class TrainingDivergedError extends Error {
+export class TrainingDivergedError extends FastvisionError {
   constructor(
     /** Why: "training loss NaN", "validation loss 2.1e+31 ran away", ... */
     readonly reason: string,

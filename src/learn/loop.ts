@@ -9,6 +9,7 @@ import { cat, F, noGrad, tensor, tidy, type nn, type optim, type Tensor } from '
 import type { DataLoader } from '../vision/loader.js';
 import type { Metric } from './metrics.js';
 import { SmoothedLoss } from './schedule.js';
+import { FastvisionError } from '../util/errors.js';
 
 /** One row of the epoch table. */
 export interface EpochRecord {
@@ -22,15 +23,15 @@ export interface EpochRecord {
 }
 
 /** Skips the rest of this batch (no backward, no step). */
-export class CancelBatchError extends Error {}
+export class CancelBatchError extends FastvisionError {}
 /** Skips this batch's optimizer step and the zeroing of gradients (they accumulate). */
-export class CancelStepError extends Error {}
+export class CancelStepError extends FastvisionError {}
 /** Ends this epoch's training part at once (validation still runs). */
-export class CancelTrainError extends Error {}
+export class CancelTrainError extends FastvisionError {}
 /** Skips this epoch's validation. */
-export class CancelValidateError extends Error {}
+export class CancelValidateError extends FastvisionError {}
 /** Ends the fit after this point; `afterFit` hooks still run. */
-export class CancelFitError extends Error {}
+export class CancelFitError extends FastvisionError {}
 
 type Hook = (loop: Loop) => void | Promise<void>;
 

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { freemem } from 'node:os';
 import { deviceMemory, noGrad, randn, type nn } from '../torch/index.js';
+import { FastvisionError, InputError } from '../util/errors.js';
 
 /** Activation elements one image produces: in all (what backward keeps) and in the largest layer. */
 export function activationsPerImage(model: nn.Module, size: number): { total: number; largest: number } {
@@ -69,7 +70,7 @@ export function availableMemory(device = 'cpu'): number {
 }
 
 /** A batch size too large for this machine's memory, with the one to use instead. */
-export class BatchTooLargeError extends Error {
+export class BatchTooLargeError extends InputError {
   constructor(
     message: string,
     /** The largest power-of-two batch size that fits (0 when not even one image does). */
@@ -83,8 +84,7 @@ export class BatchTooLargeError extends Error {
  * The device ran out of memory during training (CUDA's "out of memory", or the CPU
  * allocator's): fast.ai's advice, a smaller batch, with the batch size to try.
  */
-export class OutOfMemoryError extends Error {
-  override name = 'OutOfMemoryError';
+export class OutOfMemoryError extends FastvisionError {
   constructor(
     message: string,
     /** Half the batch size that ran out, as a power of two (0 when it was already 1). */

@@ -10,9 +10,10 @@ import { ARCHS } from '../vision/models/archs.js';
 import { buildClassifier } from './head.js';
 import type { ConvLearner } from './conv-learner.js';
 import { readRegularFile } from '../util/read-files.js';
+import { InputError } from '../util/errors.js';
 
 /** A saved model that cannot be found or read, or does not describe itself: the message names the file. */
-export class ModelFileError extends Error {}
+export class ModelFileError extends InputError {}
 
 /** What `model.json` holds. */
 export interface ModelInfo {

@@ -2,14 +2,13 @@
 // CUDA's memory and synchronisation, and autocast regions (mixed precision).
 import { native } from './native.js';
 import { dtypeCode, dtypeName, type DType } from './dtype.js';
+import { InputError } from '../util/errors.js';
 
 /** What a user may ask for: `auto` (CUDA when there is one), `cpu`, `cuda` or `cuda:N`. */
 export type DeviceSpec = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
 
 /** A device was asked for that this machine or this libtorch does not have; names `fastvision doctor`. */
-export class DeviceUnavailableError extends Error {
-  override name = 'DeviceUnavailableError';
-}
+export class DeviceUnavailableError extends InputError {}
 
 /** One CUDA device as the CUDA runtime describes it. */
 export interface CudaDevice {

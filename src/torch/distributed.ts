@@ -13,6 +13,7 @@ import { cat, empty } from './creation.js';
 import { libtorchVersion, noGrad } from './autograd.js';
 import { packageRoot, type Handle } from './native.js';
 import { Tensor } from './tensor.js';
+import { FastvisionError } from '../util/errors.js';
 
 type StoreHandle = { readonly __store: unique symbol };
 type GroupHandle = { readonly __group: unique symbol };
@@ -77,7 +78,7 @@ export interface InitProcessGroupOptions {
 }
 
 /** A failure of the group: a rank lost, the store unreachable, a timeout. */
-export class DistributedError extends Error {}
+export class DistributedError extends FastvisionError {}
 
 /** The settings `initProcessGroup` ends up with, from options and the environment. */
 export function resolveInitOptions(o: InitProcessGroupOptions = {}, env: NodeJS.ProcessEnv = process.env): Required<Omit<InitProcessGroupOptions, 'ifname'>> & { ifname: string | null } {

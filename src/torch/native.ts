@@ -78,7 +78,7 @@ function load(): NativeAddon {
   const root = packageRoot();
   const file = join(root, 'build', 'Release', 'fastvision.node');
   if (!existsSync(file)) {
-    throw new Error(`fastvision: the native addon is not built (${file} is missing). Run \`npm run setup\` in ${root}.`);
+    throw new Error(`fastvision: the native addon is not built (${file} is missing): npm's install scripts did not run or failed. Run \`npm rebuild fastvision\` in your project (it needs libtorch: see the README, Finding libtorch); in a checkout of fastvision, \`npm run setup\`.`);
   }
   const require = createRequire(import.meta.url);
   const addon = require(file) as NativeAddon;

@@ -5,6 +5,7 @@ import { accessSync, closeSync, constants, lstatSync, mkdirSync, openSync, readF
 import { open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { removeOnInterrupt } from './cleanup.js';
+import { InputError } from './errors.js';
 
 /**
  * Where a write to a path really goes, and how:
@@ -18,9 +19,7 @@ import { removeOnInterrupt } from './cleanup.js';
 export type WriteTarget = { kind: 'atomic'; path: string } | { kind: 'direct'; path: string } | { kind: 'stdout' };
 
 /** Thrown when a path cannot be an output (a folder, a block device, a socket, a link loop); names the path. */
-export class OutputPathError extends Error {
-  override name = 'OutputPathError';
-}
+export class OutputPathError extends InputError {}
 
 const MAX_LINKS = 40;
 

@@ -4,11 +4,10 @@
 // itself never blocks (O_NONBLOCK), and the check is made on the opened file.
 import { closeSync, constants, fstatSync, openSync, readFileSync, type Stats } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { InputError } from './errors.js';
 
 /** Thrown for a path that is not a regular file (a folder, a pipe, a device, a socket); names the path. */
-export class NotAFileError extends Error {
-  override name = 'NotAFileError';
-}
+export class NotAFileError extends InputError {}
 
 function kindOf(st: Stats): string {
   if (st.isDirectory()) return 'a folder';

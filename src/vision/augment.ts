@@ -8,6 +8,7 @@ import { maxImagePixels, overLimitMessage } from './image-limits.js';
 import { decodeJpeg, exifOrientation, isJpeg, type RgbImage } from './jpeg.js';
 import { resizeAntialiased, shorterSideSize, uprightPixels, validationInput, warp, warpMatrix, type CropType, type Normalization, type WarpPlan } from './warp.js';
 import { readRegularFile } from '../util/read-files.js';
+import { InputError } from '../util/errors.js';
 
 export type { CropType, Normalization } from './warp.js';
 
@@ -71,7 +72,7 @@ function plan(t: Transform, rand: () => number): WarpPlan {
 }
 
 /** An image that could not be read: names the file and why. */
-export class BadImageError extends Error {
+export class BadImageError extends InputError {
   constructor(
     readonly file: string,
     readonly reason: string,

@@ -7,6 +7,7 @@ import { parse } from 'csv-parse/sync';
 import { shown } from '../util/shown.js';
 import type { Tensor } from '../torch/index.js';
 import { NotAFileError, readRegularFileSync } from '../util/read-files.js';
+import { InputError } from '../util/errors.js';
 
 /** File extensions read as images (others, such as .txt or .DS_Store, are counted and named as skipped). */
 export const IMAGE_EXTENSIONS = new Set(['.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.webp', '.gif', '.tif', '.tiff', '.avif', '.bmp', '.dib', '.heic', '.heif']);
@@ -17,7 +18,7 @@ export function isImageFile(name: string): boolean {
 }
 
 /** A clear message about the user's data, naming the folder, file or line at fault. */
-export class DataError extends Error {}
+export class DataError extends InputError {}
 
 /**
  * Image files with integer labels (-1 for unlabelled test images); a multi-label

@@ -8,6 +8,7 @@ import { basename, join } from 'node:path';
 import { megabytes, progress } from '../util/progress.js';
 import { ensureDir, renameIntoPlace } from '../util/files.js';
 import { removeOnInterrupt } from '../util/cleanup.js';
+import { InputError } from '../util/errors.js';
 
 /** A published weights file. */
 export interface ZooEntry {
@@ -56,7 +57,7 @@ export function weightsDir(): string {
 }
 
 /** A download or checksum failure, with what the user can do about it. */
-export class WeightsError extends Error {}
+export class WeightsError extends InputError {}
 
 /** Options of `fetchWeights`. */
 export interface FetchOptions {

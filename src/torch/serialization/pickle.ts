@@ -1,6 +1,7 @@
 // A restricted pickle reader and a small pickle writer: exactly what PyTorch
 // state dicts use. Reading resolves only the globals in an allow-list, so a
 // weights file can never run code (PyTorch's `weights_only=True` in spirit).
+import { InputError } from '../../util/errors.js';
 
 /** A Python global the reader allows, as `module.name`. */
 export type GlobalName = string;
@@ -38,7 +39,7 @@ export interface Buildable {
 }
 
 /** A pickle that is malformed or asks for something not allowed. */
-export class PickleError extends Error {}
+export class PickleError extends InputError {}
 
 const MARK = Symbol('mark');
 type StackItem = PickleValue | typeof MARK;

@@ -24,6 +24,7 @@ import {
 } from './pickle.js';
 import { readZip, writeZip, ZipFormatError } from './zip.js';
 import { readRegularFile } from '../../util/read-files.js';
+import { InputError } from '../../util/errors.js';
 
 const STORAGE_DTYPES: Record<string, DType> = {
   FloatStorage: 'float32',
@@ -49,7 +50,7 @@ class OrderedDictValue extends Map<PickleValue, PickleValue> {
 export type PthValue = PickleValue | Tensor;
 
 /** A `.pth` file that is corrupt, truncated, or not a state dict. */
-export class PthError extends Error {}
+export class PthError extends InputError {}
 
 /** An integer from a pickle (a number or a big int), or null. */
 function asInt(v: PickleValue | undefined): bigint | null {

@@ -2,6 +2,7 @@
 // aligned to 64 bytes, as torch.save writes them. Reading also accepts deflate
 // and ZIP64, in case a file was repacked by another tool.
 import { inflateRawSync } from 'node:zlib';
+import { InputError } from '../../util/errors.js';
 
 const CRC_TABLE = (() => {
   const t = new Uint32Array(256);
@@ -27,7 +28,7 @@ export interface ZipEntry {
 }
 
 /** A corrupt, truncated or unsupported archive. */
-export class ZipFormatError extends Error {}
+export class ZipFormatError extends InputError {}
 
 function u16(b: Buffer, o: number): number {
   return b.readUInt16LE(o);
