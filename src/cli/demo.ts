@@ -81,7 +81,8 @@ export const demoCommand: CommandSpec = {
     // accuracy here (0.72 against 0.80 with the statistics kept). The rate stays the lesson's
     // (lesson-unfreeze): data this far from photos needs the body to move (at 2/5 of it: 0.77).
     // The demo is the lesson's recipe, tuned for these grey garments (batch-norm statistics kept).
-    const withDefaults = { ...args, values: { recipe: 'lesson', size: '64', aug: 'side-on', test: 'test', out: str(args, 'out', './fastvision-demo'), 'bn-freeze': true, 'lesson-unfreeze': true, ...args.values } };
+    const lesson = args.values.recipe === undefined || args.values.recipe === 'lesson';
+    const withDefaults = { ...args, values: { recipe: 'lesson', size: '64', aug: 'side-on', test: 'test', out: str(args, 'out', './fastvision-demo'), 'bn-freeze': true, ...(lesson ? { 'lesson-unfreeze': true } : {}), ...args.values } };
     const settings = recipeSettings(withDefaults, dir, 64);
     const arch = archOf('mobilenet_v2_nsfwjs');
     await withOutput(settings.out, async () => {

@@ -164,8 +164,9 @@ export const submitCommand: CommandSpec = {
     out: { type: 'string', arg: 'FILE', help: 'the CSV to write', default: 'submission.csv' },
     labels: { type: 'boolean', help: 'one column with the predicted label instead of probabilities' },
     'spreadsheet-safe': { type: 'boolean', help: "prefix ' to ids and labels that start with = + - @ (formulas in a spreadsheet); Kaggle needs them raw, so off by default" },
-    'no-tta': { type: 'boolean', help: 'plain predictions instead of test-time augmentation' },
-    ...PREDICTION_OPTIONS,
+    // TTA is on for a submission; --no-tta turns it off (a --tta beside it would say nothing).
+    'no-tta': { type: 'boolean', help: 'plain predictions instead of test-time augmentation (on by default here)' },
+    ...Object.fromEntries(Object.entries(PREDICTION_OPTIONS).filter(([name]) => name !== 'tta')),
   },
   async run(args) {
     const saved = await readModel(args.positionals[0]!);

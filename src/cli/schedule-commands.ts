@@ -33,6 +33,7 @@ export const lrFindCommand: CommandSpec = {
     ...LAYOUT_OPTIONS,
     ...MODEL_OPTIONS,
     unfreeze: UNFREEZE,
+    precompute: { type: 'boolean', help: 'measure on precomputed activations, as fit --precompute trains (else with augmentation, as fit)' },
     from: FROM,
     ...TRAINING_DEVICE_OPTIONS,
     'num-it': { type: 'string', arg: 'N', help: 'mini-batches to run (going over a small training set several times)', default: 'max(100, one pass)' },
@@ -43,14 +44,17 @@ export const lrFindCommand: CommandSpec = {
     const path = dataPath(args.positionals[0]);
     const out = resolve(str(args, 'out', join('fastvision-out', basename(path))));
     const from = str(args, 'from');
+    if (flag(args, 'precompute') && flag(args, 'unfreeze')) throw new UsageError('--precompute and --unfreeze exclude each other (an unfrozen body has no fixed activations)');
     const saved = from === undefined ? null : await readModel(from);
     const arch = archArg(args);
     const device = deviceArg(args);
     const mixedPrecision = mixedPrecisionArg(args) ?? undefined;
     await withOutput(out, async () => {
       const data = await loadData(path, args, saved ? archOf(saved.info.arch) : arch, sizeArg(args, saved?.info.size ?? 224));
-      const learn = saved ? await learnerFor(saved, data, { device, mixedPrecision }) : await ConvLearner.pretrained(arch, data, { precompute: !flag(args, 'unfreeze'), device, mixedPrecision });
+      // The conditions of the fit it suggests a rate for: fit trains with augmentation unless --precompute.
+      const learn = saved ? await learnerFor(saved, data, { device, mixedPrecision }) : await ConvLearner.pretrained(arch, data, { device, mixedPrecision });
       if (flag(args, 'unfreeze')) learn.unfreeze();
+      if (flag(args, 'precompute')) learn.precompute = true;
       // As train does: at least 100 mini-batches, so that a small dataset gives a curve, not a handful of points.
       const numIt = num(args, 'num-it', Math.max(100, data.trnDl.length), { min: 2, max: 100000, integer: true });
       const finder = await learn.lrFind({ numIt });
@@ -88,7 +92,7 @@ export const fitCommand: CommandSpec = {
     wd: { type: 'string', arg: 'W[,W,W]', help: 'weight decay, or one per layer group', default: '0' },
     precompute: { type: 'boolean', help: 'train the head on precomputed activations (no augmentation)' },
     unfreeze: UNFREEZE,
-    adam: { type: 'boolean', help: 'Adam instead of SGD with momentum 0.9' },
+    opt: { type: 'string', arg: 'NAME', help: 'the optimizer: sgd (momentum 0.9), adam, or adamw (decoupled weight decay, fastai v2\'s default)', default: 'sgd' },
     from: FROM,
     'save-cycles': { type: 'boolean', help: 'also save a snapshot at the end of each cycle (model_cyc_K.pth; predict --ensemble averages them)' },
     seed: { type: 'string', arg: 'N', help: "seed of the head's initial weights, dropout, shuffling and augmentation", default: '0' },
@@ -120,7 +124,7 @@ export const fitCommand: CommandSpec = {
       manualSeed(num(args, 'seed', 0, { min: 0, max: 2 ** 31 - 1, integer: true }));
       const data = await loadData(path, args, arch, size);
       if (saved && saved.info.classes.join('\n') !== data.classes.join('\n')) throw new UsageError(`${path}: its classes are not those of ${from}`);
-      const optFn = flag(args, 'adam') ? 'adam' : 'sgd';
+      const optFn = choice(args, 'opt', ['sgd', 'adam', 'adamw'] as const, 'sgd');
       const learn = saved ? await learnerFor(saved, data, { optFn, device, mixedPrecision }) : await ConvLearner.pretrained(arch, data, { optFn, device, mixedPrecision });
       if (flag(args, 'unfreeze')) learn.unfreeze();
       if (flag(args, 'precompute')) learn.precompute = true;

@@ -592,12 +592,28 @@ export function runFingerprint(args: ParsedArgs, path: string): string {
   return JSON.stringify({ path: resolve(path), values });
 }
 
+/** The options only one recipe reads: given with the other, they would be silently ignored. */
+const RECIPE_ONLY: Record<Recipe, string[]> = {
+  lesson: ['cycles', 'unfreeze-cycles', 'group-div', 'unfreeze-lr', 'lesson-unfreeze'],
+  'fine-tune': ['freeze-epochs', 'epochs'],
+};
+
+/** A UsageError for an option that belongs to the recipe not chosen, naming that recipe. */
+function refuseOtherRecipesOptions(args: ParsedArgs, recipe: Recipe): void {
+  for (const [other, names] of Object.entries(RECIPE_ONLY) as [Recipe, string[]][]) {
+    if (other === recipe) continue;
+    const given = names.find((n) => args.values[n] !== undefined);
+    if (given) throw new UsageError(`--${given} belongs to --recipe ${other}; ${recipe === 'fine-tune' ? 'the fine-tune recipe (the default) trains --freeze-epochs, then --epochs' : 'the lesson recipe trains --cycles, then --unfreeze-cycles'}`);
+  }
+}
+
 /** The recipe's settings from the command line. */
 export function recipeSettings(args: ParsedArgs, path: string, dfltSize = 224): RecipeSettings {
   const sizes = numList(args, 'sizes', { min: 8, max: 2048, integer: true }) ?? [sizeArg(args, dfltSize)];
   if (sizes.some((s, i) => i > 0 && s <= sizes[i - 1]!)) throw new UsageError(`--sizes: ${sizes.join(',')} must grow, e.g. 128,224`);
   // fine-tune is the default: more accuracy per minute on pets-sample (npm run bench:recipes, BENCHMARKS.md).
   const recipe = choice(args, 'recipe', RECIPES, 'fine-tune');
+  refuseOtherRecipesOptions(args, recipe);
   return {
     recipe,
     suggest: choice(args, 'suggest', SUGGESTION_RULES, recipe === 'fine-tune' ? 'valley' : 'lesson'),

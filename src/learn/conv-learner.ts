@@ -3,8 +3,10 @@
 // on the one loop (loop.ts) with callbacks: fit (SGDR or constant),
 // fitOneCycle, fineTune, lrFind; save/load; prediction, TTA and ensembles.
 import { outOfMemory } from './memory.js';
+import { saveModel } from './saved-model.js';
+import { loadTransformed } from '../vision/augment.js';
 import { existsSync } from 'node:fs';
-import { dirname, isAbsolute, join, sep } from 'node:path';
+import { basename, dirname, isAbsolute, join, sep } from 'node:path';
 import { ensureDir } from '../util/files.js';
 import { channelsLastConvIsSound, getNumThreads, isOutOfMemory, libtorchVersion, loadStateDictFile, nn, noGrad, optim, resolveDevice, savePth, setRngState, tensor, type Tensor } from '../torch/index.js';
 import { checkMixedPrecision, MixedPrecision, type MixedPrecisionMode } from './mixed-precision.js';
@@ -67,6 +69,18 @@ export interface ConvLearnerOptions extends ClassifierOptions {
    * bf16, or in fp16 with dynamic loss scaling (PyTorch's GradScaler). Weights stay float32.
    */
   mixedPrecision?: MixedPrecisionMode;
+}
+
+/** What `learn.predict` says of one image (fastai's learn.predict, by name). */
+export interface ImagePrediction {
+  /** The most probable class. */
+  label: string;
+  /** Its probability. */
+  probability: number;
+  /** Every class's probability, in `learn.data.classes`' order. */
+  probs: number[];
+  /** Multi-label models: the tags above the learner's threshold, most probable first. */
+  labels?: string[];
 }
 
 /** Options of every fit. */
@@ -532,6 +546,57 @@ export class ConvLearner {
     return { ...gradCam({ body: this.body, pool: this.pool, head: this.head }, x, picked), classes: picked };
   }
 
+  /** The tag threshold of a multi-label learner's `predict` and `export` (0.5 until set, e.g. to the one chosen on validation). */
+  threshold = 0.5;
+
+  /**
+   * `predict(image)`: classifies one image, a path or a file's bytes, as fastai's `learn.predict`: the
+   * validation transform (torchvision's Resize + CenterCrop at the data's size), the
+   * network in evaluation mode on the learner's device. Unreadable images throw a
+   * BadImageError naming the file.
+   */
+  private async predictImage(image: string | Uint8Array): Promise<ImagePrediction> {
+    const t = this.data.tfms?.val;
+    if (!t) throw new Error('predict: the learner’s data has no transforms (image data made with tfmsFromModel)');
+    const pixels = new Float32Array(3 * t.sz * t.sz);
+    await loadTransformed(typeof image === 'string' ? image : Buffer.from(image.buffer, image.byteOffset, image.byteLength), t, () => 0.5, pixels, 0);
+    this.model.eval();
+    const probs = noGrad(() => {
+      const x = tensor(pixels, { shape: [1, 3, t.sz, t.sz], device: this.device });
+      const input = this.memoryFormat === 'channelsLast' ? x.contiguous('channelsLast') : x;
+      const out = this.model.forward(input);
+      const p = this.probabilities(out.float());
+      const values = Array.from(p.dataSync() as Float32Array);
+      for (const u of new Set([x, input, out, p])) u.dispose();
+      return values;
+    });
+    const best = probs.reduce((b, v, i) => (v > probs[b]! ? i : b), 0);
+    const classes = this.data.classes;
+    const result: ImagePrediction = { label: classes[best]!, probability: probs[best]!, probs };
+    if (this.multiLabel)
+      result.labels = probs
+        .map((p, i) => ({ p, i }))
+        .filter((e) => e.p > this.threshold)
+        .sort((a, b) => b.p - a.p)
+        .map((e) => classes[e.i]!);
+    return result;
+  }
+
+  /**
+   * Writes the self-describing model file (fastai's `learn.export`): the weights as a PyTorch
+   * state dict carrying the architecture, classes, size and head, and the same description
+   * beside it as `.json`. `loadLearner(path)` reads it back; `fastvision predict`, `export`
+   * and `serve` take it. Returns the `.pth` path.
+   */
+  async export(path = 'model.pth'): Promise<string> {
+    const size = this.data.sz;
+    if (size === undefined) throw new Error('export: the learner’s data has no image size (image data made with tfmsFromModel)');
+    const file = path.endsWith('.pth') ? path : `${path}.pth`;
+    ensureDir(dirname(file));
+    const { model } = await saveModel(dirname(file), this, size, { name: basename(file, '.pth'), threshold: this.multiLabel ? this.threshold : undefined });
+    return model;
+  }
+
   /** Turns the network's outputs into probabilities: exp of log-probabilities, or sigmoids of multi-label logits. */
   probabilities(out: Tensor): Tensor {
     return noGrad(() => (this.multiLabel ? out.sigmoid() : out.exp()));
@@ -545,9 +610,13 @@ export class ConvLearner {
     return { logProbs: out, y };
   }
 
-  /** The network's outputs (log-probabilities; multi-label: logits) for the validation (or test) set, in order. */
-  async predict(isTest = false): Promise<Tensor> {
-    const { logProbs, y } = await this.predictWithTargets(isTest);
+  /** The lesson's form: the network's outputs (log-probabilities; multi-label: logits) for the validation (or test) set, in order. */
+  predict(isTest?: boolean): Promise<Tensor>;
+  /** fastai v2's form: one image (a path or a file's bytes) classified, as `{ label, probability, probs }`. */
+  predict(image: string | Uint8Array): Promise<ImagePrediction>;
+  async predict(what: boolean | string | Uint8Array = false): Promise<Tensor | ImagePrediction> {
+    if (typeof what !== 'boolean') return this.predictImage(what);
+    const { logProbs, y } = await this.predictWithTargets(what);
     y.dispose();
     return logProbs;
   }

@@ -17,3 +17,4 @@ export { DistributedDataParallel, checkSameEverywhere, gatherRows, type DDPOptio
 export { GradScaler, MixedPrecision, checkMixedPrecision, type GradScalerOptions, type MixedPrecisionMode } from './mixed-precision.js';
 export { OutOfMemoryError, BatchTooLargeError, checkBatchFits } from './memory.js';
 export { saveCheckpoint, loadCheckpoint, disposeCheckpoint, type Checkpoint } from './checkpoint.js';
+export { loadLearner, type LoadLearnerOptions } from './load-learner.js';

@@ -1,0 +1,62 @@
+// fastai v2's names for a trained model: `learn.export(path)` writes the self-describing
+// model file, `loadLearner(path, { device })` reads it back, and `learn.predict(image)`
+// classifies one photo (a path or its bytes) as `fastvision predict` does.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { closeLoaderWorkers, ConvLearner, ImageClassifierData, InputError, loadLearner, manualSeed, mobilenet_v2_nsfwjs, tfmsFromModel } from '../src/index.js';
+import { photos, repoRoot } from './helpers.js';
+
+let home = '';
+let data: ImageClassifierData;
+before(async () => {
+  home = await mkdtemp(join(tmpdir(), 'fastvision-learner-api-'));
+  process.env.FASTVISION_HOME = home;
+  data = await ImageClassifierData.fromPaths(join(photos, 'dogscats'), { tfms: tfmsFromModel(mobilenet_v2_nsfwjs, 48), bs: 4 });
+});
+after(async () => {
+  await closeLoaderWorkers();
+  await rm(home, { recursive: true, force: true });
+});
+
+test('export, loadLearner and predict(image): the same answer from the learner, the loaded one, its bytes and fastvision predict', async () => {
+  manualSeed(0);
+  const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, { log: null, device: 'cpu' });
+  await learn.fit(1e-3, 1);
+  const file = await learn.export(join(home, 'out', 'model.pth'));
+  assert.equal(file, join(home, 'out', 'model.pth'));
+  assert.ok(existsSync(join(home, 'out', 'model.json')));
+
+  const cat = join(photos, 'dogscats', 'valid', 'cats', readdirSync(join(photos, 'dogscats', 'valid', 'cats'))[0]!);
+  const mine = await learn.predict(cat);
+  assert.deepEqual(Object.keys(mine).sort(), ['label', 'probability', 'probs']);
+  assert.ok(data.classes.includes(mine.label));
+  assert.equal(mine.probs.length, 2);
+  assert.ok(Math.abs(mine.probs.reduce((a, b) => a + b, 0) - 1) < 1e-5);
+  assert.equal(mine.probability, Math.max(...mine.probs));
+
+  const loaded = await loadLearner(file, { device: 'cpu' });
+  assert.deepEqual(loaded.data.classes, data.classes);
+  const theirs = await loaded.predict(cat);
+  const fromBytes = await loaded.predict(readFileSync(cat));
+  for (const p of [theirs, fromBytes]) {
+    assert.equal(p.label, mine.label);
+    p.probs.forEach((v, i) => assert.ok(Math.abs(v - mine.probs[i]!) < 1e-6, `class ${i}: ${v} against ${mine.probs[i]}`));
+  }
+
+  const cli = spawnSync(process.execPath, [join(repoRoot, 'dist', 'src', 'cli', 'bin.js'), 'predict', join(home, 'out'), cat, '--json', '--top', '2', '--device', 'cpu'], { encoding: 'utf8', env: { ...process.env, FASTVISION_HOME: home }, timeout: 120_000 });
+  assert.equal(cli.status, 0, cli.stderr);
+  const [row] = JSON.parse(cli.stdout) as { top: { label: string; p: number }[] }[];
+  assert.equal(row!.top[0]!.label, theirs.label);
+  for (const t of row!.top) assert.ok(Math.abs(t.p - theirs.probs[data.classes.indexOf(t.label)]!) < 1e-5, `${t.label}: fastvision predict ${t.p}, learn.predict ${theirs.probs[data.classes.indexOf(t.label)]}`);
+});
+
+test('loadLearner names the file it cannot read; predict names the image it cannot decode', async () => {
+  await assert.rejects(loadLearner(join(home, 'nowhere', 'model.pth')), (e: Error) => e instanceof InputError && /no such model: .*nowhere/.test(e.message));
+  const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, { log: null, device: 'cpu' });
+  await assert.rejects(learn.predict(Buffer.from('not an image at all')), (e: Error) => e instanceof InputError && /cannot read image/.test(e.message));
+});
