@@ -3,3 +3,5 @@ export * from './torch/index.js';
 export * from './vision/index.js';
 export * from './learn/index.js';
 export { FastvisionError, InputError, exitCodeOf, type ErrorKind } from './util/errors.js';
+export { exportOnnx, serve, predictorFor, type ExportOnnxOptions, type ExportedFiles, type ServeOptions, type ServedModel, type Runtime } from './deploy/api.js';
+export { Report } from './report/html.js';

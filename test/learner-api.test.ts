@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { closeLoaderWorkers, ConvLearner, ImageClassifierData, InputError, loadLearner, manualSeed, mobilenet_v2_nsfwjs, tfmsFromModel } from '../src/index.js';
+import { closeLoaderWorkers, ConvLearner, exportOnnx, ImageClassifierData, InputError, loadLearner, manualSeed, mobilenet_v2_nsfwjs, serve, tfmsFromModel } from '../src/index.js';
 import { photos, repoRoot } from './helpers.js';
 
 let home = '';
@@ -59,4 +59,30 @@ test('loadLearner names the file it cannot read; predict names the image it cann
   await assert.rejects(loadLearner(join(home, 'nowhere', 'model.pth')), (e: Error) => e instanceof InputError && /no such model: .*nowhere/.test(e.message));
   const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, { log: null, device: 'cpu' });
   await assert.rejects(learn.predict(Buffer.from('not an image at all')), (e: Error) => e instanceof InputError && /cannot read image/.test(e.message));
+});
+
+test('exportOnnx and serve from the API: a learner to ONNX and a web page, served by onnxruntime and by libtorch, answering as learn.predict', async () => {
+  manualSeed(1);
+  const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, { log: null, device: 'cpu' });
+  const dog = join(photos, 'dogscats', 'valid', 'dogs', readdirSync(join(photos, 'dogscats', 'valid', 'dogs'))[0]!);
+  const mine = await learn.predict(dog);
+  const dir = join(home, 'onnx');
+  const files = await exportOnnx(learn, dir, { web: join(home, 'site') });
+  for (const f of [files.onnx, files.withPreprocessing!, files.metadata, files.web!]) assert.ok(existsSync(f), f);
+  const saved = await learn.export(join(home, 'served', 'model.pth'));
+  const ask = async (url: string): Promise<Map<string, number>> => {
+    const res = await fetch(`${url}/predict?top=2`, { method: 'POST', body: new Blob([new Uint8Array(readFileSync(dog))]), headers: { 'content-type': 'image/jpeg' } });
+    assert.equal(res.status, 200);
+    const { top } = (await res.json()) as { top: { label: string; probability: number }[] };
+    return new Map(top.map((t) => [t.label, t.probability]));
+  };
+  for (const [model, runtime, tolerance] of [[saved, 'libtorch', 1e-5], [files.onnx, 'onnx', 1e-3]] as const) {
+    const server = await serve(model, { runtime, port: 0, device: 'cpu' });
+    try {
+      const answer = await ask(server.url);
+      data.classes.forEach((c, i) => assert.ok(Math.abs(answer.get(c)! - mine.probs[i]!) < tolerance, `${runtime}: ${c} ${answer.get(c)} against learn.predict's ${mine.probs[i]}`));
+    } finally {
+      await server.close();
+    }
+  }
 });

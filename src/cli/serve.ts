@@ -1,41 +1,10 @@
 // `fastvision serve`: a saved model behind an HTTP API and the web page.
 import { DEVICE_OPTIONS, deviceArg } from './device-args.js';
-import { existsSync, statSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { exportSavedModel, isPreprocessGraph, PREPROCESS_FILE, readExport } from '../deploy/export-model.js';
-import { libtorchPredictor, onnxPredictor, type Predictor } from '../deploy/predictor.js';
+import { predictorFor } from '../deploy/api.js';
 import { parseOrigin } from '../deploy/request-guard.js';
 import { startServer } from '../deploy/server.js';
 import { drainOnSignals } from '../util/cleanup.js';
 import { choice, num, str, UsageError, type CommandSpec } from './args.js';
-import { readModel } from './model-file.js';
-
-/**
- * The predictor for what the user named: a saved model (libtorch, or exported in memory
- * for onnx), or an exported model.onnx / model-preprocess.onnx. With --runtime onnx the
- * graph with the preprocessing inside is used whenever there is one.
- */
-async function predictorFor(where: string, runtime: 'libtorch' | 'onnx', device: () => string): Promise<Predictor> {
-  const isDir = existsSync(where) && statSync(where).isDirectory();
-  const onnxFile = where.endsWith('.onnx') ? where : isDir && existsSync(join(where, 'model.onnx')) && !existsSync(join(where, 'model.pth')) ? join(where, 'model.onnx') : null;
-  if (onnxFile !== null) {
-    if (runtime !== 'onnx') throw new UsageError(`${where}: an ONNX model; serve it with --runtime onnx`);
-    if (!existsSync(onnxFile)) throw new UsageError(`no such model: ${onnxFile}`);
-    const { onnx, metadata } = await readExport(onnxFile).catch((e: Error) => {
-      throw new UsageError(e.message);
-    });
-    if (isPreprocessGraph(onnx)) return onnxPredictor(null, metadata, { withPreprocessing: onnx });
-    // model-preprocess.onnx beside model.onnx, when the export wrote one.
-    const beside = join(dirname(onnxFile), PREPROCESS_FILE);
-    const withPreprocessing = metadata.withPreprocessing && existsSync(beside) ? (await readExport(beside)).onnx : null;
-    if (withPreprocessing === null) console.error(`note: no ${PREPROCESS_FILE} beside ${onnxFile}: images are preprocessed by fastvision, then run through model.onnx`);
-    return onnxPredictor(onnx, metadata, { withPreprocessing });
-  }
-  const saved = await readModel(where);
-  if (runtime === 'libtorch') return libtorchPredictor(saved, device());
-  const exported = await exportSavedModel(saved);
-  return onnxPredictor(exported.onnx, exported.metadata, { withPreprocessing: exported.withPreprocessing });
-}
 
 export const serveCommand: CommandSpec = {
   name: 'serve',
@@ -80,7 +49,7 @@ export const serveCommand: CommandSpec = {
     // onnxruntime-node runs on the CPU, and must not load libtorch to ask where its GPUs are.
     const asked = str(args, 'device', 'auto');
     if (runtime === 'onnx' && asked !== 'auto' && asked !== 'cpu') throw new UsageError(`--device ${asked} is for --runtime libtorch; --runtime onnx runs on the CPU`);
-    const predictor = await predictorFor(args.positionals[0]!, runtime, () => deviceArg(args));
+    const predictor = await predictorFor(args.positionals[0]!, { runtime, device: runtime === 'libtorch' ? deviceArg(args) : 'cpu' });
     const server = await startServer(predictor, {
       host: str(args, 'host', '127.0.0.1'),
       port: num(args, 'port', 8080, { min: 0, max: 65535, integer: true }),
