@@ -2,7 +2,7 @@
 // MobileNetV2 body: lrFind; head training on precomputed activations; training
 // with augmentation; unfreeze with differential rates and cycleMult 2; TTA.
 // Run: node dist/examples/lesson-dogscats.js [data folder]
-// Knobs (environment): LESSON_ARCH, LESSON_SIZE, LESSON_UNFREEZE_LR, LESSON_GROUP_DIV, LESSON_BN_FREEZE=1.
+// Knobs (environment): LESSON_ARCH, LESSON_SIZE, LESSON_UNFREEZE_LR, LESSON_GROUP_DIV, LESSON_BN_FREEZE=1|0.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { archOf, closeLoaderWorkers, ConvLearner, ImageClassifierData, tfmsFromModel, transformsSideOn } from '../src/index.js';
@@ -37,12 +37,17 @@ await learn.fit(lr, 3, { cycleLen: 1 });
 await learn.save('224_lastlayer');
 
 console.log('\n# unfrozen, differential rates, cycleMult 2');
-learn.unfreeze();
-// fast.ai's advice for bodies pretrained on photos like these: keep batch-norm statistics.
-if (process.env.LESSON_BN_FREEZE === '1') learn.bnFreeze(true);
+// As fastvision train does: the architecture's measured advice (the offline MobileNetV2 keeps
+// its batch-norm statistics and unfreezes at a fifth of the rate; the lesson's way lowers its
+// accuracy), unless LESSON_BN_FREEZE or LESSON_UNFREEZE_LR decide.
+const plan = learn.unfreezeAsAdvised(lr, {
+  bnFreeze: process.env.LESSON_BN_FREEZE === undefined ? undefined : process.env.LESSON_BN_FREEZE === '1',
+  unfreezeLr: process.env.LESSON_UNFREEZE_LR === undefined ? undefined : Number(process.env.LESSON_UNFREEZE_LR),
+});
+if (plan.note) console.log(plan.note);
 // The lesson's rates are 10× lower per group; LESSON_GROUP_DIV changes the factor.
 const div = Number(process.env.LESSON_GROUP_DIV ?? 10);
-const top = Number(process.env.LESSON_UNFREEZE_LR ?? lr);
+const top = plan.lr;
 await learn.fit([top / div / div, top / div, top], 3, { cycleLen: 1, cycleMult: 2 });
 await learn.save('224_all');
 

@@ -86,3 +86,17 @@ test('exportOnnx and serve from the API: a learner to ONNX and a web page, serve
     }
   }
 });
+
+test("unfreezeAsAdvised follows the architecture's measured advice, as fastvision train does, unless the caller decides", async () => {
+  const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, { log: null, device: 'cpu' });
+  const advice = learn.arch.unfreezeAdvice!;
+  const plan = learn.unfreezeAsAdvised(0.01);
+  assert.equal(plan.bnFreeze, advice.bnFreeze);
+  assert.equal(learn.bnFrozen, advice.bnFreeze);
+  assert.equal(plan.lr, Math.min(0.01 * advice.lrFactor, advice.maxLr ?? Infinity));
+  assert.match(plan.note!, /^unfreezing mobilenet_v2_nsfwjs with batch-norm statistics/);
+  assert.ok(learn.model.parameters().every((p) => p.requiresGrad), 'every group trains');
+  const lesson = learn.unfreezeAsAdvised(0.01, { lessonUnfreeze: true });
+  assert.deepEqual(lesson, { bnFreeze: false, lr: 0.01, note: undefined });
+  assert.equal(learn.bnFrozen, false);
+});

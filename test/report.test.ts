@@ -11,7 +11,7 @@ import sharp from 'sharp';
 import { parseCommandArgs, UsageError, numList, type CommandSpec } from '../src/cli/args.js';
 import { DEMO_CLASSES, writeFashionMnistFolders } from '../src/cli/demo.js';
 import { submissionCsv } from '../src/cli/submission.js';
-import { unfreezePlan } from '../src/cli/train.js';
+import { unfreezePlan } from '../src/learn/unfreeze-plan.js';
 import { confusionSpec, lrFinderSpec, renderChart } from '../src/report/charts.js';
 import { transformedPixels } from '../src/cli/figures.js';
 import { imageGrid } from '../src/report/grids.js';

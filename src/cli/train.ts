@@ -2,6 +2,7 @@
 // done for a folder of photos — learning-rate finder, head on precomputed
 // activations, augmentation, unfreezing with differential rates and cycleMult 2,
 // optional progressive resizing, TTA — then the model, report, JSON and submission.
+import { unfreezePlan } from '../learn/unfreeze-plan.js';
 import { deviceArg, mixedPrecisionArg, TRAINING_DEVICE_OPTIONS } from './device-args.js';
 import type { MixedPrecisionMode } from '../learn/mixed-precision.js';
 import { existsSync } from 'node:fs';
@@ -18,7 +19,6 @@ import { DIST_OPTION_NAMES, DIST_OPTIONS, distRole, joinGroup, launchRanks, leav
 import { disposeCheckpoint, loadCheckpoint, saveCheckpoint, type Checkpoint } from '../learn/checkpoint.js';
 import { TrainingDivergedError } from '../learn/guard.js';
 import { BatchTooLargeError, checkBatchFits, OutOfMemoryError } from '../learn/memory.js';
-import type { Arch } from '../vision/models/archs.js';
 import { addAugmentationPreview, addDataSection, addInterpretation, addLrFinder, addTagTable, addTraining, camTiles } from './figures.js';
 import { bestThreshold } from '../learn/metrics.js';
 import { Report } from '../report/html.js';
@@ -141,19 +141,6 @@ export function scoreTags(probs: Tensor, y: Tensor): { accuracy: number; loss: n
     bce -= t[i]! * Math.log(q) + (1 - t[i]!) * Math.log(1 - q);
   }
   return { accuracy: agree / p.length, loss: bce / p.length, f2: score, threshold };
-}
-
-/**
- * How the recipe unfreezes: the user's --bn-freeze / --unfreeze-lr, else the
- * architecture's measured advice (unless --lesson-unfreeze), else the lesson's
- * way (batch statistics, the same rate). `note` says when advice was followed.
- */
-export function unfreezePlan(arch: Arch, lr: number, s: Pick<RecipeSettings, 'bnFreeze' | 'unfreezeLr' | 'lessonUnfreeze'>): { bnFreeze: boolean; lr: number; note?: string } {
-  const advice = s.lessonUnfreeze ? undefined : arch.unfreezeAdvice;
-  const bnFreeze = s.bnFreeze ?? advice?.bnFreeze ?? false;
-  const top = s.unfreezeLr ?? Math.min(lr * (advice?.lrFactor ?? 1), advice?.maxLr ?? Infinity);
-  const followed = advice !== undefined && (s.bnFreeze === undefined || s.unfreezeLr === undefined);
-  return { bnFreeze, lr: top, note: followed ? `unfreezing ${arch.name} with batch-norm statistics ${bnFreeze ? 'kept' : 'updated'} and the head at ${top.toExponential(2)}: ${advice.why} (--lesson-unfreeze for the lesson's way)` : undefined };
 }
 
 /** What a recipe checkpoint describes besides its tensors. */

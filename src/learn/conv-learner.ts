@@ -4,6 +4,7 @@
 // fitOneCycle, fineTune, lrFind; save/load; prediction, TTA and ensembles.
 import { outOfMemory } from './memory.js';
 import { saveModel } from './saved-model.js';
+import { unfreezePlan, type UnfreezeChoices, type UnfreezePlan } from './unfreeze-plan.js';
 import { loadTransformed } from '../vision/augment.js';
 import { existsSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, sep } from 'node:path';
@@ -232,6 +233,18 @@ export class ConvLearner {
   unfreeze(): void {
     this.freezeTo(0);
     this.precomputeOn = false;
+  }
+
+  /**
+   * Unfreezes as `fastvision train` does: the architecture's measured advice on batch-norm
+   * statistics and the head's rate, unless `choices` decide (see `unfreezePlan`). Returns
+   * the plan: fit at `plan.lr` for the head (and the body's groups below it).
+   */
+  unfreezeAsAdvised(lr: number, choices: UnfreezeChoices = {}): UnfreezePlan {
+    const plan = unfreezePlan(this.arch, lr, choices);
+    this.unfreeze();
+    this.bnFreeze(plan.bnFreeze);
+    return plan;
   }
 
   /** Freezes layer groups before `n`, unfreezes `n` and later. */

@@ -18,3 +18,4 @@ export { GradScaler, MixedPrecision, checkMixedPrecision, type GradScalerOptions
 export { OutOfMemoryError, BatchTooLargeError, checkBatchFits } from './memory.js';
 export { saveCheckpoint, loadCheckpoint, disposeCheckpoint, type Checkpoint } from './checkpoint.js';
 export { loadLearner, type LoadLearnerOptions } from './load-learner.js';
+export { unfreezePlan, type UnfreezeChoices, type UnfreezePlan } from './unfreeze-plan.js';
