@@ -15,6 +15,7 @@ import {
   decodeJpeg,
   ImageClassifierData,
   loadTransformed,
+  manualSeed,
   maxImagePixels,
   mobilenet_v2_nsfwjs,
   rngFor,
@@ -81,8 +82,12 @@ test('the size histogram skips unreadable images, naming each, and the loaders t
 
 test('precompute drops an unreadable image together with its label (train and valid)', async () => {
   const data = await ImageClassifierData.fromPaths(root, { tfms, bs: 4 });
+  // Seeded, at a rate that cannot run away: this is about which rows are dropped, not about
+  // training (at 1e-2 and an unseeded head, the validation loss of these 6 images once
+  // passed the guard's 10 in a full run on libtorch 2.6, and never in 11 runs alone).
+  manualSeed(0);
   const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, { precompute: true, log: null });
-  const hist = await learn.fit(1e-2, 1);
+  const hist = await learn.fit(1e-3, 1);
   assert.equal(hist.length, 1);
   assert.ok(Number.isFinite(hist[0]!.valLoss!));
   const val = data.valDs as { files: string[]; labels: number[]; bad: Set<number> };
