@@ -30,7 +30,8 @@ export const exportCommand: CommandSpec = {
   ].join('\n'),
   async run(args) {
     const saved = await readModel(args.positionals[0]!);
-    const device = deviceArg(args);
+    // Checked like every command's (a GPU that is not here is exit 2); the graph is written from CPU weights, the same from any device.
+    deviceArg(args);
     const out = resolve(str(args, 'out', dirname(saved.pth)));
     const web = str(args, 'web');
     const webDir = web === undefined ? null : resolve(web);
@@ -38,7 +39,7 @@ export const exportCommand: CommandSpec = {
     // Both outputs are claimed (checked writable, locked) before anything is written:
     // a --web that cannot be a folder must not leave a new model.onnx behind.
     const writeAll = async (): Promise<void> => {
-      const exported = await exportSavedModel(saved, { foldBatchNorm: !flag(args, 'no-fold-bn'), preprocess: !flag(args, 'no-preprocess'), device });
+      const exported = await exportSavedModel(saved, { foldBatchNorm: !flag(args, 'no-fold-bn'), preprocess: !flag(args, 'no-preprocess') });
       const files = await writeExport(out, exported);
       console.log(`${files.onnx} (${(exported.onnx.length / 2 ** 20).toFixed(1)} MiB, ${exported.nodes} nodes${exported.foldedBatchNorms > 0 ? `, ${exported.foldedBatchNorms} batch norms folded` : ''})`);
       if (files.withPreprocessing !== null) console.log(`${files.withPreprocessing} (takes uint8 pixels [1,H,W,3]; resize, crop and normalization inside)`);

@@ -23,9 +23,8 @@ export interface ExportedModel {
  * Exports a saved model as ONNX (batch norms folded into convolutions unless told
  * otherwise), and unless `preprocess` is false a second graph with the preprocessing inside.
  */
-export async function exportSavedModel(saved: SavedModel, { foldBatchNorm = true, preprocess = true, device = 'cpu' }: { foldBatchNorm?: boolean; preprocess?: boolean; device?: string } = {}): Promise<ExportedModel> {
-  // The graph is the same from any device: its weights are read back to the CPU as they are written.
-  const net = (await loadSavedNetwork(saved)).to(device);
+export async function exportSavedModel(saved: SavedModel, { foldBatchNorm = true, preprocess = true }: { foldBatchNorm?: boolean; preprocess?: boolean } = {}): Promise<ExportedModel> {
+  const net = await loadSavedNetwork(saved);
   const metadata = deployMetadata(saved.info, { opset: OPSET, foldedBatchNorm: foldBatchNorm, preprocessOpset: preprocess ? PREPROCESS_OPSET : null });
   const options = {
     inputShape: [3, saved.info.size, saved.info.size] as [number, number, number],

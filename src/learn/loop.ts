@@ -35,6 +35,9 @@ export class CancelFitError extends FastvisionError {}
 
 type Hook = (loop: Loop) => void | Promise<void>;
 
+/** The forward pass with no context around it. */
+const direct = <T>(fn: () => T): T => fn();
+
 /**
  * A callback: any of the events below, called in ascending `order` (default 0).
  * Per batch: beforeBatch → forward → afterPred → loss → afterLoss → backward →
@@ -306,7 +309,7 @@ export class Loop {
     }
     try {
       await this.emit('beforeBatch');
-      const inContext = this.forwardContext ?? (<T>(fn: () => T): T => fn());
+      const inContext = this.forwardContext ?? direct;
       this.pred = inContext(() => this.net.forward(this.x!));
       await this.emit('afterPred');
       this.loss ??= inContext(() => tidy(() => this.lossFn(this.pred!, this.y!)));
@@ -353,7 +356,7 @@ export class Loop {
       }
     }
     try {
-      const inContext = this.forwardContext ?? (<T>(fn: () => T): T => fn());
+      const inContext = this.forwardContext ?? direct;
       const loss = noGrad(() => inContext(() => tidy(() => this.lossFn(out, y).item())));
       return { loss, metrics: Object.fromEntries(this.metrics.map((m) => [m.name, noGrad(() => m.fn(out, y))])) };
     } finally {
