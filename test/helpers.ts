@@ -1,5 +1,7 @@
 // Shared test helpers: fixtures made by scripts/ with PyTorch, and tolerant comparison.
 import assert from 'node:assert/strict';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { main } from '../src/cli/main.js';
@@ -108,4 +110,10 @@ export async function saveSeededModel(dir: string, classes: string[], size: numb
   const { model, headSpec } = await buildClassifier('mobilenet_v2_nsfwjs', classes.length, { pretrained: true });
   seededWeights(model.getModule('head')!);
   await saveNetwork(dir, model, { format: 'fastvision-model', version: 1, arch: 'mobilenet_v2_nsfwjs', classes, size, xtraFc: headSpec!.xtraFc, ps: headSpec!.ps });
+}
+
+/** V8's full garbage collection, without --expose-gc on the test runner's command line. */
+export function collector(): () => void {
+  v8.setFlagsFromString('--expose-gc');
+  return vm.runInNewContext('gc') as () => void;
 }

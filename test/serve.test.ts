@@ -3,8 +3,6 @@
 // error while the server stays up, 100 concurrent requests batched and all
 // correct, memory flat over 1,000 requests, SIGTERM draining requests in flight,
 // and the ONNX runtime on a machine without libtorch.
-import v8 from 'node:v8';
-import vm from 'node:vm';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -16,7 +14,7 @@ import { after, before, test } from 'node:test';
 import { libtorchPredictor } from '../src/deploy/predictor.js';
 import { startServer, type RunningServer } from '../src/deploy/server.js';
 import { readSavedModel } from '../src/learn/saved-model.js';
-import { photos, predictInProcess, repoRoot, saveSeededModel } from './helpers.js';
+import { collector, photos, predictInProcess, repoRoot, saveSeededModel } from './helpers.js';
 
 const bin = join(repoRoot, 'dist', 'src', 'cli', 'bin.js');
 let tmp = '';
@@ -135,12 +133,6 @@ test('100 concurrent requests are batched and all answered correctly; memory sta
   assert.ok(process.memoryUsage().heapUsed - heap0 < 16 * 2 ** 20, `JS heap grew ${((process.memoryUsage().heapUsed - heap0) / 2 ** 20).toFixed(1)} MiB`);
   assert.ok(rss.at(-1)! - rss[2]! < 100, `RSS grew ${(rss.at(-1)! - rss[2]!).toFixed(0)} MiB over the last 400 requests`);
 });
-
-/** V8's full garbage collection, without --expose-gc on the test runner's command line. */
-function collector(): () => void {
-  v8.setFlagsFromString('--expose-gc');
-  return vm.runInNewContext('gc') as () => void;
-}
 
 /** A free port on loopback. */
 async function freePort(): Promise<number> {
