@@ -106,21 +106,15 @@ function npmPackages() {
   run('npm', existsSync(lock) ? ['ci', '--no-audit', '--no-fund'] : ['install', '--no-audit', '--no-fund'], { env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip' } });
 }
 
-function nodeHeadersDir() {
-  // node-gyp would download headers; these machines cannot, so point it at the installed ones.
-  const prefix = dirname(dirname(process.execPath));
-  return existsSync(join(prefix, 'include', 'node', 'node_api.h')) ? prefix : null;
-}
-
-function nativeAddon() {
-  const out = join(root, 'build', 'Release', 'fastvision.node');
-  const sources = Math.max(newestUnder(join(root, 'native'), () => true), mtime(join(root, 'binding.gyp')), mtime(join(root, 'scripts', 'find-libtorch.mjs')));
-  if (existsSync(out) && mtime(out) >= sources) return;
-  const args = ['rebuild', '-j', 'max'];
-  const headers = nodeHeadersDir();
-  if (headers) args.push(`--nodedir=${headers}`);
-  log('building the native addon (about a minute)');
-  run(join(root, 'node_modules', '.bin', 'node-gyp'), args);
+async function nativeAddon() {
+  // The same build that npm's install runs (scripts/install.mjs): Node's headers are local, never downloaded.
+  const { buildAddon } = await import('./install.mjs');
+  try {
+    await buildAddon({ log });
+  } catch (e) {
+    process.stderr.write(`[setup] ${e.message}\n`);
+    process.exit(1);
+  }
 }
 
 function typescript() {
@@ -140,5 +134,5 @@ function typescript() {
 
 await systemPackages();
 npmPackages();
-nativeAddon();
+await nativeAddon();
 typescript();

@@ -289,7 +289,7 @@ test('wrong calls: one line on stderr, non-zero exit', async () => {
   const r = cli('predict', broken, join(folderData, 'test'));
   assert.equal(r.code, 2);
   assert.match(r.stderr.trim(), /^fastvision predict: .*model\.pth: cannot load into mobilenet_v2_nsfwjs/);
-  for (const c of ['train', 'lr-find', 'fit', 'predict', 'submit', 'interpret', 'sizes', 'export', 'serve', 'demo']) {
+  for (const c of ['train', 'lr-find', 'fit', 'predict', 'submit', 'interpret', 'sizes', 'export', 'serve', 'doctor', 'setup', 'demo']) {
     const h = await cliInProcess(c, '--help');
     assert.equal(h.code, 0);
     assert.match(h.stdout, new RegExp(`^usage: fastvision ${c} `));

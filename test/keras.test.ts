@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
-import { decodeWeights, inception_v3_nsfwjs, loadNsfwjsModel, manualSeed, mobilenet_v2_nsfwjs, noGrad, nsfwjsModelsDir, randn, samePadding, tensor, tidy, type Tensor } from '../src/index.js';
+import { decodeWeights, inception_v3_nsfwjs, loadNsfwjsModel, manualSeed, mobilenet_v2_nsfwjs, noGrad, nsfwjsModelDir, randn, samePadding, tensor, tidy, type Tensor } from '../src/index.js';
 import { assertClose, photos as photoFixture, photoNHWC } from './helpers.js';
 
 const require = createRequire(import.meta.url);
@@ -19,7 +19,7 @@ const photos = ['dogscats/valid/cats/Bengal_167.jpg', 'dogscats/valid/dogs/beagl
 async function tfjsModel(which: 'mobilenet_v2' | 'inception_v3', upTo?: string): Promise<tf.LayersModel> {
   const { json: original } = loadNsfwjsModel(which);
   const json = structuredClone(original);
-  const dir = join(nsfwjsModelsDir(), which);
+  const dir = nsfwjsModelDir(which);
   const bytes = Buffer.concat(json.weightsManifest.flatMap((g) => g.paths).map((p) => Buffer.from(require(join(dir, `${p}.min.js`)) as string, 'base64')));
   let specs = json.weightsManifest.flatMap((g) => g.weights);
   let data: Buffer = bytes;

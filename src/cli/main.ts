@@ -7,6 +7,7 @@ import { commandHelp, parseCommandArgs, type CommandSpec } from './args.js';
 import { exitCodeOf } from '../util/errors.js';
 import { demoCommand } from './demo.js';
 import { doctorCommand } from './doctor.js';
+import { setupCommand } from './setup.js';
 import { exportCommand } from './export.js';
 import { serveCommand } from './serve.js';
 import { interpretCommand, sizesCommand } from './inspect.js';
@@ -16,7 +17,7 @@ import { trainCommand } from './train.js';
 import { shown } from '../util/shown.js';
 
 /** Every subcommand, in the order help lists them. */
-export const COMMANDS: CommandSpec[] = [trainCommand, lrFindCommand, fitCommand, predictCommand, submitCommand, interpretCommand, sizesCommand, exportCommand, serveCommand, doctorCommand, demoCommand];
+export const COMMANDS: CommandSpec[] = [trainCommand, lrFindCommand, fitCommand, predictCommand, submitCommand, interpretCommand, sizesCommand, exportCommand, serveCommand, doctorCommand, setupCommand, demoCommand];
 
 function mainHelp(): string {
   return [

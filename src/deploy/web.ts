@@ -7,6 +7,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ensureDir, writeFileAtomic } from '../util/files.js';
+import { vendoredFile } from '../util/package-files.js';
 import { PREPROCESS_FILE, type ExportedModel } from './export-model.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -14,8 +15,10 @@ const here = dirname(fileURLToPath(import.meta.url));
 /** onnxruntime-web's files the page loads (the wasm build: its ES module, glue and binary). */
 export const ORT_FILES = ['ort.wasm.bundle.min.mjs', 'ort-wasm-simd-threaded.mjs', 'ort-wasm-simd-threaded.wasm'];
 
-/** Where onnxruntime-web's dist/ folder is. */
+/** Where onnxruntime-web's dist/ folder is: the copy the package carries, else the devDependency of a checkout. */
 export function ortDistDir(): string {
+  const vendored = vendoredFile('onnxruntime-web', 'dist/ort-wasm-simd-threaded.wasm');
+  if (vendored) return dirname(vendored);
   return dirname(createRequire(import.meta.url).resolve('onnxruntime-web/ort-wasm-simd-threaded.wasm'));
 }
 

@@ -15,3 +15,5 @@ export { loadPth, parsePth, readPthExtras, serializePth, savePth, loadStateDictF
 export { writeFileAtomic } from '../util/files.js';
 export { initProcessGroup, destroyProcessGroup, defaultProcessGroup, ncclAvailable, ProcessGroup, DistributedError, type InitProcessGroupOptions, type ReduceOp } from './distributed.js';
 export { environment, type Environment } from './environment.js';
+export { AddonMissingError } from './native.js';
+export { setupNativeAddon, BuildPrerequisiteError, AddonBuildError, type SetupOptions } from './setup-addon.js';

@@ -3,8 +3,14 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { FastvisionError } from '../util/errors.js';
+import { packageRoot } from '../util/package-files.js';
+
+export { packageRoot };
+
+/** The native addon has not been built in this installation: `npx fastvision setup` builds it. */
+export class AddonMissingError extends FastvisionError {}
 
 /** An opaque reference to a libtorch tensor owned by JavaScript. */
 export type Handle = { readonly __tensorHandle: unique symbol };
@@ -61,24 +67,15 @@ export interface NativeAddon {
   sameStorage(a: Handle, b: Handle): boolean;
 }
 
-/** The package root (where package.json and build/ are). */
-export function packageRoot(): string {
-  // dist/src/torch/native.js -> package root; also works from src/ under a TS runner.
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 5; i++) {
-    if (existsSync(join(dir, 'package.json'))) return dir;
-    dir = dirname(dir);
-  }
-  throw new Error('fastvision: cannot find the package root from ' + fileURLToPath(import.meta.url));
-}
-
 function load(): NativeAddon {
   // Lets a deployment prove that a path (serving through onnxruntime) never needs libtorch.
   if (process.env.FASTVISION_NO_LIBTORCH === '1') throw new Error('fastvision: libtorch is disabled here (FASTVISION_NO_LIBTORCH=1)');
   const root = packageRoot();
   const file = join(root, 'build', 'Release', 'fastvision.node');
   if (!existsSync(file)) {
-    throw new Error(`fastvision: the native addon is not built (${file} is missing): npm's install scripts did not run or failed. Run \`npm rebuild fastvision\` in your project (it needs libtorch: see the README, Finding libtorch); in a checkout of fastvision, \`npm run setup\`.`);
+    throw new AddonMissingError(
+      `fastvision: the native addon is not built (${file} is missing): npm's install scripts did not run, or found no libtorch. Run \`npx fastvision setup\` (or \`npm rebuild fastvision\`) in your project; it needs libtorch (docs/INSTALL.md).`,
+    );
   }
   const require = createRequire(import.meta.url);
   const addon = require(file) as NativeAddon;

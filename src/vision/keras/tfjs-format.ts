@@ -4,6 +4,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { vendoredFile } from '../../util/package-files.js';
 
 /** One Keras layer of a functional model's config. */
 export interface KerasLayer {
@@ -67,14 +68,26 @@ export function decodeWeights(manifest: ManifestWeight[], bytes: Uint8Array, wha
   return out;
 }
 
-/** The folder of the nsfwjs package's bundled models (`dist/models`). */
-export function nsfwjsModelsDir(): string {
+/** The nsfwjs models this package carries a copy of (scripts/vendor.mjs); the others need nsfwjs installed. */
+const VENDORED_MODELS = new Set(['mobilenet_v2']);
+
+/**
+ * The folder of one of nsfwjs' bundled models: fastvision's own copy when it carries one, else
+ * the nsfwjs package's `dist/models/<model>`.
+ */
+export function nsfwjsModelDir(model: string): string {
+  if (VENDORED_MODELS.has(model)) {
+    const vendored = vendoredFile('nsfwjs', `dist/models/${model}/model.min.js`);
+    if (vendored) return dirname(vendored);
+  }
   const require = createRequire(import.meta.url);
   let entry: string;
   try {
     entry = require.resolve('nsfwjs');
   } catch {
-    throw new Error('the nsfwjs package is not installed; it carries the offline pretrained weights (npm install nsfwjs)');
+    throw new Error(
+      `the ${model} weights come from the nsfwjs package, which is not installed: npm install nsfwjs --legacy-peer-deps (without the flag npm also installs TF.js, 270 MB that fastvision does not use)`,
+    );
   }
   let dir = dirname(entry);
   while (!existsSync(join(dir, 'package.json')) || !existsSync(join(dir, 'dist', 'models'))) {
@@ -82,7 +95,7 @@ export function nsfwjsModelsDir(): string {
     if (up === dir) throw new Error(`cannot find nsfwjs' dist/models next to ${entry}`);
     dir = up;
   }
-  return join(dir, 'dist', 'models');
+  return join(dir, 'dist', 'models', model);
 }
 
 /**
@@ -90,7 +103,7 @@ export function nsfwjsModelsDir(): string {
  * and each `group1-shard*.min.js` a base64 string, joined in the manifest's order.
  */
 export function loadNsfwjsModel(model: 'mobilenet_v2' | 'mobilenet_v2_mid' | 'inception_v3'): { json: TfjsModelJson; weights: KerasWeights } {
-  const dir = join(nsfwjsModelsDir(), model);
+  const dir = nsfwjsModelDir(model);
   const require = createRequire(import.meta.url);
   const json = require(join(dir, 'model.min.js')) as TfjsModelJson;
   const manifest = json.weightsManifest.flatMap((g) => g.weights);
