@@ -17,7 +17,13 @@ async function main(): Promise<void> {
   const n = bs * worldSize * (steps + warmup);
   const x = randn([n, 3, 128, 128]);
   const labels = Array.from({ length: n }, (_, i) => i % 10);
-  const data = ImageClassifierData.fromArrays('/tmp', [x, labels], null, Array.from({ length: 10 }, (_, i) => String(i)), { bs, seed: 1, shard: pg ? { rank: pg.rank, worldSize } : undefined });
+  const data = ImageClassifierData.fromArrays(
+    '/tmp',
+    [x, labels],
+    null,
+    Array.from({ length: 10 }, (_, i) => String(i)),
+    { bs, seed: 1, shard: pg ? { rank: pg.rank, worldSize } : undefined },
+  );
   const net = new nn.Sequential(resnet18({ numClasses: 10 }), new nn.LogSoftmax(1));
   const ddp = pg ? new DistributedDataParallel(pg, { overlap: arg('overlap', '1') === '1' }) : null;
   const times: number[] = [];
@@ -39,7 +45,8 @@ async function main(): Promise<void> {
   };
   await new Loop({ net, opt: new optim.SGD(net.parameters(), { lr: 0.01, momentum: 0.9 }), trn: data.trnDl, val: null, nEpochs: 1, callbacks: [timer, ...(ddp ? [ddp] : [])] }).run();
   const total = times.reduce((a, b) => a + b, 0);
-  if (!pg || pg.rank === 0) console.log(JSON.stringify({ step: median(times), steps: times.length, commShare: total > 0 ? commMeasured / total : 0, imagesPerSecond: (bs * worldSize) / median(times) }));
+  if (!pg || pg.rank === 0)
+    console.log(JSON.stringify({ step: median(times), steps: times.length, commShare: total > 0 ? commMeasured / total : 0, imagesPerSecond: (bs * worldSize) / median(times) }));
   if (pg) destroyProcessGroup();
 }
 

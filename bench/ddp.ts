@@ -20,7 +20,11 @@ function twoRanks(cmd: string, args: string[]): Promise<Record<string, unknown>>
   const runs = [0, 1].map(
     (r) =>
       new Promise<string>((resolve) => {
-        const p = spawn(cmd, args, { cwd: repoRoot, env: { ...process.env, WORLD_SIZE: '2', RANK: String(r), MASTER_ADDR: '127.0.0.1', MASTER_PORT: port, FASTVISION_NUM_THREADS: '1', OMP_NUM_THREADS: '1' }, stdio: ['ignore', 'pipe', 'inherit'] });
+        const p = spawn(cmd, args, {
+          cwd: repoRoot,
+          env: { ...process.env, WORLD_SIZE: '2', RANK: String(r), MASTER_ADDR: '127.0.0.1', MASTER_PORT: port, FASTVISION_NUM_THREADS: '1', OMP_NUM_THREADS: '1' },
+          stdio: ['ignore', 'pipe', 'inherit'],
+        });
         let out = '';
         p.stdout.on('data', (d: Buffer) => (out += d.toString()));
         const timer = setTimeout(() => p.kill('SIGKILL'), 900_000);
@@ -31,7 +35,11 @@ function twoRanks(cmd: string, args: string[]): Promise<Record<string, unknown>>
       }),
   );
   return Promise.all(runs).then(([out0]) => {
-    const line = out0!.trim().split('\n').filter((l) => l.startsWith('{')).at(-1);
+    const line = out0!
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .at(-1);
     return line ? (JSON.parse(line) as Record<string, unknown>) : { error: 'rank 0 printed no result' };
   });
 }
@@ -63,7 +71,11 @@ async function main(): Promise<void> {
   // The same with the gradients reduced after backward (no overlap): what overlapping saves, and the wait it hides.
   const after = await twoRanks(process.execPath, [...fvRank, '--overlap', '0']);
   // Scaling: the same 32 images a step in one process with both threads.
-  const single = runPeer(process.execPath, [join(repoRoot, 'dist', 'bench', 'ddp-fastvision.js'), '--bs', String(Number(BS) * 2), '--steps', STEPS], 900, { ...process.env, FASTVISION_NUM_THREADS: '2', WORLD_SIZE: '1' });
+  const single = runPeer(process.execPath, [join(repoRoot, 'dist', 'bench', 'ddp-fastvision.js'), '--bs', String(Number(BS) * 2), '--steps', STEPS], 900, {
+    ...process.env,
+    FASTVISION_NUM_THREADS: '2',
+    WORLD_SIZE: '1',
+  });
   const fvStep = median(fv);
   const pyStep = median(py);
   const images = (2 * Number(BS)) / fvStep;
@@ -73,13 +85,25 @@ async function main(): Promise<void> {
       [
         ['fastvision DDP, 2 ranks × 1 thread', `${fvStep.toFixed(3)} s`, images.toFixed(1), (fvStep / pyStep).toFixed(3)],
         [`PyTorch ${torchVersion} DDP, 2 ranks × 1 thread`, `${pyStep.toFixed(3)} s`, ((2 * Number(BS)) / pyStep).toFixed(1), '1.000'],
-        ['fastvision DDP, reduced after backward', after.error ? String(after.error) : `${(after.step as number).toFixed(3)} s`, after.error ? '-' : ((2 * Number(BS)) / (after.step as number)).toFixed(1), after.error ? '-' : ((after.step as number) / pyStep).toFixed(3)],
-        ['fastvision, 1 process × 2 threads (batch 32)', single.error ? String(single.error) : `${(single.step as number).toFixed(3)} s`, single.error ? '-' : (single.imagesPerSecond as number).toFixed(1), '-'],
+        [
+          'fastvision DDP, reduced after backward',
+          after.error ? String(after.error) : `${(after.step as number).toFixed(3)} s`,
+          after.error ? '-' : ((2 * Number(BS)) / (after.step as number)).toFixed(1),
+          after.error ? '-' : ((after.step as number) / pyStep).toFixed(3),
+        ],
+        [
+          'fastvision, 1 process × 2 threads (batch 32)',
+          single.error ? String(single.error) : `${(single.step as number).toFixed(3)} s`,
+          single.error ? '-' : (single.imagesPerSecond as number).toFixed(1),
+          '-',
+        ],
       ],
     ),
   );
   if (!single.error) console.log(`scaling: 2 ranks × 1 thread give ${(images / (single.imagesPerSecond as number)).toFixed(2)}× the images/s of 1 process × 2 threads`);
-  console.log(`communication: with the reducer, backward overlaps the gradient all-reduce and the ranks wait on other collectives (loss, buffers) for ${(100 * median(comm)).toFixed(1)}% of a step; reducing after backward instead, they wait ${after.error ? '?' : (100 * (after.commShare as number)).toFixed(1)}% of a step`);
+  console.log(
+    `communication: with the reducer, backward overlaps the gradient all-reduce and the ranks wait on other collectives (loss, buffers) for ${(100 * median(comm)).toFixed(1)}% of a step; reducing after backward instead, they wait ${after.error ? '?' : (100 * (after.commShare as number)).toFixed(1)}% of a step`,
+  );
   console.log(`RESULT ddp_step_time_ratio_vs_pytorch ${(fvStep / pyStep).toFixed(3)}`);
 }
 

@@ -13,7 +13,7 @@ function basicBlock(x: tf.SymbolicTensor, filters: number, stride: number): tf.S
   let out = tf.layers.reLU().apply(convBn(x, filters, 3, stride)) as tf.SymbolicTensor;
   out = convBn(out, filters, 3, 1);
   const identity = stride !== 1 || x.shape[3] !== filters ? convBn(x, filters, 1, stride) : x;
-  return tf.layers.reLU().apply(tf.layers.add().apply([out, identity]) as tf.SymbolicTensor) as tf.SymbolicTensor;
+  return tf.layers.reLU().apply(tf.layers.add().apply([out, identity])) as tf.SymbolicTensor;
 }
 
 function resnet18(size: number, classes: number): tf.LayersModel {
@@ -53,7 +53,7 @@ async function main(): Promise<void> {
   const times: number[] = [];
   for (let i = 0; i < warmup + steps; i++) {
     const t0 = performance.now();
-    const cost = opt.minimize(() => tf.losses.softmaxCrossEntropy(y, model.apply(x, { training: true }) as tf.Tensor) as tf.Scalar, true);
+    const cost = opt.minimize(() => tf.losses.softmaxCrossEntropy<tf.Tensor, tf.Scalar>(y, model.apply(x, { training: true }) as tf.Tensor), true);
     await cost!.data();
     cost!.dispose();
     if (i >= warmup) times.push((performance.now() - t0) / 1000);

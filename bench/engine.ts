@@ -23,7 +23,6 @@ const SUFFIX = torch2Suffix('bench:engine');
 
 type Program = 'fastvision' | 'pytorch' | 'pytorch-malloc' | 'pytorch-compile';
 
-
 function runProgram(p: Program, batch: number, size: number, steps: number, warmup: number, formats: string, threads: number): Record<string, unknown> {
   const common = ['--batch', `${batch}`, '--size', `${size}`, '--steps', `${steps}`, '--warmup', `${warmup}`, '--formats', formats];
   if (p === 'fastvision') return runPeer('node', [join(repoRoot, 'dist', 'bench', 'engine-fastvision.js'), ...common], 1800);

@@ -3,7 +3,7 @@
 // (NCHW) and in AMP (autocast fp16 with a GradScaler, or bf16, channels-last, as cuDNN
 // prefers under autocast). Each step ends with a device synchronisation, so its time is
 // the GPU's. Prints JSON with every measured step time per mode.
-import { autocast, F, GradScaler, libtorchVersion, manualSeed, optim, randint, randn, resnet18, resnet50, synchronize, tidy, type AutocastDtype } from '../src/index.js';
+import { autocast, F, GradScaler, libtorchVersion, manualSeed, optim, randint, randn, resnet18, resnet50, synchronize, tidy } from '../src/index.js';
 import { arg } from './common.js';
 
 const device = arg('device', 'cuda:0');
@@ -30,7 +30,7 @@ function run(mode: 'fp32' | 'amp'): number[] {
     synchronize(device);
     const t0 = performance.now();
     opt.zeroGrad();
-    const loss = mode === 'amp' ? autocast(device, amp as AutocastDtype, () => tidy(() => F.crossEntropy(model.forward(x), y))) : tidy(() => F.crossEntropy(model.forward(x), y));
+    const loss = mode === 'amp' ? autocast(device, amp, () => tidy(() => F.crossEntropy(model.forward(x), y))) : tidy(() => F.crossEntropy(model.forward(x), y));
     if (scaler) {
       const scaled = scaler.scaleLoss(loss);
       scaled.backward();

@@ -31,7 +31,10 @@ async function main(): Promise<void> {
       for (const p of r % 2 === 0 ? ['fastvision', 'pytorch'] : ['pytorch', 'fastvision']) {
         if (p === 'fastvision') {
           // The learner's default layout (channels-last), then NCHW for comparison.
-          for (const [format, times] of [['channelsLast', fv], ['contiguous', fvNchw]] as const) {
+          for (const [format, times] of [
+            ['channelsLast', fv],
+            ['contiguous', fvNchw],
+          ] as const) {
             const res = runPeer('node', [join(repoRoot, 'dist', 'bench', 'learn-fastvision.js'), '--data', DATA, '--memory-format', format], 1800, env);
             if (res.error) console.log(`fastvision (${format}) failed: ${String(res.error)}`);
             else times.push(res.epoch as number);

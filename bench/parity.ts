@@ -71,7 +71,15 @@ async function main(): Promise<void> {
     model.eval();
     let correct = 0;
     noGrad(() => {
-      for (let i = 0; i < TEST; i += 250) correct += tidy(() => model.forward(tst.x.narrow(0, i, 250)).argmax(1).eq(tst.y.narrow(0, i, 250)).sum().item());
+      for (let i = 0; i < TEST; i += 250)
+        correct += tidy(() =>
+          model
+            .forward(tst.x.narrow(0, i, 250))
+            .argmax(1)
+            .eq(tst.y.narrow(0, i, 250))
+            .sum()
+            .item(),
+        );
     });
     const fvAcc = correct / TEST;
     const t1 = performance.now();
@@ -79,7 +87,9 @@ async function main(): Promise<void> {
     const pySeconds = (performance.now() - t1) / 1000;
     if (py.error) throw new Error(String(py.error));
     const pyAcc = py.accuracy as number;
-    console.log(`bench/parity: resnet18 from one initial state dict, Fashion-MNIST ${TRAIN} train / ${TEST} test (32×32), batch ${BS}, ${CYCLES} SGDR cycles of 1 epoch (${it} iterations), SGD momentum 0.9, lr ${LR}, wd ${WD}`);
+    console.log(
+      `bench/parity: resnet18 from one initial state dict, Fashion-MNIST ${TRAIN} train / ${TEST} test (32×32), batch ${BS}, ${CYCLES} SGDR cycles of 1 epoch (${it} iterations), SGD momentum 0.9, lr ${LR}, wd ${WD}`,
+    );
     console.log(`fastvision accuracy ${fvAcc.toFixed(4)} (${fvSeconds.toFixed(0)} s), PyTorch accuracy ${pyAcc.toFixed(4)} (${pySeconds.toFixed(0)} s, process included), ${py.iterations} iterations`);
     console.log(`RESULT parity_accuracy_diff_points ${(Math.abs(fvAcc - pyAcc) * 100).toFixed(2)}`);
   } finally {

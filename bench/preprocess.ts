@@ -27,7 +27,15 @@ const dir = mkdtempSync(join(tmpdir(), 'fastvision-bench-preprocess-'));
 try {
   manualSeed(0);
   const { model, headSpec } = await buildClassifier('mobilenet_v2', 10, { pretrained: false });
-  await saveNetwork(dir, model, { format: 'fastvision-model', version: 1, arch: 'mobilenet_v2', classes: Array.from({ length: 10 }, (_, i) => `c${i}`), size: SIZE, xtraFc: headSpec!.xtraFc, ps: headSpec!.ps });
+  await saveNetwork(dir, model, {
+    format: 'fastvision-model',
+    version: 1,
+    arch: 'mobilenet_v2',
+    classes: Array.from({ length: 10 }, (_, i) => `c${i}`),
+    size: SIZE,
+    xtraFc: headSpec!.xtraFc,
+    ps: headSpec!.ps,
+  });
   const exported = await exportSavedModel(await readSavedModel(dir));
   const threads = getNumThreads();
   const options = { intraOpNumThreads: threads, interOpNumThreads: 1 };

@@ -63,7 +63,15 @@ function main(): void {
     for (const recipe of RECIPES) {
       const rs = runs[recipe]!;
       perMinute[recipe] = mean(rs.map((r) => r.accuracy)) / mean(rs.map((r) => r.minutes));
-      rows.push([name, recipe, mean(rs.map((r) => r.accuracy)).toFixed(4), rs.map((r) => r.accuracy.toFixed(3)).join(' '), mean(rs.map((r) => r.loss)).toFixed(4), mean(rs.map((r) => r.minutes)).toFixed(2), perMinute[recipe]!.toFixed(4)]);
+      rows.push([
+        name,
+        recipe,
+        mean(rs.map((r) => r.accuracy)).toFixed(4),
+        rs.map((r) => r.accuracy.toFixed(3)).join(' '),
+        mean(rs.map((r) => r.loss)).toFixed(4),
+        mean(rs.map((r) => r.minutes)).toFixed(2),
+        perMinute[recipe].toFixed(4),
+      ]);
     }
     ratios.push(perMinute['fine-tune']! / perMinute.lesson!);
   }

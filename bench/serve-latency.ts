@@ -47,7 +47,10 @@ async function main(): Promise<void> {
     const ours = exportOnnx(r18, { inputShape: [3, px, px] }).bytes;
     for (const n of [1, 32]) {
       const x = randn([n, 3, px, px]);
-      for (const [name, bytes] of [['resnet18, PyTorch torch.onnx.export', theirs], ['resnet18, fastvision export', ours]] as const) {
+      for (const [name, bytes] of [
+        ['resnet18, PyTorch torch.onnx.export', theirs],
+        ['resnet18, fastvision export', ours],
+      ] as const) {
         const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 2, interOpNumThreads: 1 });
         const feeds = { image: new ort.Tensor('float32', x.dataSync() as Float32Array, [n, 3, px, px]) };
         await time(`${name} (64 px)/${n}`, n, async () => void (await session.run(feeds)));

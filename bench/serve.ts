@@ -29,7 +29,10 @@ const photos = ['cats', 'dogs'].flatMap((c) => readdirSync(join(DATA, 'valid', c
 /** Starts `fastvision serve` on a free port; resolves with its URL once /healthz answers, and a stop function. */
 async function serve(model: string): Promise<{ url: string; stop: () => Promise<void> }> {
   const port = 18000 + Math.floor(Math.random() * 2000);
-  const child = spawn(process.execPath, [bin, 'serve', model, '--port', String(port), '--max-batch', '32', '--max-wait', '5'], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, FASTVISION_QUIET: '1' } });
+  const child = spawn(process.execPath, [bin, 'serve', model, '--port', String(port), '--max-batch', '32', '--max-wait', '5'], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, FASTVISION_QUIET: '1' },
+  });
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
     try {
@@ -70,13 +73,26 @@ async function pageTime(model: string): Promise<Record<string, number> | string>
   if (!existsSync(join(site, 'index.html'))) return `export failed: ${String(exported.error)}`;
   const types: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json' };
   const result: Record<string, number> = {};
-  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'] });
-  const files = ['cats', 'dogs'].flatMap((c) => readdirSync(join(DATA, 'valid', c)).slice(0, 6).map((f) => join(DATA, 'valid', c, f)));
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
+  });
+  const files = ['cats', 'dogs'].flatMap((c) =>
+    readdirSync(join(DATA, 'valid', c))
+      .slice(0, 6)
+      .map((f) => join(DATA, 'valid', c, f)),
+  );
   for (const isolated of [false, true]) {
     const server = createServer((req, res) => {
       const p = join(site, new URL(req.url ?? '/', 'http://x').pathname === '/' ? 'index.html' : new URL(req.url ?? '/', 'http://x').pathname);
       if (!existsSync(p)) return void res.writeHead(404).end();
-      res.writeHead(200, { 'content-type': types[extname(p)] ?? 'application/octet-stream', ...(isolated ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' } : {}) }).end(readFileSync(p));
+      res
+        .writeHead(200, {
+          'content-type': types[extname(p)] ?? 'application/octet-stream',
+          ...(isolated ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' } : {}),
+        })
+        .end(readFileSync(p));
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const page = await browser.newPage();
@@ -95,7 +111,9 @@ async function pageTime(model: string): Promise<Record<string, number> | string>
 
 async function main(): Promise<void> {
   const threads = getNumThreads();
-  console.log(`bench/serve: fastvision serve (libtorch, dynamic batching ≤32, ≤5 ms wait) under ${CLIENTS} concurrent clients posting ${photos.length} pets-sample photos (decoded by the server), vs PyTorch batched inference (batch 32, no decoding); 224 px, random weights, 37 classes; ${ROUNDS} alternating rounds`);
+  console.log(
+    `bench/serve: fastvision serve (libtorch, dynamic batching ≤32, ≤5 ms wait) under ${CLIENTS} concurrent clients posting ${photos.length} pets-sample photos (decoded by the server), vs PyTorch batched inference (batch 32, no decoding); 224 px, random weights, 37 classes; ${ROUNDS} alternating rounds`,
+  );
   console.log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}; ${threads} threads for both`);
   rmSync(out, { recursive: true, force: true });
   mkdirSync(out, { recursive: true });
@@ -104,7 +122,15 @@ async function main(): Promise<void> {
     manualSeed(0);
     const { model, headSpec } = await buildClassifier(name, 37, { pretrained: false });
     const dir = join(out, name);
-    await saveNetwork(dir, model, { format: 'fastvision-model', version: 1, arch: name, classes: Array.from({ length: 37 }, (_, i) => `class${i}`), size: 224, xtraFc: headSpec!.xtraFc, ps: headSpec!.ps });
+    await saveNetwork(dir, model, {
+      format: 'fastvision-model',
+      version: 1,
+      arch: name,
+      classes: Array.from({ length: 37 }, (_, i) => `class${i}`),
+      size: 224,
+      xtraFc: headSpec!.xtraFc,
+      ps: headSpec!.ps,
+    });
     models.set(name, dir);
   }
   const serveRates = new Map<string, number[]>();
@@ -152,7 +178,15 @@ async function main(): Promise<void> {
   }
   console.log(table(['model', 'runtime', 'batch', 'ms / image'], lat));
   const page = await pageTime(models.get('mobilenet_v2')!);
-  console.log(`\nthe exported web page in Chromium (mobilenet_v2, 224 px), median ms per photo: ${typeof page === 'string' ? page : Object.entries(page).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', ')}`);
+  console.log(
+    `\nthe exported web page in Chromium (mobilenet_v2, 224 px), median ms per photo: ${
+      typeof page === 'string'
+        ? page
+        : Object.entries(page)
+            .map(([k, v]) => `${k} ${v.toFixed(0)}`)
+            .join(', ')
+    }`,
+  );
   console.log('');
   console.log(`RESULT serve_throughput_ratio_vs_pytorch_batch ${Math.min(...ratios).toFixed(3)}`);
 }

@@ -3,20 +3,7 @@
 // PyTorch .pth file. Run with `npm run example:small-convnet`.
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import {
-  F,
-  FASHION_MNIST_CLASSES,
-  loadFashionMnist,
-  manualSeed,
-  nn,
-  noGrad,
-  optim,
-  savePth,
-  tensor,
-  tidy,
-  type RawImageSet,
-  type Tensor,
-} from '../src/index.js';
+import { F, FASHION_MNIST_CLASSES, loadFashionMnist, manualSeed, nn, noGrad, optim, savePth, tensor, tidy, type RawImageSet, type Tensor } from '../src/index.js';
 
 const TRAIN = Number(process.env.DEMO_TRAIN ?? 12000);
 const TEST = Number(process.env.DEMO_TEST ?? 2000);

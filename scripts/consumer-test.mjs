@@ -5,8 +5,8 @@
 //   - the install: no EBADENGINE warning, and node_modules within the size budget;
 //   - npm's install script builds the addon (first Node); with scripts skipped (the others), the
 //     error names `npx fastvision setup`, which builds it with that Node's local headers;
-//   - a strict nodenext TypeScript program (scripts/consumer/app.ts) compiles against the package
-//     and runs: train, export, loadLearner, predict, exportOnnx, the same top class on onnxruntime;
+//   - the README's TypeScript example compiles against the package; a strict nodenext program
+//     (scripts/consumer/app.ts) compiles and runs: train, export, loadLearner, predict, exportOnnx, the same top class on onnxruntime;
 //   - `npx fastvision train` and `npx fastvision export` from the app.
 //   node scripts/consumer-test.mjs [--node 20,22,24] [--keep]
 // Uses only Node's standard library and npm. Exit code 1 on the first failure, with its output.
@@ -21,7 +21,9 @@ const arg = (name, fallback) => {
   const i = process.argv.indexOf(name);
   return i >= 0 ? process.argv[i + 1] : fallback;
 };
-const nodes = arg('--node', '20,22,24').split(',').map((v) => v.trim());
+const nodes = arg('--node', '20,22,24')
+  .split(',')
+  .map((v) => v.trim());
 const keep = process.argv.includes('--keep');
 /** The installed size a user pays for fastvision and its dependencies (issue 20: at most 150 MB). */
 const MAX_INSTALL_MB = 150;
@@ -69,7 +71,14 @@ const tarball = join(tmp, tgz);
 const entries = execFileSync('tar', ['-tzf', tarball], { encoding: 'utf8' }).split('\n').filter(Boolean);
 const unwanted = entries.filter((e) => /^package\/(test|bench|dist\/test|dist\/bench|\.ci)\/|\.map$|fixtures\//.test(e));
 if (unwanted.length > 0) fail(`the tarball carries files it should not: ${unwanted.slice(0, 10).join(', ')}`);
-for (const need of ['package/dist/src/index.js', 'package/dist/src/index.d.ts', 'package/scripts/install.mjs', 'package/vendor/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm', 'package/vendor/nsfwjs/dist/models/mobilenet_v2/model.min.js', 'package/binding.gyp']) {
+for (const need of [
+  'package/dist/src/index.js',
+  'package/dist/src/index.d.ts',
+  'package/scripts/install.mjs',
+  'package/vendor/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm',
+  'package/vendor/nsfwjs/dist/models/mobilenet_v2/model.min.js',
+  'package/binding.gyp',
+]) {
   if (!entries.includes(need)) fail(`the tarball lacks ${need}`);
 }
 log(`${tgz}: ${entries.length} files, ${(sizeOf(tarball) / 1e6).toFixed(1)} MB`);
@@ -105,7 +114,11 @@ for (const major of nodes) {
   const installed = run('npm', ['install', '--no-audit', '--no-fund', ...(withScripts ? [] : ['--ignore-scripts']), tarball], { cwd: app, env });
   if (/EBADENGINE/.test(installed)) fail(`npm printed EBADENGINE warnings on Node ${running}`, installed);
   const mb = sizeOf(join(app, 'node_modules')) / 1e6;
-  if (mb > MAX_INSTALL_MB) fail(`node_modules is ${mb.toFixed(0)} MB on Node ${running} (at most ${MAX_INSTALL_MB})`, run('du', ['-sh', ...readdirSync(join(app, 'node_modules')).map((d) => join(app, 'node_modules', d))], { cwd: app }));
+  if (mb > MAX_INSTALL_MB)
+    fail(
+      `node_modules is ${mb.toFixed(0)} MB on Node ${running} (at most ${MAX_INSTALL_MB})`,
+      run('du', ['-sh', ...readdirSync(join(app, 'node_modules')).map((d) => join(app, 'node_modules', d))], { cwd: app }),
+    );
   const addon = join(app, 'node_modules', 'fastvision', 'build', 'Release', 'fastvision.node');
   if (withScripts) {
     if (!existsSync(addon)) fail('npm install ran no build of the addon', installed);
@@ -122,19 +135,57 @@ for (const major of nodes) {
   }
 
   // 4. A strict nodenext TypeScript program against the package's types, and its run.
-  run('npm', ['install', '--no-audit', '--no-fund', '--save-dev', `typescript@${version('typescript')}`, `@types/node@${version('@types/node')}`, `onnxruntime-node@${version('onnxruntime-node')}`], { cwd: app, env });
+  run('npm', ['install', '--no-audit', '--no-fund', '--save-dev', `typescript@${version('typescript')}`, `@types/node@${version('@types/node')}`, `onnxruntime-node@${version('onnxruntime-node')}`], {
+    cwd: app,
+    env,
+  });
   for (const f of ['app.ts', 'tsconfig.json']) cpSync(join(root, 'scripts', 'consumer', f), join(app, f));
   run('npx', ['--no-install', 'tsc', '-p', 'tsconfig.json'], { cwd: app, env });
+  // The README's example must compile as written against the package a user installs.
+  const readmeTs = /```ts\n([\s\S]*?)```/.exec(readFileSync(join(root, 'README.md'), 'utf8'));
+  if (!readmeTs) fail('README.md has no ```ts example');
+  writeFileSync(join(app, 'readme-example.ts'), `${readmeTs[1]}export {};\n`);
+  run('npx', ['--no-install', 'tsc', '--noEmit', '--strict', '--target', 'ES2022', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--types', 'node', 'readme-example.ts'], {
+    cwd: app,
+    env,
+  });
   const out = join(app, 'out');
   const said = run(node, [join(app, 'dist', 'app.js'), photos, out], { cwd: app, env, timeout: 300_000 });
   log(said.trim().split('\n').at(-1));
 
   // 5. The CLI from the app.
   const cliOut = join(out, 'cli');
-  run('npx', ['--no-install', 'fastvision', 'train', join(photos, 'dogscats'), '--recipe', 'lesson', '--size', '32', '--bs', '4', '--cycles', '1', '--unfreeze-cycles', '1', '--tta-aug', '1', '--workers', '1', '--out', cliOut], { cwd: app, env });
+  run(
+    'npx',
+    [
+      '--no-install',
+      'fastvision',
+      'train',
+      join(photos, 'dogscats'),
+      '--recipe',
+      'lesson',
+      '--size',
+      '32',
+      '--bs',
+      '4',
+      '--cycles',
+      '1',
+      '--unfreeze-cycles',
+      '1',
+      '--tta-aug',
+      '1',
+      '--workers',
+      '1',
+      '--out',
+      cliOut,
+    ],
+    { cwd: app, env },
+  );
   run('npx', ['--no-install', 'fastvision', 'export', join(cliOut, 'model.pth'), '--out', join(cliOut, 'onnx')], { cwd: app, env });
   if (!existsSync(join(cliOut, 'onnx', 'model.onnx'))) fail('npx fastvision export wrote no model.onnx');
-  summary.push(`Node ${running}: installed ${mb.toFixed(0)} MB, no EBADENGINE, addon built by ${withScripts ? "npm's install script" : 'npx fastvision setup after --ignore-scripts'}, app + CLI in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  summary.push(
+    `Node ${running}: installed ${mb.toFixed(0)} MB, no EBADENGINE, addon built by ${withScripts ? "npm's install script" : 'npx fastvision setup after --ignore-scripts'}, app + CLI in ${((Date.now() - t0) / 1000).toFixed(0)} s`,
+  );
 }
 for (const line of summary) log(line);
 log(`passed in ${((Date.now() - started) / 1000).toFixed(0)} s`);

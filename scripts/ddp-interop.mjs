@@ -16,7 +16,17 @@ const python = process.env.FASTVISION_BENCH_PYTHON ?? '/usr/bin/python3';
 const tmp = mkdtempSync(join(tmpdir(), 'fastvision-interop-'));
 
 function start(kind, rank, port, out) {
-  const env = { ...process.env, WORLD_SIZE: '2', RANK: String(rank), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), DDP_OUT: out, DDP_MODE: 'collectives', FASTVISION_DDP_WORKER: '1', DDP_TIMEOUT_MS: '30000' };
+  const env = {
+    ...process.env,
+    WORLD_SIZE: '2',
+    RANK: String(rank),
+    MASTER_ADDR: '127.0.0.1',
+    MASTER_PORT: String(port),
+    DDP_OUT: out,
+    DDP_MODE: 'collectives',
+    FASTVISION_DDP_WORKER: '1',
+    DDP_TIMEOUT_MS: '30000',
+  };
   // Debian's PyTorch 2.6 is built without libuv, which torch.distributed asks its TCPStore for
   // unless USE_LIBUV=0 (1.13 ignores it); fastvision's store falls back by itself.
   if (kind === 'pytorch') env.USE_LIBUV = '0';
@@ -33,7 +43,10 @@ function start(kind, rank, port, out) {
 
 let failed = false;
 try {
-  for (const [first, second] of [['fastvision', 'pytorch'], ['pytorch', 'fastvision']]) {
+  for (const [first, second] of [
+    ['fastvision', 'pytorch'],
+    ['pytorch', 'fastvision'],
+  ]) {
     const port = 29600 + Math.floor(Math.random() * 1000);
     const out = join(tmp, `${first}-${second}`);
     const done = await Promise.all([start(first, 0, port, out), start(second, 1, port, out)]);
@@ -41,7 +54,9 @@ try {
     const same = (a, b) => Array.isArray(a) && a.length === b.length && a.every((v, i) => v === b[i]);
     const ok = results.every((r) => r && same(r.allReduce, [3, 30]) && same(r.broadcast, [42, 7]) && same(r.allGather, [0, 1]));
     failed ||= !ok;
-    console.log(`rank 0 ${first}, rank 1 ${second}: ${ok ? 'OK' : 'FAILED'}  ${done.map((d, i) => `${d.kind} rank ${d.rank} exit ${d.code} -> ${JSON.stringify(results[i] && { allReduce: results[i].allReduce, broadcast: results[i].broadcast, allGather: results[i].allGather })}`).join('; ')}`);
+    console.log(
+      `rank 0 ${first}, rank 1 ${second}: ${ok ? 'OK' : 'FAILED'}  ${done.map((d, i) => `${d.kind} rank ${d.rank} exit ${d.code} -> ${JSON.stringify(results[i] && { allReduce: results[i].allReduce, broadcast: results[i].broadcast, allGather: results[i].allGather })}`).join('; ')}`,
+    );
   }
 } finally {
   rmSync(tmp, { recursive: true, force: true });

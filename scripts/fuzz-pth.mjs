@@ -12,7 +12,15 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const { values } = parseArgs({ options: { seconds: { type: 'string', default: '600' }, seed: { type: 'string', default: '1' }, out: { type: 'string', default: 'fuzz-findings' }, child: { type: 'boolean' }, current: { type: 'string' } } });
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '600' },
+    seed: { type: 'string', default: '1' },
+    out: { type: 'string', default: 'fuzz-findings' },
+    child: { type: 'boolean' },
+    current: { type: 'string' },
+  },
+});
 const seconds = Number(values.seconds);
 const seed = Number(values.seed);
 
@@ -31,7 +39,10 @@ const end = Date.now() + seconds * 1000;
 let s = seed;
 while (Date.now() < end - 500) {
   const left = Math.max(1, Math.floor((end - Date.now()) / 1000));
-  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--child', '--seconds', String(Math.min(left, 120)), '--seed', String(s), '--current', current], { encoding: 'utf8', maxBuffer: 64 * 2 ** 20 });
+  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--child', '--seconds', String(Math.min(left, 120)), '--seed', String(s), '--current', current], {
+    encoding: 'utf8',
+    maxBuffer: 64 * 2 ** 20,
+  });
   total.seeds.push(s);
   if (r.signal || r.status !== 0) {
     mkdirSync(values.out, { recursive: true });

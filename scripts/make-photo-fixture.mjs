@@ -24,7 +24,10 @@ async function shrink(from, to) {
   await sharp(from).rotate().resize(160, 160, { fit: 'inside', withoutEnlargement: true }).jpeg({ quality: 82 }).toFile(to);
 }
 
-const sorted = (dir) => readdirSync(dir).filter((f) => f.endsWith('.jpg')).sort();
+const sorted = (dir) =>
+  readdirSync(dir)
+    .filter((f) => f.endsWith('.jpg'))
+    .sort();
 // Every k-th photo, so that several breeds appear in each class.
 const spread = (files, n) => Array.from({ length: n }, (_, i) => files[Math.floor((i * files.length) / n)]);
 
@@ -47,11 +50,17 @@ for (const [split, labels] of Object.entries(folder)) {
 }
 // An unlabelled test folder: validation photos not used above.
 const usedValid = new Set(readdirSync(join(dest, 'dogscats', 'valid', 'dogs')));
-const testPhotos = sorted(join(src, 'dogscats', 'valid', 'dogs')).filter((f) => !usedValid.has(f)).slice(-4);
+const testPhotos = sorted(join(src, 'dogscats', 'valid', 'dogs'))
+  .filter((f) => !usedValid.has(f))
+  .slice(-4);
 for (const f of testPhotos) await shrink(join(src, 'dogscats', 'valid', 'dogs', f), join(dest, 'dogscats', 'test', f));
 
 // CSV layout: four breeds, five photos each, ids without the suffix; four test photos.
-const rows = readFileSync(join(src, 'breeds', 'labels.csv'), 'utf8').trim().split('\n').slice(1).map((l) => l.split(','));
+const rows = readFileSync(join(src, 'breeds', 'labels.csv'), 'utf8')
+  .trim()
+  .split('\n')
+  .slice(1)
+  .map((l) => l.split(','));
 const breeds = [...new Set(rows.map((r) => r[1]))].sort();
 const chosen = spread(breeds, 4);
 const picked = chosen.flatMap((b) => rows.filter((r) => r[1] === b).slice(0, 5));

@@ -119,10 +119,7 @@ async function nativeAddon() {
 
 function typescript() {
   const stamp = join(root, 'dist', '.build-stamp');
-  const newest = Math.max(
-    ...['src', 'test', 'bench', 'examples'].map((d) => newestUnder(join(root, d), (n) => n.endsWith('.ts'))),
-    mtime(join(root, 'tsconfig.json')),
-  );
+  const newest = Math.max(...['src', 'test', 'bench', 'examples'].map((d) => newestUnder(join(root, d), (n) => n.endsWith('.ts'))), mtime(join(root, 'tsconfig.json')));
   if (existsSync(stamp) && mtime(stamp) >= newest) return;
   // A clean build, so that a deleted test never lingers in dist/.
   rmSync(join(root, 'dist'), { recursive: true, force: true });

@@ -200,7 +200,10 @@ function freshCopy(incremental) {
     .toString()
     .split('\0')
     .filter((f) => f && existsSync(join(checkout, f)));
-  const r = spawnSync('bash', ['-o', 'pipefail', '-c', `tar -C ${shellQuote(checkout)} --null -T - -cf - | tar -C ${shellQuote(dest)} -xf -`], { input: files.join('\0'), stdio: ['pipe', 'inherit', 'inherit'] });
+  const r = spawnSync('bash', ['-o', 'pipefail', '-c', `tar -C ${shellQuote(checkout)} --null -T - -cf - | tar -C ${shellQuote(dest)} -xf -`], {
+    input: files.join('\0'),
+    stdio: ['pipe', 'inherit', 'inherit'],
+  });
   if (r.status !== 0) fail(`copying the checkout into the root failed (exit ${r.status ?? r.signal})`);
   if (sameLock) for (const k of keep) if (existsSync(join(aside, k))) renameSync(join(aside, k), join(dest, k));
   rmSync(aside, { recursive: true, force: true });

@@ -43,10 +43,6 @@ function copy(name, entry, files) {
   writeFileSync(join(to, 'version'), `${meta.version}\n`);
 }
 
-copy('onnxruntime-web', 'onnxruntime-web/ort-wasm-simd-threaded.wasm', [
-  'dist/ort.wasm.bundle.min.mjs',
-  'dist/ort-wasm-simd-threaded.mjs',
-  'dist/ort-wasm-simd-threaded.wasm',
-]);
+copy('onnxruntime-web', 'onnxruntime-web/ort-wasm-simd-threaded.wasm', ['dist/ort.wasm.bundle.min.mjs', 'dist/ort-wasm-simd-threaded.mjs', 'dist/ort-wasm-simd-threaded.wasm']);
 copy('nsfwjs', 'nsfwjs', ['dist/models/package.json', 'dist/models/mobilenet_v2/model.min.js', 'dist/models/mobilenet_v2/group1-shard1of1.min.js']);
 process.stderr.write(`[vendor] wrote ${vendor}\n`);

@@ -4,4 +4,8 @@ export * from './vision/index.js';
 export * from './learn/index.js';
 export { FastvisionError, InputError, exitCodeOf, type ErrorKind } from './util/errors.js';
 export { exportOnnx, serve, predictorFor, type ExportOnnxOptions, type ExportedFiles, type ServeOptions, type ServedModel, type Runtime } from './deploy/api.js';
+export type { ExportedModel } from './deploy/export-model.js';
+export type { DeployMetadata } from './deploy/metadata.js';
+export type { Predictor } from './deploy/predictor.js';
+export type { DynamicBatcher } from './deploy/server.js';
 export { Report } from './report/html.js';

@@ -5,7 +5,22 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { archOf, bodyGroups, createPretrained, densenet121, inception_v3_nsfwjs, mobilenet_v2_nsfwjs, inception_v3, mobilenet_v2, noGrad, randn, resnet18, resnet34, savePth, tidy } from '../src/index.js';
+import {
+  archOf,
+  bodyGroups,
+  createPretrained,
+  densenet121,
+  inception_v3_nsfwjs,
+  mobilenet_v2_nsfwjs,
+  inception_v3,
+  mobilenet_v2,
+  noGrad,
+  randn,
+  resnet18,
+  resnet34,
+  savePth,
+  tidy,
+} from '../src/index.js';
 
 test('archOf finds an architecture by name, by constructor, and rejects unknown ones', () => {
   assert.equal(archOf(resnet34).name, 'resnet34');
@@ -47,7 +62,10 @@ for (const [fn, size] of [
     const [early, late] = bodyGroups(arch, body);
     assert.ok(early.length > 0 && late.length > 0);
     const lateParams = new Set(late.flatMap((m) => m.parameters()));
-    assert.ok(early.flatMap((m) => m.parameters()).every((p) => !lateParams.has(p)), 'groups do not share parameters');
+    assert.ok(
+      early.flatMap((m) => m.parameters()).every((p) => !lateParams.has(p)),
+      'groups do not share parameters',
+    );
     assert.deepEqual(arch.stats, { mean: [0, 0, 0], std: [1, 1, 1] });
     model.dispose();
   });

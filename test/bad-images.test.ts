@@ -31,7 +31,11 @@ const tfms = tfmsFromModel(mobilenet_v2_nsfwjs, 32, { augTfms: transformsSideOn,
 
 /** A JPEG of a few hundred bytes whose header declares width × height. */
 export async function jpegDeclaring(width: number, height: number): Promise<Buffer> {
-  const b = Buffer.from(await sharp({ create: { width: 16, height: 16, channels: 3, background: '#808080' } }).jpeg().toBuffer());
+  const b = Buffer.from(
+    await sharp({ create: { width: 16, height: 16, channels: 3, background: '#808080' } })
+      .jpeg()
+      .toBuffer(),
+  );
   for (let i = 0; i + 9 < b.length; i++) {
     if (b[i] === 0xff && (b[i + 1] === 0xc0 || b[i + 1] === 0xc2)) {
       b.writeUInt16BE(height, i + 5);
@@ -94,7 +98,10 @@ test('precompute drops an unreadable image together with its label (train and va
   assert.deepEqual([...val.bad].map((i) => val.files[i]!.split('/').slice(-2).join('/')).sort(), ['cats/truncated.jpg', 'dogs/huge.jpg']);
   // The predictions line up with the readable validation images' labels.
   const { y } = await learn.predictWithTargets();
-  assert.deepEqual(y.toArray(), val.labels.filter((_, i) => !val.bad.has(i)));
+  assert.deepEqual(
+    y.toArray(),
+    val.labels.filter((_, i) => !val.bad.has(i)),
+  );
   const trn = data.trnDs as { bad: Set<number> };
   assert.equal(trn.bad.size, 3, 'empty, text and truncated files');
 });
@@ -108,7 +115,9 @@ test('one pixel limit for every decoder, checked from the header before decoding
   await assert.rejects(loadTransformed(bomb, tfms.val, rngFor(0), new Float32Array(32 * 32 * 3), 0), /over the limit/);
   assert.ok(performance.now() - t0 < 2000 && process.resourceUsage().maxRSS - before < 100_000, 'refused without decoding');
   // The same limit for sharp's formats, and it can be raised or lowered.
-  const png = await sharp({ create: { width: 40, height: 30, channels: 3, background: '#808080' } }).png().toBuffer();
+  const png = await sharp({ create: { width: 40, height: 30, channels: 3, background: '#808080' } })
+    .png()
+    .toBuffer();
   const jpg = await sharp(png).jpeg().toBuffer();
   const out = new Float32Array(32 * 32 * 3);
   const saved = maxImagePixels();

@@ -95,7 +95,10 @@ test('fit into a folder that does not exist yet keeps its model; a diverging fit
   assert.equal(r.code, 1, r.stdout + r.stderr);
   assert.match(r.stderr.trim(), /^fastvision fit: training diverged in epoch 0 .*nothing was saved \(the previous model is kept\): try a lower --lr$/);
   assert.deepEqual(readFileSync(join(out, 'model.pth')), good, 'the good model is untouched');
-  assert.deepEqual(tree(out).filter((f) => /\.tmp$|checkpoint|lock/.test(f)), []);
+  assert.deepEqual(
+    tree(out).filter((f) => /\.tmp$|checkpoint|lock/.test(f)),
+    [],
+  );
 });
 
 test('train at an absurd rate stops with exit 1 and saves nothing', () => {
@@ -120,7 +123,11 @@ test('a model file describes itself: predict works from the .pth alone, or besid
 
 test('Ctrl-C during training leaves no temporary file and no lock, and exits 130', async () => {
   const out = join(tmp, 'interrupted');
-  const child = spawn(process.execPath, [bin, 'train', data, ...SMALL, '--size', '48', '--bs', '2', '--unfreeze-cycles', '3', '--out', out], { cwd: tmp, env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [bin, 'train', data, ...SMALL, '--size', '48', '--bs', '2', '--unfreeze-cycles', '3', '--out', out], {
+    cwd: tmp,
+    env: env(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const deadline = Date.now() + 120_000;
@@ -130,7 +137,11 @@ test('Ctrl-C during training leaves no temporary file and no lock, and exits 130
   const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
   assert.equal(code, 130, stderr);
   assert.match(stderr, /interrupted \(SIGINT\)/);
-  assert.deepEqual(tree(out).filter((f) => /\.tmp$|\.lock$|\.probe$/.test(f)), [], 'no temporary file, no lock');
+  assert.deepEqual(
+    tree(out).filter((f) => /\.tmp$|\.lock$|\.probe$/.test(f)),
+    [],
+    'no temporary file, no lock',
+  );
   assert.ok(existsSync(join(out, 'checkpoint.pth')), 'the last checkpoint is intact');
 });
 
@@ -153,7 +164,10 @@ test('a run killed mid-epoch resumes (--resume) to the weights of an uninterrupt
   type Run = { stages: { name: string; history: unknown[] }[]; tta: unknown; resumedFrom: unknown };
   const a = JSON.parse(readFileSync(join(tmp, 'whole.json'), 'utf8')) as Run;
   const b = JSON.parse(readFileSync(join(tmp, 'resumed.json'), 'utf8')) as Run;
-  assert.deepEqual(b.stages.map((s) => [s.name, s.history]), a.stages.map((s) => [s.name, s.history]));
+  assert.deepEqual(
+    b.stages.map((s) => [s.name, s.history]),
+    a.stages.map((s) => [s.name, s.history]),
+  );
   assert.deepEqual(b.tta, a.tta);
   assert.ok(b.resumedFrom !== null && a.resumedFrom === null);
   assert.ok(!existsSync(join(out, 'checkpoint.pth')), 'a finished run removes its checkpoint');
@@ -222,7 +236,8 @@ test('lr-find runs at least 100 mini-batches; predict --ensemble averages the cy
   ok(cli(['fit', data, '--precompute', '--cycles', '2', '--cycle-len', '1', '--save-cycles', '--size', '32', '--bs', '4', '--out', out]), 'fit --save-cycles');
   const photo = join(data, 'test', readdirSync(join(data, 'test'))[0]!);
   type Row = { top: { label: string; p: number }[] }[];
-  const p = (model: string, ...extra: string[]): Map<string, number> => new Map((JSON.parse(ok(cli(['predict', model, photo, '--json', '--top', '2', ...extra]), `predict ${model}`)) as Row)[0]!.top.map((t) => [t.label, t.p]));
+  const p = (model: string, ...extra: string[]): Map<string, number> =>
+    new Map((JSON.parse(ok(cli(['predict', model, photo, '--json', '--top', '2', ...extra]), `predict ${model}`)) as Row)[0]!.top.map((t) => [t.label, t.p]));
   const a = p(join(out, 'model_cyc_0.pth'));
   const b = p(join(out, 'model_cyc_1.pth'));
   const e = p(out, '--ensemble');

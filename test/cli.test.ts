@@ -43,7 +43,10 @@ async function assertPng(file: string): Promise<void> {
   assert.equal(m.format, 'png');
   assert.ok((m.width ?? 0) >= 100 && (m.height ?? 0) >= 60, `${file}: ${m.width}×${m.height}`);
   const { channels } = await sharp(buf).stats();
-  assert.ok(channels.some((c) => c.max - c.min > 50), `${file} is not blank`);
+  assert.ok(
+    channels.some((c) => c.max - c.min > 50),
+    `${file} is not blank`,
+  );
 }
 
 const parseCsv = (text: string): string[][] =>
@@ -56,7 +59,10 @@ before(async () => {
   tmp = await mkdtemp(join(tmpdir(), 'fastvision-cli-'));
   // Folder layout: 6 training and 3 validation photos per class, 4 test photos.
   folderData = join(tmp, 'dogscats');
-  for (const [split, n] of [['train', 6], ['valid', 3]] as const) {
+  for (const [split, n] of [
+    ['train', 6],
+    ['valid', 3],
+  ] as const) {
     for (const label of ['cats', 'dogs']) {
       const src = join(photos, 'dogscats', split, label);
       mkdirSync(join(folderData, split, label), { recursive: true });
@@ -70,12 +76,19 @@ before(async () => {
   csvData = join(tmp, 'breeds');
   mkdirSync(join(csvData, 'train'), { recursive: true });
   mkdirSync(join(csvData, 'test'));
-  const rows = readFileSync(join(photos, 'breeds', 'labels.csv'), 'utf8').trim().split('\n').slice(1).map((l) => l.split(','));
+  const rows = readFileSync(join(photos, 'breeds', 'labels.csv'), 'utf8')
+    .trim()
+    .split('\n')
+    .slice(1)
+    .map((l) => l.split(','));
   const breeds = [...new Set(rows.map((r) => r[1]!))].sort().slice(0, 3);
   const picked = breeds.flatMap((b) => rows.filter((r) => r[1] === b).slice(0, 5));
   for (const [id] of picked) copyFileSync(join(photos, 'breeds', 'train', `${id}.jpg`), join(csvData, 'train', `${id}.jpg`));
   writeFileSync(join(csvData, 'labels.csv'), `id,breed\n${picked.map((r) => r.join(',')).join('\n')}\n`);
-  for (const f of readdirSync(join(photos, 'breeds', 'test')).sort().slice(0, 3)) copyFileSync(join(photos, 'breeds', 'test', f), join(csvData, 'test', f));
+  for (const f of readdirSync(join(photos, 'breeds', 'test'))
+    .sort()
+    .slice(0, 3))
+    copyFileSync(join(photos, 'breeds', 'test', f), join(csvData, 'test', f));
 });
 after(async () => {
   await rm(tmp, { recursive: true, force: true });
@@ -109,23 +122,45 @@ test('train (folder layout) leaves the model, valid pictures, the report, the JS
     ],
   );
   const unfrozen = summary.stages[2]!.lrs;
-  assert.deepEqual(unfrozen.map((l) => Number(l.toPrecision(6))), [0.000125, 0.0005, 0.002], 'unfrozen rates: --unfreeze-lr divided by --group-div per group');
+  assert.deepEqual(
+    unfrozen.map((l) => Number(l.toPrecision(6))),
+    [0.000125, 0.0005, 0.002],
+    'unfrozen rates: --unfreeze-lr divided by --group-div per group',
+  );
   assert.equal(summary.stages[0]!.lrs[0], summary.lr.chosen);
   assert.deepEqual([summary.settings.bnFreeze, summary.settings.groupDiv], [true, 4]);
   assert.ok(summary.final.accuracy >= 0 && summary.final.accuracy <= 1 && Number.isFinite(summary.final.valLoss));
   assert.ok(summary.tta.accuracy >= 0 && summary.tta.accuracy <= 1 && Number.isFinite(summary.tta.loss));
   assert.ok(summary.lr.chosen > 0 && summary.lr.finder.length > 0);
-  assert.equal(summary.confusion.flat().reduce((a, b) => a + b, 0), 6, 'the confusion matrix counts every validation photo');
+  assert.equal(
+    summary.confusion.flat().reduce((a, b) => a + b, 0),
+    6,
+    'the confusion matrix counts every validation photo',
+  );
   for (const f of [summary.artifacts.model, summary.artifacts.modelInfo, summary.artifacts.report, summary.artifacts.submission]) assert.ok(existsSync(f), f);
   const names = summary.artifacts.pictures.map((p) => p.split('/').pop());
-  for (const n of ['label-counts.png', 'image-sizes.png', 'augmentation-preview.png', 'lr-finder.png', 'lr-schedule.png', 'losses.png', 'confusion-matrix.png', 'most-correct.png', 'most-uncertain.png']) assert.ok(names.includes(n), `${n} in ${names.join(', ')}`);
+  for (const n of [
+    'label-counts.png',
+    'image-sizes.png',
+    'augmentation-preview.png',
+    'lr-finder.png',
+    'lr-schedule.png',
+    'losses.png',
+    'confusion-matrix.png',
+    'most-correct.png',
+    'most-uncertain.png',
+  ])
+    assert.ok(names.includes(n), `${n} in ${names.join(', ')}`);
   for (const p of summary.artifacts.pictures) await assertPng(p);
   const html = readFileSync(summary.artifacts.report, 'utf8');
   assert.equal((html.match(/<img /g) ?? []).length, summary.artifacts.pictures.length, 'every picture is in the report');
   assert.ok(!/src="http/.test(html), 'the report is self-contained');
   const sub = parseCsv(readFileSync(summary.artifacts.submission, 'utf8'));
   assert.deepEqual(sub[0], ['id', 'cats', 'dogs']);
-  assert.deepEqual(sub.slice(1).map((r) => `${r[0]}.jpg`), readdirSync(join(folderData, 'test')).sort());
+  assert.deepEqual(
+    sub.slice(1).map((r) => `${r[0]}.jpg`),
+    readdirSync(join(folderData, 'test')).sort(),
+  );
   for (const r of sub.slice(1)) assert.ok(Math.abs(Number(r[1]) + Number(r[2]) - 1) < 1e-3, `probabilities sum to 1: ${r.join(',')}`);
 });
 
@@ -188,12 +223,23 @@ test('train on the CSV layout with --suffix, then lr-find, fit --from and sizes'
   const out = join(tmp, 'run-csv');
   // An unfrozen stage at an absurd rate diverges: the guard stops it and puts back the weights it started
   // from, and the recipe keeps the best snapshot point of the stages that ended well.
-  const text = ok(cli('train', csvData, '--csv', 'labels.csv', '--suffix', '.jpg', '--val-pct', '0.34', ...TINY, '--unfreeze-lr', '10', '--test', 'test', '--out', out, '--json', join(tmp, 'csv.json')), 'train --csv');
+  const text = ok(
+    cli('train', csvData, '--csv', 'labels.csv', '--suffix', '.jpg', '--val-pct', '0.34', ...TINY, '--unfreeze-lr', '10', '--test', 'test', '--out', out, '--json', join(tmp, 'csv.json')),
+    'train --csv',
+  );
   assert.match(text, /training diverged in epoch 0 \(validation loss .* ran away .*\); the weights are those of the start of this fit/);
   assert.match(text, /warning: training stopped early .* the model saved is the last good one/);
-  const run = JSON.parse(readFileSync(join(tmp, 'csv.json'), 'utf8')) as { final: { stage: string; epoch: number; valLoss: number }; stages: { name: string; history: { valLoss: number }[] }[]; tta: { loss: number }; diverged: { stage: string } };
+  const run = JSON.parse(readFileSync(join(tmp, 'csv.json'), 'utf8')) as {
+    final: { stage: string; epoch: number; valLoss: number };
+    stages: { name: string; history: { valLoss: number }[] }[];
+    tta: { loss: number };
+    diverged: { stage: string };
+  };
   assert.equal(run.diverged.stage, 'unfrozen, differential rates');
-  assert.ok(run.stages.every((st) => st.history.every((h) => Number.isFinite(h.valLoss) && h.valLoss < 100)), 'no diverged epoch is in the history');
+  assert.ok(
+    run.stages.every((st) => st.history.every((h) => Number.isFinite(h.valLoss) && h.valLoss < 100)),
+    'no diverged epoch is in the history',
+  );
   // One epoch per stage here, so every epoch is a snapshot point.
   const losses = run.stages.flatMap((st) => st.history.map((h) => h.valLoss));
   assert.ok(run.final.stage.startsWith('head ') && run.final.epoch === 0, `${run.final.stage} ${run.final.epoch}`);
@@ -212,7 +258,31 @@ test('train on the CSV layout with --suffix, then lr-find, fit --from and sizes'
   await assertPng(join(tmp, 'lr', 'pictures', 'lr-finder.png'));
 
   const fitOut = join(tmp, 'fit');
-  const fit = ok(cli('fit', csvData, '--csv', 'labels.csv', '--suffix', '.jpg', '--from', out, '--lr', '0.0001,0.001,0.01', '--cycles', '2', '--cycle-len', '1', '--unfreeze', '--save-cycles', '--bs', '4', '--out', fitOut), 'fit');
+  const fit = ok(
+    cli(
+      'fit',
+      csvData,
+      '--csv',
+      'labels.csv',
+      '--suffix',
+      '.jpg',
+      '--from',
+      out,
+      '--lr',
+      '0.0001,0.001,0.01',
+      '--cycles',
+      '2',
+      '--cycle-len',
+      '1',
+      '--unfreeze',
+      '--save-cycles',
+      '--bs',
+      '4',
+      '--out',
+      fitOut,
+    ),
+    'fit',
+  );
   assert.match(fit, /^1\s+\d/m, 'two epochs in the table');
   for (const f of ['model.pth', 'model.json', 'model_cyc_0.pth', 'model_cyc_1.pth', 'fit.html']) assert.ok(existsSync(join(fitOut, f)), f);
   assert.equal((JSON.parse(readFileSync(join(fitOut, 'model.json'), 'utf8')) as { size: number }).size, 32, 'fit keeps the saved model size');
@@ -242,14 +312,31 @@ async function cliInProcess(...args: string[]): Promise<{ code: number; stdout: 
 test("train --recipe fine-tune runs fastai v2's fine_tune: the head for one cycle, then everything for --epochs", async () => {
   const out = join(tmp, 'run-fine-tune');
   const json = join(tmp, 'fine-tune.json');
-  const text = ok(cli('train', folderData, '--recipe', 'fine-tune', '--size', '32', '--bs', '4', '--epochs', '2', '--tta-aug', '1', '--workers', '1', '--out', out, '--json', json), 'train --recipe fine-tune');
+  const text = ok(
+    cli('train', folderData, '--recipe', 'fine-tune', '--size', '32', '--bs', '4', '--epochs', '2', '--tta-aug', '1', '--workers', '1', '--out', out, '--json', json),
+    'train --recipe fine-tune',
+  );
   assert.match(text, /suggested .* \(valley: /);
-  const s = JSON.parse(readFileSync(json, 'utf8')) as { settings: { recipe: string; suggest: string }; lr: { chosen: number }; stages: { name: string; lrs: number[]; history: unknown[] }[]; tta: { accuracy: number } };
+  const s = JSON.parse(readFileSync(json, 'utf8')) as {
+    settings: { recipe: string; suggest: string };
+    lr: { chosen: number };
+    stages: { name: string; lrs: number[]; history: unknown[] }[];
+    tta: { accuracy: number };
+  };
   assert.equal(s.settings.recipe, 'fine-tune');
   assert.equal(s.settings.suggest, 'valley');
-  assert.deepEqual(s.stages.map((st) => [st.name, st.history.length]), [['fine-tune: head, one cycle', 1], ['fine-tune: unfrozen, one cycle', 2]]);
+  assert.deepEqual(
+    s.stages.map((st) => [st.name, st.history.length]),
+    [
+      ['fine-tune: head, one cycle', 1],
+      ['fine-tune: unfrozen, one cycle', 2],
+    ],
+  );
   const lr = s.lr.chosen;
-  assert.deepEqual(s.stages[1]!.lrs.map((x) => x / lr), [1 / 200, 1 / 20, 1 / 2].map((x) => x));
+  assert.deepEqual(
+    s.stages[1]!.lrs.map((x) => x / lr),
+    [1 / 200, 1 / 20, 1 / 2].map((x) => x),
+  );
   assert.ok(s.tta.accuracy >= 0 && s.tta.accuracy <= 1);
   assert.ok(existsSync(join(out, 'model.pth')));
   const bad = cli('train', folderData, '--recipe', 'sgdr');

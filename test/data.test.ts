@@ -57,11 +57,21 @@ test('folder layout: classes, counts, and batches with the right labels', async 
   assert.equal(data.c, 2);
   assert.equal(data.trnDs.length, 16);
   assert.equal(data.valDs!.length, 6);
-  assert.deepEqual([...data.labelCounts().trn], [['cats', 6], ['dogs', 10]]);
+  assert.deepEqual(
+    [...data.labelCounts().trn],
+    [
+      ['cats', 6],
+      ['dogs', 10],
+    ],
+  );
   const { shapes, indices, labels } = await collect(data.valDl!);
   assert.deepEqual(shapes[0], [4, 3, 32, 32]);
   assert.deepEqual(shapes[1], [2, 3, 32, 32]);
-  assert.deepEqual(indices, Array.from({ length: 6 }, (_, i) => i), 'validation in order');
+  assert.deepEqual(
+    indices,
+    Array.from({ length: 6 }, (_, i) => i),
+    'validation in order',
+  );
   const ds = data.valDs as { files: string[] };
   labels.forEach((l, i) => assert.ok(ds.files[indices[i]!]!.includes(`/${data.classes[l]}/`)));
 });
@@ -75,9 +85,17 @@ test('training batches are shuffled per epoch, reproducibly for a seed; dropLast
   assert.equal(new Set(e0).size, 15, 'three full batches of distinct images');
   assert.ok(e0.every((i) => i >= 0 && i < 16));
   const { shapes } = await collect(a.trnDl);
-  assert.deepEqual(shapes.map((sh) => sh[0]), [5, 5, 5], 'training drops the last partial batch (16 = 3 × 5 + 1: never a batch of one)');
+  assert.deepEqual(
+    shapes.map((sh) => sh[0]),
+    [5, 5, 5],
+    'training drops the last partial batch (16 = 3 × 5 + 1: never a batch of one)',
+  );
   const small = await ImageClassifierData.fromPaths(dogscats, { tfms, bs: 32 });
-  assert.deepEqual((await collect(small.trnDl)).shapes.map((sh) => sh[0]), [16], 'a training set smaller than a batch is one batch');
+  assert.deepEqual(
+    (await collect(small.trnDl)).shapes.map((sh) => sh[0]),
+    [16],
+    'a training set smaller than a batch is one batch',
+  );
   const { DataLoader } = await import('../src/index.js');
   const dl = new DataLoader(a.trnDs, { bs: 5, dropLast: true, shuffle: true, transform: tfms.trn });
   assert.equal(dl.length, 3);
@@ -114,7 +132,10 @@ test('getCvIdxs: the requested share, seeded, sorted', () => {
   assert.equal(a.length, 66);
   assert.deepEqual(a, getCvIdxs(333));
   assert.notDeepEqual(a, getCvIdxs(333, { seed: 1 }));
-  assert.deepEqual(a, [...a].sort((x, y) => x - y));
+  assert.deepEqual(
+    a,
+    [...a].sort((x, y) => x - y),
+  );
   assert.equal(new Set(a).size, 66);
   assert.equal(getCvIdxs(100, { valPct: 0.1 }).length, 10);
 });
@@ -138,7 +159,7 @@ test('image sizes for the histogram, and resize() caches shrunk copies without t
   const f = (small.trnDs as { files: string[] }).files[0]!;
   assert.ok(f.startsWith(process.env.FASTVISION_HOME!), `copies go under FASTVISION_HOME, not into the data folder (${f})`);
   const m = await sharp(f).metadata();
-  assert.equal(Math.min(m.width!, m.height!), 64);
+  assert.equal(Math.min(m.width, m.height), 64);
   assert.equal((await collect(small.valDl!)).indices.length, 6);
   assert.deepEqual(await snapshot(dogscats), before, 'the data folder is unchanged');
 });
@@ -160,7 +181,9 @@ async function makeTree(name: string, tree: Record<string, Record<string, string
 
 test('non-image files are ignored; an unreadable image is skipped with a warning, or an error by option', async () => {
   const root = await makeTree('bad-images', { train: { a: ['1.jpg', '2.jpg', 'notes.txt', '.DS_Store'], b: ['3.jpg', '4.jpg'] }, valid: { a: ['5.jpg'], b: ['6.jpg'] } });
-  const good = await sharp({ create: { width: 40, height: 30, channels: 3, background: '#808080' } }).jpeg().toBuffer();
+  const good = await sharp({ create: { width: 40, height: 30, channels: 3, background: '#808080' } })
+    .jpeg()
+    .toBuffer();
   await writeFile(join(root, 'train', 'b', '4.jpg'), good.subarray(0, Math.floor(good.length / 2)));
   const data = await ImageClassifierData.fromPaths(root, { tfms, bs: 8 });
   assert.equal(data.trnDs.length, 4, '.txt and dot-files are not images');
@@ -200,13 +223,20 @@ test('CSV errors name the line at fault', async () => {
   await writeFile(join(root, 'columns.csv'), 'id,label\nx1,cat\nx2,dog,extra\n');
   await assert.rejects(ImageClassifierData.fromCsv(root, 'train', 'columns.csv', { tfms, suffix: '.jpg', valIdxs: [] }), /columns\.csv, line 3: expected 2 columns/);
   await writeFile(join(root, 'quote.csv'), 'id,label\nx1,cat\nx2,"dog\nx3,dog\n');
-  await assert.rejects(ImageClassifierData.fromCsv(root, 'train', 'quote.csv', { tfms, suffix: '.jpg', valIdxs: [] }), /quote\.csv, line 3: malformed CSV \(Quote Not Closed/, 'the line where the quote opens');
+  await assert.rejects(
+    ImageClassifierData.fromCsv(root, 'train', 'quote.csv', { tfms, suffix: '.jpg', valIdxs: [] }),
+    /quote\.csv, line 3: malformed CSV \(Quote Not Closed/,
+    'the line where the quote opens',
+  );
   await writeFile(join(root, 'dup.csv'), 'id,label\nx1,cat\nx2,dog\nx1,dog\n');
   await assert.rejects(ImageClassifierData.fromCsv(root, 'train', 'dup.csv', { tfms, suffix: '.jpg', valIdxs: [] }), /dup\.csv, line 4: this image is already labelled 'cat' on line 2, here 'dog'/);
   await writeFile(join(root, 'again.csv'), 'id,label\nx1,cat\nx2,dog\nx3,dog\nx2,dog\n');
   await assert.rejects(ImageClassifierData.fromCsv(root, 'train', 'again.csv', { tfms, suffix: '.jpg', valIdxs: [] }), /again\.csv, line 5: repeats line 3/);
   await writeFile(join(root, 'valonly.csv'), 'id,label\nx1,cat\nx2,dog\nx3,bird\n');
-  await assert.rejects(ImageClassifierData.fromCsv(root, 'train', 'valonly.csv', { tfms, suffix: '.jpg', valIdxs: [2] }), /valonly\.csv, line 4: label 'bird' has no training rows \(1 row\(s\), all held out for validation\)/);
+  await assert.rejects(
+    ImageClassifierData.fromCsv(root, 'train', 'valonly.csv', { tfms, suffix: '.jpg', valIdxs: [2] }),
+    /valonly\.csv, line 4: label 'bird' has no training rows \(1 row\(s\), all held out for validation\)/,
+  );
   await assert.rejects(ImageClassifierData.fromCsv(root, 'train', 'nope.csv', { tfms }), /labels file .*nope\.csv does not exist/);
 });
 

@@ -48,7 +48,10 @@ async function main(): Promise<void> {
     const batch = Number(process.env.DDP_BATCH ?? 8);
     manualSeed(1);
     const x = randn([32, 8]);
-    const labels = x.toArray().filter((_, i) => i % 8 === 0).map((v) => (v > 0 ? 1 : 0));
+    const labels = x
+      .toArray()
+      .filter((_, i) => i % 8 === 0)
+      .map((v) => (v > 0 ? 1 : 0));
     const data = ImageClassifierData.fromArrays('/tmp', [x, labels], null, ['a', 'b'], { bs: batch / worldSize, seed: 3, shard: worldSize > 1 ? { rank: pg.rank, worldSize } : undefined });
     // Different seeds per rank: DDP must broadcast rank 0's initial weights.
     manualSeed(7 + (mode === 'train' ? pg.rank : 0));

@@ -40,7 +40,7 @@ function rank(env: Record<string, string>, child: (p: ChildProcess) => void = ()
     const [cmd, args] = netns ? ['ip', ['netns', 'exec', netns, process.execPath, worker]] : [process.execPath, [worker]];
     const p = spawn(cmd, args, { env: { ...process.env, FASTVISION_DDP_WORKER: '1', FASTVISION_NUM_THREADS: '1', MASTER_ADDR: '127.0.0.1', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
-    p.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     // Every process is bounded: a hang is a failure, not a stuck suite.
     const kill = setTimeout(() => p.kill('SIGKILL'), 60_000);
     p.on('exit', (code, signal) => {
@@ -59,7 +59,10 @@ function petsData(): string {
     for (const label of ['cats', 'dogs']) {
       const src = join(photos, 'dogscats', split, label);
       mkdirSync(join(data, split, label), { recursive: true });
-      for (const f of readdirSync(src).sort().slice(0, split === 'train' ? 8 : 3)) copyFileSync(join(src, f), join(data, split, label, f));
+      for (const f of readdirSync(src)
+        .sort()
+        .slice(0, split === 'train' ? 8 : 3))
+        copyFileSync(join(src, f), join(data, split, label, f));
     }
   }
   return data;
@@ -76,7 +79,11 @@ test("DistributedSampler's shares: padded to equal length, rank r takes every R-
   assert.deepEqual(shardOf(order, { rank: 1, worldSize: 2 }), [3, 1, 0, 5], 'padded with the start');
   assert.deepEqual(shardOf(order, { rank: 2, worldSize: 3, pad: false }), [8, 0]);
   const t = [tensor(new Float32Array(10)), tensor(new Float32Array(10)), tensor(new Float32Array(30))];
-  assert.deepEqual(buckets(t, 80).map((b) => b.length), [2, 1], 'buckets close before exceeding their size');
+  assert.deepEqual(
+    buckets(t, 80).map((b) => b.length),
+    [2, 1],
+    'buckets close before exceeding their size',
+  );
 });
 
 test('the collectives: all-reduce sums, broadcast copies rank 0, all-gather collects in rank order', async () => {
@@ -122,28 +129,25 @@ test('two ranks with batches of 4 end with the weights of one process with batch
 test('a rank killed mid-epoch: the other stops with an error naming it, within the timeout', async () => {
   const port = String(nextPort++);
   const env = { WORLD_SIZE: '2', MASTER_PORT: port, DDP_MODE: 'slow', DDP_TIMEOUT_MS: '15000' };
-  const [r0, r1] = await Promise.all([
-    rank({ ...env, RANK: '0' }),
-    rank({ ...env, RANK: '1' }, (p) => setTimeout(() => p.kill('SIGKILL'), 4000)),
-  ]);
-  assert.equal(r1!.signal, 'SIGKILL');
-  assert.equal(r0!.code, 1, r0!.stderr);
-  assert.match(r0!.stderr, /rank 1 \(.* pid \d+\) stopped responding/);
-  assert.ok(r0!.ms < 30_000, `rank 0 took ${r0!.ms} ms`);
+  const [r0, r1] = await Promise.all([rank({ ...env, RANK: '0' }), rank({ ...env, RANK: '1' }, (p) => setTimeout(() => p.kill('SIGKILL'), 4000))]);
+  assert.equal(r1.signal, 'SIGKILL');
+  assert.equal(r0.code, 1, r0.stderr);
+  assert.match(r0.stderr, /rank 1 \(.* pid \d+\) stopped responding/);
+  assert.ok(r0.ms < 30_000, `rank 0 took ${r0.ms} ms`);
 });
 
 test('a wrong master address or a port in use is a clear error', async () => {
   const port = nextPort++;
   const [lost] = await Promise.all([rank({ WORLD_SIZE: '2', RANK: '1', MASTER_PORT: String(port), MASTER_ADDR: '127.0.0.1', DDP_TIMEOUT_MS: '2000' })]);
-  assert.equal(lost!.code, 1);
-  assert.match(lost!.stderr, /rank 1 cannot reach the store at 127\.0\.0\.1:\d+ \(MASTER_ADDR, MASTER_PORT\)/);
+  assert.equal(lost.code, 1);
+  assert.match(lost.stderr, /rank 1 cannot reach the store at 127\.0\.0\.1:\d+ \(MASTER_ADDR, MASTER_PORT\)/);
   const busy = createServer();
   const busyPort = nextPort++;
   await new Promise<void>((r) => busy.listen(busyPort, '127.0.0.1', r));
   try {
     const [r0] = await Promise.all([rank({ WORLD_SIZE: '2', RANK: '0', MASTER_PORT: String(busyPort), DDP_TIMEOUT_MS: '2000' })]);
-    assert.equal(r0!.code, 1);
-    assert.match(r0!.stderr, /port is in use/);
+    assert.equal(r0.code, 1);
+    assert.match(r0.stderr, /port is in use/);
   } finally {
     busy.close();
   }
@@ -161,7 +165,11 @@ test('fastvision train --nproc 2: a model, report and JSON as one process gives;
   const data = petsData();
   const tiny = ['--recipe', 'lesson', '--sizes', '32,40', '--bs', '2', '--cycles', '1', '--unfreeze-cycles', '1', '--tta-aug', '1', '--workers', '1'];
   const run = (out: string, ...extra: string[]): { code: number | null; stdout: string; stderr: string } => {
-    const r = spawnSync(process.execPath, [bin, 'train', data, ...tiny, '--out', out, '--json', `${out}.json`, ...extra], { encoding: 'utf8', env: { ...process.env, FASTVISION_HOME: join(tmp, 'home'), FASTVISION_QUIET: '1' }, timeout: 300_000 });
+    const r = spawnSync(process.execPath, [bin, 'train', data, ...tiny, '--out', out, '--json', `${out}.json`, ...extra], {
+      encoding: 'utf8',
+      env: { ...process.env, FASTVISION_HOME: join(tmp, 'home'), FASTVISION_QUIET: '1' },
+      timeout: 300_000,
+    });
     return { code: r.status, stdout: r.stdout, stderr: r.stderr };
   };
   const two = run(join(tmp, 'two'), '--nproc', '2');
@@ -173,9 +181,15 @@ test('fastvision train --nproc 2: a model, report and JSON as one process gives;
   const s2 = JSON.parse(readFileSync(join(tmp, 'two.json'), 'utf8')) as Summary;
   const s1 = JSON.parse(readFileSync(join(tmp, 'one.json'), 'utf8')) as Summary;
   assert.equal(s2.worldSize, 2);
-  assert.deepEqual(s2.stages.map((s) => [s.name, s.history.length]), s1.stages.map((s) => [s.name, s.history.length]));
+  assert.deepEqual(
+    s2.stages.map((s) => [s.name, s.history.length]),
+    s1.stages.map((s) => [s.name, s.history.length]),
+  );
   assert.ok(s2.tta.accuracy >= 0 && s2.tta.accuracy <= 1);
-  const files = (dir: string): string[] => readdirSync(dir).filter((f) => f !== 'logs').sort();
+  const files = (dir: string): string[] =>
+    readdirSync(dir)
+      .filter((f) => f !== 'logs')
+      .sort();
   assert.deepEqual(files(join(tmp, 'two')), files(join(tmp, 'one')), 'the same files as one process writes');
   assert.deepEqual(readdirSync(join(tmp, 'two', 'logs')).sort(), ['rank-0.log', 'rank-1.log']);
   assert.match(readFileSync(join(tmp, 'two', 'logs', 'rank-1.log'), 'utf8'), /# head on precomputed activations/);
@@ -239,7 +253,7 @@ test('ranks of `fastvision train` started with other options stop with a message
         stdio: ['ignore', 'ignore', 'pipe'],
       });
       let stderr = '';
-      p.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+      p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       const kill = setTimeout(() => p.kill('SIGKILL'), 120_000);
       p.on('exit', (code) => {
         clearTimeout(kill);
@@ -247,15 +261,37 @@ test('ranks of `fastvision train` started with other options stop with a message
       });
     });
   const [r0, r1] = await Promise.all([start(0, ['--cycles', '1']), start(1, ['--cycles', '2'])]);
-  for (const r of [r0!, r1!]) {
+  for (const r of [r0, r1]) {
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /rank 1 was started with other settings than rank 0/);
   }
 });
 
-test('train --nproc 2 killed mid-run, then --resume: every rank continues from rank 0\'s checkpoint to the weights of an uninterrupted run', async () => {
+test("train --nproc 2 killed mid-run, then --resume: every rank continues from rank 0's checkpoint to the weights of an uninterrupted run", async () => {
   const data = petsData();
-  const args = (out: string): string[] => [bin, 'train', data, '--recipe', 'lesson', '--size', '32', '--bs', '2', '--cycles', '1', '--unfreeze-cycles', '2', '--tta-aug', '1', '--workers', '1', '--nproc', '2', '--out', out];
+  const args = (out: string): string[] => [
+    bin,
+    'train',
+    data,
+    '--recipe',
+    'lesson',
+    '--size',
+    '32',
+    '--bs',
+    '2',
+    '--cycles',
+    '1',
+    '--unfreeze-cycles',
+    '2',
+    '--tta-aug',
+    '1',
+    '--workers',
+    '1',
+    '--nproc',
+    '2',
+    '--out',
+    out,
+  ];
   const env = { ...process.env, FASTVISION_HOME: join(tmp, 'home'), FASTVISION_QUIET: '1' };
   const full = spawnSync(process.execPath, args(join(tmp, 'full')), { encoding: 'utf8', env, timeout: 300_000 });
   assert.equal(full.status, 0, full.stderr);

@@ -61,9 +61,17 @@ test('resolveDevice: auto is CUDA when there is one, cpu is the CPU, and a GPU t
   assert.equal(resolveDevice('cpu'), 'cpu');
   assert.equal(resolveDevice('auto'), cuda.available ? 'cuda:0' : 'cpu');
   assert.equal(resolveDevice(undefined), resolveDevice('auto'));
-  for (const bad of ['gpu', 'cuda:', 'cuda:-1', 'cuda:01', 'CUDA', 'cuda:1.5', '']) assert.throws(() => resolveDevice(bad), (e: Error) => e instanceof DeviceUnavailableError && /--device must be auto, cpu, cuda or cuda:N/.test(e.message), bad);
+  for (const bad of ['gpu', 'cuda:', 'cuda:-1', 'cuda:01', 'CUDA', 'cuda:1.5', ''])
+    assert.throws(
+      () => resolveDevice(bad),
+      (e: Error) => e instanceof DeviceUnavailableError && /--device must be auto, cpu, cuda or cuda:N/.test(e.message),
+      bad,
+    );
   const beyond = `cuda:${cuda.devices.length}`;
-  assert.throws(() => resolveDevice(beyond), (e: Error) => e instanceof DeviceUnavailableError && /fastvision doctor/.test(e.message) && !e.message.includes('\n'));
+  assert.throws(
+    () => resolveDevice(beyond),
+    (e: Error) => e instanceof DeviceUnavailableError && /fastvision doctor/.test(e.message) && !e.message.includes('\n'),
+  );
   if (!cuda.available) {
     assert.throws(() => resolveDevice('cuda'), /--device cuda: no CUDA device here: this libtorch \(.+\) is built without CUDA; run `fastvision doctor`/);
   } else {
@@ -80,7 +88,11 @@ test('Module.to keeps every parameter object and moves its data (here: onto the 
   assert.equal(net.device, 'cpu');
   assert.equal(net.to('cpu'), net);
   assert.deepEqual(net.parameters(), params);
-  assert.deepEqual(params.map((p) => p.toArray()), before, 'a move to where it is changes nothing');
+  assert.deepEqual(
+    params.map((p) => p.toArray()),
+    before,
+    'a move to where it is changes nothing',
+  );
   // setData_ is the move: the same object, other data (here another dtype; on a GPU, another device).
   const w = params[0]!;
   const shape = w.shape;
@@ -131,7 +143,7 @@ test('out of memory during a fit: the lesson’s advice with the batch size to t
   await assert.rejects(learn.fit(1e-3, 3, { callbacks: [greedy], onCheckpoint }), (e: Error) => {
     assert.ok(e instanceof OutOfMemoryError, e.message);
     assert.match(e.message, /^out of memory on cpu while training at batch size 4 \(.*can't allocate memory.*\); the lesson's advice is a smaller batch: try --bs 2$/);
-    assert.equal((e as OutOfMemoryError).suggestedBs, 2);
+    assert.equal(e.suggestedBs, 2);
     return true;
   });
   assert.ok(existsSync(ckpt), 'the checkpoint of the epoch that finished is on disk');
@@ -140,7 +152,11 @@ test('out of memory during a fit: the lesson’s advice with the batch size to t
   const again = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, { ...quiet, device: 'cpu' });
   again.model.loadStateDict(saved.model);
   const rows = await again.fit(1e-3, 3, { resume: saved.fit! });
-  assert.deepEqual(rows.map((r) => r.epoch), [0, 1, 2], 'the resumed fit finishes the epochs left');
+  assert.deepEqual(
+    rows.map((r) => r.epoch),
+    [0, 1, 2],
+    'the resumed fit finishes the epochs left',
+  );
 });
 
 function cli(...args: string[]): { code: number; stdout: string; stderr: string } {
@@ -242,7 +258,10 @@ test('CUDA: a forward pass, backward and an SGD step agree with the CPU', { skip
 });
 
 test('CUDA: a fit trains on the GPU; a CPU checkpoint resumes there, and a GPU one on the CPU', { skip: NO_CUDA }, async () => {
-  for (const [first, second] of [['cpu', 'cuda:0'], ['cuda:0', 'cpu']] as const) {
+  for (const [first, second] of [
+    ['cpu', 'cuda:0'],
+    ['cuda:0', 'cpu'],
+  ] as const) {
     const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, { ...quiet, device: first });
     const ckpt = join(home, `resume-${first}.pth`);
     const stop: Callback = {

@@ -56,7 +56,16 @@ function pictures(n: number, seed: number): { x: Tensor; y: number[]; quadrant: 
 
 test('Grad-CAM lights up the quadrant that holds the shape deciding the class', async () => {
   manualSeed(0);
-  const body = new nn.Sequential(new nn.Conv2d(3, 16, 3, { padding: 1 }), new nn.ReLU(), new nn.MaxPool2d(2), new nn.Conv2d(16, 32, 3, { padding: 1 }), new nn.ReLU(), new nn.MaxPool2d(2), new nn.Conv2d(32, 32, 3, { padding: 1 }), new nn.ReLU());
+  const body = new nn.Sequential(
+    new nn.Conv2d(3, 16, 3, { padding: 1 }),
+    new nn.ReLU(),
+    new nn.MaxPool2d(2),
+    new nn.Conv2d(16, 32, 3, { padding: 1 }),
+    new nn.ReLU(),
+    new nn.MaxPool2d(2),
+    new nn.Conv2d(32, 32, 3, { padding: 1 }),
+    new nn.ReLU(),
+  );
   const pool = new nn.Sequential(new nn.AdaptiveConcatPool2d(), new nn.Flatten());
   const head = new nn.Sequential(new nn.Linear(64, 4), new nn.LogSoftmax(1));
   const model = new nn.Sequential(body, pool, head);
@@ -82,8 +91,15 @@ test('Grad-CAM lights up the quadrant that holds the shape deciding the class', 
       if (means.indexOf(Math.max(...means)) === test.quadrant[i]) hits++;
     });
     assert.ok(hits >= 22, `the hottest quadrant is the object's in ${hits} of 24 pictures`);
-    assert.deepEqual([...model.stateDict().values()].map((t) => t.toArray()), before, 'weights untouched');
-    assert.ok(model.parameters().every((p) => p.grad === null && p.requiresGrad), 'no gradient left on the weights, and they still train');
+    assert.deepEqual(
+      [...model.stateDict().values()].map((t) => t.toArray()),
+      before,
+      'weights untouched',
+    );
+    assert.ok(
+      model.parameters().every((p) => p.grad === null && p.requiresGrad),
+      'no gradient left on the weights, and they still train',
+    );
 
     // The overlay keeps the picture's size and is hottest (reddest) where the map is.
     const pixels = { data: new Uint8Array(S * S * 3).fill(128), width: S, height: S };

@@ -87,7 +87,6 @@ export function seededWeights(model: nn.Module): void {
   });
 }
 
-
 /** `fastvision predict --json --top <all>` run in this process: file → probability by label. */
 export async function predictInProcess(model: string, files: string[], top = 1000): Promise<Map<string, Map<string, number>>> {
   const out: string[] = [];

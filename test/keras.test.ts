@@ -48,14 +48,18 @@ async function tfjsModel(which: 'mobilenet_v2' | 'inception_v3', upTo?: string):
   return tf.loadLayersModel(
     tf.io.fromMemory({
       modelTopology: json.modelTopology as unknown as tf.io.ModelJSON['modelTopology'],
-      weightSpecs: specs as tf.io.WeightsManifestEntry[],
+      weightSpecs: specs,
       weightData: data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength),
     }),
   );
 }
 
 function nchw(data: Float32Array, n: number, size: number): Tensor {
-  return tidy(() => tensor(data, { shape: [n, size, size, 3] }).permute(0, 3, 1, 2).contiguous());
+  return tidy(() =>
+    tensor(data, { shape: [n, size, size, 3] })
+      .permute(0, 3, 1, 2)
+      .contiguous(),
+  );
 }
 
 async function batch(size: number): Promise<Float32Array> {

@@ -25,8 +25,7 @@ async function checkLayer(name: string, module: nn.Module): Promise<void> {
 }
 
 test('Conv2d matches PyTorch (stride, padding, bias)', () => checkLayer('conv2d', new nn.Conv2d(3, 4, 3, { stride: 2, padding: 1 })));
-test('Conv2d matches PyTorch (groups, dilation, no bias)', () =>
-  checkLayer('conv2d_grouped', new nn.Conv2d(4, 6, 3, { padding: 2, dilation: 2, groups: 2, bias: false })));
+test('Conv2d matches PyTorch (groups, dilation, no bias)', () => checkLayer('conv2d_grouped', new nn.Conv2d(4, 6, 3, { padding: 2, dilation: 2, groups: 2, bias: false })));
 test('Linear matches PyTorch', () => checkLayer('linear', new nn.Linear(10, 5)));
 test('BatchNorm2d in training mode matches PyTorch, running stats included', () => checkLayer('batchnorm2d_train', new nn.BatchNorm2d(3)));
 test('BatchNorm2d in eval mode uses running stats as PyTorch does', () => checkLayer('batchnorm2d_eval', new nn.BatchNorm2d(3)));

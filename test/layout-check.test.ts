@@ -18,7 +18,11 @@ test('channelsLastConvIsSound agrees with both layouts compared directly, per th
         tidy(() => {
           const x = randn([4, 960, 2, 2]);
           const w = randn([320, 960, 1, 1]).mul(0.03);
-          return F.conv2d(x, w).sub(F.conv2d(x.contiguous('channelsLast'), w.contiguous('channelsLast'))).abs().max().item();
+          return F.conv2d(x, w)
+            .sub(F.conv2d(x.contiguous('channelsLast'), w.contiguous('channelsLast')))
+            .abs()
+            .max()
+            .item();
         }),
       );
       assert.equal(verdict, worst <= 1e-3, `${n} thread(s): the probe says ${verdict ? 'sound' : 'unsound'}, the layouts differ by ${worst}`);

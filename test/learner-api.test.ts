@@ -48,11 +48,16 @@ test('export, loadLearner and predict(image): the same answer from the learner, 
     p.probs.forEach((v, i) => assert.ok(Math.abs(v - mine.probs[i]!) < 1e-6, `class ${i}: ${v} against ${mine.probs[i]}`));
   }
 
-  const cli = spawnSync(process.execPath, [join(repoRoot, 'dist', 'src', 'cli', 'bin.js'), 'predict', join(home, 'out'), cat, '--json', '--top', '2', '--device', 'cpu'], { encoding: 'utf8', env: { ...process.env, FASTVISION_HOME: home }, timeout: 120_000 });
+  const cli = spawnSync(process.execPath, [join(repoRoot, 'dist', 'src', 'cli', 'bin.js'), 'predict', join(home, 'out'), cat, '--json', '--top', '2', '--device', 'cpu'], {
+    encoding: 'utf8',
+    env: { ...process.env, FASTVISION_HOME: home },
+    timeout: 120_000,
+  });
   assert.equal(cli.status, 0, cli.stderr);
   const [row] = JSON.parse(cli.stdout) as { top: { label: string; p: number }[] }[];
   assert.equal(row!.top[0]!.label, theirs.label);
-  for (const t of row!.top) assert.ok(Math.abs(t.p - theirs.probs[data.classes.indexOf(t.label)]!) < 1e-5, `${t.label}: fastvision predict ${t.p}, learn.predict ${theirs.probs[data.classes.indexOf(t.label)]}`);
+  for (const t of row!.top)
+    assert.ok(Math.abs(t.p - theirs.probs[data.classes.indexOf(t.label)]!) < 1e-5, `${t.label}: fastvision predict ${t.p}, learn.predict ${theirs.probs[data.classes.indexOf(t.label)]}`);
 });
 
 test('loadLearner names the file it cannot read; predict names the image it cannot decode', async () => {
@@ -76,7 +81,10 @@ test('exportOnnx and serve from the API: a learner to ONNX and a web page, serve
     const { top } = (await res.json()) as { top: { label: string; probability: number }[] };
     return new Map(top.map((t) => [t.label, t.probability]));
   };
-  for (const [model, runtime, tolerance] of [[saved, 'libtorch', 1e-5], [files.onnx, 'onnx', 1e-3]] as const) {
+  for (const [model, runtime, tolerance] of [
+    [saved, 'libtorch', 1e-5],
+    [files.onnx, 'onnx', 1e-3],
+  ] as const) {
     const server = await serve(model, { runtime, port: 0, device: 'cpu' });
     try {
       const answer = await ask(server.url);
@@ -95,7 +103,10 @@ test("unfreezeAsAdvised follows the architecture's measured advice, as fastvisio
   assert.equal(learn.bnFrozen, advice.bnFreeze);
   assert.equal(plan.lr, Math.min(0.01 * advice.lrFactor, advice.maxLr ?? Infinity));
   assert.match(plan.note!, /^unfreezing mobilenet_v2_nsfwjs with batch-norm statistics/);
-  assert.ok(learn.model.parameters().every((p) => p.requiresGrad), 'every group trains');
+  assert.ok(
+    learn.model.parameters().every((p) => p.requiresGrad),
+    'every group trains',
+  );
   const lesson = learn.unfreezeAsAdvised(0.01, { lessonUnfreeze: true });
   assert.deepEqual(lesson, { bnFreeze: false, lr: 0.01, note: undefined });
   assert.equal(learn.bnFrozen, false);

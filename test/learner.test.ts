@@ -8,7 +8,24 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import sharp from 'sharp';
-import { CancelFitError, channelsLastConvIsSound, getNumThreads, libtorchVersion, CancelTrainError, closeLoaderWorkers, ConvLearner, ImageClassifierData, manualSeed, mobilenet_v2_nsfwjs, nn, oneCycleSchedule, tfmsFromModel, transformsSideOn, type Callback, type Tensor } from '../src/index.js';
+import {
+  CancelFitError,
+  channelsLastConvIsSound,
+  getNumThreads,
+  libtorchVersion,
+  CancelTrainError,
+  closeLoaderWorkers,
+  ConvLearner,
+  ImageClassifierData,
+  manualSeed,
+  mobilenet_v2_nsfwjs,
+  nn,
+  oneCycleSchedule,
+  tfmsFromModel,
+  transformsSideOn,
+  type Callback,
+  type Tensor,
+} from '../src/index.js';
 import { photos } from './helpers.js';
 
 let home = '';
@@ -116,7 +133,10 @@ test('TTA averages probabilities over the original and augmented images', async 
   assert.deepEqual(probs.shape, [6, 2]);
   assert.deepEqual(y.shape, [6]);
   const sums = probs.sum(1).toArray();
-  assert.ok(sums.every((s) => Math.abs(s - 1) < 1e-5), 'each row is a distribution');
+  assert.ok(
+    sums.every((s) => Math.abs(s - 1) < 1e-5),
+    'each row is a distribution',
+  );
   const plain = (await learn.predict()).exp();
   assert.ok(!probs.allclose(plain), 'augmentation changes the average');
   const zero = await learn.TTA({ nAug: 0 });
@@ -178,7 +198,10 @@ test('oversampling draws every class as often as the largest one', async () => {
     for (const i of over.trnDl.batchIndices(epoch).flat()) drawn.set(i, (drawn.get(i) ?? 0) + 1);
     const cats = labels.map((l, i) => (l === 0 ? i : -1)).filter((i) => i >= 0);
     const times = cats.map((i) => drawn.get(i) ?? 0);
-    assert.ok(times.every((t) => t === 1 || t === 2), `epoch ${epoch}: every cat is drawn once or twice (${times.join(', ')})`);
+    assert.ok(
+      times.every((t) => t === 1 || t === 2),
+      `epoch ${epoch}: every cat is drawn once or twice (${times.join(', ')})`,
+    );
   }
   assert.equal(over.trnDl.length, Math.ceil(20 / 4));
   assert.notDeepEqual(idx, over.trnDl.batchIndices(1).flat());
@@ -196,7 +219,10 @@ test('frozen batch norm keeps its statistics; setData re-freezes for progressive
   const bigger = data.withTfms(tfmsFromModel(mobilenet_v2_nsfwjs, 96, { augTfms: transformsSideOn }));
   learn.setData(bigger);
   assert.equal(learn.data.sz, 96);
-  assert.ok(learn.layerGroups[0]!.flatMap((m) => m.parameters()).every((p) => !p.requiresGrad), 'setData re-freezes');
+  assert.ok(
+    learn.layerGroups[0]!.flatMap((m) => m.parameters()).every((p) => !p.requiresGrad),
+    'setData re-freezes',
+  );
   await learn.saveCycle('prog', 0);
   await learn.loadCycle('prog', 0);
   const { resnet18 } = await import('../src/index.js');
@@ -219,14 +245,17 @@ test("fitOneCycle sets each batch's rates and momentum by the one-cycle schedule
   assert.ok(Math.abs(seen[0]!.lrs[2]! - 1e-2 / 25) < 1e-12 && Math.abs(seen.at(-1)!.lrs[2]! - 1e-2 / 1e5) < 1e-12);
 
   const stages: { frozen: boolean; lrs: number[] }[] = [];
-  const spy2: Callback = { beforeFit: () => void stages.push({ frozen: !learn.layerGroups[0]!.flatMap((m) => m.parameters()).some((p) => p.requiresGrad), lrs: [] }), beforeStep: (l) => void stages.at(-1)!.lrs.push(...(stages.at(-1)!.lrs.length === 0 ? l.opt.paramGroups.map((g) => g.lr) : [])) };
+  const spy2: Callback = {
+    beforeFit: () => void stages.push({ frozen: !learn.layerGroups[0]!.flatMap((m) => m.parameters()).some((p) => p.requiresGrad), lrs: [] }),
+    beforeStep: (l) => void stages.at(-1)!.lrs.push(...(stages.at(-1)!.lrs.length === 0 ? l.opt.paramGroups.map((g) => g.lr) : [])),
+  };
   const hist = await learn.fineTune(1, 2e-3, { freezeEpochs: 1, callbacks: [spy2] });
   assert.equal(hist.length, 2);
   assert.equal(stages.length, 2);
   assert.equal(stages[0]!.frozen, true);
   assert.equal(stages[1]!.frozen, false);
   // The unfrozen stage: slice(1e-3/100, 1e-3) over three groups, starting at a fifth (div 5).
-  const want = [1e-5, 1e-4, 1e-3].map((m) => (m * oneCycleSchedule(Math.floor(data.trnDs.length / 4), { pctStart: 0.3, divFactor: 5 }).lr(0)));
+  const want = [1e-5, 1e-4, 1e-3].map((m) => m * oneCycleSchedule(Math.floor(data.trnDs.length / 4), { pctStart: 0.3, divFactor: 5 }).lr(0));
   stages[1]!.lrs.forEach((lr, g) => assert.ok(Math.abs(lr - want[g]!) < 1e-12 * want[g]! + 1e-18, `group ${g}: ${lr} vs ${want[g]}`));
 });
 
@@ -276,7 +305,10 @@ test('channels-last (the default) and NCHW learners predict alike, and train ali
   assert.equal(nchw.learn.memoryFormat, 'contiguous');
   const conv = [...nhwc.learn.model.stateDict()].find(([, t]) => t.ndim === 4 && t.shape[2]! > 1)!;
   assert.ok(conv[1].isContiguous('channelsLast') && !conv[1].isContiguous(), `${conv[0]} is laid out channels-last`);
-  assert.ok([...nchw.learn.model.stateDict().values()].every((t) => t.isContiguous()), 'every NCHW tensor is contiguous');
+  assert.ok(
+    [...nchw.learn.model.stateDict().values()].every((t) => t.isContiguous()),
+    'every NCHW tensor is contiguous',
+  );
   const worst = (a: number[], b: number[]): number => a.reduce((w, v, i) => Math.max(w, Math.abs(v - b[i]!)), 0);
   // The same weights: the same probabilities, to rounding.
   assert.ok(worst(nhwc.before, nchw.before) <= 1e-5, `before training the probabilities differ by ${worst(nhwc.before, nchw.before)}`);
@@ -296,6 +328,8 @@ test('channels-last (the default) and NCHW learners predict alike, and train ali
   assert.ok(update > 0, 'training changed the weights');
   assert.ok(Math.sqrt(diff / update) <= 0.1, `the two layouts' weights differ by ${Math.sqrt(diff / update).toFixed(3)} of the update`);
   const mean = (a: number[], b: number[]): number => a.reduce((m, v, i) => m + Math.abs(v - b[i]!), 0) / a.length;
-  t.diagnostic(`weights differ by ${Math.sqrt(diff / update).toFixed(3)} of the update; probabilities by ${mean(nhwc.after, nchw.after).toFixed(4)} on average (training moved them by ${mean(nhwc.after, nhwc.before).toFixed(4)})`);
+  t.diagnostic(
+    `weights differ by ${Math.sqrt(diff / update).toFixed(3)} of the update; probabilities by ${mean(nhwc.after, nchw.after).toFixed(4)} on average (training moved them by ${mean(nhwc.after, nhwc.before).toFixed(4)})`,
+  );
   assert.ok(mean(nhwc.after, nchw.after) <= 0.25 * mean(nhwc.after, nhwc.before), 'after training the two predict alike, relative to how far training moved the predictions');
 });

@@ -71,7 +71,13 @@ function weightsOf(m: nn.Module): number[][] {
   return [...m.stateDict().values()].map((t) => t.toArray());
 }
 
-function loopOn(data: ImageClassifierData, net: nn.Module, nEpochs: number, callbacks: Callback[], extra: { metrics?: Metric[]; opt?: optim.Optimizer; saveModel?: (n: string) => Promise<string> } = {}): Loop {
+function loopOn(
+  data: ImageClassifierData,
+  net: nn.Module,
+  nEpochs: number,
+  callbacks: Callback[],
+  extra: { metrics?: Metric[]; opt?: optim.Optimizer; saveModel?: (n: string) => Promise<string> } = {},
+): Loop {
   return new Loop({ net, opt: extra.opt ?? new optim.SGD(net.parameters(), { lr: 0.1 }), trn: data.trnDl, val: data.valDl, nEpochs, metrics: extra.metrics, callbacks, saveModel: extra.saveModel });
 }
 
@@ -84,7 +90,22 @@ function scripted(name: string, values: number[], direction: 'min' | 'max'): Met
 test('the loop calls the events in order, and cancelling a batch skips its step', async () => {
   const data = arrayData(8);
   const events: string[] = [];
-  const names = ['beforeFit', 'beforeEpoch', 'beforeTrain', 'beforeBatch', 'afterPred', 'afterLoss', 'beforeStep', 'afterStep', 'afterBatch', 'afterTrain', 'beforeValidate', 'afterValidate', 'afterEpoch', 'afterFit'] as const;
+  const names = [
+    'beforeFit',
+    'beforeEpoch',
+    'beforeTrain',
+    'beforeBatch',
+    'afterPred',
+    'afterLoss',
+    'beforeStep',
+    'afterStep',
+    'afterBatch',
+    'afterTrain',
+    'beforeValidate',
+    'afterValidate',
+    'afterEpoch',
+    'afterFit',
+  ] as const;
   const recorder: Callback = Object.fromEntries(names.map((n) => [n, () => void events.push(n)]));
   const net = linearNet();
   const loop = loopOn(data, net, 1, [recorder]);
@@ -160,10 +181,19 @@ test('ConvLearner-free SaveModelCallback restores the best weights at the end; e
   await assert.rejects(loopOn(data, linearNet(), 1, [new SaveModelCallback({ monitor: 'nope' })]).run(), /monitor 'nope' is not among trn_loss, val_loss/);
 });
 
-test('EarlyStoppingCallback stops after `patience` epochs without improvement, in the metric\'s direction', async () => {
+test("EarlyStoppingCallback stops after `patience` epochs without improvement, in the metric's direction", async () => {
   const data = arrayData(8);
   const lines: string[] = [];
-  const loop = new Loop({ net: linearNet(), opt: new optim.SGD(linearNet().parameters(), { lr: 0.1 }), trn: data.trnDl, val: data.valDl, nEpochs: 10, metrics: [scripted('error_rate', [0.5, 0.4, 0.45, 0.46, 0.1], 'min')], callbacks: [new EarlyStoppingCallback({ monitor: 'error_rate', patience: 2 })], log: (l) => lines.push(l) });
+  const loop = new Loop({
+    net: linearNet(),
+    opt: new optim.SGD(linearNet().parameters(), { lr: 0.1 }),
+    trn: data.trnDl,
+    val: data.valDl,
+    nEpochs: 10,
+    metrics: [scripted('error_rate', [0.5, 0.4, 0.45, 0.46, 0.1], 'min')],
+    callbacks: [new EarlyStoppingCallback({ monitor: 'error_rate', patience: 2 })],
+    log: (l) => lines.push(l),
+  });
   const hist = await loop.run();
   assert.equal(hist.length, 4, 'epochs 2 and 3 did not improve on 0.4');
   assert.match(lines.join('\n'), /No improvement since epoch 1: early stopping/);
@@ -233,7 +263,10 @@ test('MixUp blends each image with its partner and the losses in the same propor
   await loopOn(data, linearNet(), 1, [replay, capture]).run();
   const { lam, partners } = replay;
   assert.equal(lam.length, 8);
-  assert.ok(lam.every((l) => l >= 0.5 && l <= 1), 'each image stays mostly itself');
+  assert.ok(
+    lam.every((l) => l >= 0.5 && l <= 1),
+    'each image stays mostly itself',
+  );
   const s = seen[0]!;
   for (let i = 0; i < 8; i++) {
     for (let f = 0; f < 8; f++) {
@@ -271,7 +304,13 @@ test('CutMix pastes a rectangle of the partner image and weighs the losses by th
   for (let i = 0; i < 6; i++) {
     const own = idx[i]!;
     const partner = idx[cut.partners[i]!]!;
-    for (const [h, w] of [[0, 0], [15, 15], [y1, x1], [Math.max(y1, y2 - 1), Math.max(x1, x2 - 1)], [8, 3]] as [number, number][]) {
+    for (const [h, w] of [
+      [0, 0],
+      [15, 15],
+      [y1, x1],
+      [Math.max(y1, y2 - 1), Math.max(x1, x2 - 1)],
+      [8, 3],
+    ] as [number, number][]) {
       const inside = h >= y1 && h < y2 && w >= x1 && w < x2;
       assert.equal(at(mixed, i, 1, h, w), at(orig, inside ? partner : own, 1, h, w), `image ${i} at ${h},${w} (${inside ? 'inside' : 'outside'})`);
     }
@@ -288,7 +327,10 @@ interface OneCycleCase {
   lrs: number[][];
   momenta: number[];
 }
-const fixture = JSON.parse(readFileSync(join(fixturesDir, 'schedule', 'onecycle.json'), 'utf8')) as { oneCycle: OneCycleCase[]; labelSmoothing: { logits: number[][]; target: number[]; loss: Record<string, number> } };
+const fixture = JSON.parse(readFileSync(join(fixturesDir, 'schedule', 'onecycle.json'), 'utf8')) as {
+  oneCycle: OneCycleCase[];
+  labelSmoothing: { logits: number[][]; target: number[]; loss: Record<string, number> };
+};
 
 test("the one-cycle schedule is PyTorch's OneCycleLR step for step (rates per group and momentum)", () => {
   for (const c of fixture.oneCycle) {
@@ -341,7 +383,13 @@ test("the finder's suggestion rules follow fastai's definitions", () => {
   const l50 = Array.from({ length: n }, (_, i) => (i <= 29 ? 1 : 1 + 0.1 * (i - 29) ** 2));
   assert.equal(slide(lr50, l50).lr, lr50[14]);
   // A straight line has the same slope everywhere: the first window already agrees.
-  assert.equal(slide(lr50, lr50.map((_, i) => 2 - i * 0.01)).lr, lr50[n - 16]);
+  assert.equal(
+    slide(
+      lr50,
+      lr50.map((_, i) => 2 - i * 0.01),
+    ).lr,
+    lr50[n - 16],
+  );
   // Through LrFinderResult: the first numIt/10 points and the last 5 are left out, NaNs cut the curve.
   const curveLrs = Array.from({ length: 100 }, (_, i) => 1e-6 * 1.2 ** i);
   const curve = curveLrs.map((_, i) => (i < 10 ? 0 : i >= 60 ? Number.NaN : 5 - i * 0.05));

@@ -9,7 +9,23 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { autocastState, DeviceUnavailableError, GradScaler, ImageClassifierData, libtorchVersion, Loop, manualSeed, MixedPrecision, nn, noGrad, optim, randn, tensor, type Callback, type Tensor } from '../src/index.js';
+import {
+  autocastState,
+  DeviceUnavailableError,
+  GradScaler,
+  ImageClassifierData,
+  libtorchVersion,
+  Loop,
+  manualSeed,
+  MixedPrecision,
+  nn,
+  noGrad,
+  optim,
+  randn,
+  tensor,
+  type Callback,
+  type Tensor,
+} from '../src/index.js';
 import { fixturesDir } from './helpers.js';
 
 interface Step {
@@ -40,34 +56,38 @@ after(async () => {
 });
 
 for (const kernels of ['ops', 'aten'] as const) {
-  test(`GradScaler (${kernels}) skips, backs off and grows step for step as PyTorch ${fixture.torch}'s GradScaler`, { skip: kernels === 'aten' && !cpuAmpKernels ? `libtorch ${libtorchVersion()} has no CPU kernels for _amp_update_scale_ (added in 2.3); the 'ops' path stands in` : false }, () => {
-    const w = tensor(Float32Array.from(fixture.w0));
-    w.requiresGrad_(true);
-    const opt = new optim.SGD([w], fixture.sgd);
-    const scaler = new GradScaler('cpu', { ...fixture.scaler, kernels });
-    assert.equal(scaler.aten, kernels === 'aten');
-    const values = { inf: Infinity, '-inf': -Infinity, nan: Number.NaN };
-    fixture.steps.forEach((s, i) => {
-      opt.zeroGrad();
-      const c = tensor(Float32Array.from(s.c));
-      const loss = w.mul(c).sum();
-      const scaled = scaler.scaleLoss(loss);
-      scaled.backward();
-      if (s.inject) noGrad(() => w.grad!.narrow(0, s.inject!.index, 1).fill_(values[s.inject!.value]));
-      const before = w.toArray();
-      const skip = scaler.unscale(opt);
-      if (!skip) opt.step();
-      scaler.update();
-      const where = `step ${i}${s.inject ? ` (${s.inject.value} injected)` : ''}`;
-      assert.equal(skip, s.skipped, `${where}: skipped`);
-      if (skip) assert.deepEqual(w.toArray(), before, `${where}: a skipped step leaves the weights alone`);
-      assert.equal(scaler.scale, s.scale, `${where}: scale`);
-      assert.equal(scaler.growthTracker, s.growthTracker, `${where}: growth tracker`);
-      w.toArray().forEach((v, k) => assert.ok(Math.abs(v - s.w[k]!) <= 1e-6 * Math.max(1, Math.abs(s.w[k]!)), `${where}: w[${k}] ${v} against PyTorch's ${s.w[k]}`));
-      for (const t of [c, loss, scaled]) t.dispose();
-    });
-    scaler.dispose();
-  });
+  test(
+    `GradScaler (${kernels}) skips, backs off and grows step for step as PyTorch ${fixture.torch}'s GradScaler`,
+    { skip: kernels === 'aten' && !cpuAmpKernels ? `libtorch ${libtorchVersion()} has no CPU kernels for _amp_update_scale_ (added in 2.3); the 'ops' path stands in` : false },
+    () => {
+      const w = tensor(Float32Array.from(fixture.w0));
+      w.requiresGrad_(true);
+      const opt = new optim.SGD([w], fixture.sgd);
+      const scaler = new GradScaler('cpu', { ...fixture.scaler, kernels });
+      assert.equal(scaler.aten, kernels === 'aten');
+      const values = { inf: Infinity, '-inf': -Infinity, nan: Number.NaN };
+      fixture.steps.forEach((s, i) => {
+        opt.zeroGrad();
+        const c = tensor(Float32Array.from(s.c));
+        const loss = w.mul(c).sum();
+        const scaled = scaler.scaleLoss(loss);
+        scaled.backward();
+        if (s.inject) noGrad(() => w.grad!.narrow(0, s.inject!.index, 1).fill_(values[s.inject!.value]));
+        const before = w.toArray();
+        const skip = scaler.unscale(opt);
+        if (!skip) opt.step();
+        scaler.update();
+        const where = `step ${i}${s.inject ? ` (${s.inject.value} injected)` : ''}`;
+        assert.equal(skip, s.skipped, `${where}: skipped`);
+        if (skip) assert.deepEqual(w.toArray(), before, `${where}: a skipped step leaves the weights alone`);
+        assert.equal(scaler.scale, s.scale, `${where}: scale`);
+        assert.equal(scaler.growthTracker, s.growthTracker, `${where}: growth tracker`);
+        w.toArray().forEach((v, k) => assert.ok(Math.abs(v - s.w[k]!) <= 1e-6 * Math.max(1, Math.abs(s.w[k]!)), `${where}: w[${k}] ${v} against PyTorch's ${s.w[k]}`));
+        for (const t of [c, loss, scaled]) t.dispose();
+      });
+      scaler.dispose();
+    },
+  );
 }
 
 test('GradScaler refuses settings that cannot scale', () => {
@@ -83,7 +103,10 @@ function imageData(): ImageClassifierData {
     manualSeed(seed);
     const y = Array.from({ length: n }, (_, i) => (i * 7 + seed) % 2);
     const noise = randn([n, 3, 12, 12]);
-    const shift = tensor(Float32Array.from({ length: n * 3 }, (_, k) => (k % 3 === 0 ? (y[Math.floor(k / 3)] ? 0.3 : -0.3) : 0)), { shape: [n, 3, 1, 1] });
+    const shift = tensor(
+      Float32Array.from({ length: n * 3 }, (_, k) => (k % 3 === 0 ? (y[Math.floor(k / 3)] ? 0.3 : -0.3) : 0)),
+      { shape: [n, 3, 1, 1] },
+    );
     const x = noGrad(() => noise.add(shift));
     noise.dispose();
     shift.dispose();
@@ -94,7 +117,17 @@ function imageData(): ImageClassifierData {
 
 function convnet(): nn.Sequential {
   manualSeed(11);
-  return new nn.Sequential(new nn.Conv2d(3, 8, 3, { padding: 1 }), new nn.BatchNorm2d(8), new nn.ReLU(), new nn.Conv2d(8, 8, 3, { padding: 1, stride: 2 }), new nn.ReLU(), new nn.AdaptiveAvgPool2d(1), new nn.Flatten(), new nn.Linear(8, 2), new nn.LogSoftmax(1));
+  return new nn.Sequential(
+    new nn.Conv2d(3, 8, 3, { padding: 1 }),
+    new nn.BatchNorm2d(8),
+    new nn.ReLU(),
+    new nn.Conv2d(8, 8, 3, { padding: 1, stride: 2 }),
+    new nn.ReLU(),
+    new nn.AdaptiveAvgPool2d(1),
+    new nn.Flatten(),
+    new nn.Linear(8, 2),
+    new nn.LogSoftmax(1),
+  );
 }
 
 async function train(mode: 'bf16' | 'fp16' | null, extra: Callback[] = []): Promise<{ losses: number[]; valLosses: number[]; predDtypes: Set<string>; mp: MixedPrecision | null }> {
@@ -130,13 +163,18 @@ test('bf16 autocast trains a small convnet as float32 does: finite, learning, wi
   assert.ok(gap < tolerance, `bf16's last losses ${last.toFixed(4)} against float32's ${mean(fp32.losses.slice(-4)).toFixed(4)} (tolerance ${tolerance.toFixed(4)})`);
   const valGap = Math.abs(bf16.valLosses.at(-1)! - fp32.valLosses.at(-1)!);
   assert.ok(valGap < tolerance, `validation loss ${bf16.valLosses.at(-1)} against ${fp32.valLosses.at(-1)} (tolerance ${tolerance.toFixed(4)})`);
-  console.log(`last training losses: float32 ${mean(fp32.losses.slice(-4)).toFixed(4)}, bf16 ${last.toFixed(4)}; validation ${fp32.valLosses.at(-1)!.toFixed(4)} / ${bf16.valLosses.at(-1)!.toFixed(4)}`);
+  console.log(
+    `last training losses: float32 ${mean(fp32.losses.slice(-4)).toFixed(4)}, bf16 ${last.toFixed(4)}; validation ${fp32.valLosses.at(-1)!.toFixed(4)} / ${bf16.valLosses.at(-1)!.toFixed(4)}`,
+  );
 });
 
 test('fp16 on the CPU: refused on libtorch 1.13 (its CPU autocast knows only bf16); on 2.x the scaler skips an inf step and backs off', { skip: false }, async () => {
   if (major < 2) {
     // A DeviceUnavailableError: exit code 2 on the command line, as any option this machine cannot honour.
-    assert.throws(() => new MixedPrecision('fp16', 'cpu'), (e: Error) => e instanceof DeviceUnavailableError && /fp16 on the CPU needs libtorch 2\.x .*use bf16/.test(e.message));
+    assert.throws(
+      () => new MixedPrecision('fp16', 'cpu'),
+      (e: Error) => e instanceof DeviceUnavailableError && /fp16 on the CPU needs libtorch 2\.x .*use bf16/.test(e.message),
+    );
     return;
   }
   let poisoned = false;

@@ -74,8 +74,7 @@ test('resnet18 gives torchvision outputs for the same weights', () => checkOutpu
 test('mobilenet_v2 gives torchvision outputs for the same weights', () => checkOutput('mobilenet_v2', mobilenet_v2({ numClasses: 10 })));
 test('densenet121 gives torchvision outputs for the same weights', () => checkOutput('densenet121', densenet121({ numClasses: 10 })));
 test('inception_v3 gives torchvision outputs for the same weights (75×75, its minimum)', () => checkOutput('inception_v3', inception_v3({ numClasses: 10 })));
-test('a narrow ResNeXt (grouped bottlenecks) gives torchvision outputs', () =>
-  checkOutput('resnext_narrow', new ResNet(Bottleneck, [1, 1, 1, 1], { groups: 4, widthPerGroup: 4, numClasses: 10 })));
+test('a narrow ResNeXt (grouped bottlenecks) gives torchvision outputs', () => checkOutput('resnext_narrow', new ResNet(Bottleneck, [1, 1, 1, 1], { groups: 4, widthPerGroup: 4, numClasses: 10 })));
 test('a narrow wide-ResNet gives torchvision outputs', () => checkOutput('wide_narrow', new ResNet(Bottleneck, [1, 2, 1, 1], { widthPerGroup: 16, numClasses: 10 })));
 test('a narrow VGG with batch norm gives torchvision outputs', () => checkOutput('vgg_bn_narrow', new VGG([8, 'M', 16, 'M', 512, 'M'], { numClasses: 10 })));
 

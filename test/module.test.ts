@@ -18,10 +18,7 @@ function makeNet(): nn.Sequential {
 
 test('state dict keys follow PyTorch naming and order', () => {
   const net = makeNet();
-  assert.deepEqual(
-    [...net.stateDict().keys()],
-    ['0.conv.weight', '0.bn.weight', '0.bn.bias', '0.bn.running_mean', '0.bn.running_var', '0.bn.num_batches_tracked', '4.weight', '4.bias'],
-  );
+  assert.deepEqual([...net.stateDict().keys()], ['0.conv.weight', '0.bn.weight', '0.bn.bias', '0.bn.running_mean', '0.bn.running_var', '0.bn.num_batches_tracked', '4.weight', '4.bias']);
   assert.deepEqual(
     [...net.namedParameters()].map(([n]) => n),
     ['0.conv.weight', '0.bn.weight', '0.bn.bias', '4.weight', '4.bias'],
@@ -53,7 +50,12 @@ test('train/eval reach every descendant; dropout and batch norm follow them', ()
 test('freezing by requiresGrad keeps frozen weights out of backward', () => {
   const net = makeNet();
   (net.at(0) as Block).requiresGrad_(false);
-  tidy(() => net.forward(randn([2, 3, 6, 6])).sum().backward());
+  tidy(() =>
+    net
+      .forward(randn([2, 3, 6, 6]))
+      .sum()
+      .backward(),
+  );
   assert.equal((net.at(0) as Block).conv.weight.grad, null);
   assert.notEqual((net.at(4) as nn.Linear).weight.grad, null);
 });

@@ -26,13 +26,17 @@ before(async () => {
   data = join(tmp, 'pets');
   mkdirSync(join(data, 'train'), { recursive: true });
   mkdirSync(join(data, 'test'), { recursive: true });
-  const rows = readFileSync(join(photos, 'breeds', 'labels.csv'), 'utf8').trim().split('\n').slice(1).map((l) => l.split(','));
+  const rows = readFileSync(join(photos, 'breeds', 'labels.csv'), 'utf8')
+    .trim()
+    .split('\n')
+    .slice(1)
+    .map((l) => l.split(','));
   writeFileSync(join(data, 'tags.csv'), `image_name,tags\n${rows.map(([id, breed]) => `${id},${species(breed!)} ${breed}`).join('\n')}\n`);
   for (const [id] of rows) copyFileSync(join(photos, 'breeds', 'train', `${id}.jpg`), join(data, 'train', `${id}.jpg`));
   for (const f of readdirSync(join(photos, 'breeds', 'test')).slice(0, 3)) copyFileSync(join(photos, 'breeds', 'test', f), join(data, 'test', f));
 });
 after(async () => {
-  closeLoaderWorkers();
+  await closeLoaderWorkers();
   await rm(tmp, { recursive: true, force: true });
 });
 
@@ -50,10 +54,17 @@ test('a CSV of space-separated tags is read as multi-label, with multi-hot targe
   const whole = scanCsv(data, 'train', 'tags.csv', { valIdxs: [], suffix: '.jpg', multiLabel: false });
   assert.equal(whole.multiLabel, false);
   assert.deepEqual(whole.classes, ['cat Abyssinian', 'cat Russian_Blue', 'dog english_cocker_spaniel', 'dog newfoundland']);
-  const d = await ImageClassifierData.fromCsv(data, 'train', 'tags.csv', { suffix: '.jpg', valIdxs: [0, 5, 10, 15], tfms: tfmsFromModel(mobilenet_v2_nsfwjs, 32, { augTfms: transformsTopDown }), bs: 4, numWorkers: 1 });
+  const d = await ImageClassifierData.fromCsv(data, 'train', 'tags.csv', {
+    suffix: '.jpg',
+    valIdxs: [0, 5, 10, 15],
+    tfms: tfmsFromModel(mobilenet_v2_nsfwjs, 32, { augTfms: transformsTopDown }),
+    bs: 4,
+    numWorkers: 1,
+  });
   assert.equal(d.multiLabel, true);
   const batch = await d.valDl![Symbol.asyncIterator]().next();
-  const { y, indices } = batch.value!;
+  assert.ok(batch.done !== true, 'the validation loader gives a batch');
+  const { y, indices } = batch.value;
   assert.deepEqual(y.shape, [4, 6]);
   const hot = y.toArray();
   indices.forEach((item: number, r: number) => {
@@ -61,7 +72,7 @@ test('a CSV of space-separated tags is read as multi-label, with multi-hot targe
     for (const t of (d.valDs as { tags: number[][] }).tags[item]!) want[t] = 1;
     assert.deepEqual(hot.slice(r * 6, r * 6 + 6), want);
   });
-  batch.value!.x.dispose();
+  batch.value.x.dispose();
   y.dispose();
 });
 
@@ -100,7 +111,10 @@ test('a multi-label learner: logits head, binary cross entropy, accuracy and F2 
   assert.ok(Math.abs(agree - last.metrics.accuracy_thresh!) < 1e-6);
   assert.ok(p.every((q) => q > 0 && q < 1));
   const rowSums = Array.from({ length: p.length / 6 }, (_, i) => p.slice(i * 6, i * 6 + 6).reduce((a, b) => a + b, 0));
-  assert.ok(rowSums.some((s) => Math.abs(s - 1) > 0.05), 'independent sigmoids, not a softmax');
+  assert.ok(
+    rowSums.some((s) => Math.abs(s - 1) > 0.05),
+    'independent sigmoids, not a softmax',
+  );
 });
 
 function cli(...args: string[]): { code: number; stdout: string; stderr: string } {
@@ -110,10 +124,42 @@ function cli(...args: string[]): { code: number; stdout: string; stderr: string 
 
 test('fastvision train on a tags CSV trains a multi-label model; predict, submit and export give tags', async () => {
   const out = join(tmp, 'out');
-  const run = cli('train', data, '--csv', 'tags.csv', '--suffix', '.jpg', '--test', 'test', '--size', '32', '--bs', '4', '--freeze-epochs', '1', '--epochs', '1', '--tta-aug', '1', '--workers', '1', '--val-pct', '0.25', '--out', out, '--json', join(tmp, 'run.json'));
+  const run = cli(
+    'train',
+    data,
+    '--csv',
+    'tags.csv',
+    '--suffix',
+    '.jpg',
+    '--test',
+    'test',
+    '--size',
+    '32',
+    '--bs',
+    '4',
+    '--freeze-epochs',
+    '1',
+    '--epochs',
+    '1',
+    '--tta-aug',
+    '1',
+    '--workers',
+    '1',
+    '--val-pct',
+    '0.25',
+    '--out',
+    out,
+    '--json',
+    join(tmp, 'run.json'),
+  );
   assert.equal(run.code, 0, run.stderr + run.stdout);
   assert.match(run.stdout, /validation F2 .* with TTA .* at the best threshold/);
-  const summary = JSON.parse(readFileSync(join(tmp, 'run.json'), 'utf8')) as { multiLabel: boolean; tta: { f2: number; threshold: number }; data: { classes: string[] }; settings: Record<string, unknown> };
+  const summary = JSON.parse(readFileSync(join(tmp, 'run.json'), 'utf8')) as {
+    multiLabel: boolean;
+    tta: { f2: number; threshold: number };
+    data: { classes: string[] };
+    settings: Record<string, unknown>;
+  };
   assert.equal(summary.multiLabel, true);
   assert.ok(summary.tta.threshold >= 0.05 && summary.tta.threshold <= 0.95 && summary.tta.f2 >= 0 && summary.tta.f2 <= 1);
   const info = JSON.parse(readFileSync(join(out, 'model.json'), 'utf8')) as { multiLabel: boolean; threshold: number };
@@ -131,7 +177,11 @@ test('fastvision train on a tags CSV trains a multi-label model; predict, submit
   assert.equal(pred.code, 0, pred.stderr);
   const rows = JSON.parse(pred.stdout) as { file: string; tags: string[]; top: { label: string; p: number }[] }[];
   assert.equal(rows.length, 3);
-  for (const r of rows) assert.deepEqual(r.tags, r.top.filter((x) => x.p > info.threshold).map((x) => x.label));
+  for (const r of rows)
+    assert.deepEqual(
+      r.tags,
+      r.top.filter((x) => x.p > info.threshold).map((x) => x.label),
+    );
   // The ONNX export ends in a sigmoid: onnxruntime gives predict's probabilities.
   const exp = cli('export', out, '--out', join(tmp, 'onnx'));
   assert.equal(exp.code, 0, exp.stderr);

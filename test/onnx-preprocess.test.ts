@@ -56,7 +56,12 @@ async function pixelsOf(file: string): Promise<Pixels> {
 test('the graph’s preprocessing equals validationInput value for value: downscaled, upscaled, odd shapes', async () => {
   const samples: Pixels[] = [await pixelsOf(files[0]!), await pixelsOf(files.at(-1)!)];
   // Extreme and tiny shapes, with pixels from a seeded pattern.
-  for (const [w, h] of [[2, 7], [300, 17], [1, 1], [97, 211]] as [number, number][]) {
+  for (const [w, h] of [
+    [2, 7],
+    [300, 17],
+    [1, 1],
+    [97, 211],
+  ] as [number, number][]) {
     const data = new Uint8Array(w * h * 3).map((_, i) => (Math.imul(i + 1, 2654435761) >>> 24) & 255);
     samples.push({ data, width: w, height: h, channels: 3 });
   }
@@ -98,35 +103,43 @@ function referenceOnnx(): string | null {
 const onnxVersion = referenceOnnx();
 const mustRun = process.env.FASTVISION_IN_TORCH2_ROOT === '1';
 
-test('the onnx package’s ReferenceEvaluator (Python) agrees: same top class, within 1e-3', { skip: onnxVersion === null && !mustRun ? `${PYTHON} has no onnx with ReferenceEvaluator (onnx >= 1.13: the Debian 13 root runs this, npm run test:torch2)` : false }, async () => {
-  assert.ok(onnxVersion !== null, `${PYTHON} must have onnx >= 1.13 with numpy here`);
-  const dir = join(tmp, 'cases');
-  mkdirSync(dir);
-  writeFileSync(join(dir, 'model.onnx'), graph);
-  // ReferenceEvaluator is numpy, slow on convolutions: a sample of the photos.
-  const picks = files.filter((_, i) => i % 6 === 0);
-  const cases = [];
-  for (const [i, f] of picks.entries()) {
-    const img = await pixelsOf(f);
-    writeFileSync(join(dir, `${i}.raw`), img.data);
-    cases.push({ pixels: `${i}.raw`, height: img.height, width: img.width, probabilities: CLASSES.map((c) => expected.get(f)!.get(c)!) });
-  }
-  writeFileSync(join(dir, 'cases.json'), JSON.stringify(cases));
-  const r = spawnSync(PYTHON, [join(repoRoot, 'scripts', 'check_onnx_preprocess.py'), join(dir, 'model.onnx'), dir], { encoding: 'utf8', timeout: 600_000 });
-  assert.equal(r.status, 0, r.stderr);
-  const result = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { onnx: string; cases: number; sameTop: number; worst: number };
-  console.log(`onnx ${result.onnx}: ${result.sameTop} of ${result.cases} same top class, largest difference ${result.worst.toExponential(2)}`);
-  assert.equal(result.cases, picks.length);
-  assert.equal(result.sameTop, picks.length);
-  assert.ok(result.worst <= 1e-3, String(result.worst));
-});
+test(
+  'the onnx package’s ReferenceEvaluator (Python) agrees: same top class, within 1e-3',
+  { skip: onnxVersion === null && !mustRun ? `${PYTHON} has no onnx with ReferenceEvaluator (onnx >= 1.13: the Debian 13 root runs this, npm run test:torch2)` : false },
+  async () => {
+    assert.ok(onnxVersion !== null, `${PYTHON} must have onnx >= 1.13 with numpy here`);
+    const dir = join(tmp, 'cases');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'model.onnx'), graph);
+    // ReferenceEvaluator is numpy, slow on convolutions: a sample of the photos.
+    const picks = files.filter((_, i) => i % 6 === 0);
+    const cases = [];
+    for (const [i, f] of picks.entries()) {
+      const img = await pixelsOf(f);
+      writeFileSync(join(dir, `${i}.raw`), img.data);
+      cases.push({ pixels: `${i}.raw`, height: img.height, width: img.width, probabilities: CLASSES.map((c) => expected.get(f)!.get(c)!) });
+    }
+    writeFileSync(join(dir, 'cases.json'), JSON.stringify(cases));
+    const r = spawnSync(PYTHON, [join(repoRoot, 'scripts', 'check_onnx_preprocess.py'), join(dir, 'model.onnx'), dir], { encoding: 'utf8', timeout: 600_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const result = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { onnx: string; cases: number; sameTop: number; worst: number };
+    console.log(`onnx ${result.onnx}: ${result.sameTop} of ${result.cases} same top class, largest difference ${result.worst.toExponential(2)}`);
+    assert.equal(result.cases, picks.length);
+    assert.equal(result.sameTop, picks.length);
+    assert.ok(result.worst <= 1e-3, String(result.worst));
+  },
+);
 
 test('fastvision export writes model-preprocess.onnx and says so in metadata.json; --no-preprocess leaves it out', () => {
   const out = join(tmp, 'export');
   const r = spawnSync(process.execPath, [bin, 'export', modelDir, '--out', out], { encoding: 'utf8', timeout: 120_000 });
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /model-preprocess\.onnx \(takes uint8 pixels \[1,H,W,3\]/);
-  const meta = JSON.parse(readFileSync(join(out, 'metadata.json'), 'utf8')) as { version: number; withPreprocessing: { file: string; input: { name: string } } | null; preprocessing: { torchvision: string } };
+  const meta = JSON.parse(readFileSync(join(out, 'metadata.json'), 'utf8')) as {
+    version: number;
+    withPreprocessing: { file: string; input: { name: string } } | null;
+    preprocessing: { torchvision: string };
+  };
   assert.equal(meta.version, 2);
   assert.deepEqual([meta.withPreprocessing?.file, meta.withPreprocessing?.input.name], ['model-preprocess.onnx', 'pixels']);
   assert.match(meta.preprocessing.torchvision, /^Compose\(\[Resize\(64\), CenterCrop\(64\), ToTensor\(\), Normalize\(mean=\[[\d.,]+\], std=\[[\d.,]+\]\)\]\)$/);

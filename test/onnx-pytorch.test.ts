@@ -10,7 +10,7 @@ import ort from 'onnxruntime-node';
 import { exportOnnx } from '../src/deploy/onnx-export.js';
 import { withInitializersFrom } from '../src/deploy/export-model.js';
 import { buildClassifier } from '../src/learn/head.js';
-import { manualSeed, noGrad, randn, type Tensor } from '../src/index.js';
+import { manualSeed, noGrad, randn } from '../src/index.js';
 import { fixturesDir, seededWeights } from './helpers.js';
 
 test("fastvision's ONNX and PyTorch's torch.onnx.export of the same network give the same probabilities", async () => {
@@ -19,7 +19,7 @@ test("fastvision's ONNX and PyTorch's torch.onnx.export of the same network give
   model.eval();
   manualSeed(123);
   const x = randn([2, 3, 64, 64]);
-  const libtorch = noGrad(() => (model.forward(x) as Tensor).exp()).toArray();
+  const libtorch = noGrad(() => model.forward(x).exp()).toArray();
   const theirs = withInitializersFrom(readFileSync(join(fixturesDir, 'onnx', 'resnet18_pytorch.onnx')), model.stateDict());
   assert.equal(theirs.filled, 112, "every one of PyTorch's initializers named after a state-dict entry");
   const ours = exportOnnx(model, { inputShape: [3, 64, 64] });

@@ -64,7 +64,7 @@ for (const [name, size] of ARCHS) {
     const { model, headSpec } = await buildClassifier(name, CLASSES.length, { pretrained: offline });
     // torchvision bodies get the seeded weights of the PyTorch fixtures (no download here); the
     // converted Keras bodies keep their own. Either way the head is seeded too.
-    if (offline) seededWeights((model.getModule('head') as nn.Module));
+    if (offline) seededWeights(model.getModule('head') as nn.Module);
     else seededWeights(model);
     const dir = join(tmp, name);
     await saveNetwork(dir, model, { format: 'fastvision-model', version: 1, arch: name, classes: CLASSES, size, xtraFc: headSpec!.xtraFc, ps: headSpec!.ps });
@@ -93,7 +93,7 @@ test('batch norms folded or kept, any batch size: the same outputs; the file say
   model.eval();
   const { randn, noGrad } = await import('../src/index.js');
   const x = randn([3, 3, 64, 64]);
-  const ref = noGrad(() => (model.forward(x) as Tensor).exp()).toArray();
+  const ref = noGrad(() => model.forward(x).exp()).toArray();
   const runs: number[][] = [];
   for (const foldBatchNorm of [true, false]) {
     const { bytes, foldedBatchNorms } = exportOnnx(model, { inputShape: [3, 64, 64], foldBatchNorm });
@@ -101,7 +101,7 @@ test('batch norms folded or kept, any batch size: the same outputs; the file say
     const session = await ort.InferenceSession.create(bytes);
     assert.deepEqual([session.inputNames, session.outputNames], [['image'], ['probabilities']]);
     for (const n of [3, 1]) {
-      const out = await session.run({ image: new ort.Tensor('float32', (x.slice(0, 0, n) as Tensor).contiguous().dataSync() as Float32Array, [n, 3, 64, 64]) });
+      const out = await session.run({ image: new ort.Tensor('float32', x.slice(0, 0, n).contiguous().dataSync() as Float32Array, [n, 3, 64, 64]) });
       assert.deepEqual(out.probabilities!.dims, [n, 2], 'a dynamic batch');
       if (n === 3) runs.push(Array.from(out.probabilities!.data as Float32Array));
     }
@@ -112,7 +112,11 @@ test('batch norms folded or kept, any batch size: the same outputs; the file say
   await saveNetwork(dir, model, { format: 'fastvision-model', version: 1, arch: 'resnet18', classes: ['cat', 'dog'], size: 64, xtraFc: headSpec!.xtraFc, ps: headSpec!.ps });
   const exported = await exportSavedModel(await readSavedModel(dir));
   const files = await writeExport(dir, exported);
-  const decoded = ModelProto.toObject(ModelProto.decode(readFileSync(files.onnx)), { longs: Number }) as { ir_version: number; opset_import: { version: number }[]; metadata_props: { key: string; value: string }[] };
+  const decoded = ModelProto.toObject(ModelProto.decode(readFileSync(files.onnx)), { longs: Number }) as {
+    ir_version: number;
+    opset_import: { version: number }[];
+    metadata_props: { key: string; value: string }[];
+  };
   assert.equal(decoded.ir_version, 8);
   assert.equal(decoded.opset_import[0]!.version, 17);
   const props = new Map(decoded.metadata_props.map((p) => [p.key, p.value]));
@@ -135,5 +139,8 @@ test('a module without an export rule is an error naming it', () => {
     }
   }
   const net = nn.Sequential.named([['body', new nn.Sequential(new nn.Conv2d(3, 4, 3), new Mystery())]]);
-  assert.throws(() => exportOnnx(net, { inputShape: [3, 16, 16] }), (e: unknown) => e instanceof OnnxExportError && /no rule for Mystery \(at body\.1\)/.test((e as Error).message));
+  assert.throws(
+    () => exportOnnx(net, { inputShape: [3, 16, 16] }),
+    (e: unknown) => e instanceof OnnxExportError && /no rule for Mystery \(at body\.1\)/.test((e as Error).message),
+  );
 });

@@ -46,10 +46,8 @@ async function checkTraining(name: string, makeOpt: (m: SmallCNN) => optim.Optim
   model.dispose();
 }
 
-test('SGD with momentum and weight decay matches PyTorch after 5 steps', () =>
-  checkTraining('train_sgd', (m) => new optim.SGD(m.parameters(), { lr: 0.05, momentum: 0.9, weightDecay: 1e-4 })));
-test('SGD with Nesterov momentum matches PyTorch after 5 steps', () =>
-  checkTraining('train_sgd_nesterov', (m) => new optim.SGD(m.parameters(), { lr: 0.05, momentum: 0.9, nesterov: true })));
+test('SGD with momentum and weight decay matches PyTorch after 5 steps', () => checkTraining('train_sgd', (m) => new optim.SGD(m.parameters(), { lr: 0.05, momentum: 0.9, weightDecay: 1e-4 })));
+test('SGD with Nesterov momentum matches PyTorch after 5 steps', () => checkTraining('train_sgd_nesterov', (m) => new optim.SGD(m.parameters(), { lr: 0.05, momentum: 0.9, nesterov: true })));
 test('Adam matches PyTorch after 5 steps', () => checkTraining('train_adam', (m) => new optim.Adam(m.parameters(), { lr: 1e-2, weightDecay: 1e-4 })));
 test('AdamW matches PyTorch after 5 steps', () => checkTraining('train_adamw', (m) => new optim.AdamW(m.parameters(), { lr: 1e-2, weightDecay: 1e-2 })));
 test('parameter groups carry their own learning rate (differential rates) as in PyTorch', () =>

@@ -41,7 +41,11 @@ test('a symbolic link stays a link and its target is written; a dangling link cr
   await writeFileAtomic(dangling, 'x\n');
   assert.ok(lstatSync(dangling).isSymbolicLink());
   assert.equal(readFileSync(join(tmp, 'made-by-the-write.csv'), 'utf8'), 'x\n');
-  assert.deepEqual((await readdir(tmp)).filter((f) => f.endsWith('.tmp')), [], 'no temporary file left');
+  assert.deepEqual(
+    (await readdir(tmp)).filter((f) => f.endsWith('.tmp')),
+    [],
+    'no temporary file left',
+  );
 });
 
 test('a character device is written in place and stays a device', { skip: noMknod }, async () => {
@@ -51,7 +55,11 @@ test('a character device is written in place and stays a device', { skip: noMkno
   checkWritable(dev, '--out');
   await writeFileAtomic(dev, 'discarded\n');
   assert.ok(statSync(dev).isCharacterDevice(), 'still a character device');
-  assert.deepEqual((await readdir(tmp)).filter((f) => f.startsWith('.null')), [], 'no temporary file beside it');
+  assert.deepEqual(
+    (await readdir(tmp)).filter((f) => f.startsWith('.null')),
+    [],
+    'no temporary file beside it',
+  );
 });
 
 test('a FIFO is written in place: its reader gets the bytes', async () => {

@@ -178,7 +178,14 @@ export async function fuzzPth({ seconds, seed, onInput }: { seconds: number; see
       stats.loaded++;
     } catch (e) {
       if (e instanceof PthError) stats.rejected++;
-      else if (stats.findings.length < 20) stats.findings.push({ error: String((e as Error).stack ?? e).split('\n').slice(0, 3).join(' | '), input: input.toString('base64') });
+      else if (stats.findings.length < 20)
+        stats.findings.push({
+          error: String((e as Error).stack ?? e)
+            .split('\n')
+            .slice(0, 3)
+            .join(' | '),
+          input: input.toString('base64'),
+        });
     }
     const live = liveTensorCount() - live0;
     if (live > 0) {

@@ -24,7 +24,7 @@ function rejects(buf: Buffer, name: string, re: RegExp): void {
   let err: unknown;
   const growth = peakGrowthMiB(() => {
     try {
-      parsePth(buf, name)
+      parsePth(buf, name);
     } catch (e) {
       err = e;
     }
@@ -95,7 +95,10 @@ test('zip bombs: a deflated record may not expand far beyond the file, nor beyon
   assert.ok(bomb.length < 2 ** 20, `${bomb.length} bytes`);
   rejects(bomb, 'bomb.pth', /would inflate to 67108864 bytes, beyond 16× the file's size/);
   // A record that declares 12 bytes but inflates to 64 MiB stops at 12.
-  const liar = deflatedZip([...good].map(([name, data]) => ({ name, data: name.endsWith('data/0') ? zeros : data })), (name, n) => (name.endsWith('data/0') ? 12 : n));
+  const liar = deflatedZip(
+    [...good].map(([name, data]) => ({ name, data: name.endsWith('data/0') ? zeros : data })),
+    (name, n) => (name.endsWith('data/0') ? 12 : n),
+  );
   rejects(liar, 'liar.pth', /does not inflate to its declared 12 bytes/);
 });
 

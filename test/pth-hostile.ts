@@ -20,7 +20,12 @@ const int = (v: number | bigint): number | bigint => (typeof v === 'bigint' && v
 
 function tensorPickle(c: TensorClaim): PickleWritable {
   const storage = new PyPersistent(new PyTuple(['storage', new PyGlobal('torch', 'FloatStorage'), '0', 'cpu', int(c.numel)]));
-  return new Map([['weight', new PyReduce('torch._utils', '_rebuild_tensor_v2', [storage, int(c.offset), new PyTuple(c.size.map(int)), new PyTuple(c.stride.map(int)), false, new PyReduce('collections', 'OrderedDict', [])])]]);
+  return new Map([
+    [
+      'weight',
+      new PyReduce('torch._utils', '_rebuild_tensor_v2', [storage, int(c.offset), new PyTuple(c.size.map(int)), new PyTuple(c.stride.map(int)), false, new PyReduce('collections', 'OrderedDict', [])]),
+    ],
+  ]);
 }
 
 /** A zip-format `.pth` (as torch.save writes) holding one float tensor as claimed. */

@@ -70,7 +70,10 @@ test("reads PyTorch's legacy (pre-1.6) format, used by older torchvision weights
   const sd = await loadStateDictFile(join(fixturesDir, 'engine/legacy_format.pth'));
   assert.deepEqual([...sd.keys()], ['conv.weight', 'bn.num_batches_tracked', 'fc.weight', 'h']);
   assert.deepEqual(sd.get('conv.weight')!.shape, [2, 3, 2, 2]);
-  assert.deepEqual(sd.get('conv.weight')!.toArray(), Array.from({ length: 24 }, (_, i) => i));
+  assert.deepEqual(
+    sd.get('conv.weight')!.toArray(),
+    Array.from({ length: 24 }, (_, i) => i),
+  );
   assert.equal(sd.get('bn.num_batches_tracked')!.item(), 5);
   assert.deepEqual(sd.get('fc.weight')!.toArray(), [0, 3, 1, 4, 2, 5]);
   assert.equal(sd.get('h')!.dtype, 'float64');

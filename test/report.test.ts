@@ -75,24 +75,43 @@ test('charts render as PNGs; the chosen rate is marked in red', async () => {
   let red = 0;
   for (let i = 0; i < data.length; i += 3) if (data[i]! > 190 && data[i + 1]! < 80 && data[i + 2]! < 80) red++;
   assert.ok(red > 200, `red marker pixels: ${red}`);
-  const without = await sharp(await renderChart(lrFinderSpec(pts))).removeAlpha().raw().toBuffer();
+  const without = await sharp(await renderChart(lrFinderSpec(pts)))
+    .removeAlpha()
+    .raw()
+    .toBuffer();
   let red2 = 0;
   for (let i = 0; i < without.length; i += 3) if (without[i]! > 190 && without[i + 1]! < 80 && without[i + 2]! < 80) red2++;
   assert.equal(red2, 0, 'no marker without a chosen rate');
-  const cm = await sharp(await renderChart(confusionSpec([[3, 1], [0, 4]], ['cats', 'dogs']))).metadata();
+  const cm = await sharp(
+    await renderChart(
+      confusionSpec(
+        [
+          [3, 1],
+          [0, 4],
+        ],
+        ['cats', 'dogs'],
+      ),
+    ),
+  ).metadata();
   assert.equal(cm.format, 'png');
 });
 
 test('image grids place one tile per image; augmentation pixels undo the normalization', async () => {
   const dir = join(photos, 'dogscats', 'train', 'cats');
-  const files = readdirSync(dir).sort().slice(0, 5).map((f) => join(dir, f));
-  const grid = await imageGrid(files.map((f, i) => ({ image: f, caption: [`#${i}`, 'cat'] })), { cols: 3, size: 100 });
+  const files = readdirSync(dir)
+    .sort()
+    .slice(0, 5)
+    .map((f) => join(dir, f));
+  const grid = await imageGrid(
+    files.map((f, i) => ({ image: f, caption: [`#${i}`, 'cat'] })),
+    { cols: 3, size: 100 },
+  );
   const m = await sharp(grid).metadata();
   assert.equal(m.width, 3 * 108 + 8);
   assert.equal(m.height, 2 * (100 + 2 * 15 + 16) + 8);
   const t = tfmsFromStats({ mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.3] }, 48, { augTfms: transformsSideOn }).val;
   const px = await transformedPixels(files[0]!, t, 0);
-  const direct = await sharp(files[0]!).rotate().resize(48, 48, { fit: 'cover', kernel: 'linear' }).removeAlpha().raw().toBuffer();
+  const direct = await sharp(files[0]).rotate().resize(48, 48, { fit: 'cover', kernel: 'linear' }).removeAlpha().raw().toBuffer();
   let diff = 0;
   for (let i = 0; i < direct.length; i++) diff += Math.abs(direct[i]! - px.data[i]!);
   assert.ok(diff / direct.length < 12, `mean abs difference from a plain resize: ${diff / direct.length}`);
@@ -100,7 +119,9 @@ test('image grids place one tile per image; augmentation pixels undo the normali
 
 test('the HTML report embeds its pictures, escapes text and keeps PNG files', async () => {
   const r = new Report(join(tmp, 'rep'), 'A <b>title</b>');
-  const png = await sharp({ create: { width: 4, height: 4, channels: 3, background: '#ff0000' } }).png().toBuffer();
+  const png = await sharp({ create: { width: 4, height: 4, channels: 3, background: '#ff0000' } })
+    .png()
+    .toBuffer();
   const file = await r.addPicture('red', 'Red & square', png, 'note');
   r.addTable('T', ['a', 'b'], [['x<y', 0.123456789]]);
   const html = readFileSync(await r.write(), 'utf8');
@@ -117,7 +138,10 @@ test('argument parsing names the option at fault', () => {
   assert.deepEqual(numList(a, 'n', { integer: true }), [3, 4]);
   assert.throws(() => numList({ positionals: [], values: { n: '3,,4' } }, 'n'), /--n: '3,,4' is not a comma-separated list/);
   assert.throws(() => numList({ positionals: [], values: { n: '3.5' } }, 'n', { integer: true }), /--n: '3.5' must be a whole number/);
-  assert.throws(() => parseCommandArgs(spec, []), (e) => e instanceof UsageError && /missing <path>/.test(e.message));
+  assert.throws(
+    () => parseCommandArgs(spec, []),
+    (e) => e instanceof UsageError && /missing <path>/.test(e.message),
+  );
   assert.throws(() => parseCommandArgs(spec, ['p', 'q']), /unexpected argument 'q'/);
   assert.throws(() => parseCommandArgs(spec, ['p', '--n']), /option '--n' needs a value/);
   assert.equal(parseCommandArgs(spec, ['--help']), 'help');
@@ -135,7 +159,10 @@ test("the demo's Fashion-MNIST folder tree: counts per class, pixels as in the I
   const raw = await loadFashionMnist('train', { limit: 100 });
   const first = readdirSync(join(dir, 'train', DEMO_CLASSES[raw.labels[0]!]!)).sort()[0]!;
   assert.equal(first, '00000.png', 'image 0 is filed under its label');
-  const data = await sharp(join(dir, 'train', DEMO_CLASSES[raw.labels[0]!]!, first)).extractChannel(0).raw().toBuffer();
+  const data = await sharp(join(dir, 'train', DEMO_CLASSES[raw.labels[0]!]!, first))
+    .extractChannel(0)
+    .raw()
+    .toBuffer();
   assert.deepEqual([...data], [...raw.images.subarray(0, 28 * 28)]);
   const before = statSync(join(dir, 'test', '00000.png')).mtimeMs;
   await writeFashionMnistFolders(dir, { perClass: 3, valPerClass: 1, nTest: 4 });

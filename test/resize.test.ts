@@ -83,9 +83,17 @@ test('from the JPEG file: fastvision’s decoder and transform give what Pillow 
 
 test('the resize itself: identity at the same size, a flat image stays flat, and an upscale keeps the corners', () => {
   const flat: Pixels = { data: new Uint8Array(37 * 23 * 3).fill(200), width: 37, height: 23 };
-  for (const [w, h] of [[10, 7], [80, 50], [37, 23], [5, 60]] as const) {
+  for (const [w, h] of [
+    [10, 7],
+    [80, 50],
+    [37, 23],
+    [5, 60],
+  ] as const) {
     const r = resizeAntialiased(flat, w, h);
-    assert.ok(r.data.every((v) => v === 200), `${w}×${h}`);
+    assert.ok(
+      r.data.every((v) => v === 200),
+      `${w}×${h}`,
+    );
   }
   const ramp: Pixels = { data: Uint8Array.from({ length: 4 * 3 * 3 }, (_, i) => (Math.floor(i / 3) % 4) * 60), width: 4, height: 3 };
   assert.deepEqual(resizeAntialiased(ramp, 4, 3).data, ramp.data);

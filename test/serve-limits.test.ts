@@ -87,7 +87,10 @@ test('a form is capped as a whole by --max-bytes, its part and field counts are 
   assert.equal(r1.status, 413, r1.body);
   assert.match(r1.body, /request body is larger than 65536 bytes \(--max-bytes\)/);
   // 1,000 tiny parts, under the byte limit: a count is what is hit, and the answer says which.
-  const many = form('XyZ', Array.from({ length: 1000 }, (_, i) => textPart(i, 'a')));
+  const many = form(
+    'XyZ',
+    Array.from({ length: 1000 }, (_, i) => textPart(i, 'a')),
+  );
   assert.ok(many.length < 64 * 1024, `${many.length} bytes`);
   const r2 = await postForm(s.url, many);
   assert.equal(r2.status, 413, r2.body);

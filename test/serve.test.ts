@@ -20,7 +20,10 @@ const bin = join(repoRoot, 'dist', 'src', 'cli', 'bin.js');
 let tmp = '';
 let modelDir = '';
 let server: RunningServer;
-const files = [...readdirSync(join(photos, 'dogscats', 'test')).map((f) => join(photos, 'dogscats', 'test', f)), ...readdirSync(join(photos, 'dogscats', 'valid', 'cats')).map((f) => join(photos, 'dogscats', 'valid', 'cats', f))];
+const files = [
+  ...readdirSync(join(photos, 'dogscats', 'test')).map((f) => join(photos, 'dogscats', 'test', f)),
+  ...readdirSync(join(photos, 'dogscats', 'valid', 'cats')).map((f) => join(photos, 'dogscats', 'valid', 'cats', f)),
+];
 const expected = new Map<string, Map<string, number>>();
 type Answer = { top: { label: string; probability: number }[] };
 
@@ -62,7 +65,9 @@ test('POST /predict (raw body or multipart form) answers what fastvision predict
     assert.equal(multi.status, 200);
     assert.deepEqual(multi.json, raw.json);
   }
-  const top1 = (await (await fetch(`${server.url}/predict?top=1`, { method: 'POST', body: new Blob([new Uint8Array(readFileSync(files[0]!))]), headers: { 'content-type': 'image/jpeg' } })).json()) as Answer;
+  const top1 = (await (
+    await fetch(`${server.url}/predict?top=1`, { method: 'POST', body: new Blob([new Uint8Array(readFileSync(files[0]!))]), headers: { 'content-type': 'image/jpeg' } })
+  ).json()) as Answer;
   assert.equal(top1.top.length, 1);
   const page = await fetch(`${server.url}/`);
   assert.equal(page.status, 200);
@@ -128,7 +133,9 @@ test('100 concurrent requests are batched and all answered correctly; memory sta
     }
   }
   gc();
-  console.log(`# RSS after 200, 400, … 1,000 requests: ${rss.map((r) => r.toFixed(0)).join(', ')} MiB; JS heap after collections ${((process.memoryUsage().heapUsed - heap0) / 2 ** 20).toFixed(1)} MiB more than after 200`);
+  console.log(
+    `# RSS after 200, 400, … 1,000 requests: ${rss.map((r) => r.toFixed(0)).join(', ')} MiB; JS heap after collections ${((process.memoryUsage().heapUsed - heap0) / 2 ** 20).toFixed(1)} MiB more than after 200`,
+  );
   assert.ok(liveTensorCount() <= tensors0, `no tensor outlives its request (${tensors0} live before, ${liveTensorCount()} after)`);
   assert.ok(process.memoryUsage().heapUsed - heap0 < 16 * 2 ** 20, `JS heap grew ${((process.memoryUsage().heapUsed - heap0) / 2 ** 20).toFixed(1)} MiB`);
   assert.ok(rss.at(-1)! - rss[2]! < 100, `RSS grew ${(rss.at(-1)! - rss[2]!).toFixed(0)} MiB over the last 400 requests`);
@@ -164,7 +171,9 @@ test('SIGTERM: the requests in flight are answered, then the server exits 0', as
   const url = `http://127.0.0.1:${port}`;
   await waitUp(url);
   const body = readFileSync(files[0]!);
-  const inflight = Array.from({ length: 12 }, () => fetch(`${url}/predict`, { method: 'POST', body: new Blob([new Uint8Array(body)]), headers: { 'content-type': 'image/jpeg' } }).then((r) => r.status));
+  const inflight = Array.from({ length: 12 }, () =>
+    fetch(`${url}/predict`, { method: 'POST', body: new Blob([new Uint8Array(body)]), headers: { 'content-type': 'image/jpeg' } }).then((r) => r.status),
+  );
   await new Promise((r) => setTimeout(r, 20));
   child.kill('SIGTERM');
   const statuses = await Promise.all(inflight);
@@ -180,7 +189,10 @@ test('--runtime onnx serves the exported model.onnx without libtorch, with the s
   const e = spawnSync(process.execPath, [bin, 'export', modelDir, '--out', onnxDir], { encoding: 'utf8' });
   assert.equal(e.status, 0, e.stderr);
   const port = await freePort();
-  const child = spawn(process.execPath, [bin, 'serve', join(onnxDir, 'model.onnx'), '--runtime', 'onnx', '--port', String(port)], { env: { ...process.env, FASTVISION_NO_LIBTORCH: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [bin, 'serve', join(onnxDir, 'model.onnx'), '--runtime', 'onnx', '--port', String(port)], {
+    env: { ...process.env, FASTVISION_NO_LIBTORCH: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   child.stderr.on('data', (d: Buffer) => (out += d.toString()));
   const url = `http://127.0.0.1:${port}`;

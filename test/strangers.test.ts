@@ -111,7 +111,10 @@ test('Windows bitmaps of every common kind decode to the pixels Pillow wrote; br
   const kinds = ['rgb24', 'p8', 'p4', 'l8', 'mono1', 'topdown24', 'rgb555', 'rgb565'];
   for (const k of kinds) {
     const img = decodeBmp(readFileSync(join(formats, `${k}.bmp`)), 1e8);
-    const ref = await sharp(join(formats, `${k}.png`)).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    const ref = await sharp(join(formats, `${k}.png`))
+      .removeAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
     assert.deepEqual([img.width, img.height], [ref.info.width, ref.info.height], k);
     assert.ok(Buffer.from(img.data).equals(ref.data), `${k}: pixels differ`);
   }
@@ -148,10 +151,13 @@ test('the folder layout: nested class folders count, BMPs are read, HEVC HEIC ph
   copyFileSync(cats[3]!, join(dir, 'valid', 'cats', 'v.jpg'));
   writeFileSync(join(dir, 'train', 'heic-only', 'x.heic'), heic);
   const warnings: string[] = [];
-  assert.throws(() => scanFolders(dir, 'train', 'valid', (m) => warnings.push(m)), (e: Error) => {
-    assert.match(e.message, /class folder .*heic-only holds no images fastvision reads \(\.jpg, .*\.bmp.*\); left out: 1 file: a HEIC photo coded in HEVC, .*convert it to JPEG.* \(x\.heic\)/);
-    return true;
-  });
+  assert.throws(
+    () => scanFolders(dir, 'train', 'valid', (m) => warnings.push(m)),
+    (e: Error) => {
+      assert.match(e.message, /class folder .*heic-only holds no images fastvision reads \(\.jpg, .*\.bmp.*\); left out: 1 file: a HEIC photo coded in HEVC, .*convert it to JPEG.* \(x\.heic\)/);
+      return true;
+    },
+  );
   // Without the HEIC-only class, the scan goes through.
   rmSync(join(dir, 'train', 'heic-only'), { recursive: true });
   warnings.length = 0;

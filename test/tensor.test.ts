@@ -86,7 +86,13 @@ test('shapes, views, slicing and indexing', () => {
     assert.deepEqual(a.select(0, 1).slice(1, 1, 3).toArray(), [13, 14, 17, 18, 21, 22]);
     assert.deepEqual(a.narrow(2, 3, 1).squeeze().toArray(), [3, 7, 11, 15, 19, 23]);
     assert.deepEqual(a.unsqueeze(0).shape, [1, 2, 3, 4]);
-    assert.deepEqual(a.indexSelect(1, tensor(BigInt64Array.of(2n, 0n))).select(0, 0).toArray(), [8, 9, 10, 11, 0, 1, 2, 3]);
+    assert.deepEqual(
+      a
+        .indexSelect(1, tensor(BigInt64Array.of(2n, 0n)))
+        .select(0, 0)
+        .toArray(),
+      [8, 9, 10, 11, 0, 1, 2, 3],
+    );
     assert.deepEqual(arange(0, 4).flip(0).toArray(), [3, 2, 1, 0]);
     assert.deepEqual(cat([zeros([1, 2]), ones([2, 2])]).shape, [3, 2]);
     assert.deepEqual(stack([zeros([2]), ones([2])], 1).toArray(), [0, 1, 0, 1]);

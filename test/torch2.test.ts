@@ -65,7 +65,10 @@ function smallConvnet(): nn.Sequential {
 
 test("a state dict written by PyTorch 2's torch.save (byteorder record, aligned storages) loads with PyTorch's outputs", async () => {
   const records = readZip(readFileSync(join(fixturesDir, 'torch2', 'saved_by_torch2.pth')));
-  assert.ok([...records.keys()].some((k) => k.endsWith('/byteorder')), 'the fixture is in the PyTorch 2 layout');
+  assert.ok(
+    [...records.keys()].some((k) => k.endsWith('/byteorder')),
+    'the fixture is in the PyTorch 2 layout',
+  );
   const fx = await fixture('torch2/saved_by_torch2.pth');
   assert.match(String(fx.get('version')), /^2\./);
   const model = smallConvnet();

@@ -59,7 +59,10 @@ test('a diverging fit stops, puts back the weights it started from, and says so'
   const data = await ImageClassifierData.fromPaths(root, { tfms, bs: 4 });
   const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, { ...quiet, precompute: true });
   const before = weights(learn.model);
-  await assert.rejects(learn.fit(100, 2), (e: unknown) => e instanceof TrainingDivergedError && e.restoredTo === 'the start of this fit' && e.epoch === 0 && /training diverged in epoch 0 \(.*(NaN|ran away|Infinity)/.test(e.message));
+  await assert.rejects(
+    learn.fit(100, 2),
+    (e: unknown) => e instanceof TrainingDivergedError && e.restoredTo === 'the start of this fit' && e.epoch === 0 && /training diverged in epoch 0 \(.*(NaN|ran away|Infinity)/.test(e.message),
+  );
   assert.deepEqual(weights(learn.model), before);
 });
 
@@ -114,7 +117,17 @@ test('a fit resumed from its checkpoint ends exactly as the uninterrupted fit', 
       resume: resumeAt?.state,
       onCheckpoint: (s) => {
         // Kept as they would be on disk: copies.
-        states.push({ state: { ...s, rng: s.rng.clone(), optimizer: { paramGroups: s.optimizer.paramGroups, state: new Map([...s.optimizer.state].map(([i, st]) => [i, Object.fromEntries(Object.entries(st).map(([k, v]) => [k, typeof v === 'number' ? v : v.clone()]))])) } }, model: new Map([...learn.model.stateDict()].map(([k, t]) => [k, t.clone()])) });
+        states.push({
+          state: {
+            ...s,
+            rng: s.rng.clone(),
+            optimizer: {
+              paramGroups: s.optimizer.paramGroups,
+              state: new Map([...s.optimizer.state].map(([i, st]) => [i, Object.fromEntries(Object.entries(st).map(([k, v]) => [k, typeof v === 'number' ? v : v.clone()]))])),
+            },
+          },
+          model: new Map([...learn.model.stateDict()].map(([k, t]) => [k, t.clone()])),
+        });
       },
     });
     return { learn, states };
@@ -123,7 +136,7 @@ test('a fit resumed from its checkpoint ends exactly as the uninterrupted fit', 
   assert.equal(whole.states.length, 2);
   assert.deepEqual(whole.states[0]!.state.history.length, 1);
   // A new learner from the first epoch's checkpoint (a later process would load it from disk).
-  const resumed = await run(whole.states[0]!);
+  const resumed = await run(whole.states[0]);
   assert.deepEqual(weights(resumed.learn.model), weights(whole.learn.model), 'the same weights, bit for bit');
   assert.deepEqual(resumed.states.at(-1)!.state.history, whole.states.at(-1)!.state.history);
 });
@@ -133,7 +146,10 @@ test('the precompute cache is keyed on the weights and each file, recomputes a c
   cpSync(join(photos, 'dogscats'), dir, { recursive: true });
   const data = await ImageClassifierData.fromPaths(dir, { tfms, bs: 4, testName: 'test' });
   const cacheDir = data.cacheDir('tmp');
-  const entries = (): string[] => readdirSync(cacheDir).filter((f) => f.startsWith('act_')).sort();
+  const entries = (): string[] =>
+    readdirSync(cacheDir)
+      .filter((f) => f.startsWith('act_'))
+      .sort();
   const first = async (learn: ConvLearner): Promise<number[]> => {
     await learn.precomputeActivations();
     const { x } = (learn as unknown as { precomputed: { trn: { x: Tensor } } }).precomputed.trn;
@@ -168,7 +184,10 @@ test('the precompute cache is keyed on the weights and each file, recomputes a c
   } finally {
     console.warn = warn;
   }
-  assert.ok(warnings.some((w) => /activation cache .* cannot be read .*computing it again/.test(w)), warnings.join('\n'));
+  assert.ok(
+    warnings.some((w) => /activation cache .* cannot be read .*computing it again/.test(w)),
+    warnings.join('\n'),
+  );
   // Pruning keeps the most recently used entries.
   for (let i = 0; i < CACHE_ENTRIES + 3; i++) writeFileSync(join(cacheDir, `act_extra${i}.pth`), 'x');
   const removed = pruneCache(cacheDir, CACHE_ENTRIES);

@@ -65,7 +65,9 @@ test('dihedral turns rotate the square by multiples of 90°', async () => {
 });
 
 test('normalization uses the architecture statistics', async () => {
-  const grey = await sharp({ create: { width: 20, height: 20, channels: 3, background: { r: 128, g: 128, b: 128 } } }).png().toBuffer();
+  const grey = await sharp({ create: { width: 20, height: 20, channels: 3, background: { r: 128, g: 128, b: 128 } } })
+    .png()
+    .toBuffer();
   const t = tfmsFromModel(resnet34, 8).val;
   const o = await apply(grey, t);
   const { mean, std } = archOf(resnet34).stats;
@@ -88,14 +90,29 @@ test('EXIF orientation is applied before anything else (as sharp does)', async (
 });
 
 test('every format decodes to RGB: grey and CMYK JPEG, PNG with alpha, WebP, first frame of a GIF', async () => {
-  const rgba = await sharp({ create: { width: 24, height: 24, channels: 4, background: { r: 255, g: 0, b: 0, alpha: 0.5 } } }).png().toBuffer();
-  const grey = await sharp(await gradient(24, 24)).greyscale().jpeg().toBuffer();
-  const cmyk = await sharp(await gradient(24, 24)).toColourspace('cmyk').jpeg().toBuffer();
-  const webp = await sharp(await gradient(24, 24)).webp().toBuffer();
-  const gif = await sharp(await gradient(24, 24)).gif().toBuffer();
+  const rgba = await sharp({ create: { width: 24, height: 24, channels: 4, background: { r: 255, g: 0, b: 0, alpha: 0.5 } } })
+    .png()
+    .toBuffer();
+  const grey = await sharp(await gradient(24, 24))
+    .greyscale()
+    .jpeg()
+    .toBuffer();
+  const cmyk = await sharp(await gradient(24, 24))
+    .toColourspace('cmyk')
+    .jpeg()
+    .toBuffer();
+  const webp = await sharp(await gradient(24, 24))
+    .webp()
+    .toBuffer();
+  const gif = await sharp(await gradient(24, 24))
+    .gif()
+    .toBuffer();
   for (const [name, img] of Object.entries({ rgba, grey, cmyk, webp, gif })) {
     const o = await apply(img, { sz: 8 });
-    assert.ok(o.every((v) => Number.isFinite(v) && v >= 0 && v <= 1), `${name} gives values in [0, 1]`);
+    assert.ok(
+      o.every((v) => Number.isFinite(v) && v >= 0 && v <= 1),
+      `${name} gives values in [0, 1]`,
+    );
   }
   const g = await apply(grey, { sz: 8 });
   assert.ok(Math.abs(at(g, 8, 0, 4, 4) - at(g, 8, 2, 4, 4)) < 1e-6, 'grey becomes equal channels');
@@ -109,8 +126,14 @@ test('augmentations are random but reproducible per seed; the fast.ai presets ar
   const c = await apply(img, t, rngFor(1, 1, 5));
   assert.deepEqual(a, b);
   assert.notDeepEqual(a, c);
-  assert.deepEqual(transformsSideOn.map((x) => x.kind), ['rotate', 'lighting', 'flip']);
-  assert.deepEqual(transformsTopDown.map((x) => x.kind), ['rotate', 'lighting', 'dihedral']);
+  assert.deepEqual(
+    transformsSideOn.map((x) => x.kind),
+    ['rotate', 'lighting', 'flip'],
+  );
+  assert.deepEqual(
+    transformsTopDown.map((x) => x.kind),
+    ['rotate', 'lighting', 'dihedral'],
+  );
   const tf = tfmsFromModel(resnet34, 224, { augTfms: transformsSideOn, maxZoom: 1.1 });
   assert.equal(tf.trn.crop, 'random');
   assert.equal(tf.val.crop, 'center');

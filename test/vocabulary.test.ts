@@ -19,7 +19,7 @@ function cli(...args: string[]): { code: number; stdout: string; stderr: string 
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
-test("an option of the other recipe is an error naming the recipe it belongs to, before any work", () => {
+test('an option of the other recipe is an error naming the recipe it belongs to, before any work', () => {
   for (const [argv, re] of [
     [['--cycles', '2'], /^fastvision train: --cycles belongs to --recipe lesson; the fine-tune recipe \(the default\) trains --freeze-epochs, then --epochs$/],
     [['--unfreeze-cycles', '1'], /--unfreeze-cycles belongs to --recipe lesson/],

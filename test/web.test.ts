@@ -26,10 +26,20 @@ let modelDir = '';
 let site = '';
 let browser: Browser;
 const servers: Server[] = [];
-const uploads = readdirSync(join(photos, 'dogscats', 'test')).slice(0, 3).map((f) => join(photos, 'dogscats', 'test', f));
+const uploads = readdirSync(join(photos, 'dogscats', 'test'))
+  .slice(0, 3)
+  .map((f) => join(photos, 'dogscats', 'test', f));
 const expected = new Map<string, Map<string, number>>();
 
-const TYPES: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json', '.jpg': 'image/jpeg', '.png': 'image/png' };
+const TYPES: Record<string, string> = {
+  '.html': 'text/html',
+  '.js': 'text/javascript',
+  '.mjs': 'text/javascript',
+  '.wasm': 'application/wasm',
+  '.json': 'application/json',
+  '.jpg': 'image/jpeg',
+  '.png': 'image/png',
+};
 
 /** A static file server for a folder, with or without the cross-origin isolation headers. */
 async function serveStatic(dir: string, isolated: boolean): Promise<string> {
@@ -56,7 +66,10 @@ async function classifyOnPage(page: Page, url: string, files: string[]): Promise
   await page.setInputFiles('#files', files);
   await page.waitForSelector(`body[data-done="${files.length}"]`, { timeout: 30_000 });
   const results = await page.$$eval('.result', (els) =>
-    els.map((e) => ({ file: (e as HTMLElement).dataset.file!, top: [...e.querySelectorAll('.class')].map((c) => [(c as HTMLElement).dataset.label!, Number((c as HTMLElement).dataset.probability)] as [string, number]) })),
+    els.map((e) => ({
+      file: (e as HTMLElement).dataset.file!,
+      top: [...e.querySelectorAll('.class')].map((c) => [(c as HTMLElement).dataset.label!, Number((c as HTMLElement).dataset.probability)] as [string, number]),
+    })),
   );
   return { status: (await page.textContent('#status')) ?? '', results };
 }
@@ -86,7 +99,11 @@ before(async () => {
     console.log = log;
   }
   for (const [f, p] of await predictInProcess(modelDir, uploads, 3)) expected.set(f, p);
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'] });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
+  });
 });
 after(async () => {
   await browser?.close();
@@ -107,7 +124,11 @@ test('the exported page classifies uploaded photos as fastvision predict does (c
   const threads = Math.min(4, cores);
   assert.ok(status.includes(`in this page (onnxruntime-web, ${threads} thread${threads === 1 ? '' : 's'}`), `${status}: as many threads as cores, at most 4`);
   assertLikePredict(results);
-  assert.deepEqual(requests.filter((r) => !r.startsWith(url) && !r.startsWith('blob:') && !r.startsWith('data:')), [], 'nothing is fetched from elsewhere');
+  assert.deepEqual(
+    requests.filter((r) => !r.startsWith(url) && !r.startsWith('blob:') && !r.startsWith('data:')),
+    [],
+    'nothing is fetched from elsewhere',
+  );
   mkdirSync(join(repoRoot, 'test-artifacts'), { recursive: true });
   await page.screenshot({ path: join(repoRoot, 'test-artifacts', 'web-page.png'), fullPage: true });
   await page.close();
@@ -119,7 +140,12 @@ test("the page decodes photos to fastvision's pixels, value for value (JPEG, EXI
   const src = uploads[0]!;
   await writeFile(join(dir, 'plain.jpg'), readFileSync(src));
   await writeFile(join(dir, 'rotated.jpg'), await sharp(src).jpeg({ quality: 90 }).withMetadata({ orientation: 6 }).toBuffer());
-  await writeFile(join(dir, 'image.png'), await sharp(join(photos, 'dogscats', 'valid', 'cats', 'Bengal_167.jpg')).png().toBuffer());
+  await writeFile(
+    join(dir, 'image.png'),
+    await sharp(join(photos, 'dogscats', 'valid', 'cats', 'Bengal_167.jpg'))
+      .png()
+      .toBuffer(),
+  );
   const page = await browser.newPage();
   const url = await serveStatic(site, false);
   await page.goto(url);
@@ -127,7 +153,7 @@ test("the page decodes photos to fastvision's pixels, value for value (JPEG, EXI
   assert.match((await page.textContent('#status')) ?? '', /1 thread; serve with COOP\/COEP headers for more/, 'without the headers: one thread, said so');
   for (const name of ['plain.jpg', 'rotated.jpg', 'image.png']) {
     type Decoded = { width: number; height: number; data: number[] };
-    const inPage = (await page.evaluate(async (u) => (window as unknown as { fastvision: { pixels(u: string): Promise<Decoded> } }).fastvision.pixels(u), `probe/${name}`)) as Decoded;
+    const inPage = await page.evaluate<Decoded, string>(async (u) => (window as unknown as { fastvision: { pixels(u: string): Promise<Decoded> } }).fastvision.pixels(u), `probe/${name}`);
     const inNode = await decodeUpright(join(dir, name));
     assert.deepEqual([inPage.width, inPage.height], [inNode.width, inNode.height], name);
     let worst = 0;

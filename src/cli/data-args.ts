@@ -20,7 +20,10 @@ export const LAYOUT_OPTIONS: Record<string, OptionSpec> = {
   suffix: { type: 'string', arg: 'EXT', help: "with --csv: appended to each id to make the file name, e.g. '.jpg'" },
   test: { type: 'string', arg: 'NAME', help: 'unlabelled test folder under <path> (for TTA predictions and the submission)' },
   'val-pct': { type: 'string', arg: 'P', help: 'with --csv: share of rows held out for validation', default: '0.2' },
-  'multi-label': { type: 'boolean', help: 'with --csv: labels are space-separated tags (detected when the column is headed tags, or most rows list several that recur across labels); sigmoid outputs, binary cross entropy, F2' },
+  'multi-label': {
+    type: 'boolean',
+    help: 'with --csv: labels are space-separated tags (detected when the column is headed tags, or most rows list several that recur across labels); sigmoid outputs, binary cross entropy, F2',
+  },
   'single-label': { type: 'boolean', help: "with --csv: each label is one class, spaces and all ('Maine Coon')" },
 };
 

@@ -35,7 +35,10 @@ export async function writeFashionMnistFolders(dir: string, { perClass = 100, va
   const trn = await loadFashionMnist('train');
   const tst = await loadFashionMnist('test', { limit: nTest });
   const px = trn.height * trn.width;
-  const png = (set: typeof trn, i: number): Promise<Buffer> => sharp(Buffer.from(set.images.subarray(i * px, (i + 1) * px)), { raw: { width: set.width, height: set.height, channels: 1 } }).png().toBuffer();
+  const png = (set: typeof trn, i: number): Promise<Buffer> =>
+    sharp(Buffer.from(set.images.subarray(i * px, (i + 1) * px)), { raw: { width: set.width, height: set.height, channels: 1 } })
+      .png()
+      .toBuffer();
   const taken = new Array<number>(DEMO_CLASSES.length).fill(0);
   for (let i = 0; i < trn.count && taken.some((n) => n < perClass + valPerClass); i++) {
     const label = trn.labels[i]!;
@@ -58,7 +61,8 @@ export async function writeFashionMnistFolders(dir: string, { perClass = 100, va
 
 export const demoCommand: CommandSpec = {
   name: 'demo',
-  summary: "Runs the whole recipe offline on Fashion-MNIST (Debian's dataset-fashion-mnist, written as an image folder on first run) with the offline MobileNetV2, leaving the model, pictures, report and a submission.",
+  summary:
+    "Runs the whole recipe offline on Fashion-MNIST (Debian's dataset-fashion-mnist, written as an image folder on first run) with the offline MobileNetV2, leaving the model, pictures, report and a submission.",
   positionals: [],
   options: {
     'per-class': { type: 'string', arg: 'N', help: 'training images per class', default: '100' },
@@ -82,7 +86,19 @@ export const demoCommand: CommandSpec = {
     // (lesson-unfreeze): data this far from photos needs the body to move (at 2/5 of it: 0.77).
     // The demo is the lesson's recipe, tuned for these grey garments (batch-norm statistics kept).
     const lesson = args.values.recipe === undefined || args.values.recipe === 'lesson';
-    const withDefaults = { ...args, values: { recipe: 'lesson', size: '64', aug: 'side-on', test: 'test', out: str(args, 'out', './fastvision-demo'), 'bn-freeze': true, ...(lesson ? { 'lesson-unfreeze': true } : {}), ...args.values } };
+    const withDefaults = {
+      ...args,
+      values: {
+        recipe: 'lesson',
+        size: '64',
+        aug: 'side-on',
+        test: 'test',
+        out: str(args, 'out', './fastvision-demo'),
+        'bn-freeze': true,
+        ...(lesson ? { 'lesson-unfreeze': true } : {}),
+        ...args.values,
+      },
+    };
     const settings = recipeSettings(withDefaults, dir, 64);
     const arch = archOf('mobilenet_v2_nsfwjs');
     await withOutput(settings.out, async () => {

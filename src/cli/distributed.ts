@@ -32,7 +32,8 @@ export function distRole(args: ParsedArgs, env: NodeJS.ProcessEnv = process.env)
   const nproc = num(args, 'nproc', 1, { min: 1, max: 256, integer: true });
   const launched = env.FASTVISION_LAUNCHED === '1';
   if (nproc > 1 && !launched) {
-    if (args.values['world-size'] !== undefined || args.values.rank !== undefined) throw new UsageError('--nproc starts every rank on this machine; leave out --world-size and --rank (or run one process per rank with them)');
+    if (args.values['world-size'] !== undefined || args.values.rank !== undefined)
+      throw new UsageError('--nproc starts every rank on this machine; leave out --world-size and --rank (or run one process per rank with them)');
     return { kind: 'launcher', nproc };
   }
   const worldSize = num(args, 'world-size', env.WORLD_SIZE !== undefined ? Number(env.WORLD_SIZE) : 1, { min: 1, max: 65536, integer: true });
@@ -72,7 +73,17 @@ export async function launchRanks(nproc: number, argv: string[], out: string, ti
   console.log(`starting ${nproc} ranks on this machine (${threads} thread${threads > 1 ? 's' : ''} each); logs in ${join(out, 'logs')}`);
   const children = Array.from({ length: nproc }, (_, r) =>
     spawn(process.execPath, [process.argv[1]!, ...argv], {
-      env: { ...process.env, FASTVISION_LAUNCHED: '1', RANK: String(r), LOCAL_RANK: String(r), WORLD_SIZE: String(nproc), LOCAL_WORLD_SIZE: String(nproc), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), FASTVISION_NUM_THREADS: String(threads) },
+      env: {
+        ...process.env,
+        FASTVISION_LAUNCHED: '1',
+        RANK: String(r),
+        LOCAL_RANK: String(r),
+        WORLD_SIZE: String(nproc),
+        LOCAL_WORLD_SIZE: String(nproc),
+        MASTER_ADDR: '127.0.0.1',
+        MASTER_PORT: String(port),
+        FASTVISION_NUM_THREADS: String(threads),
+      },
       stdio: r === 0 ? 'inherit' : ['ignore', 'ignore', 'pipe'],
     }),
   );
@@ -92,7 +103,8 @@ export async function launchRanks(nproc: number, argv: string[], out: string, ti
             const status = code ?? (signal ? 128 : 1);
             // One rank down: give the others the collective timeout to notice, then stop them.
             if (status !== 0 && killer === null) killer = setTimeout(stopAll, timeoutMs + 10_000);
-            if (status !== 0 && r !== 0) console.error(`rank ${r} exited with ${signal ?? `code ${status}`}: ${errors[r]!.trim().split('\n').at(-1) ?? ''} (log: ${join(out, 'logs', `rank-${r}.log`)})`);
+            if (status !== 0 && r !== 0)
+              console.error(`rank ${r} exited with ${signal ?? `code ${status}`}: ${errors[r]!.trim().split('\n').at(-1) ?? ''} (log: ${join(out, 'logs', `rank-${r}.log`)})`);
             resolve(status);
           }),
         ),

@@ -23,7 +23,7 @@ export function doctorLines(e: Environment): string[] {
     `addon:      ${e.addon.path} (N-API ${e.addon.napiVersion}, built against libtorch ${e.addon.builtAgainst}${e.addon.cudaLinked ? ', linked to libtorch_cuda' : ', CPU only'}; distributed: ${e.addon.distributed ? 'built' : 'not built'})`,
     `libtorch:   ${e.libtorch.version} at ${e.libtorch.path ?? '(path unknown)'}`,
     `found by:   ${e.libtorch.foundBy ?? 'unknown (scripts/find-libtorch.mjs is not shipped)'}`,
-    `CUDA:       ${e.cuda.available ? `available, ${e.cuda.devices.length} device${e.cuda.devices.length === 1 ? '' : 's'}` : e.addon.cudaLinked ? 'this libtorch has CUDA, but no device is visible (driver, CUDA_VISIBLE_DEVICES)' : 'not available: this libtorch is built without CUDA (see the README: GPU)'}`,
+    `CUDA:       ${e.cuda.available ? `available, ${e.cuda.devices.length} device${e.cuda.devices.length === 1 ? '' : 's'}` : e.addon.cudaLinked ? 'this libtorch has CUDA, but no device is visible (driver, CUDA_VISIBLE_DEVICES)' : 'not available: this libtorch is built without CUDA (see docs/GPU.md)'}`,
     ...gpus,
     `CUDA runtime: ${cudaRuntime(e.cuda.cudaRuntime)}; cuDNN: ${cudnnVersion(e.cuda.cudnn)}; NCCL: ${e.cuda.nccl ? 'yes' : 'no'}`,
     `threads:    ${e.threads.intraOp} (FASTVISION_NUM_THREADS or OMP_NUM_THREADS change it)`,

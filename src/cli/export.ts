@@ -23,7 +23,7 @@ export const exportCommand: CommandSpec = {
   details: [
     'model.onnx: input `image` float32 [N,3,size,size] (RGB, resized, cropped and normalized as metadata.json says), output `probabilities` [N,classes]; opset 17.',
     'model-preprocess.onnx: input `pixels` uint8 [1,H,W,3] (decoded RGB of any size, upright), the same output: the resize (as Pillow), crop and',
-    '  normalization happen inside, so any decoder and runtime give fastvision predict\'s answer.',
+    "  normalization happen inside, so any decoder and runtime give fastvision predict's answer.",
     'examples:',
     '  fastvision export fastvision-out/dogscats                  # fastvision-out/dogscats/model.onnx + metadata.json',
     '  fastvision export fastvision-out/dogscats --web site/      # and a page: serve site/ with any static file server',
@@ -41,7 +41,9 @@ export const exportCommand: CommandSpec = {
     const writeAll = async (): Promise<void> => {
       const exported = await exportSavedModel(saved, { foldBatchNorm: !flag(args, 'no-fold-bn'), preprocess: !flag(args, 'no-preprocess') });
       const files = await writeExport(out, exported);
-      console.log(`${files.onnx} (${(exported.onnx.length / 2 ** 20).toFixed(1)} MiB, ${exported.nodes} nodes${exported.foldedBatchNorms > 0 ? `, ${exported.foldedBatchNorms} batch norms folded` : ''})`);
+      console.log(
+        `${files.onnx} (${(exported.onnx.length / 2 ** 20).toFixed(1)} MiB, ${exported.nodes} nodes${exported.foldedBatchNorms > 0 ? `, ${exported.foldedBatchNorms} batch norms folded` : ''})`,
+      );
       if (files.withPreprocessing !== null) console.log(`${files.withPreprocessing} (takes uint8 pixels [1,H,W,3]; resize, crop and normalization inside)`);
       console.log(files.metadata);
       if (webDir !== null) {

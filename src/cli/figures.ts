@@ -15,15 +15,15 @@ import { FilesDataset } from '../vision/dataset.js';
 import type { TrainingLog } from './training-log.js';
 
 /** Image size histogram and label counts; returns the counts (and the sizes read) for the summary. */
-export async function addDataSection(report: Report, data: ImageClassifierData): Promise<{ trn: Record<string, number>; val: Record<string, number> | null; sizes: { width: number; height: number }[] | null }> {
+export async function addDataSection(
+  report: Report,
+  data: ImageClassifierData,
+): Promise<{ trn: Record<string, number>; val: Record<string, number> | null; sizes: { width: number; height: number }[] | null }> {
   // Headers first: an image that cannot be read is marked, and then not counted.
   const sizes = data.trnDs instanceof FilesDataset ? await data.imageSizes() : null;
   if (data.valDs instanceof FilesDataset) await data.imageSizes(data.valDs);
   const counts = data.labelCounts();
-  const rows = data.classes.flatMap((label) => [
-    { label, split: 'train', n: counts.trn.get(label) ?? 0 },
-    ...(counts.val ? [{ label, split: 'valid', n: counts.val.get(label) ?? 0 }] : []),
-  ]);
+  const rows = data.classes.flatMap((label) => [{ label, split: 'train', n: counts.trn.get(label) ?? 0 }, ...(counts.val ? [{ label, split: 'valid', n: counts.val.get(label) ?? 0 }] : [])]);
   await report.addPicture('label-counts', 'Images per class', await renderChart(labelCountsSpec(rows)));
   if (sizes) {
     await report.addPicture('image-sizes', 'Image sizes', await renderChart(sizeHistogramSpec(sizes)), `Training images are resized so that the shorter side is ${data.sz} pixels.`);
@@ -62,7 +62,11 @@ export async function addTraining(report: Report, log: TrainingLog): Promise<voi
 function tiles(picks: Pick[], files: string[], classes: string[]): Tile[] {
   return picks.map((p) => ({
     image: files[p.index]!,
-    caption: [basename(files[p.index]!), `${classes[p.actual]} (p=${p.pActual.toFixed(2)})`, p.predicted === p.actual ? 'predicted correctly' : `predicted ${classes[p.predicted]} (${p.pPredicted.toFixed(2)})`],
+    caption: [
+      basename(files[p.index]!),
+      `${classes[p.actual]} (p=${p.pActual.toFixed(2)})`,
+      p.predicted === p.actual ? 'predicted correctly' : `predicted ${classes[p.predicted]} (${p.pPredicted.toFixed(2)})`,
+    ],
   }));
 }
 
@@ -89,7 +93,12 @@ export function addTagTable(report: Report, probs: ArrayLike<number>, targets: A
     const f2 = 5 * tp + 4 * fn + fp === 0 ? 0 : (5 * tp) / (5 * tp + 4 * fn + fp);
     return [tag, tp + fn, tp + fp, precision, recall, f2] as (string | number)[];
   });
-  report.addTable('Tags on the validation set', ['tag', 'images with it', 'given it', 'precision', 'recall', 'F2'], rows, `With TTA, tags given above the threshold ${threshold.toFixed(2)} (the best F2 over images).`);
+  report.addTable(
+    'Tags on the validation set',
+    ['tag', 'images with it', 'given it', 'precision', 'recall', 'F2'],
+    rows,
+    `With TTA, tags given above the threshold ${threshold.toFixed(2)} (the best F2 over images).`,
+  );
 }
 
 /** A Grad-CAM tile for an image: the model's input pixels with its heatmap, and the class it is for. */
@@ -122,7 +131,12 @@ export async function addInterpretation(report: Report, p: Predictions, files: s
       const pad = (row: Tile[]): Tile[] => [...row, ...new Array<Tile>(cols - row.length).fill(blank)];
       const rows: Tile[] = [];
       for (let r = 0; r < plain.length; r += cols) rows.push(...pad(plain.slice(r, r + cols)), ...pad(heat.slice(r, r + cols)));
-      await report.addPicture(name, title, await imageGrid(rows, { cols, title }), `${note} Under each row: where the model looked for the class it predicted (Grad-CAM of the last convolutional layer).`);
+      await report.addPicture(
+        name,
+        title,
+        await imageGrid(rows, { cols, title }),
+        `${note} Under each row: where the model looked for the class it predicted (Grad-CAM of the last convolutional layer).`,
+      );
       continue;
     }
     await report.addPicture(name, title, await imageGrid(tiles(picks, files, classes), { cols: 4, title }), note);
@@ -154,7 +168,11 @@ export function camTiles(learn: ConvLearner): CamTile | undefined {
   if (!t || learn.multiLabel) return undefined;
   return async (file, cls) => {
     const { values, pixels } = await transformedImage(file, t, 0);
-    const x = tidy(() => tensor(values, { shape: [1, t.sz, t.sz, 3], device: learn.device }).permute(0, 3, 1, 2).contiguous());
+    const x = tidy(() =>
+      tensor(values, { shape: [1, t.sz, t.sz, 3], device: learn.device })
+        .permute(0, 3, 1, 2)
+        .contiguous(),
+    );
     try {
       const { maps, h, w } = learn.gradCam(x, [cls]);
       return overlayHeatmap(pixels, { data: maps[0]!, w, h });

@@ -18,7 +18,8 @@ const OUT = { type: 'string', arg: 'DIR', help: 'where the pictures and report g
 
 export const interpretCommand: CommandSpec = {
   name: 'interpret',
-  summary: "Looks at a saved model's predictions on the validation set: confusion matrix and grids of the most incorrect (with Grad-CAM heatmaps), most confident correct and most uncertain images; per-tag figures for a multi-label model.",
+  summary:
+    "Looks at a saved model's predictions on the validation set: confusion matrix and grids of the most incorrect (with Grad-CAM heatmaps), most confident correct and most uncertain images; per-tag figures for a multi-label model.",
   positionals: ['<model>', '<path>'],
   options: {
     ...DEVICE_OPTIONS,
@@ -42,7 +43,12 @@ export const interpretCommand: CommandSpec = {
     if (!(valDs instanceof FilesDataset) || valDs.length === 0) throw new UsageError(`${path}: no validation images to interpret`);
     await withOutput(out, async () => {
       const learn = await learnerFor(saved, data, { device: deviceArg(args) });
-      const { probs, y } = await probabilitiesOf(learn, { tta: flag(args, 'tta'), nAug: num(args, 'tta-aug', 4, { min: 0, max: 64, integer: true }), isTest: false, ensemble: flag(args, 'ensemble') ? snapshotsOf(saved) : undefined });
+      const { probs, y } = await probabilitiesOf(learn, {
+        tta: flag(args, 'tta'),
+        nAug: num(args, 'tta-aug', 4, { min: 0, max: 64, integer: true }),
+        isTest: false,
+        ensemble: flag(args, 'ensemble') ? snapshotsOf(saved) : undefined,
+      });
       const report = new Report(out, `fastvision interpret: ${basename(path)}`);
       if (learn.multiLabel) {
         const threshold = saved.info.threshold ?? 0.5;

@@ -17,13 +17,26 @@ import { trainCommand } from './train.js';
 import { shown } from '../util/shown.js';
 
 /** Every subcommand, in the order help lists them. */
-export const COMMANDS: CommandSpec[] = [trainCommand, lrFindCommand, fitCommand, predictCommand, submitCommand, interpretCommand, sizesCommand, exportCommand, serveCommand, doctorCommand, setupCommand, demoCommand];
+export const COMMANDS: CommandSpec[] = [
+  trainCommand,
+  lrFindCommand,
+  fitCommand,
+  predictCommand,
+  submitCommand,
+  interpretCommand,
+  sizesCommand,
+  exportCommand,
+  serveCommand,
+  doctorCommand,
+  setupCommand,
+  demoCommand,
+];
 
 function mainHelp(): string {
   return [
     'usage: fastvision <command> [arguments] [options]',
     '',
-    "The fast.ai way of training image classifiers: point it at a folder of labelled photos.",
+    'The fast.ai way of training image classifiers: point it at a folder of labelled photos.',
     '',
     'commands:',
     ...COMMANDS.map((c) => `  ${c.name.padEnd(10)} ${c.summary.split('. ')[0]!.replace(/\.$/, '')}`),

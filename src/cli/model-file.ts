@@ -36,7 +36,10 @@ export function snapshotsOf(saved: { pth: string }): string[] {
  * TTA, and with `ensemble` averaged again over those snapshots' weights (the
  * learner's own weights are restored afterwards).
  */
-export async function probabilitiesOf(learn: ConvLearner, { tta, nAug, isTest, ensemble }: { tta: boolean; nAug: number; isTest: boolean; ensemble?: string[] }): Promise<{ probs: Float32Array; y: number[] }> {
+export async function probabilitiesOf(
+  learn: ConvLearner,
+  { tta, nAug, isTest, ensemble }: { tta: boolean; nAug: number; isTest: boolean; ensemble?: string[] },
+): Promise<{ probs: Float32Array; y: number[] }> {
   const once = async (): Promise<Probabilities> => {
     if (tta) return learn.TTA({ nAug, isTest });
     const r = await learn.predictWithTargets(isTest);
@@ -64,8 +67,20 @@ export async function probabilitiesOf(learn: ConvLearner, { tta, nAug, isTest, e
 }
 
 /** Rebuilds the learner a saved model came from, on `data`, with its weights loaded. */
-export async function learnerFor(saved: { pth: string; info: ModelInfo }, data: ImageClassifierData, { optFn = 'sgd', device = 'cpu', mixedPrecision }: { optFn?: 'sgd' | 'adam' | 'adamw'; device?: string; mixedPrecision?: MixedPrecisionMode } = {}): Promise<ConvLearner> {
-  const learn = await ConvLearner.pretrained(saved.info.arch, data, { pretrained: false, xtraFc: saved.info.xtraFc, ps: saved.info.ps, optFn, multiLabel: saved.info.multiLabel ?? false, device, mixedPrecision });
+export async function learnerFor(
+  saved: { pth: string; info: ModelInfo },
+  data: ImageClassifierData,
+  { optFn = 'sgd', device = 'cpu', mixedPrecision }: { optFn?: 'sgd' | 'adam' | 'adamw'; device?: string; mixedPrecision?: MixedPrecisionMode } = {},
+): Promise<ConvLearner> {
+  const learn = await ConvLearner.pretrained(saved.info.arch, data, {
+    pretrained: false,
+    xtraFc: saved.info.xtraFc,
+    ps: saved.info.ps,
+    optFn,
+    multiLabel: saved.info.multiLabel ?? false,
+    device,
+    mixedPrecision,
+  });
   try {
     await learn.load(saved.pth);
   } catch (e) {

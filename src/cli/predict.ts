@@ -60,7 +60,11 @@ async function* predictChunks(saved: { pth: string; info: ModelInfo }, files: st
   let learn: ConvLearner | null = null;
   for (let start = 0; start < files.length; start += per) {
     const part = files.slice(start, start + per);
-    const ds = new FilesDataset(part, part.map(() => -1), saved.info.classes);
+    const ds = new FilesDataset(
+      part,
+      part.map(() => -1),
+      saved.info.classes,
+    );
     const data = new ImageClassifierData(dirname(part[0]!), ds, null, ds, saved.info.classes, tfms, { bs, seed: 0, channelsLast: false, onBadImage: 'skip' });
     if (learn === null) learn = await learnerFor(saved, data, { device });
     else learn.setData(data);
@@ -182,7 +186,12 @@ export const submitCommand: CommandSpec = {
     const safe = flag(args, 'spreadsheet-safe');
     await writeSubmission(out, files, probs, saved.info.classes, { ...(saved.info.multiLabel ? { tags: saved.info.threshold ?? 0.5 } : { labels: flag(args, 'labels') }), spreadsheetSafe: safe });
     const risky = files.map(imageId).concat(saved.info.classes).filter(looksLikeFormula);
-    if (risky.length > 0 && !safe) console.error(`warning: ${risky.length} id(s) or label(s) start with = + - or @ (e.g. ${shown(risky[0]!)}) and would run as formulas if the file is opened in a spreadsheet; written raw, as Kaggle needs them (--spreadsheet-safe quotes them)`);
-    (out === '-' ? console.error : console.log)(`${files.length} rows written to ${out === '-' ? 'standard output' : out}${files.length < ds.length ? ` (${ds.length - files.length} unreadable image(s) skipped)` : ''}`);
+    if (risky.length > 0 && !safe)
+      console.error(
+        `warning: ${risky.length} id(s) or label(s) start with = + - or @ (e.g. ${shown(risky[0]!)}) and would run as formulas if the file is opened in a spreadsheet; written raw, as Kaggle needs them (--spreadsheet-safe quotes them)`,
+      );
+    (out === '-' ? console.error : console.log)(
+      `${files.length} rows written to ${out === '-' ? 'standard output' : out}${files.length < ds.length ? ` (${ds.length - files.length} unreadable image(s) skipped)` : ''}`,
+    );
   },
 };

@@ -92,7 +92,7 @@ export const fitCommand: CommandSpec = {
     wd: { type: 'string', arg: 'W[,W,W]', help: 'weight decay, or one per layer group', default: '0' },
     precompute: { type: 'boolean', help: 'train the head on precomputed activations (no augmentation)' },
     unfreeze: UNFREEZE,
-    opt: { type: 'string', arg: 'NAME', help: 'the optimizer: sgd (momentum 0.9), adam, or adamw (decoupled weight decay, fastai v2\'s default)', default: 'sgd' },
+    opt: { type: 'string', arg: 'NAME', help: "the optimizer: sgd (momentum 0.9), adam, or adamw (decoupled weight decay, fastai v2's default)", default: 'sgd' },
     from: FROM,
     'save-cycles': { type: 'boolean', help: 'also save a snapshot at the end of each cycle (model_cyc_K.pth; predict --ensemble averages them)' },
     seed: { type: 'string', arg: 'N', help: "seed of the head's initial weights, dropout, shuffling and augmentation", default: '0' },
@@ -105,7 +105,11 @@ export const fitCommand: CommandSpec = {
     const out = resolve(str(args, 'out', join('fastvision-out', basename(path))));
     const lrs = numList(args, 'lr', { min: 1e-10, max: 100 }) ?? [0.01];
     const wds = numList(args, 'wd', { min: 0, max: 1 }) ?? [0];
-    for (const [name, v] of [['lr', lrs], ['wd', wds]] as const) if (v.length !== 1 && v.length !== 3) throw new UsageError(`--${name}: give one value or three (one per layer group), not ${v.length}`);
+    for (const [name, v] of [
+      ['lr', lrs],
+      ['wd', wds],
+    ] as const)
+      if (v.length !== 1 && v.length !== 3) throw new UsageError(`--${name}: give one value or three (one per layer group), not ${v.length}`);
     const nCycle = num(args, 'cycles', 3, { min: 1, max: 1000, integer: true });
     const cycleLen = num(args, 'cycle-len', undefined, { min: 1, max: 1000, integer: true });
     const cycleMult = num(args, 'cycle-mult', 1, { min: 1, max: 10, integer: true });
@@ -119,51 +123,62 @@ export const fitCommand: CommandSpec = {
     const ckptFile = checkpointFile(out);
     const device = deviceArg(args);
     const mixedPrecision = mixedPrecisionArg(args) ?? undefined;
-    await notingCheckpoint(ckptFile, () => withOutput(out, async () => {
-      const resume = flag(args, 'resume') ? await openCheckpoint<FitMeta>(out, 'fit', fingerprint) : null;
-      manualSeed(num(args, 'seed', 0, { min: 0, max: 2 ** 31 - 1, integer: true }));
-      const data = await loadData(path, args, arch, size);
-      if (saved && saved.info.classes.join('\n') !== data.classes.join('\n')) throw new UsageError(`${path}: its classes are not those of ${from}`);
-      const optFn = choice(args, 'opt', ['sgd', 'adam', 'adamw'] as const, 'sgd');
-      const learn = saved ? await learnerFor(saved, data, { optFn, device, mixedPrecision }) : await ConvLearner.pretrained(arch, data, { optFn, device, mixedPrecision });
-      if (flag(args, 'unfreeze')) learn.unfreeze();
-      if (flag(args, 'precompute')) learn.precompute = true;
-      refuseBatchTooLarge(learn.model, { arch: arch.name, size, bs: data.bs, unfrozen: flag(args, 'unfreeze') });
-      const log = resume ? TrainingLog.from(resume.meta.log) : new TrainingLog();
-      const cb = resume ? log.continueLast(resume.fit!.iteration) : log.begin({ name: 'fit', size, lrs, nCycle, cycleLen, cycleMult });
-      if (resume) {
-        learn.model.loadStateDict(resume.model);
-        console.log(`resuming from ${ckptFile} at epoch ${resume.fit!.epoch}`);
-      }
-      // Each cycle's snapshot is a complete model file (its description inside), written as the cycle ends.
-      let snapshots = 0;
-      const snap = new CycleSnapshots(async (k) => {
-        snapshots++;
-        await saveModel(out, learn, size, { name: `model_cyc_${k}`, json: false });
-      });
-      const onCheckpoint = async (fs: FitState): Promise<void> => {
-        await saveCheckpoint<FitMeta>(ckptFile, { meta: { kind: 'fit', fingerprint, log: log.toJSON() }, model: learn.model.stateDict(), fit: fs, rng: fs.rng });
-      };
-      let diverged: TrainingDivergedError | null = null;
-      try {
-        await learn.fit(lrs.length === 1 ? lrs[0]! : lrs, nCycle, { cycleLen, cycleMult, wds: wds.length === 1 ? wds[0]! : wds, callbacks: flag(args, 'save-cycles') ? [cb, snap] : [cb], onCheckpoint, resume: resume?.fit ?? undefined });
-      } catch (e) {
-        if (!(e instanceof TrainingDivergedError)) throw e;
-        diverged = e;
-      } finally {
-        if (resume) disposeCheckpoint(resume);
-      }
-      if (diverged && log.last() === undefined) {
+    await notingCheckpoint(ckptFile, () =>
+      withOutput(out, async () => {
+        const resume = flag(args, 'resume') ? await openCheckpoint<FitMeta>(out, 'fit', fingerprint) : null;
+        manualSeed(num(args, 'seed', 0, { min: 0, max: 2 ** 31 - 1, integer: true }));
+        const data = await loadData(path, args, arch, size);
+        if (saved && saved.info.classes.join('\n') !== data.classes.join('\n')) throw new UsageError(`${path}: its classes are not those of ${from}`);
+        const optFn = choice(args, 'opt', ['sgd', 'adam', 'adamw'] as const, 'sgd');
+        const learn = saved ? await learnerFor(saved, data, { optFn, device, mixedPrecision }) : await ConvLearner.pretrained(arch, data, { optFn, device, mixedPrecision });
+        if (flag(args, 'unfreeze')) learn.unfreeze();
+        if (flag(args, 'precompute')) learn.precompute = true;
+        refuseBatchTooLarge(learn.model, { arch: arch.name, size, bs: data.bs, unfrozen: flag(args, 'unfreeze') });
+        const log = resume ? TrainingLog.from(resume.meta.log) : new TrainingLog();
+        const cb = resume ? log.continueLast(resume.fit!.iteration) : log.begin({ name: 'fit', size, lrs, nCycle, cycleLen, cycleMult });
+        if (resume) {
+          learn.model.loadStateDict(resume.model);
+          console.log(`resuming from ${ckptFile} at epoch ${resume.fit!.epoch}`);
+        }
+        // Each cycle's snapshot is a complete model file (its description inside), written as the cycle ends.
+        let snapshots = 0;
+        const snap = new CycleSnapshots(async (k) => {
+          snapshots++;
+          await saveModel(out, learn, size, { name: `model_cyc_${k}`, json: false });
+        });
+        const onCheckpoint = async (fs: FitState): Promise<void> => {
+          await saveCheckpoint<FitMeta>(ckptFile, { meta: { kind: 'fit', fingerprint, log: log.toJSON() }, model: learn.model.stateDict(), fit: fs, rng: fs.rng });
+        };
+        let diverged: TrainingDivergedError | null = null;
+        try {
+          await learn.fit(lrs.length === 1 ? lrs[0]! : lrs, nCycle, {
+            cycleLen,
+            cycleMult,
+            wds: wds.length === 1 ? wds[0]! : wds,
+            callbacks: flag(args, 'save-cycles') ? [cb, snap] : [cb],
+            onCheckpoint,
+            resume: resume?.fit ?? undefined,
+          });
+        } catch (e) {
+          if (!(e instanceof TrainingDivergedError)) throw e;
+          diverged = e;
+        } finally {
+          if (resume) disposeCheckpoint(resume);
+        }
+        if (diverged && log.last() === undefined) {
+          await rm(ckptFile, { force: true });
+          throw new Error(
+            `${diverged.message.replace(/ Try a lower learning rate\.$/, '')}; no epoch ended well, so nothing was saved${existsSync(join(out, 'model.pth')) ? ' (the previous model is kept)' : ''}: try a lower --lr`,
+          );
+        }
+        const { model } = await saveModel(out, learn, size);
         await rm(ckptFile, { force: true });
-        throw new Error(`${diverged.message.replace(/ Try a lower learning rate\.$/, '')}; no epoch ended well, so nothing was saved${existsSync(join(out, 'model.pth')) ? ' (the previous model is kept)' : ''}: try a lower --lr`);
-      }
-      const { model } = await saveModel(out, learn, size);
-      await rm(ckptFile, { force: true });
-      if (snapshots > 0) console.log(`cycle snapshots: ${join(out, 'model_cyc_*.pth')} (${snapshots})`);
-      const report = new Report(out, `fastvision fit: ${basename(path)}`);
-      await addTraining(report, log);
-      console.log(`model:  ${model}\nreport: ${await report.write('fit.html')}`);
-      if (diverged) console.log(`warning: training stopped early (${diverged.reason}); the model saved is that of ${diverged.restoredTo}`);
-    }));
+        if (snapshots > 0) console.log(`cycle snapshots: ${join(out, 'model_cyc_*.pth')} (${snapshots})`);
+        const report = new Report(out, `fastvision fit: ${basename(path)}`);
+        await addTraining(report, log);
+        console.log(`model:  ${model}\nreport: ${await report.write('fit.html')}`);
+        if (diverged) console.log(`warning: training stopped early (${diverged.reason}); the model saved is that of ${diverged.restoredTo}`);
+      }),
+    );
   },
 };

@@ -43,7 +43,9 @@ export const serveCommand: CommandSpec = {
         throw new UsageError(`--cors: ${(e as Error).message}`);
       }
     }
-    const allowedHosts = str(args, 'allowed-hosts')?.split(',').map((h) => h.trim());
+    const allowedHosts = str(args, 'allowed-hosts')
+      ?.split(',')
+      .map((h) => h.trim());
     if (allowedHosts?.some((h) => h === '' || /[\s/@]/.test(h))) throw new UsageError(`--allowed-hosts: '${str(args, 'allowed-hosts')}' is not a comma-separated list of host names`);
     const requestTimeoutMs = num(args, 'request-timeout', 30, { min: 0.1, max: 3600 }) * 1000;
     // onnxruntime-node runs on the CPU, and must not load libtorch to ask where its GPUs are.
@@ -61,7 +63,9 @@ export const serveCommand: CommandSpec = {
       allowedHosts,
       cors,
     }).catch((e: Error & { code?: string }) => {
-      throw e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL' ? new UsageError(`cannot listen on ${str(args, 'host', '127.0.0.1')}:${str(args, 'port', '8080')}: ${e.code}`) : e;
+      throw e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL'
+        ? new UsageError(`cannot listen on ${str(args, 'host', '127.0.0.1')}:${str(args, 'port', '8080')}: ${e.code}`)
+        : e;
     });
     console.log(`serving ${predictor.metadata.arch} (${predictor.metadata.labels.length} classes, ${predictor.runtime}) at ${server.url}/ — POST ${server.url}/predict`);
     // Until a signal: then finish what is in flight and return (main exits 0).

@@ -12,7 +12,8 @@ export const setupCommand: CommandSpec = {
   options: {
     'if-needed': { type: 'boolean', help: 'build only when the addon is missing or older than its sources' },
   },
-  details: "Needs libtorch (see `fastvision doctor` or docs/INSTALL.md), a C++17 compiler, make and python3. Node's headers are taken beside node or from libnode-dev, never downloaded. `npm rebuild fastvision` does the same.",
+  details:
+    "Needs libtorch (see `fastvision doctor` or docs/INSTALL.md), a C++17 compiler, make and python3. Node's headers are taken beside node or from libnode-dev, never downloaded. `npm rebuild fastvision` does the same.",
   async run(args) {
     const what = await setupNativeAddon({ force: !flag(args, 'if-needed') });
     console.log(`native addon: ${what}`);

@@ -25,7 +25,11 @@ export function imageId(file: string): string {
 
 /** The tags of a row of probabilities above `threshold`, most probable first. */
 export function tagsOf(row: ArrayLike<number>, classes: string[], threshold: number): string[] {
-  return classes.map((t, k) => ({ t, p: Number(row[k]) })).filter((x) => x.p > threshold).sort((a, b) => b.p - a.p).map((x) => x.t);
+  return classes
+    .map((t, k) => ({ t, p: Number(row[k]) }))
+    .filter((x) => x.p > threshold)
+    .sort((a, b) => b.p - a.p)
+    .map((x) => x.t);
 }
 
 /** How a submission is written. */

@@ -95,7 +95,7 @@ export interface TrainSummary {
   /** The settings the recipe ran with. */
   settings: Omit<RecipeSettings, 'out' | 'json' | 'resume' | 'fingerprint'>;
   lr: { chosen: number; suggested: number | null; rule: string; finder: { lr: number; loss: number }[] };
-  stages: { name: string; size: number; lrs: number[]; nCycle: number; cycleLen?: number; cycleMult?: number; seconds: number; history: { epoch: number; trnLoss: number; valLoss: number | null; accuracy: number | null }[] }[];
+  stages: (StageShape & { seconds: number; history: { epoch: number; trnLoss: number; valLoss: number | null; accuracy: number | null }[] })[];
   /** The model saved: its validation figures, and the stage and epoch it is from (the best snapshot point by validation loss, unless --keep-last). */
   final: { valLoss: number | null; accuracy: number | null; stage: string | null; epoch: number | null };
   /** Where training diverged and stopped, if it did (the weights kept are the last good ones). */
@@ -274,15 +274,31 @@ export function refuseBatchTooLarge(...args: Parameters<typeof checkBatchFits>):
  * with the same seed would. A stage whose loss diverges stops the training: the
  * last good weights are kept, and without any good epoch nothing is saved.
  */
-export async function runRecipe(data: ImageClassifierData, arch: string, settings: RecipeSettings, dataAt: (size: number) => Promise<ImageClassifierData>, say: (line: string) => void = console.log, pg: ProcessGroup | null = null): Promise<TrainSummary> {
+export async function runRecipe(
+  data: ImageClassifierData,
+  arch: string,
+  settings: RecipeSettings,
+  dataAt: (size: number) => Promise<ImageClassifierData>,
+  say: (line: string) => void = console.log,
+  pg: ProcessGroup | null = null,
+): Promise<TrainSummary> {
   const t0 = performance.now();
   const out = resolve(settings.out);
   const ckptFile = checkpointFile(out);
   // Distributed: every rank trains; rank 0 alone draws, saves and writes.
   const writer = pg === null || pg.rank === 0;
-  let resume = settings.resume ? (pg && pg.worldSize > 1 ? await shareCheckpoint<RecipeMeta>(pg, out, 'train', settings.fingerprint) : await openCheckpoint<RecipeMeta>(out, 'train', settings.fingerprint)) : null;
+  let resume = settings.resume
+    ? pg && pg.worldSize > 1
+      ? await shareCheckpoint<RecipeMeta>(pg, out, 'train', settings.fingerprint)
+      : await openCheckpoint<RecipeMeta>(out, 'train', settings.fingerprint)
+    : null;
   const report = new Report(out, `fastvision: ${basename(data.path)} (${arch})`, !writer);
-  say(`${data.trnDs.length} training, ${data.valDs?.length ?? 0} validation${data.testDs ? `, ${data.testDs.length} test` : ''} images; ${data.c} classes: ${data.classes.slice(0, 10).map((c) => shown(c)).join(', ')}${data.c > 10 ? ', …' : ''}`);
+  say(
+    `${data.trnDs.length} training, ${data.valDs?.length ?? 0} validation${data.testDs ? `, ${data.testDs.length} test` : ''} images; ${data.c} classes: ${data.classes
+      .slice(0, 10)
+      .map((c) => shown(c))
+      .join(', ')}${data.c > 10 ? ', …' : ''}`,
+  );
   if (!data.valDs || data.valDs.length === 0) throw new UsageError(`${data.path}: no validation images; the recipe needs a validation set (valid/ folder or --val-pct above 0)`);
   manualSeed(settings.seed);
   const counts = writer ? await addDataSection(report, data) : { trn: {}, val: null };
@@ -290,10 +306,19 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
   if (writer) await addAugmentationPreview(report, data);
   const fineTune = settings.recipe === 'fine-tune';
   // fastai v2 trains with AdamW (weight decay 0.01); the lesson with SGD and momentum.
-  const learn = await ConvLearner.pretrained(arch, data, { precompute: true, pretrained: settings.weights ?? true, optFn: fineTune ? 'adamw' : 'sgd', processGroup: pg ?? undefined, log: writer ? undefined : null, device: settings.device ?? 'cpu', mixedPrecision: settings.mixedPrecision ?? undefined });
+  const learn = await ConvLearner.pretrained(arch, data, {
+    precompute: true,
+    pretrained: settings.weights ?? true,
+    optFn: fineTune ? 'adamw' : 'sgd',
+    processGroup: pg ?? undefined,
+    log: writer ? undefined : null,
+    device: settings.device ?? 'cpu',
+    mixedPrecision: settings.mixedPrecision ?? undefined,
+  });
   // Every rank must run the same command on the same model.
   if (pg && pg.worldSize > 1) await checkSameEverywhere(pg, learn.model, settings.fingerprint);
-  if (settings.unfreezeCycles > 0 || settings.sizes.length > 1 || fineTune) refuseBatchTooLarge(learn.model, { arch, size: settings.sizes[settings.sizes.length - 1]!, bs: data.bs, unfrozen: settings.unfreezeCycles > 0 });
+  if (settings.unfreezeCycles > 0 || settings.sizes.length > 1 || fineTune)
+    refuseBatchTooLarge(learn.model, { arch, size: settings.sizes[settings.sizes.length - 1]!, bs: data.bs, unfrozen: settings.unfreezeCycles > 0 });
   const size0 = settings.sizes[0]!;
 
   let lr: number;
@@ -376,24 +401,24 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
         ),
       ]
     : [
-    { name: 'head on precomputed activations', size: size0, lrs: [lr], nCycle: settings.cycles, enter: async () => void (learn.precompute = true) },
-    { name: 'head with augmentation', size: size0, lrs: [lr], nCycle: settings.cycles, cycleLen: 1, enter: async () => void (learn.precompute = false) },
-    unfrozen('unfrozen, differential rates', size0, plan.note),
-    ...settings.sizes.slice(1).flatMap((size): StagePlan[] => [
-      {
-        name: `size ${size}: head with augmentation`,
-        size,
-        lrs: [lr],
-        nCycle: settings.cycles,
-        cycleLen: 1,
-        enter: async () => {
-          say(`\n# progressive resizing to ${size}`);
-          learn.setData(await dataAt(size));
-        },
-      },
-      unfrozen(`size ${size}: unfrozen, differential rates`, size),
-    ]),
-  ];
+        { name: 'head on precomputed activations', size: size0, lrs: [lr], nCycle: settings.cycles, enter: async () => void (learn.precompute = true) },
+        { name: 'head with augmentation', size: size0, lrs: [lr], nCycle: settings.cycles, cycleLen: 1, enter: async () => void (learn.precompute = false) },
+        unfrozen('unfrozen, differential rates', size0, plan.note),
+        ...settings.sizes.slice(1).flatMap((size): StagePlan[] => [
+          {
+            name: `size ${size}: head with augmentation`,
+            size,
+            lrs: [lr],
+            nCycle: settings.cycles,
+            cycleLen: 1,
+            enter: async () => {
+              say(`\n# progressive resizing to ${size}`);
+              learn.setData(await dataAt(size));
+            },
+          },
+          unfrozen(`size ${size}: unfrozen, differential rates`, size),
+        ]),
+      ];
 
   let diverged: { stage: string; error: TrainingDivergedError } | null = null;
   const resumedFrom = resume ? { stage: resume.meta.stage, epoch: resume.fit?.epoch ?? null } : null;
@@ -445,12 +470,16 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
   }
   let last = log.last();
   if (last === undefined) {
-    throw new Error(`${diverged ? `training diverged in '${diverged.stage}' (${diverged.error.reason})` : 'no epoch was trained'} before any epoch ended well, so no model was saved${existsSync(join(out, 'model.pth')) ? ' (the previous model is kept)' : ''}; try a lower --lr`);
+    throw new Error(
+      `${diverged ? `training diverged in '${diverged.stage}' (${diverged.error.reason})` : 'no epoch was trained'} before any epoch ended well, so no model was saved${existsSync(join(out, 'model.pth')) ? ' (the previous model is kept)' : ''}; try a lower --lr`,
+    );
   }
   let kept: { stage: string; epoch: number; valLoss: number | null } | null = null;
   const chosen = keeper.best;
   if (chosen && chosen.record !== last && !(chosen.record.epoch === last.epoch && chosen.record.valLoss === last.valLoss && chosen.stage === log.stages.at(-1)?.name)) {
-    say(`\nkeeping the weights from epoch ${chosen.record.epoch} of '${chosen.stage}' (validation loss ${chosen.record.valLoss!.toFixed(4)}; training ended at ${last.valLoss?.toFixed(4)}); --keep-last keeps the last ones`);
+    say(
+      `\nkeeping the weights from epoch ${chosen.record.epoch} of '${chosen.stage}' (validation loss ${chosen.record.valLoss!.toFixed(4)}; training ended at ${last.valLoss?.toFixed(4)}); --keep-last keeps the last ones`,
+    );
     learn.model.loadStateDict(chosen.state);
     last = chosen.record;
   }
@@ -465,7 +494,9 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
   const multi = learn.multiLabel;
   const ttaScore: TrainSummary['tta'] & object = { ...(multi ? scoreTags(tta.probs, tta.y) : scoreProbs(tta.probs, tta.y)), nAug: settings.ttaAug };
   if (multi) {
-    say(`validation F2 ${last?.metrics.f2?.toFixed(4) ?? '-'} at 0.2 (loss ${last?.valLoss?.toFixed(4) ?? '-'}), with TTA ${ttaScore.f2!.toFixed(4)} at the best threshold, ${ttaScore.threshold!.toFixed(2)} (accuracy ${ttaScore.accuracy.toFixed(4)})`);
+    say(
+      `validation F2 ${last?.metrics.f2?.toFixed(4) ?? '-'} at 0.2 (loss ${last?.valLoss?.toFixed(4) ?? '-'}), with TTA ${ttaScore.f2!.toFixed(4)} at the best threshold, ${ttaScore.threshold!.toFixed(2)} (accuracy ${ttaScore.accuracy.toFixed(4)})`,
+    );
     // The threshold chosen on validation goes with the model: predict and submit use it.
     if (writer) await saveModel(out, learn, learn.data.sz ?? size0, { threshold: ttaScore.threshold });
   } else say(`validation accuracy ${last?.accuracy?.toFixed(4) ?? '-'} (loss ${last?.valLoss?.toFixed(4) ?? '-'}), with TTA ${ttaScore.accuracy.toFixed(4)} (loss ${ttaScore.loss.toFixed(4)})`);
@@ -522,14 +553,48 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
     data: { path: data.path, classes: data.classes, counts: { trn: trnCounts, val: valCounts }, test: data.testDs?.length ?? 0 },
     arch,
     sizes: settings.sizes,
-    settings: { recipe: settings.recipe, suggest: settings.suggest, freezeEpochs: settings.freezeEpochs, epochs: settings.epochs, sizes: settings.sizes, cycles: settings.cycles, unfreezeCycles: settings.unfreezeCycles, lr: settings.lr, groupDiv: settings.groupDiv, bnFreeze: plan.bnFreeze, unfreezeLr: plan.lr, lessonUnfreeze: settings.lessonUnfreeze, weights: settings.weights, ttaAug: settings.ttaAug, keepBest: settings.keepBest, seed: settings.seed },
+    settings: {
+      recipe: settings.recipe,
+      suggest: settings.suggest,
+      freezeEpochs: settings.freezeEpochs,
+      epochs: settings.epochs,
+      sizes: settings.sizes,
+      cycles: settings.cycles,
+      unfreezeCycles: settings.unfreezeCycles,
+      lr: settings.lr,
+      groupDiv: settings.groupDiv,
+      bnFreeze: plan.bnFreeze,
+      unfreezeLr: plan.lr,
+      lessonUnfreeze: settings.lessonUnfreeze,
+      weights: settings.weights,
+      ttaAug: settings.ttaAug,
+      keepBest: settings.keepBest,
+      seed: settings.seed,
+    },
     lr: { chosen: lr, suggested: suggestion?.lr ?? null, rule, finder: finder.lrs.map((l, i) => ({ lr: l, loss: finder.losses[i]! })) },
-    stages: log.stages.map((s) => ({ name: s.name, size: s.size, lrs: s.lrs, nCycle: s.nCycle, cycleLen: s.cycleLen, cycleMult: s.cycleMult, seconds: s.seconds, history: s.history.map((h) => ({ epoch: h.epoch, trnLoss: h.trnLoss, valLoss: h.valLoss, accuracy: h.accuracy })) })),
+    stages: log.stages.map((s) => ({
+      name: s.name,
+      size: s.size,
+      lrs: s.lrs,
+      nCycle: s.nCycle,
+      cycleLen: s.cycleLen,
+      cycleMult: s.cycleMult,
+      seconds: s.seconds,
+      history: s.history.map((h) => ({ epoch: h.epoch, trnLoss: h.trnLoss, valLoss: h.valLoss, accuracy: h.accuracy })),
+    })),
     final: { valLoss: last?.valLoss ?? null, accuracy: last?.accuracy ?? null, stage: kept?.stage ?? log.stages.at(-1)?.name ?? null, epoch: kept?.epoch ?? last?.epoch ?? null },
     tta: ttaScore,
     multiLabel: multi,
     confusion,
-    artifacts: { out, model: saved.model, modelInfo: saved.info, report: reportFile, pictures: report.pictures, submission, json: settings.json ? (settings.json === '-' ? '-' : resolve(settings.json)) : null },
+    artifacts: {
+      out,
+      model: saved.model,
+      modelInfo: saved.info,
+      report: reportFile,
+      pictures: report.pictures,
+      submission,
+      json: settings.json ? (settings.json === '-' ? '-' : resolve(settings.json)) : null,
+    },
     diverged: diverged ? { stage: diverged.stage, epoch: diverged.error.epoch, reason: diverged.error.reason, restoredTo: diverged.error.restoredTo } : null,
     resumedFrom: resumedFrom ? { stage: stages[resumedFrom.stage]!.name, epoch: resumedFrom.epoch } : null,
     worldSize: pg?.worldSize ?? 1,
@@ -538,13 +603,15 @@ export async function runRecipe(data: ImageClassifierData, arch: string, setting
   if (settings.json && writer) await writeFileAtomic(settings.json === '-' ? '-' : resolve(settings.json), `${JSON.stringify(summary, null, 2)}\n`);
   // The run is complete: a later --resume has nothing to continue.
   if (writer) await rm(ckptFile, { force: true });
-  say(`\nmodel:  ${saved.model}\nreport: ${reportFile}${submission ? `\nsubmission: ${submission}` : ''}${settings.json ? `\nsummary: ${settings.json === '-' ? 'standard output' : resolve(settings.json)}` : ''}`);
+  say(
+    `\nmodel:  ${saved.model}\nreport: ${reportFile}${submission ? `\nsubmission: ${submission}` : ''}${settings.json ? `\nsummary: ${settings.json === '-' ? 'standard output' : resolve(settings.json)}` : ''}`,
+  );
   if (diverged) say(`warning: training stopped early (${diverged.error.reason} in '${diverged.stage}'); the model saved is the last good one`);
   return summary;
 }
 
 export const RECIPE_OPTIONS: Record<string, OptionSpec> = {
-  recipe: { type: 'string', arg: 'NAME', help: "fine-tune (fastai v2: AdamW, one-cycle, head then all) or lesson (fast.ai Lesson 2: SGD, head on activations, SGDR, unfreeze)", default: 'fine-tune' },
+  recipe: { type: 'string', arg: 'NAME', help: 'fine-tune (fastai v2: AdamW, one-cycle, head then all) or lesson (fast.ai Lesson 2: SGD, head on activations, SGDR, unfreeze)', default: 'fine-tune' },
   suggest: { type: 'string', arg: 'RULE', help: `the finder's suggestion rule (${SUGGESTION_RULES.join(', ')})`, default: 'lesson for --recipe lesson, valley for fine-tune' },
   'freeze-epochs': { type: 'string', arg: 'N', help: 'fine-tune: one-cycle epochs of the head alone', default: '1' },
   epochs: { type: 'string', arg: 'N', help: 'fine-tune: one-cycle epochs of the unfrozen model', default: '4' },
@@ -554,7 +621,7 @@ export const RECIPE_OPTIONS: Record<string, OptionSpec> = {
   lr: { type: 'string', arg: 'RATE', help: "learning rate (default: the finder's suggestion)" },
   'group-div': { type: 'string', arg: 'K', help: 'rate factor between layer groups once unfrozen (3 for satellite or medical images)', default: '10' },
   'bn-freeze': { type: 'boolean', help: "keep the body's batch-norm statistics once unfrozen (fast.ai's bn_freeze)" },
-  'lesson-unfreeze': { type: 'boolean', help: "unfreeze as the lesson does even where the architecture advises otherwise (batch statistics, the same rate)" },
+  'lesson-unfreeze': { type: 'boolean', help: 'unfreeze as the lesson does even where the architecture advises otherwise (batch statistics, the same rate)' },
   'unfreeze-lr': { type: 'string', arg: 'RATE', help: "the head's rate once unfrozen (the body's are K and K² times lower)", default: "--lr, times the architecture's advice" },
   weights: { type: 'string', arg: 'NAME|FILE', help: "the body's pretrained weights: a zoo name or a .pth file (default: the architecture's own)" },
   'tta-aug': { type: 'string', arg: 'N', help: 'augmented copies averaged by test-time augmentation', default: '4' },
@@ -590,7 +657,10 @@ function refuseOtherRecipesOptions(args: ParsedArgs, recipe: Recipe): void {
   for (const [other, names] of Object.entries(RECIPE_ONLY) as [Recipe, string[]][]) {
     if (other === recipe) continue;
     const given = names.find((n) => args.values[n] !== undefined);
-    if (given) throw new UsageError(`--${given} belongs to --recipe ${other}; ${recipe === 'fine-tune' ? 'the fine-tune recipe (the default) trains --freeze-epochs, then --epochs' : 'the lesson recipe trains --cycles, then --unfreeze-cycles'}`);
+    if (given)
+      throw new UsageError(
+        `--${given} belongs to --recipe ${other}; ${recipe === 'fine-tune' ? 'the fine-tune recipe (the default) trains --freeze-epochs, then --epochs' : 'the lesson recipe trains --cycles, then --unfreeze-cycles'}`,
+      );
   }
 }
 
@@ -628,15 +698,16 @@ export function recipeSettings(args: ParsedArgs, path: string, dfltSize = 224): 
 
 export const trainCommand: CommandSpec = {
   name: 'train',
-  summary: "Trains a classifier on a folder of labelled photos (fastai v2's fine-tune recipe, or --recipe lesson), then saves the model, an HTML report with pictures, and (with --test) a Kaggle submission.",
+  summary:
+    "Trains a classifier on a folder of labelled photos (fastai v2's fine-tune recipe, or --recipe lesson), then saves the model, an HTML report with pictures, and (with --test) a Kaggle submission.",
   positionals: ['<path>'],
   options: { ...LAYOUT_OPTIONS, ...MODEL_OPTIONS, ...RECIPE_OPTIONS, ...TRAINING_DEVICE_OPTIONS, ...DIST_OPTIONS },
   details: [
     '--recipe fine-tune (fastai v2, the default): learning-rate finder (valley) → head for --freeze-epochs, one cycle → unfreeze, rates [lr/200, lr/20, lr/2], --epochs of one cycle (AdamW) → TTA',
     '--recipe lesson: learning-rate finder → head on precomputed activations (--cycles) → head with augmentation (cycleLen 1)',
-    '       → unfreeze, rates [u/K², u/K, u] (K = --group-div, u = --unfreeze-lr, or lr times the architecture\'s advice), cycleLen 1, cycleMult 2 (--unfreeze-cycles) → TTA',
+    "       → unfreeze, rates [u/K², u/K, u] (K = --group-div, u = --unfreeze-lr, or lr times the architecture's advice), cycleLen 1, cycleMult 2 (--unfreeze-cycles) → TTA",
     "mobilenet_v2_nsfwjs's advice (measured on pets-sample): keep batch-norm statistics and unfreeze at lr/5, at most 1e-3; --lesson-unfreeze ignores it.",
-    'several processes: --nproc N on this machine; on several machines the same command with --world-size, --rank, --master HOST:PORT (or torchrun\'s environment); --bs is per process',
+    "several processes: --nproc N on this machine; on several machines the same command with --world-size, --rank, --master HOST:PORT (or torchrun's environment); --bs is per process",
     'examples:',
     '  fastvision train photos/dogscats                     # photos/dogscats/train/<label>/*.jpg and valid/',
     '  fastvision train photos/breeds --csv labels.csv --suffix .jpg --test test --sizes 128,224 --json run.json',

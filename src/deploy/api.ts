@@ -23,7 +23,10 @@ export type Runtime = 'libtorch' | 'onnx';
  * is one. `device` applies to libtorch; it is resolved only then, so that serving ONNX
  * never loads libtorch.
  */
-export async function predictorFor(where: string, { runtime = 'libtorch', device = 'auto', warn = (m: string) => console.error(m) }: { runtime?: Runtime; device?: string; warn?: (m: string) => void } = {}): Promise<Predictor> {
+export async function predictorFor(
+  where: string,
+  { runtime = 'libtorch', device = 'auto', warn = (m: string) => console.error(m) }: { runtime?: Runtime; device?: string; warn?: (m: string) => void } = {},
+): Promise<Predictor> {
   const isDir = existsSync(where) && statSync(where).isDirectory();
   const onnxFile = where.endsWith('.onnx') ? where : isDir && existsSync(join(where, 'model.onnx')) && !existsSync(join(where, 'model.pth')) ? join(where, 'model.onnx') : null;
   if (onnxFile !== null) {

@@ -95,5 +95,5 @@ export function withInitializersFrom(onnx: Uint8Array, state: Map<string, Tensor
     init.raw_data = new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
     filled++;
   }
-  return { bytes: ModelProto.encode(model as never).finish(), filled };
+  return { bytes: ModelProto.encode(model).finish(), filled };
 }

@@ -61,7 +61,9 @@ export function deployMetadata(info: ModelInfo, { opset, foldedBatchNorm, prepro
       torchvision: `Compose([Resize(${info.size}), CenterCrop(${info.size}), ToTensor(), Normalize(mean=${JSON.stringify(arch.stats.mean)}, std=${JSON.stringify(arch.stats.std)})])`,
     },
     withPreprocessing: preprocessOpset === null ? null : { file: 'model-preprocess.onnx', input: { name: 'pixels', type: 'uint8', shape: [1, 'height', 'width', 3] }, opset: preprocessOpset },
-    output: info.multiLabel ? { name: 'probabilities', classes: info.classes.length, activation: 'sigmoid', threshold: info.threshold ?? 0.5 } : { name: 'probabilities', classes: info.classes.length, activation: 'softmax' },
+    output: info.multiLabel
+      ? { name: 'probabilities', classes: info.classes.length, activation: 'sigmoid', threshold: info.threshold ?? 0.5 }
+      : { name: 'probabilities', classes: info.classes.length, activation: 'softmax' },
     onnx: { opset, foldedBatchNorm },
   };
 }

@@ -3,7 +3,7 @@
 // has a rule here that emits the ONNX nodes computing what its `forward` computes
 // (in evaluation mode), with static shapes, so TensorFlow's "same" padding of the
 // converted Keras bodies becomes explicit pads.
-import { nn, type Tensor } from '../torch/index.js';
+import { nn, type Pair, type Tensor } from '../torch/index.js';
 import { KerasConv2d, KerasDense, KerasModel, KerasOp, samePadding } from '../vision/keras/convert.js';
 import { DenseBlock, DenseLayer } from '../vision/models/densenet.js';
 import { BasicConv2d, InceptionA, InceptionB, InceptionC, InceptionD, InceptionE } from '../vision/models/inception.js';
@@ -15,7 +15,6 @@ import { addPreprocessing } from './onnx-preprocess.js';
 import { OPSET, PREPROCESS_OPSET } from './onnx-proto.js';
 import { FastvisionError } from '../util/errors.js';
 
-type Pair = number | [number, number];
 const pair = (p: Pair | undefined, dflt: number): [number, number] => (p === undefined ? [dflt, dflt] : typeof p === 'number' ? [p, p] : p);
 
 /** A module type the exporter has no rule for. */
@@ -55,7 +54,13 @@ class Emitter {
     if (m instanceof DenseLayer) return this.seq([m.norm1, m.relu1, m.conv1, m.norm2, m.relu2, m.conv2], ['norm1', 'relu1', 'conv1', 'norm2', 'relu2', 'conv2'], x, path);
     if (m instanceof BasicConv2d) return this.relu(this.emit(m.bn, this.emit(m.conv, x, `${path}.conv`), `${path}.bn`), path);
     if (m instanceof InceptionA || m instanceof InceptionB || m instanceof InceptionC || m instanceof InceptionD || m instanceof InceptionE) return this.inception(m, x, path);
-    if (m instanceof nn.Sequential) return this.seq(m.children(), [...m.namedChildren()].map(([n]) => n), x, path);
+    if (m instanceof nn.Sequential)
+      return this.seq(
+        m.children(),
+        [...m.namedChildren()].map(([n]) => n),
+        x,
+        path,
+      );
     if (m instanceof nn.Conv2d) return this.conv(m, x, path);
     if (m instanceof nn.BatchNorm2d) return this.bn2d(m, x, path);
     if (m instanceof nn.BatchNorm1d) return this.bn1d(m, x, path);
@@ -189,7 +194,15 @@ class Emitter {
     }
   }
 
-  pool(op: 'MaxPool' | 'AveragePool', x: Value, k: [number, number], s: [number, number], p: [number, number] | [number, number, number, number], path: string, { ceil = false, dilation = [1, 1] as [number, number], countIncludePad = true } = {}): Value {
+  pool(
+    op: 'MaxPool' | 'AveragePool',
+    x: Value,
+    k: [number, number],
+    s: [number, number],
+    p: [number, number] | [number, number, number, number],
+    path: string,
+    { ceil = false, dilation = [1, 1] as [number, number], countIncludePad = true } = {},
+  ): Value {
     const pads = p.length === 2 ? [p[0], p[1], p[0], p[1]] : p;
     const attrs: Record<string, number | number[]> = { kernel_shape: k, strides: s, pads, ceil_mode: ceil ? 1 : 0 };
     if (op === 'MaxPool') attrs.dilations = dilation;
@@ -226,7 +239,15 @@ class Emitter {
   private concat(xs: Value[], path: string): Value {
     const shape = [...xs[0]!.shape];
     shape[0] = xs.reduce((n, v) => n + v.shape[0]!, 0);
-    return { name: this.g.node('Concat', xs.map((v) => v.name), { axis: 1 }, `${path}.concat`), shape };
+    return {
+      name: this.g.node(
+        'Concat',
+        xs.map((v) => v.name),
+        { axis: 1 },
+        `${path}.concat`,
+      ),
+      shape,
+    };
   }
 
   private resBlock(m: BasicBlock | Bottleneck, x: Value, path: string): Value {
@@ -254,7 +275,13 @@ class Emitter {
     let parts: Value[];
     if (m instanceof InceptionA) parts = [run('branch1x1'), chain('branch5x5_1', 'branch5x5_2'), chain('branch3x3dbl_1', 'branch3x3dbl_2', 'branch3x3dbl_3'), run('branch_pool', avg())];
     else if (m instanceof InceptionB) parts = [run('branch3x3'), chain('branch3x3dbl_1', 'branch3x3dbl_2', 'branch3x3dbl_3'), max()];
-    else if (m instanceof InceptionC) parts = [run('branch1x1'), chain('branch7x7_1', 'branch7x7_2', 'branch7x7_3'), chain('branch7x7dbl_1', 'branch7x7dbl_2', 'branch7x7dbl_3', 'branch7x7dbl_4', 'branch7x7dbl_5'), run('branch_pool', avg())];
+    else if (m instanceof InceptionC)
+      parts = [
+        run('branch1x1'),
+        chain('branch7x7_1', 'branch7x7_2', 'branch7x7_3'),
+        chain('branch7x7dbl_1', 'branch7x7dbl_2', 'branch7x7dbl_3', 'branch7x7dbl_4', 'branch7x7dbl_5'),
+        run('branch_pool', avg()),
+      ];
     else if (m instanceof InceptionD) parts = [chain('branch3x3_1', 'branch3x3_2'), chain('branch7x7x3_1', 'branch7x7x3_2', 'branch7x7x3_3', 'branch7x7x3_4'), max()];
     else {
       const b3 = run('branch3x3_1');
@@ -358,7 +385,10 @@ export interface OnnxExportOptions {
  * [N, C, H, W] with a dynamic batch, one output `probabilities` [N, classes].
  * Throws an OnnxExportError naming any module it has no rule for.
  */
-export function exportOnnx(model: nn.Module, { inputShape, foldBatchNorm = true, probabilities = true, metadata = {}, inputName, outputName = 'probabilities', docString = '', preprocess }: OnnxExportOptions): { bytes: Uint8Array; nodes: number; foldedBatchNorms: number } {
+export function exportOnnx(
+  model: nn.Module,
+  { inputShape, foldBatchNorm = true, probabilities = true, metadata = {}, inputName, outputName = 'probabilities', docString = '', preprocess }: OnnxExportOptions,
+): { bytes: Uint8Array; nodes: number; foldedBatchNorms: number } {
   const g = new OnnxGraph();
   let input: Value | TypedValue;
   let first: Value;

@@ -128,7 +128,23 @@ export class OnnxGraph {
   }
 
   /** The graph as the bytes of an ONNX model with one input (a Value is float [N, ...shape]) and one output. */
-  encode({ input, output, metadata, name = 'fastvision', producerVersion = '0.1.0', docString = '', opset = OPSET }: { input: Value | TypedValue; output: Value; metadata: Record<string, string>; name?: string; producerVersion?: string; docString?: string; opset?: number }): Uint8Array {
+  encode({
+    input,
+    output,
+    metadata,
+    name = 'fastvision',
+    producerVersion = '0.1.0',
+    docString = '',
+    opset = OPSET,
+  }: {
+    input: Value | TypedValue;
+    output: Value;
+    metadata: Record<string, string>;
+    name?: string;
+    producerVersion?: string;
+    docString?: string;
+    opset?: number;
+  }): Uint8Array {
     const attr = (key: string, v: Attr): Record<string, unknown> => {
       if (v instanceof FloatAttr) return { name: key, type: AttributeType.FLOAT, f: v.value };
       if (typeof v === 'number') return { name: key, type: AttributeType.INT, i: v };

@@ -35,7 +35,19 @@ function weightMatrix(g: OnnxGraph, inSize: string, outSize: string, name: strin
   const range = (n: string, k: string): string => g.node('Range', [scalar(`${k}.start`, 0), g.node('Squeeze', [n], {}, `${name}.${k}.n`), scalar(`${k}.step`, 1)], {}, `${name}.${k}`);
   const centers = g.node('Mul', [g.node('Add', [range(outD, 'out'), half], {}, `${name}.out.mid`), scale], {}, `${name}.centers`);
   const samples = g.node('Add', [range(inD, 'in'), half], {}, `${name}.in.mid`);
-  const dist = g.node('Abs', [g.node('Sub', [g.node('Unsqueeze', [samples, g.ints(`${name}.axis0`, [0])], {}, `${name}.row`), g.node('Unsqueeze', [centers, g.ints(`${name}.axis1`, [1])], {}, `${name}.col`)], {}, `${name}.offset`)], {}, `${name}.dist`);
+  const dist = g.node(
+    'Abs',
+    [
+      g.node(
+        'Sub',
+        [g.node('Unsqueeze', [samples, g.ints(`${name}.axis0`, [0])], {}, `${name}.row`), g.node('Unsqueeze', [centers, g.ints(`${name}.axis1`, [1])], {}, `${name}.col`)],
+        {},
+        `${name}.offset`,
+      ),
+    ],
+    {},
+    `${name}.dist`,
+  );
   const tri = g.node('Relu', [g.node('Sub', [scalar('one.b', 1), g.node('Div', [dist, filterscale], {}, `${name}.t`)], {}, `${name}.tri.raw`)], {}, `${name}.tri`);
   // Renormalized over the samples that exist, then rounded to Pillow's 22-bit weights.
   const normalized = g.node('Div', [tri, g.node('ReduceSum', [tri, g.ints(`${name}.sum.axes`, [1])], { keepdims: 1 }, `${name}.sum`)], {}, `${name}.normalized`);
@@ -61,12 +73,30 @@ export function addPreprocessing(g: OnnxGraph, size: number, stats: Normalizatio
   const newW = g.node('Slice', [newHw, g.ints('pre.nw.start', [1]), g.ints('pre.nw.end', [2])], {}, 'pre.neww');
   // Each pass ends as Pillow's does: floor(v + 0.5), clipped to a byte.
   const double = (name: string, v: number): string => g.node('Cast', [scalar(name, v)], { to: DataType.DOUBLE }, `${name}.d`);
-  const toBytes = (v: string, name: string): string => g.node('Clip', [g.node('Floor', [g.node('Add', [v, double(`${name}.half`, 0.5)], {}, `${name}.plus`)], {}, `${name}.floor`), double(`${name}.zero`, 0), double(`${name}.max`, 255)], {}, `${name}.bytes`);
+  const toBytes = (v: string, name: string): string =>
+    g.node(
+      'Clip',
+      [g.node('Floor', [g.node('Add', [v, double(`${name}.half`, 0.5)], {}, `${name}.plus`)], {}, `${name}.floor`), double(`${name}.zero`, 0), double(`${name}.max`, 255)],
+      {},
+      `${name}.bytes`,
+    );
   const across = g.node('Transpose', [weightMatrix(g, w, newW, 'pre.wx')], { perm: [1, 0] }, 'pre.wx.t');
   const wide = toBytes(g.node('MatMul', [x, across], {}, 'pre.resize.w'), 'pre.resize.w');
   const resized = g.node('Cast', [toBytes(g.node('MatMul', [weightMatrix(g, h, newH, 'pre.wy'), wide], {}, 'pre.resize.h'), 'pre.resize.h')], { to: DataType.FLOAT }, 'pre.resized');
   // Crop offsets: round((X' − S) / 2), halves to even.
-  const offsets = g.node('Cast', [g.node('Round', [g.node('Div', [g.node('Sub', [g.node('Cast', [newHw], { to: DataType.FLOAT }, 'pre.newhw.f'), scalar('pre.s', size)], {}, 'pre.excess'), scalar('pre.two', 2)], {}, 'pre.half')], {}, 'pre.offset.f')], { to: DataType.INT64 }, 'pre.offset');
+  const offsets = g.node(
+    'Cast',
+    [
+      g.node(
+        'Round',
+        [g.node('Div', [g.node('Sub', [g.node('Cast', [newHw], { to: DataType.FLOAT }, 'pre.newhw.f'), scalar('pre.s', size)], {}, 'pre.excess'), scalar('pre.two', 2)], {}, 'pre.half')],
+        {},
+        'pre.offset.f',
+      ),
+    ],
+    { to: DataType.INT64 },
+    'pre.offset',
+  );
   const ends = g.node('Add', [offsets, g.ints('pre.span', [size, size])], {}, 'pre.ends');
   const cropped = g.node('Slice', [resized, offsets, ends, g.ints('pre.axes', [2, 3])], {}, 'pre.crop');
   const unit = g.node('Div', [cropped, scalar('pre.255', 255)], {}, 'pre.unit');

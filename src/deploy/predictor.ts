@@ -58,7 +58,11 @@ interface OrtSession {
  * With `withPreprocessing` (model-preprocess.onnx), images go through that graph, so the
  * preprocessing is the exported one; `onnx` (model.onnx) then may be null.
  */
-export async function onnxPredictor(onnx: Uint8Array | null, metadata: DeployMetadata, { threads = cpus().length, withPreprocessing = null }: { threads?: number; withPreprocessing?: Uint8Array | null } = {}): Promise<Predictor> {
+export async function onnxPredictor(
+  onnx: Uint8Array | null,
+  metadata: DeployMetadata,
+  { threads = cpus().length, withPreprocessing = null }: { threads?: number; withPreprocessing?: Uint8Array | null } = {},
+): Promise<Predictor> {
   let ort: OrtModule;
   try {
     ort = ((await import('onnxruntime-node')) as unknown as { default: OrtModule }).default;

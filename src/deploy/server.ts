@@ -195,7 +195,14 @@ export async function startServer(predictor: Predictor, options: ServerOptions =
   }
   app.get('/metadata.json', async () => meta);
   app.get('/metadata', async () => meta);
-  app.get('/healthz', async () => ({ status: 'ok', arch: meta.arch, runtime: predictor.runtime, preprocessing: predictor.runPixels !== undefined ? 'in the ONNX graph' : 'fastvision', classes, ...batcher.stats }));
+  app.get('/healthz', async () => ({
+    status: 'ok',
+    arch: meta.arch,
+    runtime: predictor.runtime,
+    preprocessing: predictor.runPixels !== undefined ? 'in the ONNX graph' : 'fastvision',
+    classes,
+    ...batcher.stats,
+  }));
 
   const imageOf = (req: FastifyRequest): Uint8Array => {
     if (!Buffer.isBuffer(req.body)) throw new RequestError(415, 'send an image as the request body (image/jpeg, image/png, …) or as a multipart form file');

@@ -67,9 +67,7 @@ export function indexHtml({ server = false }: { server?: boolean } = {}): string
 /** The compiled app with its imports pointed at the files beside it. */
 async function appJs(): Promise<string> {
   const js = await readFile(join(here, 'web-app', 'app.js'), 'utf8');
-  return js
-    .replace(/import\(['"]onnxruntime-web\/wasm['"]\)/, `import('./${ORT_FILES[0]}')`)
-    .replace(/\/\/# sourceMappingURL=.*$/m, '');
+  return js.replace(/import\(['"]onnxruntime-web\/wasm['"]\)/, `import('./${ORT_FILES[0]}')`).replace(/\/\/# sourceMappingURL=.*$/m, '');
 }
 
 /** The page's static files other than the model, by name (for the server, which serves them itself). */

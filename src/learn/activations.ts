@@ -73,7 +73,8 @@ async function readEntry(file: string, n: number, warn: (m: string) => void): Pr
   try {
     v = await loadPth(file);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT' && !/ENOENT/.test((e as Error).message)) warn(`warning: the activation cache ${file} cannot be read (${(e as Error).message}); computing it again`);
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT' && !/ENOENT/.test((e as Error).message))
+      warn(`warning: the activation cache ${file} cannot be read (${(e as Error).message}); computing it again`);
     return null;
   }
   const m = v instanceof Map ? (v as Map<string, unknown>) : null;
@@ -95,7 +96,14 @@ async function readEntry(file: string, n: number, warn: (m: string) => void): Pr
  * `key` is there and sound, else computed and stored. Images found unreadable
  * (absent from the rows) are marked bad in `ds`, so the loaders skip them.
  */
-export async function cachedActivations(dir: string, key: string, ds: FilesDataset, compute: () => Promise<Activations>, warn: (m: string) => void = (m) => console.warn(m), device = 'cpu'): Promise<Activations> {
+export async function cachedActivations(
+  dir: string,
+  key: string,
+  ds: FilesDataset,
+  compute: () => Promise<Activations>,
+  warn: (m: string) => void = (m) => console.warn(m),
+  device = 'cpu',
+): Promise<Activations> {
   const file = join(dir, `act_${key}.pth`);
   let a = await readEntry(file, ds.length, warn);
   if (a !== null && a.x.device !== device) {
@@ -115,7 +123,13 @@ export async function cachedActivations(dir: string, key: string, ds: FilesDatas
     a = await compute();
     const idx = tensor(BigInt64Array.from(a.indices, BigInt));
     try {
-      await savePth(file, new Map<string, Tensor>([['x', a.x], ['indices', idx]]));
+      await savePth(
+        file,
+        new Map<string, Tensor>([
+          ['x', a.x],
+          ['indices', idx],
+        ]),
+      );
     } finally {
       idx.dispose();
     }

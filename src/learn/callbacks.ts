@@ -100,7 +100,9 @@ export class EpochTable implements Callback {
     const r = loop.record!;
     // A cell always ends with a space, so that even a huge loss stays apart from its neighbour.
     const cell = (v: number | null | undefined): string => (v === null || v === undefined ? '' : `${v.toFixed(6)} `).padEnd(12);
-    this.say([String(r.epoch).padEnd(7), cell(r.trnLoss), cell(r.valLoss), ...loop.metrics.map((m) => (r.valLoss === null ? ''.padEnd(12) : cell(r.metrics[m.name] ?? Number.NaN)))].join('').trimEnd());
+    this.say(
+      [String(r.epoch).padEnd(7), cell(r.trnLoss), cell(r.valLoss), ...loop.metrics.map((m) => (r.valLoss === null ? ''.padEnd(12) : cell(r.metrics[m.name] ?? Number.NaN)))].join('').trimEnd(),
+    );
   }
 }
 

@@ -4,7 +4,7 @@
 // counters — as one `.pth` file written atomically at each epoch's end. The
 // tensors are in the pickle; the rest is JSON in an extra record, with the
 // caller's own description of the run (`meta`) beside it.
-import { loadPth, optim, readPthExtras, savePth, Tensor, type PthValue, type PthWritable } from '../torch/index.js';
+import { loadPth, optim, pickleText, readPthExtras, savePth, Tensor, type PthValue, type PthWritable } from '../torch/index.js';
 import type { EpochRecord, FitState } from './loop.js';
 import { readRegularFile } from '../util/read-files.js';
 
@@ -35,7 +35,15 @@ export async function saveCheckpoint<M>(file: string, c: { meta: M; model: Map<s
     ['states', new Map([...(c.states ?? new Map<string, Map<string, Tensor>>())])],
   ]);
   const fit: FitNumbers | null = c.fit
-    ? { epoch: c.fit.epoch, iteration: c.fit.iteration, smoothed: c.fit.smoothed, loaderEpoch: c.fit.loaderEpoch, history: c.fit.history, callbacks: c.fit.callbacks, paramGroups: c.fit.optimizer.paramGroups }
+    ? {
+        epoch: c.fit.epoch,
+        iteration: c.fit.iteration,
+        smoothed: c.fit.smoothed,
+        loaderEpoch: c.fit.loaderEpoch,
+        history: c.fit.history,
+        callbacks: c.fit.callbacks,
+        paramGroups: c.fit.optimizer.paramGroups,
+      }
     : null;
   const json = JSON.stringify({ format: 'fastvision-checkpoint', version: 2, meta: c.meta, fit });
   await savePth(file, tensors, { extras: { [RECORD]: json } });
@@ -68,15 +76,15 @@ export async function loadCheckpoint<M>(file: string): Promise<Checkpoint<M>> {
   if (!(rng instanceof Tensor)) throw new Error(`${file}: the random generator's state is missing`);
   const states = new Map<string, Map<string, Tensor>>();
   const rawStates = value.get('states');
-  if (rawStates instanceof Map) for (const [k, v] of rawStates) states.set(String(k), asTensorMap(v as PthValue, `${file}: ${String(k)}`));
+  if (rawStates instanceof Map) for (const [k, v] of rawStates) states.set(pickleText(k), asTensorMap(v, `${file}: ${pickleText(k)}`));
   let fit: FitState | null = null;
   if (parsed.fit) {
     const state = new Map<number, optim.ParamState>();
     const raw = value.get('optimizer_state');
     if (raw instanceof Map) {
       for (const [i, st] of raw) {
-        if (!(st instanceof Map)) throw new Error(`${file}: optimizer state ${String(i)} is malformed`);
-        state.set(Number(i), Object.fromEntries([...st].map(([k, x]) => [String(k), x as Tensor | number])));
+        if (!(st instanceof Map)) throw new Error(`${file}: optimizer state ${pickleText(i)} is malformed`);
+        state.set(Number(i), Object.fromEntries([...st].map(([k, x]) => [pickleText(k), x as Tensor | number])));
       }
     }
     const { paramGroups, ...numbers } = parsed.fit;

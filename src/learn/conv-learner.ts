@@ -9,7 +9,21 @@ import { loadTransformed } from '../vision/augment.js';
 import { existsSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, sep } from 'node:path';
 import { ensureDir } from '../util/files.js';
-import { channelsLastConvIsSound, getNumThreads, isOutOfMemory, libtorchVersion, loadStateDictFile, nn, noGrad, optim, resolveDevice, savePth, setRngState, tensor, type Tensor } from '../torch/index.js';
+import {
+  channelsLastConvIsSound,
+  getNumThreads,
+  isOutOfMemory,
+  libtorchVersion,
+  loadStateDictFile,
+  nn,
+  noGrad,
+  optim,
+  resolveDevice,
+  savePth,
+  setRngState,
+  tensor,
+  type Tensor,
+} from '../torch/index.js';
 import { checkMixedPrecision, MixedPrecision, type MixedPrecisionMode } from './mixed-precision.js';
 import { bodyGroups, type Arch, type ArchLike } from '../vision/models/archs.js';
 import { cacheDirFor, ImageClassifierData } from '../vision/data.js';
@@ -132,7 +146,9 @@ let warnedChannelsLast = false;
 function warnUnsoundChannelsLast(): void {
   if (warnedChannelsLast) return;
   warnedChannelsLast = true;
-  console.warn(`warning: this libtorch (${libtorchVersion()}, ${getNumThreads()} threads) computes some channels-last convolutions wrongly (1×1 kernels over small images); memoryFormat 'contiguous' avoids it, and is what ConvLearner picks by default here`);
+  console.warn(
+    `warning: this libtorch (${libtorchVersion()}, ${getNumThreads()} threads) computes some channels-last convolutions wrongly (1×1 kernels over small images); memoryFormat 'contiguous' avoids it, and is what ConvLearner picks by default here`,
+  );
 }
 
 /** Image classifier: a pretrained convolutional body and a new head. */
@@ -203,7 +219,8 @@ export class ConvLearner {
     this.pg = options.processGroup ?? null;
     if (this.pg && this.pg.worldSize > 1) {
       const s = data.options.shard;
-      if (!s || s.rank !== this.pg.rank || s.worldSize !== this.pg.worldSize) throw new Error(`distributed learner: the data must be sharded for rank ${this.pg.rank} of ${this.pg.worldSize} (pass shard: { rank, worldSize } when creating it)`);
+      if (!s || s.rank !== this.pg.rank || s.worldSize !== this.pg.worldSize)
+        throw new Error(`distributed learner: the data must be sharded for rank ${this.pg.rank} of ${this.pg.worldSize} (pass shard: { rank, worldSize } when creating it)`);
     }
     this.log = options.log === undefined ? (l) => console.log(l) : options.log;
     this.freeze();
@@ -416,7 +433,20 @@ export class ConvLearner {
     }
     if (this.mixedPrecision) cbs.push(new MixedPrecision(this.mixedPrecision, this.device));
     if (onCheckpoint) cbs.push(new CheckpointCallback(onCheckpoint));
-    const loop = new Loop({ net, model: this.model, saveModel: (name) => this.save(name), opt, trn, val, nEpochs: p.nEpochs(perEpoch), lossFn: this.lossFn, metrics, callbacks: cbs, trainMode: () => this.trainMode(), log: this.log });
+    const loop = new Loop({
+      net,
+      model: this.model,
+      saveModel: (name) => this.save(name),
+      opt,
+      trn,
+      val,
+      nEpochs: p.nEpochs(perEpoch),
+      lossFn: this.lossFn,
+      metrics,
+      callbacks: cbs,
+      trainMode: () => this.trainMode(),
+      log: this.log,
+    });
     try {
       if (resume) {
         if (resume.epoch > loop.nEpochs) throw new Error(`fit: the checkpoint is at epoch ${resume.epoch}, past this schedule's ${loop.nEpochs}`);
@@ -496,7 +526,14 @@ export class ConvLearner {
     this.freeze();
     // fastai's slice(baseLr): the head at baseLr, earlier groups (frozen here) at a tenth.
     const n = this.layerGroups.length;
-    const first = freezeEpochs > 0 ? await this.fitOneCycle(Array.from({ length: n }, (_, i) => (i === n - 1 ? baseLr : baseLr / 10)), freezeEpochs, { ...rest, pctStart: 0.99 }) : [];
+    const first =
+      freezeEpochs > 0
+        ? await this.fitOneCycle(
+            Array.from({ length: n }, (_, i) => (i === n - 1 ? baseLr : baseLr / 10)),
+            freezeEpochs,
+            { ...rest, pctStart: 0.99 },
+          )
+        : [];
     const lr = baseLr / 2;
     this.unfreeze();
     const second = await this.fitOneCycle([lr / lrMult, lr], epochs, { ...rest, pctStart, divFactor: div });
@@ -695,4 +732,17 @@ export class ConvLearner {
     const { plain, aug } = this.loaderFor(isTest);
     return averageProbabilities(nAug + 1, (k) => this.probsOn(k === 0 ? plain : aug, `TTA pass ${k + 1}/${nAug + 1}`));
   }
+}
+
+/**
+ * fastai v2's `vision_learner(dls, arch)`: `arch`'s pretrained body with a new head for `data`,
+ * frozen but for the head. The same learner as `ConvLearner.pretrained(arch, data, options)`.
+ *
+ * ```ts
+ * const learn = await visionLearner(data, mobilenet_v2_nsfwjs);
+ * await learn.fineTune(3);
+ * ```
+ */
+export function visionLearner(data: ImageClassifierData, arch: ArchLike, options: ConvLearnerOptions = {}): Promise<ConvLearner> {
+  return ConvLearner.pretrained(arch, data, options);
 }

@@ -48,7 +48,10 @@ export function buckets(ts: Tensor[], capBytes: number): Tensor[][] {
 /** Broadcasts tensors of one dtype from `root`, in buckets. */
 async function broadcastTensors(pg: ProcessGroup, ts: Tensor[], capBytes: number, root = 0): Promise<void> {
   for (const dtype of [...new Set(ts.map((t) => t.dtype))]) {
-    for (const b of buckets(ts.filter((t) => t.dtype === dtype), capBytes)) {
+    for (const b of buckets(
+      ts.filter((t) => t.dtype === dtype),
+      capBytes,
+    )) {
       const flat = flatten(b);
       try {
         await pg.broadcast([flat], root);
@@ -113,7 +116,10 @@ export async function gatherRows(pg: ProcessGroup, mine: Tensor): Promise<Tensor
   const stacked = cat(parts, 0);
   for (const p of parts) p.dispose();
   // Item i is rank i % R's row ⌊i / R⌋.
-  const idx = tensor(BigInt64Array.from({ length: total }, (_, i) => BigInt((i % r) * most + Math.floor(i / r))), { device: stacked.device });
+  const idx = tensor(
+    BigInt64Array.from({ length: total }, (_, i) => BigInt((i % r) * most + Math.floor(i / r))),
+    { device: stacked.device },
+  );
   const out = stacked.indexSelect(0, idx);
   idx.dispose();
   stacked.dispose();
@@ -145,7 +151,6 @@ export class DistributedDataParallel implements Callback {
   private trainable(loop: Loop): Tensor[] {
     return loop.opt.paramGroups.flatMap((g) => g.params).filter((p) => p.requiresGrad);
   }
-
 
   async beforeFit(loop: Loop): Promise<void> {
     this.commSeconds = 0;
@@ -182,7 +187,7 @@ export class DistributedDataParallel implements Callback {
       if (g !== null) return g;
       // A parameter this batch did not reach contributes zeros.
       p.grad = zerosLike(p);
-      return p.grad!;
+      return p.grad;
     });
     // Every bucket's all-reduce is issued at once: Gloo's threads work on them side by side.
     const parts = buckets(grads, this.capBytes);

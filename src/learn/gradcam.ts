@@ -44,7 +44,17 @@ export function gradCam(parts: { body: nn.Module; pool: nn.Module; head: nn.Modu
   features.dispose();
   try {
     const scores = scoreNet(parts.pool, parts.head).forward(leaf);
-    const picked = tidy(() => scores.gather(1, tensor(BigInt64Array.from(classes, (c) => BigInt(c)), { shape: [n, 1], device: scores.device })).sum());
+    const picked = tidy(() =>
+      scores
+        .gather(
+          1,
+          tensor(
+            BigInt64Array.from(classes, (c) => BigInt(c)),
+            { shape: [n, 1], device: scores.device },
+          ),
+        )
+        .sum(),
+    );
     picked.backward();
     picked.dispose();
     scores.dispose();

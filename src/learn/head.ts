@@ -41,10 +41,10 @@ export function makeHead(nf: number, c: number, xtraFc: number[], ps: number[], 
   const layers: nn.Module[] = [];
   let ni = nf;
   xtraFc.forEach((n, i) => {
-    layers.push(new nn.BatchNorm1d(ni), new nn.Dropout(ps[i]!), new nn.Linear(ni, n), new nn.ReLU());
+    layers.push(new nn.BatchNorm1d(ni), new nn.Dropout(ps[i]), new nn.Linear(ni, n), new nn.ReLU());
     ni = n;
   });
-  layers.push(new nn.BatchNorm1d(ni), new nn.Dropout(ps[ps.length - 1]!), new nn.Linear(ni, c));
+  layers.push(new nn.BatchNorm1d(ni), new nn.Dropout(ps[ps.length - 1]), new nn.Linear(ni, c));
   if (!multiLabel) layers.push(new nn.LogSoftmax(1));
   const head = new nn.Sequential(...layers);
   for (const m of head.modules()) {
@@ -81,7 +81,12 @@ export async function buildClassifier(arch: ArchLike, numClasses: number, option
   const pool = new nn.Sequential(new nn.AdaptiveConcatPool2d(), new nn.Flatten());
   const xtraFc = options.xtraFc ?? [512];
   const nLayers = xtraFc.length + 1;
-  const ps = options.ps === undefined ? [...new Array<number>(xtraFc.length).fill(0.25), 0.5] : typeof options.ps === 'number' ? [...new Array<number>(xtraFc.length).fill(options.ps / 2), options.ps] : options.ps;
+  const ps =
+    options.ps === undefined
+      ? [...new Array<number>(xtraFc.length).fill(0.25), 0.5]
+      : typeof options.ps === 'number'
+        ? [...new Array<number>(xtraFc.length).fill(options.ps / 2), options.ps]
+        : options.ps;
   if (ps.length !== nLayers) throw new Error(`ps has ${ps.length} values for ${nLayers} head layers`);
   const head = options.customHead ?? makeHead(bodyFeatures * 2, numClasses, xtraFc, ps, options.multiLabel ?? false);
   const model = nn.Sequential.named([

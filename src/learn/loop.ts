@@ -33,7 +33,8 @@ export class CancelValidateError extends FastvisionError {}
 /** Ends the fit after this point; `afterFit` hooks still run. */
 export class CancelFitError extends FastvisionError {}
 
-type Hook = (loop: Loop) => void | Promise<void>;
+/** One event's handler in a callback: it reads and changes the loop's state. */
+export type Hook = (loop: Loop) => void | Promise<void>;
 
 /** The forward pass with no context around it. */
 const direct = <T>(fn: () => T): T => fn();
@@ -73,7 +74,23 @@ export interface Callback {
   restore?(state: unknown): void;
 }
 
-const EVENTS = ['beforeFit', 'beforeEpoch', 'beforeTrain', 'beforeBatch', 'afterPred', 'afterLoss', 'beforeStep', 'afterStep', 'afterBatch', 'afterTrain', 'beforeValidate', 'afterValidate', 'afterEpoch', 'afterCancelFit', 'afterFit'] as const;
+const EVENTS = [
+  'beforeFit',
+  'beforeEpoch',
+  'beforeTrain',
+  'beforeBatch',
+  'afterPred',
+  'afterLoss',
+  'beforeStep',
+  'afterStep',
+  'afterBatch',
+  'afterTrain',
+  'beforeValidate',
+  'afterValidate',
+  'afterEpoch',
+  'afterCancelFit',
+  'afterFit',
+] as const;
 type EventName = (typeof EVENTS)[number];
 
 /**

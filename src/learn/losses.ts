@@ -18,4 +18,5 @@ export function labelSmoothingCrossEntropy(eps = 0.1): LossFn {
 }
 
 /** Binary cross entropy on logits with multi-hot float targets (the multi-label loss); per image, the mean over its tags. */
-export const bceWithLogits: LossFn = (out, y, reduction = 'mean') => (reduction === 'mean' ? F.binaryCrossEntropyWithLogits(out, y) : tidy(() => F.binaryCrossEntropyWithLogits(out, y, { reduction: 'none' }).mean(1)));
+export const bceWithLogits: LossFn = (out, y, reduction = 'mean') =>
+  reduction === 'mean' ? F.binaryCrossEntropyWithLogits(out, y) : tidy(() => F.binaryCrossEntropyWithLogits(out, y, { reduction: 'none' }).mean(1));

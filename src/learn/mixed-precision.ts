@@ -32,7 +32,9 @@ export interface GradScalerOptions {
 /** Whether ATen's AMP kernels run on this device kind with this libtorch (CUDA always; the CPU from 2.3). */
 function atenKernelsFor(device: string): boolean {
   if (deviceType(device) === 'cuda') return true;
-  const [major, minor] = libtorchVersion().split('.').map((v) => Number.parseInt(v, 10)) as [number, number];
+  const [major, minor] = libtorchVersion()
+    .split('.')
+    .map((v) => Number.parseInt(v, 10)) as [number, number];
   return major > 2 || (major === 2 && minor >= 3);
 }
 
@@ -70,12 +72,12 @@ export class GradScaler {
 
   /** The current scale. */
   get scale(): number {
-    return this.scaleT.item() as number;
+    return this.scaleT.item();
   }
 
   /** Good steps since the scale last changed. */
   get growthTracker(): number {
-    return this.tracker.item() as number;
+    return this.tracker.item();
   }
 
   /** `loss` times the scale (what backward runs on). */
@@ -103,7 +105,7 @@ export class GradScaler {
       }
     });
     for (const g of grads) g.dispose();
-    return (this.foundInf.item() as number) !== 0;
+    return this.foundInf.item() !== 0;
   }
 
   private unscaleWithOps(grads: Tensor[], invScale: Tensor): void {
@@ -125,9 +127,9 @@ export class GradScaler {
         return;
       }
       // ATen's rule: back off on inf or NaN; else count, and grow (if still finite) at the interval.
-      let scale = this.scaleT.item() as number;
-      let good = this.tracker.item() as number;
-      if ((this.foundInf.item() as number) !== 0) {
+      let scale = this.scaleT.item();
+      let good = this.tracker.item();
+      if (this.foundInf.item() !== 0) {
         scale = Math.fround(scale * this.backoffFactor);
         good = 0;
       } else if (good + 1 === this.growthInterval) {

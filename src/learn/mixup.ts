@@ -116,7 +116,7 @@ export class CutMix extends MixHandler {
     const cw = Math.round(w * cut);
     const ch = Math.round(h * cut);
     const centre = randint(0, Math.max(w, h), [2]);
-    const [cx0, cy0] = centre.toArray() as number[];
+    const [cx0, cy0] = centre.toArray();
     centre.dispose();
     const cx = cx0! % w;
     const cy = cy0! % h;
@@ -130,7 +130,9 @@ export class CutMix extends MixHandler {
       noGrad(() =>
         tidy(() => {
           const partner = x.indexSelect(0, this.shuffle!);
-          x.narrow(2, y1, y2 - y1).narrow(3, x1, x2 - x1).copy_(partner.narrow(2, y1, y2 - y1).narrow(3, x1, x2 - x1));
+          x.narrow(2, y1, y2 - y1)
+            .narrow(3, x1, x2 - x1)
+            .copy_(partner.narrow(2, y1, y2 - y1).narrow(3, x1, x2 - x1));
         }),
       );
     }

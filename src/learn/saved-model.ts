@@ -55,12 +55,20 @@ export async function saveModel(dir: string, learn: ConvLearner, size: number, o
 }
 
 /** Saves a classifier network (body, pool, head) with its description, as `saveModel` does. */
-export async function saveNetwork(dir: string, network: nn.Module, description: ModelInfo, { name = 'model', json = true }: { name?: string; json?: boolean } = {}): Promise<{ model: string; info: string }> {
+export async function saveNetwork(
+  dir: string,
+  network: nn.Module,
+  description: ModelInfo,
+  { name = 'model', json = true }: { name?: string; json?: boolean } = {},
+): Promise<{ model: string; info: string }> {
   const model = join(dir, `${name}.pth`);
   const info = join(dir, `${name}.json`);
   const state = network.stateDict();
   const broken = [...state].filter(([, t]) => !t.allFinite()).map(([k]) => k);
-  if (broken.length > 0) throw new Error(`refusing to save ${model}: ${broken.length} tensor(s) hold NaN or infinite values (${broken.slice(0, 3).join(', ')}${broken.length > 3 ? ', …' : ''}); the previous model, if any, is kept`);
+  if (broken.length > 0)
+    throw new Error(
+      `refusing to save ${model}: ${broken.length} tensor(s) hold NaN or infinite values (${broken.slice(0, 3).join(', ')}${broken.length > 3 ? ', …' : ''}); the previous model, if any, is kept`,
+    );
   const meta = `${JSON.stringify(checkInfo(description, 'the model description'), null, 2)}\n`;
   ensureDir(dir);
   await savePth(model, state, { extras: { [MODEL_INFO_RECORD]: meta } });
@@ -119,7 +127,6 @@ export async function readSavedModel(where: string): Promise<{ pth: string; info
   if (!existsSync(json)) throw new ModelFileError(`no model description at ${json} (fastvision writes it next to the .pth)`);
   return { pth, info: parseInfo((await readRegularFile(json)).toString('utf8'), json) };
 }
-
 
 /** A saved model found by `readSavedModel`: its weights file and its description. */
 export interface SavedModel {

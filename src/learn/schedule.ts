@@ -105,7 +105,10 @@ export interface OneCycleOptions {
  * places that boundary at pctStart·total, less than one step away.
  * Returns the rate multiplier of lrMax and the momentum at iteration i.
  */
-export function oneCycleSchedule(total: number, { pctStart = 0.25, divFactor = 25, finalDiv = 1e5, moms = [0.95, 0.85, 0.95] }: OneCycleOptions = {}): { lr: (i: number) => number; mom: (i: number) => number } {
+export function oneCycleSchedule(
+  total: number,
+  { pctStart = 0.25, divFactor = 25, finalDiv = 1e5, moms = [0.95, 0.85, 0.95] }: OneCycleOptions = {},
+): { lr: (i: number) => number; mom: (i: number) => number } {
   if (!(Number.isInteger(total) && total >= 1)) throw new RangeError(`one cycle: the number of iterations must be a positive integer, got ${total}`);
   if (!(pctStart > 0 && pctStart < 1)) throw new RangeError(`pctStart must be between 0 and 1, got ${pctStart}`);
   if (!(divFactor > 0) || !(finalDiv > 0)) throw new RangeError(`divFactor and finalDiv must be positive, got ${divFactor} and ${finalDiv}`);

@@ -31,5 +31,11 @@ export function unfreezePlan(arch: Arch, lr: number, s: UnfreezeChoices = {}): U
   const bnFreeze = s.bnFreeze ?? advice?.bnFreeze ?? false;
   const top = s.unfreezeLr ?? Math.min(lr * (advice?.lrFactor ?? 1), advice?.maxLr ?? Infinity);
   const followed = advice !== undefined && (s.bnFreeze === undefined || s.unfreezeLr === undefined);
-  return { bnFreeze, lr: top, note: followed ? `unfreezing ${arch.name} with batch-norm statistics ${bnFreeze ? 'kept' : 'updated'} and the head at ${top.toExponential(2)}: ${advice.why} (--lesson-unfreeze for the lesson's way)` : undefined };
+  return {
+    bnFreeze,
+    lr: top,
+    note: followed
+      ? `unfreezing ${arch.name} with batch-norm statistics ${bnFreeze ? 'kept' : 'updated'} and the head at ${top.toExponential(2)}: ${advice.why} (--lesson-unfreeze for the lesson's way)`
+      : undefined,
+  };
 }

@@ -30,12 +30,26 @@ export async function renderChart(spec: TopLevelSpec): Promise<Buffer> {
 /** The learning-rate finder's loss against rate (log scale), with the chosen rate marked. */
 export function lrFinderSpec(points: { lr: number; loss: number }[], chosen?: number): TopLevelSpec {
   const layers: object[] = [
-    { mark: { type: 'line', strokeWidth: 2 }, encoding: { x: { field: 'lr', type: 'quantitative', scale: { type: 'log' }, title: 'learning rate (log scale)' }, y: { field: 'loss', type: 'quantitative', scale: { zero: false }, title: 'smoothed training loss' } } },
+    {
+      mark: { type: 'line', strokeWidth: 2 },
+      encoding: {
+        x: { field: 'lr', type: 'quantitative', scale: { type: 'log' }, title: 'learning rate (log scale)' },
+        y: { field: 'loss', type: 'quantitative', scale: { zero: false }, title: 'smoothed training loss' },
+      },
+    },
   ];
   if (chosen !== undefined) {
     layers.push(
-      { data: { values: [{ lr: chosen, label: `chosen ${chosen.toExponential(1)}` }] }, mark: { type: 'rule', color: '#d62728', strokeDash: [6, 4], strokeWidth: 2 }, encoding: { x: { field: 'lr', type: 'quantitative' } } },
-      { data: { values: [{ lr: chosen, label: `chosen ${chosen.toExponential(1)}` }] }, mark: { type: 'text', color: '#d62728', align: 'left', dx: 5, dy: -5, baseline: 'top', y: 0 }, encoding: { x: { field: 'lr', type: 'quantitative' }, text: { field: 'label' } } },
+      {
+        data: { values: [{ lr: chosen, label: `chosen ${chosen.toExponential(1)}` }] },
+        mark: { type: 'rule', color: '#d62728', strokeDash: [6, 4], strokeWidth: 2 },
+        encoding: { x: { field: 'lr', type: 'quantitative' } },
+      },
+      {
+        data: { values: [{ lr: chosen, label: `chosen ${chosen.toExponential(1)}` }] },
+        mark: { type: 'text', color: '#d62728', align: 'left', dx: 5, dy: -5, baseline: 'top', y: 0 },
+        encoding: { x: { field: 'lr', type: 'quantitative' }, text: { field: 'label' } },
+      },
     );
   }
   return { width: 520, height: 300, title: 'Learning-rate finder', data: { values: points }, layer: layers } as TopLevelSpec;
@@ -54,7 +68,7 @@ export function scheduleSpec(points: { iteration: number; lr: number; stage: str
       y: { field: 'lr', type: 'quantitative', title: 'learning rate' },
       color: { field: 'stage', type: 'nominal', sort: null, title: 'stage', legend: { labelLimit: 320, orient: 'bottom', direction: 'vertical' } },
     },
-  } as TopLevelSpec;
+  };
 }
 
 /** Training loss per iteration (smoothed) and validation loss per epoch, across stages. */
@@ -69,7 +83,7 @@ export function lossSpec(iterations: { iteration: number; loss: number }[], epoc
       { transform: [{ filter: "datum.kind == 'training (smoothed, per iteration)'" }], mark: { type: 'line', strokeWidth: 1.5 }, encoding: enc() },
       { transform: [{ filter: "datum.kind != 'training (smoothed, per iteration)'" }], mark: { type: 'line', point: true, strokeWidth: 2 }, encoding: enc() },
     ],
-  } as TopLevelSpec;
+  };
   function enc(): object {
     return {
       x: { field: 'iteration', type: 'quantitative', title: 'iteration' },
@@ -102,7 +116,7 @@ export function confusionSpec(matrix: number[][], classes: string[]): TopLevelSp
         },
       },
     ],
-  } as TopLevelSpec;
+  };
 }
 
 /** Histograms of image widths and heights (what decides `--size` and whether to `resize`). */
@@ -120,11 +134,14 @@ export function sizeHistogramSpec(sizes: { width: number; height: number }[]): T
     encoding: {
       column: { field: 'side', type: 'nominal', title: null, sort: ['width', 'height'] },
       // A handful of distinct sizes (e.g. a dataset of one size) reads better as one bar each than as bins.
-      x: new Set(rows.map((r) => r.px)).size <= 12 ? { field: 'px', type: 'ordinal', title: 'pixels', axis: { labelAngle: 0 } } : { field: 'px', type: 'quantitative', bin: { maxbins: 20 }, title: 'pixels' },
+      x:
+        new Set(rows.map((r) => r.px)).size <= 12
+          ? { field: 'px', type: 'ordinal', title: 'pixels', axis: { labelAngle: 0 } }
+          : { field: 'px', type: 'quantitative', bin: { maxbins: 20 }, title: 'pixels' },
       y: { aggregate: 'count', type: 'quantitative', title: 'images' },
       color: { field: 'side', type: 'nominal', legend: null },
     },
-  } as TopLevelSpec;
+  };
 }
 
 /** Images per class, training and validation side by side. */
@@ -142,5 +159,5 @@ export function labelCountsSpec(counts: { label: string; split: string; n: numbe
       xOffset: { field: 'split', type: 'nominal', sort: ['train', 'valid'] },
       color: { field: 'split', type: 'nominal', title: null, sort: ['train', 'valid'] },
     },
-  } as TopLevelSpec;
+  };
 }

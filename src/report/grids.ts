@@ -52,5 +52,8 @@ export async function imageGrid(tiles: Tile[], { cols = 4, size = 180, title }: 
   );
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}">${texts.join('')}</svg>`;
   layers.push({ input: Buffer.from(svg), left: 0, top: 0 });
-  return sharp({ create: { width, height, channels: 3, background: '#ffffff' } }).composite(layers).png().toBuffer();
+  return sharp({ create: { width, height, channels: 3, background: '#ffffff' } })
+    .composite(layers)
+    .png()
+    .toBuffer();
 }

@@ -4,7 +4,10 @@ import { join, relative } from 'node:path';
 import { ensureDir, writeFileAtomic } from '../util/files.js';
 import { shown } from '../util/shown.js';
 
-type Section = { kind: 'picture'; title: string; file: string; png: Buffer; note?: string } | { kind: 'table'; title: string; headers: string[]; rows: (string | number)[][]; note?: string } | { kind: 'text'; title: string; text: string };
+type Section =
+  | { kind: 'picture'; title: string; file: string; png: Buffer; note?: string }
+  | { kind: 'table'; title: string; headers: string[]; rows: (string | number)[][]; note?: string }
+  | { kind: 'text'; title: string; text: string };
 
 const esc = (s: string): string => shown(s).replace(/[<>&"]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;' })[c]!);
 

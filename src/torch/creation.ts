@@ -14,7 +14,8 @@ export interface FactoryOptions {
   requiresGrad?: boolean;
 }
 
-type Nested = number | boolean | Nested[];
+/** Data for `tensor()`: a number, a boolean, or nested arrays of them. */
+export type Nested = number | boolean | Nested[];
 
 function shapeOf(data: Nested): number[] {
   const shape: number[] = [];

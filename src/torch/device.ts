@@ -63,7 +63,10 @@ export function resolveDevice(spec: string | undefined, localRank = 0): string {
     throw new DeviceUnavailableError(`--device ${s}: no CUDA device here: ${why}; run \`fastvision doctor\` to see what was found`);
   }
   const index = s === 'cuda' ? localRank : Number(s.slice(5));
-  if (index >= info.devices.length) throw new DeviceUnavailableError(`--device ${s === 'cuda' ? `cuda (local rank ${localRank})` : s}: this machine has ${info.devices.length} CUDA device${info.devices.length === 1 ? '' : 's'} (cuda:0${info.devices.length > 1 ? `…cuda:${info.devices.length - 1}` : ''}); run \`fastvision doctor\` to list them`);
+  if (index >= info.devices.length)
+    throw new DeviceUnavailableError(
+      `--device ${s === 'cuda' ? `cuda (local rank ${localRank})` : s}: this machine has ${info.devices.length} CUDA device${info.devices.length === 1 ? '' : 's'} (cuda:0${info.devices.length > 1 ? `…cuda:${info.devices.length - 1}` : ''}); run \`fastvision doctor\` to list them`,
+    );
   return `cuda:${index}`;
 }
 

@@ -84,7 +84,8 @@ export class DistributedError extends FastvisionError {}
 export function resolveInitOptions(o: InitProcessGroupOptions = {}, env: NodeJS.ProcessEnv = process.env): Required<Omit<InitProcessGroupOptions, 'ifname'>> & { ifname: string | null } {
   const int = (v: number | undefined, name: string, fallback?: number): number => {
     const raw = v ?? (env[name] !== undefined ? Number(env[name]) : fallback);
-    if (raw === undefined || !Number.isInteger(raw) || raw < 0) throw new DistributedError(`${name}: expected a non-negative integer, got ${String(env[name] ?? v)}${raw === undefined ? ' (not set)' : ''}`);
+    if (raw === undefined || !Number.isInteger(raw) || raw < 0)
+      throw new DistributedError(`${name}: expected a non-negative integer, got ${String(env[name] ?? v)}${raw === undefined ? ' (not set)' : ''}`);
     return raw;
   };
   const worldSize = int(o.worldSize, 'WORLD_SIZE');
@@ -94,7 +95,7 @@ export function resolveInitOptions(o: InitProcessGroupOptions = {}, env: NodeJS.
   const masterPort = int(o.masterPort, 'MASTER_PORT', 29500);
   if (masterPort < 1 || masterPort > 65535) throw new DistributedError(`MASTER_PORT ${masterPort} is not a port`);
   const masterAddr = o.masterAddr ?? env.MASTER_ADDR;
-  if (!masterAddr) throw new DistributedError('MASTER_ADDR: rank 0\'s address is not set');
+  if (!masterAddr) throw new DistributedError("MASTER_ADDR: rank 0's address is not set");
   const backend = o.backend ?? 'gloo';
   const localRank = env.LOCAL_RANK !== undefined ? int(undefined, 'LOCAL_RANK') : 0;
   const device = o.device ?? (backend === 'nccl' ? `cuda:${localRank}` : 'cpu');
@@ -107,6 +108,7 @@ export type ReduceOp = 'sum' | 'max' | 'min' | 'product';
 /** A process group: this process's rank among `worldSize`, and the collectives. */
 export class ProcessGroup {
   private heartbeat: NodeJS.Timeout | null = null;
+  /** @internal Made by `initProcessGroup`. */
   constructor(
     private readonly group: GroupHandle,
     /** The fastvision-private part of the store (heartbeats, checks). */
@@ -121,19 +123,40 @@ export class ProcessGroup {
 
   /** Sums (or max/min/product) each tensor over the ranks, in place. */
   async allReduce(tensors: Tensor[], op: ReduceOp = 'sum'): Promise<void> {
-    await this.guard('all-reduce', dist().allreduce(this.group, tensors.map((t) => t.handle), op));
+    await this.guard(
+      'all-reduce',
+      dist().allreduce(
+        this.group,
+        tensors.map((t) => t.handle),
+        op,
+      ),
+    );
   }
 
   /** Copies rank `root`'s tensors into every rank's, in place. */
   async broadcast(tensors: Tensor[], root = 0): Promise<void> {
-    await this.guard('broadcast', dist().broadcast(this.group, tensors.map((t) => t.handle), root));
+    await this.guard(
+      'broadcast',
+      dist().broadcast(
+        this.group,
+        tensors.map((t) => t.handle),
+        root,
+      ),
+    );
   }
 
   /** Every rank's `input` (same shape and dtype everywhere), in rank order. */
   async allGather(input: Tensor): Promise<Tensor[]> {
     const outs = Array.from({ length: this.worldSize }, () => empty(input.shape, { dtype: input.dtype, device: input.device }));
     try {
-      await this.guard('all-gather', dist().allgather(this.group, outs.map((t) => t.handle), input.handle));
+      await this.guard(
+        'all-gather',
+        dist().allgather(
+          this.group,
+          outs.map((t) => t.handle),
+          input.handle,
+        ),
+      );
     } catch (e) {
       for (const t of outs) t.dispose();
       throw e;
@@ -149,7 +172,13 @@ export class ProcessGroup {
    * over the ranks. Every rank must pass the same parameters in the same order.
    */
   reducer(params: Tensor[], bucketCapBytes = 25 * 1024 * 1024): Reducer {
-    return new Reducer(dist().newReducer(this.group, params.map((p) => p.handle), bucketCapBytes));
+    return new Reducer(
+      dist().newReducer(
+        this.group,
+        params.map((p) => p.handle),
+        bucketCapBytes,
+      ),
+    );
   }
 
   /** Waits until every rank gets here. */
@@ -247,6 +276,7 @@ export class ProcessGroup {
 
 /** Gradient averaging that overlaps backward (see `ProcessGroup.reducer`). */
 export class Reducer {
+  /** @internal Made by `ProcessGroup.reducer`. */
   constructor(private handle: ReducerHandle | null) {}
 
   /** Before each forward pass. */
@@ -289,14 +319,17 @@ export async function initProcessGroup(options: InitProcessGroupOptions = {}): P
   const o = resolveInitOptions(options);
   if (o.backend !== 'gloo' && o.backend !== 'nccl') throw new DistributedError(`backend must be 'gloo' or 'nccl', got '${String(o.backend)}'`);
   const d = dist();
-  if (o.backend === 'nccl' && !d.ncclAvailable()) throw new DistributedError('backend nccl: this build of fastvision has no NCCL (it needs a CUDA libtorch and NCCL\'s headers when it is built; `fastvision doctor` says what was found)');
+  if (o.backend === 'nccl' && !d.ncclAvailable())
+    throw new DistributedError("backend nccl: this build of fastvision has no NCCL (it needs a CUDA libtorch and NCCL's headers when it is built; `fastvision doctor` says what was found)");
   let root: StoreHandle;
   try {
     root = d.createStore(o.masterAddr, o.masterPort, o.rank === 0, o.worldSize, o.timeoutMs, true);
   } catch (e) {
     const m = (e as Error).message;
-    if (o.rank === 0 && /in use|EADDRINUSE|bind/i.test(m)) throw new DistributedError(`rank 0 cannot serve the store on ${o.masterAddr}:${o.masterPort}: the port is in use (choose another MASTER_PORT / --master) [${m.split('\n')[0]}]`);
-    if (o.rank === 0 && /Timed out|timeout/i.test(m)) throw new DistributedError(`rank 0 waited ${o.timeoutMs / 1000} s for ${o.worldSize} ranks to join at ${o.masterAddr}:${o.masterPort}; not all came [${m.split('\n')[0]}]`);
+    if (o.rank === 0 && /in use|EADDRINUSE|bind/i.test(m))
+      throw new DistributedError(`rank 0 cannot serve the store on ${o.masterAddr}:${o.masterPort}: the port is in use (choose another MASTER_PORT / --master) [${m.split('\n')[0]}]`);
+    if (o.rank === 0 && /Timed out|timeout/i.test(m))
+      throw new DistributedError(`rank 0 waited ${o.timeoutMs / 1000} s for ${o.worldSize} ranks to join at ${o.masterAddr}:${o.masterPort}; not all came [${m.split('\n')[0]}]`);
     throw new DistributedError(`rank ${o.rank} cannot reach the store at ${o.masterAddr}:${o.masterPort} (MASTER_ADDR, MASTER_PORT) within ${o.timeoutMs / 1000} s [${m.split('\n')[0]}]`);
   }
   const pgStore = d.prefixStore(root, 'default_pg');
@@ -308,7 +341,9 @@ export async function initProcessGroup(options: InitProcessGroupOptions = {}): P
   try {
     group = o.backend === 'nccl' ? d.newNccl(groupStore, o.rank, o.worldSize, o.timeoutMs) : d.newGloo(groupStore, o.rank, o.worldSize, o.timeoutMs, o.ifname, null);
   } catch (e) {
-    throw new DistributedError(`rank ${o.rank}: ${o.backend === 'nccl' ? 'NCCL' : 'Gloo'} could not connect the ranks${o.ifname ? ` on interface ${o.ifname}` : ''} [${(e as Error).message.split('\n')[0]}]`);
+    throw new DistributedError(
+      `rank ${o.rank}: ${o.backend === 'nccl' ? 'NCCL' : 'Gloo'} could not connect the ranks${o.ifname ? ` on interface ${o.ifname}` : ''} [${(e as Error).message.split('\n')[0]}]`,
+    );
   }
   if (torch2) {
     // 2.x sets the sequence number as soon as the backend exists, and has no start-up

@@ -3,8 +3,7 @@
 import { callOp, callTensorOp } from './ops.js';
 import { reductionCode, Tensor, type Reduction } from './tensor.js';
 import type { Handle } from './native.js';
-
-type Pair = number | [number, number];
+import type { Pair } from './pair.js';
 
 /** 2-d convolution. */
 export function conv2d(
@@ -29,17 +28,7 @@ export function batchNorm(
   { weight = null, bias = null, training = false, momentum = 0.1, eps = 1e-5 }: { weight?: Tensor | null; bias?: Tensor | null; training?: boolean; momentum?: number; eps?: number } = {},
 ): Tensor {
   return new Tensor(
-    callTensorOp('aten::batch_norm', [
-      input.handle,
-      weight?.handle ?? null,
-      bias?.handle ?? null,
-      runningMean?.handle ?? null,
-      runningVar?.handle ?? null,
-      training,
-      momentum,
-      eps,
-      true,
-    ]),
+    callTensorOp('aten::batch_norm', [input.handle, weight?.handle ?? null, bias?.handle ?? null, runningMean?.handle ?? null, runningVar?.handle ?? null, training, momentum, eps, true]),
   );
 }
 
@@ -94,9 +83,7 @@ export function crossEntropy(
   target: Tensor,
   { weight = null, reduction = 'mean', ignoreIndex = -100, labelSmoothing = 0 }: { weight?: Tensor | null; reduction?: Reduction; ignoreIndex?: number; labelSmoothing?: number } = {},
 ): Tensor {
-  return new Tensor(
-    callTensorOp('aten::cross_entropy_loss', [input.handle, target.handle, weight?.handle ?? null, reductionCode(reduction), ignoreIndex, labelSmoothing]),
-  );
+  return new Tensor(callTensorOp('aten::cross_entropy_loss', [input.handle, target.handle, weight?.handle ?? null, reductionCode(reduction), ignoreIndex, labelSmoothing]));
 }
 
 /** Negative log-likelihood of log-probabilities (N×C) at class indices (N, int64). */
@@ -114,7 +101,5 @@ export function binaryCrossEntropyWithLogits(
   target: Tensor,
   { weight = null, posWeight = null, reduction = 'mean' }: { weight?: Tensor | null; posWeight?: Tensor | null; reduction?: Reduction } = {},
 ): Tensor {
-  return new Tensor(
-    callTensorOp('aten::binary_cross_entropy_with_logits', [input.handle, target.handle, weight?.handle ?? null, posWeight?.handle ?? null, reductionCode(reduction)]),
-  );
+  return new Tensor(callTensorOp('aten::binary_cross_entropy_with_logits', [input.handle, target.handle, weight?.handle ?? null, posWeight?.handle ?? null, reductionCode(reduction)]));
 }

@@ -85,7 +85,6 @@ function load(): NativeAddon {
   return addon;
 }
 
-
 let loaded: NativeAddon | null = null;
 
 /**
@@ -93,5 +92,7 @@ let loaded: NativeAddon | null = null;
  * a tensor (serving an ONNX file) run on machines without libtorch.
  */
 export const native: NativeAddon = new Proxy({} as NativeAddon, {
+  // The addon's functions are plain N-API functions: they do not use `this`.
+  // eslint-disable-next-line @typescript-eslint/unbound-method
   get: (_, key) => (loaded ??= load())[key as keyof NativeAddon],
 });

@@ -151,9 +151,7 @@ export class Tensor implements Disposable {
   }
 
   private binary(tensorOp: string, scalarOp: string, other: TensorOrScalar, ...rest: (number | undefined)[]): Tensor {
-    return typeof other === 'number'
-      ? new Tensor(callTensorOp(scalarOp, [this.handle, other, ...rest]))
-      : new Tensor(callTensorOp(tensorOp, [this.handle, other.handle, ...rest]));
+    return typeof other === 'number' ? new Tensor(callTensorOp(scalarOp, [this.handle, other, ...rest])) : new Tensor(callTensorOp(tensorOp, [this.handle, other.handle, ...rest]));
   }
 
   private binaryInplace(tensorOp: string, scalarOp: string, other: TensorOrScalar, ...rest: (number | undefined)[]): this {
@@ -465,9 +463,7 @@ export class Tensor implements Disposable {
   }
   /** Converts to another dtype (a copy unless it already has it). */
   to(dtype: DType, { copy = false, memoryFormat }: { copy?: boolean; memoryFormat?: MemoryFormat } = {}): Tensor {
-    return new Tensor(
-      callTensorOp('aten::to.dtype', [this.handle, dtypeCode(dtype), false, copy, memoryFormat ? memoryFormatCode(memoryFormat) : null]),
-    );
+    return new Tensor(callTensorOp('aten::to.dtype', [this.handle, dtypeCode(dtype), false, copy, memoryFormat ? memoryFormatCode(memoryFormat) : null]));
   }
   /**
    * Moves to a device (`'cpu'`, `'cuda'`, `'cuda:1'`); the same tensor when it is already there.

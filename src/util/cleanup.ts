@@ -69,7 +69,10 @@ export function cleanUpOnSignals(say: (line: string) => void = (l) => process.st
   if (installed) return;
   installed = true;
   let signalled = false;
-  for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+  for (const [sig, code] of [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const) {
     process.on(sig, () => {
       const drain = drains[drains.length - 1];
       if (drain !== undefined && !signalled) {

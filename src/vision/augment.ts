@@ -13,11 +13,7 @@ import { InputError } from '../util/errors.js';
 export type { CropType, Normalization } from './warp.js';
 
 /** One augmentation, as data. */
-export type Augmentation =
-  | { kind: 'rotate'; degrees: number; probability: number }
-  | { kind: 'lighting'; brightness: number; contrast: number }
-  | { kind: 'flip' }
-  | { kind: 'dihedral' };
+export type Augmentation = { kind: 'rotate'; degrees: number; probability: number } | { kind: 'lighting'; brightness: number; contrast: number } | { kind: 'flip' } | { kind: 'dihedral' };
 
 /** A full transform pipeline for one split (training or validation). */
 export interface Transform {
@@ -98,11 +94,7 @@ async function decode(file: string | Buffer, target: number, maxPixels: number, 
   if (meta.width !== undefined && meta.height !== undefined && meta.width * meta.height > maxPixels) throw new Error(overLimitMessage(meta.width, meta.height, maxPixels));
   let pipeline = sharp(bytes, { failOn: 'error', pages: 1, limitInputPixels: maxPixels }).rotate();
   if (!exact) pipeline = pipeline.resize(target, target, { fit: 'outside', withoutEnlargement: true });
-  const r = await pipeline
-    .removeAlpha()
-    .toColourspace('srgb')
-    .raw()
-    .toBuffer({ resolveWithObject: true });
+  const r = await pipeline.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
   if (r.info.channels !== 3) throw new Error(`decoded to ${r.info.channels} channels`);
   return { img: { data: r.data, width: r.info.width, height: r.info.height }, orientation: 1 };
 }

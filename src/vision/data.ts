@@ -73,12 +73,16 @@ export class ImageClassifierData {
     readonly testDs: Dataset | null,
     readonly classes: string[],
     readonly tfms: Transforms | null,
-    readonly options: Required<Pick<DataOptions, 'bs' | 'seed' | 'channelsLast' | 'onBadImage'>> & { numWorkers?: number; oversample?: boolean; shard?: { rank: number; worldSize: number }; device?: string },
+    readonly options: Required<Pick<DataOptions, 'bs' | 'seed' | 'channelsLast' | 'onBadImage'>> & {
+      numWorkers?: number;
+      oversample?: boolean;
+      shard?: { rank: number; worldSize: number };
+      device?: string;
+    },
   ) {
     const common = { bs: options.bs, numWorkers: options.numWorkers, seed: options.seed, channelsLast: options.channelsLast, onBadImage: options.onBadImage, device: options.device };
     const inOrder = options.shard ? { shard: { ...options.shard, pad: false } } : {};
-    const loader = (ds: Dataset | null, t: Transform | undefined, shuffle: boolean): DataLoader | null =>
-      ds === null ? null : new DataLoader(ds, { ...common, transform: t, shuffle, ...inOrder });
+    const loader = (ds: Dataset | null, t: Transform | undefined, shuffle: boolean): DataLoader | null => (ds === null ? null : new DataLoader(ds, { ...common, transform: t, shuffle, ...inOrder }));
     // Training drops the last partial batch, as fast.ai does: a batch of one would give
     // batch norm NaN statistics, and a tiny last batch a noisy step. A training set
     // smaller than one batch is one batch.
@@ -138,7 +142,12 @@ export class ImageClassifierData {
    * `csvFile` (`id,label` with a header). `valIdxs` are the rows held out for
    * validation (default: a seeded random 20%, as `getCvIdxs`; `[]` for none).
    */
-  static async fromCsv(path: string, folder: string, csvFile: string, { valIdxs, suffix = '', header = 'auto', multiLabel = 'auto', ...opts }: DataOptions & { valIdxs?: number[]; suffix?: string; header?: boolean | 'auto'; multiLabel?: boolean | 'auto' } = {}): Promise<ImageClassifierData> {
+  static async fromCsv(
+    path: string,
+    folder: string,
+    csvFile: string,
+    { valIdxs, suffix = '', header = 'auto', multiLabel = 'auto', ...opts }: DataOptions & { valIdxs?: number[]; suffix?: string; header?: boolean | 'auto'; multiLabel?: boolean | 'auto' } = {},
+  ): Promise<ImageClassifierData> {
     const root = resolve(path);
     const idxs = valIdxs ?? getCvIdxs(csvRowCount(root, csvFile, { folder, suffix, header }));
     const { trn, val, classes } = scanCsv(root, folder, csvFile, { valIdxs: idxs, suffix, header, multiLabel });
@@ -151,7 +160,13 @@ export class ImageClassifierData {
    * per item in `trn[0]` / `val[0]`, integer labels (or, multi-label, lists of
    * tags) in `trn[1]` / `val[1]`.
    */
-  static fromArrays(path: string, trn: [Tensor, number[] | number[][]], val: [Tensor, number[] | number[][]] | null, classes: string[], { test, bs = 64, seed = 0, shard, device }: { test?: Tensor; bs?: number; seed?: number; shard?: { rank: number; worldSize: number }; device?: string } = {}): ImageClassifierData {
+  static fromArrays(
+    path: string,
+    trn: [Tensor, number[] | number[][]],
+    val: [Tensor, number[] | number[][]] | null,
+    classes: string[],
+    { test, bs = 64, seed = 0, shard, device }: { test?: Tensor; bs?: number; seed?: number; shard?: { rank: number; worldSize: number }; device?: string } = {},
+  ): ImageClassifierData {
     const ds = (x: Tensor, l: number[] | number[][]): ArrayDataset => {
       const tags = l.length > 0 && Array.isArray(l[0]) ? (l as number[][]) : null;
       return new ArrayDataset(x, tags ? tags.map((t) => t[0] ?? -1) : (l as number[]), classes, tags);

@@ -51,7 +51,10 @@ export class FilesDataset {
   /** How many readable images each class (multi-label: each tag) has: files found unreadable are not counted. */
   labelCounts(): Map<string, number> {
     const perItem = this.tags ?? this.labels.map((l) => (l >= 0 ? [l] : []));
-    return countLabels(this.classes, perItem.filter((_, i) => !this.bad.has(i)));
+    return countLabels(
+      this.classes,
+      perItem.filter((_, i) => !this.bad.has(i)),
+    );
   }
 }
 
@@ -169,7 +172,8 @@ function unreadableKind(path: string): string | null {
   try {
     const head = readRegularFileSync(path).subarray(0, 12);
     const brand = head.subarray(8, 12).toString('latin1');
-    if (head.subarray(4, 8).toString('latin1') === 'ftyp' && HEVC_BRANDS.has(brand)) return 'a HEIC photo coded in HEVC, which this build of libvips cannot decode; convert it to JPEG (e.g. heif-convert, or export as "Most Compatible" on the phone)';
+    if (head.subarray(4, 8).toString('latin1') === 'ftyp' && HEVC_BRANDS.has(brand))
+      return 'a HEIC photo coded in HEVC, which this build of libvips cannot decode; convert it to JPEG (e.g. heif-convert, or export as "Most Compatible" on the phone)';
   } catch {
     return null; // the loader names it when it fails
   }
@@ -185,7 +189,10 @@ class Skipped {
   /** Per reason: how many, why, and the first few by name. */
   summaries(): string[] {
     return [...this.byReason].map(([reason, paths]) => {
-      const names = paths.slice(0, 3).map((p) => shown(basename(p))).join(', ');
+      const names = paths
+        .slice(0, 3)
+        .map((p) => shown(basename(p)))
+        .join(', ');
       return `${paths.length} file${paths.length === 1 ? '' : 's'}: ${reason} (${names}${paths.length > 3 ? ', …' : ''})`;
     });
   }
@@ -272,7 +279,11 @@ export function scanTestFolder(path: string, testName: string, classes: string[]
   const files = imagesUnder(dir, warn, skipped);
   if (files.length === 0) throw new DataError(noImagesMessage('test folder', dir, skipped));
   skipped.report(dir, warn);
-  return new FilesDataset(files, files.map(() => -1), classes);
+  return new FilesDataset(
+    files,
+    files.map(() => -1),
+    classes,
+  );
 }
 
 /**
@@ -284,7 +295,13 @@ export function scanFolders(path: string, trnName: string, valName: string | nul
   if (!existsSync(path)) throw new DataError(`data folder ${shown(path)} does not exist`);
   const trnDir = join(path, trnName);
   if (!existsSync(trnDir)) {
-    throw new DataError(`training folder ${shown(trnDir)} is missing; ${shown(path)} holds: ${listDir(path, 'folder', warn).map((n) => shown(n)).join(', ') || 'nothing'} (set trnName to the right one)`);
+    throw new DataError(
+      `training folder ${shown(trnDir)} is missing; ${shown(path)} holds: ${
+        listDir(path, 'folder', warn)
+          .map((n) => shown(n))
+          .join(', ') || 'nothing'
+      } (set trnName to the right one)`,
+    );
   }
   // gather() lists the training folder again and warns then: listing it here says nothing.
   const classes = subfolders(trnDir, () => undefined);
@@ -313,7 +330,11 @@ export function scanFolders(path: string, trnName: string, valName: string | nul
   if (valName !== null) {
     const valDir = join(path, valName);
     if (!existsSync(valDir)) {
-      throw new DataError(`validation folder ${shown(valDir)} is missing; ${shown(path)} holds: ${listDir(path, 'folder', warn).map((n) => shown(n)).join(', ')} (set valName, or valName: null to train on everything)`);
+      throw new DataError(
+        `validation folder ${shown(valDir)} is missing; ${shown(path)} holds: ${listDir(path, 'folder', warn)
+          .map((n) => shown(n))
+          .join(', ')} (set valName, or valName: null to train on everything)`,
+      );
     }
     val = gather(valDir, classes, false);
   }
@@ -423,12 +444,21 @@ export function tagsVerdict(labels: readonly string[], labelColumn: string | nul
   const n = labels.length;
   const example = shown(labels.find((l) => /\s/.test(l))!);
   if (labelColumn !== null && /^tags?$/i.test(labelColumn.trim())) {
-    return { multiLabel: true, note: `labels: multi-label: the label column is headed '${shown(labelColumn)}' and ${several.length} of ${n} rows list several space-separated tags; --single-label reads each label whole` };
+    return {
+      multiLabel: true,
+      note: `labels: multi-label: the label column is headed '${shown(labelColumn)}' and ${several.length} of ${n} rows list several space-separated tags; --single-label reads each label whole`,
+    };
   }
   if (several.length * 2 >= n && shared * 2 >= several.length) {
-    return { multiLabel: true, note: `labels: multi-label: ${several.length} of ${n} rows list several space-separated tags, and ${shared} of them share a tag with a different label; --single-label reads each label whole` };
+    return {
+      multiLabel: true,
+      note: `labels: multi-label: ${several.length} of ${n} rows list several space-separated tags, and ${shared} of them share a tag with a different label; --single-label reads each label whole`,
+    };
   }
-  return { multiLabel: false, note: `labels: single-label: labels such as '${example}' hold spaces but read as names (${several.length} of ${n} rows have several words, ${shared} share a word with a different label); --multi-label reads them as space-separated tags` };
+  return {
+    multiLabel: false,
+    note: `labels: single-label: labels such as '${example}' hold spaces but read as names (${several.length} of ${n} rows have several words, ${shared} share a word with a different label); --multi-label reads them as space-separated tags`,
+  };
 }
 
 /**
@@ -438,10 +468,21 @@ export function tagsVerdict(labels: readonly string[], labelColumn: string | nul
  * tags, e.g. `agriculture clear water`) gives datasets with `tags`; `multiLabel`
  * 'auto' (the default) decides as `tagsVerdict` does, true or false insists.
  */
-export function scanCsv(path: string, folder: string, csvFile: string, { valIdxs, suffix = '', header = 'auto', multiLabel = 'auto' }: { valIdxs: number[]; suffix?: string; header?: boolean | 'auto'; multiLabel?: boolean | 'auto' }): { trn: FilesDataset; val: FilesDataset | null; classes: string[]; multiLabel: boolean } {
+export function scanCsv(
+  path: string,
+  folder: string,
+  csvFile: string,
+  { valIdxs, suffix = '', header = 'auto', multiLabel = 'auto' }: { valIdxs: number[]; suffix?: string; header?: boolean | 'auto'; multiLabel?: boolean | 'auto' },
+): { trn: FilesDataset; val: FilesDataset | null; classes: string[]; multiLabel: boolean } {
   const csv = readLabelsCsv(path, csvFile, { folder, suffix, header });
   const { csvPath } = csv;
-  const multi = multiLabel === 'auto' ? tagsVerdict(csv.rows.map((r) => r.label), csv.labelColumn).multiLabel : multiLabel;
+  const multi =
+    multiLabel === 'auto'
+      ? tagsVerdict(
+          csv.rows.map((r) => r.label),
+          csv.labelColumn,
+        ).multiLabel
+      : multiLabel;
   const rows: CsvRow[] = csv.rows.map(({ id, label, line }) => {
     const tags = multi ? [...new Set(label.split(/\s+/))].sort() : [label];
     return { file: join(path, folder, `${id}${suffix}`), label: tags.join(' '), tags, line };
@@ -460,14 +501,17 @@ export function scanCsv(path: string, folder: string, csvFile: string, { valIdxs
   }
   const classes = [...new Set(rows.flatMap((r) => r.tags))].sort();
   const valSet = new Set(valIdxs);
-  for (const i of valSet) if (!(Number.isInteger(i) && i >= 0 && i < rows.length)) throw new DataError(`valIdxs: ${i} is not a row index of ${csvPath} (0..${rows.length - 1}: it has ${rows.length} data rows)`);
+  for (const i of valSet)
+    if (!(Number.isInteger(i) && i >= 0 && i < rows.length)) throw new DataError(`valIdxs: ${i} is not a row index of ${csvPath} (0..${rows.length - 1}: it has ${rows.length} data rows)`);
   // A class seen only in the held-out rows has nothing to learn from.
   const trained = new Set(rows.filter((_, i) => !valSet.has(i)).flatMap((r) => r.tags));
   const unseen = rows.filter((r, i) => valSet.has(i) && r.tags.some((l) => !trained.has(l)));
   if (unseen.length > 0) {
     const r = unseen[0]!;
     const l = r.tags.find((x) => !trained.has(x))!;
-    throw new DataError(`${csvPath}, line ${r.line}: ${multi ? 'tag' : 'label'} '${shown(l)}' has no training rows (${unseen.filter((u) => u.tags.includes(l)).length} row(s), all held out for validation); give it more rows or remove it`);
+    throw new DataError(
+      `${csvPath}, line ${r.line}: ${multi ? 'tag' : 'label'} '${shown(l)}' has no training rows (${unseen.filter((u) => u.tags.includes(l)).length} row(s), all held out for validation); give it more rows or remove it`,
+    );
   }
   const index = new Map(classes.map((c, i) => [c, i]));
   const pick = (inVal: boolean): FilesDataset => {

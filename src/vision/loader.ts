@@ -143,7 +143,11 @@ let nextRequest = 0;
  * threads: the values (n × 3 × sz × sz, channels-first) and, per image, an error
  * message or null. Used outside training loops, e.g. by the prediction server.
  */
-export async function transformImages(inputs: (string | Uint8Array)[], transform: Transform, { numWorkers = defaultWorkers(), seed = 0 }: { numWorkers?: number; seed?: number } = {}): Promise<{ data: Float32Array; errors: (string | null)[] }> {
+export async function transformImages(
+  inputs: (string | Uint8Array)[],
+  transform: Transform,
+  { numWorkers = defaultWorkers(), seed = 0 }: { numWorkers?: number; seed?: number } = {},
+): Promise<{ data: Float32Array; errors: (string | null)[] }> {
   const req: BatchRequest = { id: nextRequest++, files: inputs, seeds: inputs.map((_, i) => [seed, 0, i]), transform, nhwc: false, maxPixels: maxImagePixels() };
   const reply = numWorkers > 0 ? await poolOf(numWorkers).run(req) : await processBatch(req);
   return { data: new Float32Array(reply.buffer), errors: reply.errors };
@@ -153,8 +157,19 @@ export async function transformImages(inputs: (string | Uint8Array)[], transform
  * Decodes one image (a file, or bytes such as an upload) on the loader's threads to
  * upright RGB bytes, untransformed: the input of an exported graph with preprocessing.
  */
-export async function decodeImage(input: string | Uint8Array, { numWorkers = defaultWorkers() }: { numWorkers?: number } = {}): Promise<{ pixels: Uint8Array; width: number; height: number } | { error: string }> {
-  const req: BatchRequest = { id: nextRequest++, files: [input], seeds: [[0, 0, 0]], transform: { sz: 1, maxZoom: 1, augs: [], crop: 'center', stats: { mean: [0, 0, 0], std: [1, 1, 1] } }, nhwc: false, maxPixels: maxImagePixels(), pixelsOnly: true };
+export async function decodeImage(
+  input: string | Uint8Array,
+  { numWorkers = defaultWorkers() }: { numWorkers?: number } = {},
+): Promise<{ pixels: Uint8Array; width: number; height: number } | { error: string }> {
+  const req: BatchRequest = {
+    id: nextRequest++,
+    files: [input],
+    seeds: [[0, 0, 0]],
+    transform: { sz: 1, maxZoom: 1, augs: [], crop: 'center', stats: { mean: [0, 0, 0], std: [1, 1, 1] } },
+    nhwc: false,
+    maxPixels: maxImagePixels(),
+    pixelsOnly: true,
+  };
   const reply = numWorkers > 0 ? await poolOf(numWorkers).run(req) : await processBatch(req);
   if (reply.errors[0] !== null || reply.size === undefined) return { error: reply.errors[0] ?? 'not decoded' };
   return { pixels: new Uint8Array(reply.buffer), width: reply.size[0], height: reply.size[1] };
@@ -184,7 +199,21 @@ export class DataLoader {
 
   constructor(
     readonly dataset: Dataset,
-    { bs = 64, shuffle = false, dropLast = false, transform, numWorkers, prefetch, seed = 0, channelsLast = false, onBadImage = 'skip', oversample = false, warn = (m) => console.warn(m), shard, device = 'cpu' }: DataLoaderOptions = {},
+    {
+      bs = 64,
+      shuffle = false,
+      dropLast = false,
+      transform,
+      numWorkers,
+      prefetch,
+      seed = 0,
+      channelsLast = false,
+      onBadImage = 'skip',
+      oversample = false,
+      warn = (m) => console.warn(m),
+      shard,
+      device = 'cpu',
+    }: DataLoaderOptions = {},
   ) {
     if (!Number.isInteger(bs) || bs < 1) throw new RangeError(`bs must be a positive integer, got ${bs}`);
     if (dataset instanceof FilesDataset && transform === undefined) throw new Error('DataLoader: an image dataset needs a transform');
@@ -200,14 +229,19 @@ export class DataLoader {
     this.oversample = oversample;
     this.warn = warn;
     this.device = device;
-    if (shard && !(Number.isInteger(shard.worldSize) && shard.worldSize >= 1 && Number.isInteger(shard.rank) && shard.rank >= 0 && shard.rank < shard.worldSize)) throw new RangeError(`shard: rank ${shard.rank} of ${shard.worldSize} is not a rank`);
+    if (shard && !(Number.isInteger(shard.worldSize) && shard.worldSize >= 1 && Number.isInteger(shard.rank) && shard.rank >= 0 && shard.rank < shard.worldSize))
+      throw new RangeError(`shard: rank ${shard.rank} of ${shard.worldSize} is not a rank`);
     this.shard = shard ?? null;
   }
 
   /** Batches per pass. */
   get length(): number {
     let n = this.oversample ? this.oversampled(0).length : this.dataset.length - (this.dataset instanceof FilesDataset ? this.dataset.bad.size : 0);
-    if (this.shard) n = shardOf(Array.from({ length: n }, (_, i) => i), this.shard).length;
+    if (this.shard)
+      n = shardOf(
+        Array.from({ length: n }, (_, i) => i),
+        this.shard,
+      ).length;
     return this.dropLast ? Math.floor(n / this.bs) : Math.ceil(n / this.bs);
   }
 
@@ -270,7 +304,10 @@ export class DataLoader {
     const ds = this.dataset;
     if (ds instanceof ArrayDataset) {
       for (const idx of batches) {
-        const ix = tensor(BigInt64Array.from(idx, (i) => BigInt(i)), { device: ds.x.device });
+        const ix = tensor(
+          BigInt64Array.from(idx, (i) => BigInt(i)),
+          { device: ds.x.device },
+        );
         const x = ds.x.indexSelect(0, ix);
         ix.dispose();
         yield { x: this.place(x), y: this.place(labelsTensor(ds, idx)), indices: idx };

@@ -60,4 +60,3 @@ export function tfmsFromStats(stats: Normalization, sz: number, { augTfms = [], 
 export function tfmsFromModel(arch: ArchLike, sz: number, options: TfmsOptions = {}): Transforms {
   return tfmsFromStats(archOf(arch).stats, sz, options);
 }
-

@@ -96,7 +96,9 @@ async function main(): Promise<void> {
       const out = await session.run({ pixels: new ort.Tensor('uint8', data, [1, height, width, 3]) });
       return rank(out.probabilities!.data as Float32Array, meta.labels);
     };
-    status(`model ${meta.arch} in this page (onnxruntime-web, ${ort.env.wasm.numThreads} thread${ort.env.wasm.numThreads === 1 ? '' : 's'}${crossOriginIsolated ? '' : '; serve with COOP/COEP headers for more'})`);
+    status(
+      `model ${meta.arch} in this page (onnxruntime-web, ${ort.env.wasm.numThreads} thread${ort.env.wasm.numThreads === 1 ? '' : 's'}${crossOriginIsolated ? '' : '; serve with COOP/COEP headers for more'})`,
+    );
   }
   const run = async (files: Iterable<File | Blob>): Promise<void> => {
     for (const f of files) {
@@ -125,14 +127,15 @@ async function main(): Promise<void> {
     void run(e.dataTransfer?.files ?? []);
   });
   const video = $<HTMLVideoElement>('camera');
-  $('camera-on').addEventListener('click', async () => {
-    try {
-      video.srcObject = await navigator.mediaDevices.getUserMedia({ video: { facingMode: 'environment' } });
-      video.hidden = false;
-      $('snap').hidden = false;
-    } catch (e) {
-      status(`camera: ${(e as Error).message}`);
-    }
+  $('camera-on').addEventListener('click', () => {
+    navigator.mediaDevices
+      .getUserMedia({ video: { facingMode: 'environment' } })
+      .then((stream) => {
+        video.srcObject = stream;
+        video.hidden = false;
+        $('snap').hidden = false;
+      })
+      .catch((e: unknown) => status(`camera: ${(e as Error).message}`));
   });
   $('snap').addEventListener('click', () => {
     const c = document.createElement('canvas');

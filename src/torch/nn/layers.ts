@@ -6,8 +6,7 @@ import * as F from '../functional.js';
 import { Tensor } from '../tensor.js';
 import { kaimingUniform_, fanInAndFanOut, uniform_ } from './init.js';
 import { Module } from './module.js';
-
-type Pair = number | [number, number];
+import type { Pair } from '../pair.js';
 
 function pairOf(v: Pair): [number, number] {
   return typeof v === 'number' ? [v, v] : v;
@@ -68,10 +67,12 @@ export class Conv2d extends Module {
 
   protected override extraRepr(): string {
     const [kh, kw] = this.weight.shape.slice(2);
-    return `${this.inChannels}, ${this.outChannels}, kernel_size=(${kh}, ${kw}), stride=(${this.stride.join(', ')})` +
+    return (
+      `${this.inChannels}, ${this.outChannels}, kernel_size=(${kh}, ${kw}), stride=(${this.stride.join(', ')})` +
       (this.padding.some((p) => p !== 0) ? `, padding=(${this.padding.join(', ')})` : '') +
       (this.groups !== 1 ? `, groups=${this.groups}` : '') +
-      (this.bias === null ? ', bias=False' : '');
+      (this.bias === null ? ', bias=False' : '')
+    );
   }
 }
 
@@ -80,7 +81,11 @@ export class Linear extends Module {
   readonly weight: Tensor;
   readonly bias: Tensor | null;
 
-  constructor(readonly inFeatures: number, readonly outFeatures: number, { bias = true }: { bias?: boolean } = {}) {
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    { bias = true }: { bias?: boolean } = {},
+  ) {
     super();
     this.weight = this.registerParameter('weight', empty([outFeatures, inFeatures]));
     this.bias = bias ? this.registerParameter('bias', empty([outFeatures])) : this.registerParameter('bias', null);
@@ -114,7 +119,10 @@ abstract class BatchNormBase extends Module {
   readonly eps: number;
   readonly momentum: number | null;
 
-  constructor(readonly numFeatures: number, { eps = 1e-5, momentum = 0.1, affine = true, trackRunningStats = true }: BatchNormOptions = {}) {
+  constructor(
+    readonly numFeatures: number,
+    { eps = 1e-5, momentum = 0.1, affine = true, trackRunningStats = true }: BatchNormOptions = {},
+  ) {
     super();
     this.eps = eps;
     this.momentum = momentum;
@@ -132,8 +140,8 @@ abstract class BatchNormBase extends Module {
     let factor = this.momentum ?? 0;
     const updating = this.training && this.numBatchesTracked !== null;
     if (updating) {
-      this.numBatchesTracked!.add_(1);
-      if (this.momentum === null) factor = 1 / this.numBatchesTracked!.item();
+      this.numBatchesTracked.add_(1);
+      if (this.momentum === null) factor = 1 / this.numBatchesTracked.item();
     }
     // Like PyTorch: batch statistics in training mode or when no running statistics exist.
     const useBatchStats = this.training || this.runningMean === null;
@@ -277,7 +285,10 @@ export class AdaptiveConcatPool2d extends Module {
 
 /** Flattens dimensions startDim..endDim (default: all but the batch). */
 export class Flatten extends Module {
-  constructor(readonly startDim = 1, readonly endDim = -1) {
+  constructor(
+    readonly startDim = 1,
+    readonly endDim = -1,
+  ) {
     super();
   }
   forward(x: Tensor): Tensor {

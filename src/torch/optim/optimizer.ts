@@ -175,7 +175,7 @@ export abstract class Optimizer {
 }
 
 function isSpec(x: unknown): x is ParamGroupSpec {
-  return typeof x === 'object' && x !== null && 'params' in x && Array.isArray((x as { params: unknown }).params);
+  return typeof x === 'object' && x !== null && 'params' in x && Array.isArray(x.params);
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

@@ -13,17 +13,7 @@ export type PersistentLoader = (pid: PickleValue) => PickleValue;
 export type GlobalFactory = (args: PickleValue[]) => PickleValue;
 
 /** What unpickling can produce. */
-export type PickleValue =
-  | null
-  | boolean
-  | number
-  | bigint
-  | string
-  | Uint8Array
-  | PickleValue[]
-  | Map<PickleValue, PickleValue>
-  | PickleGlobal
-  | object;
+export type PickleValue = null | boolean | number | bigint | string | Uint8Array | PickleValue[] | Map<PickleValue, PickleValue> | PickleGlobal | object;
 
 /** A reference to a whitelisted global (a class or function) before it is called. */
 export class PickleGlobal {
@@ -53,13 +43,7 @@ export function unpickle(data: Uint8Array, globals: Map<GlobalName, GlobalFactor
 }
 
 /** Unpickles the pickle that starts at `start`; returns its value and the offset just past its STOP. */
-export function unpickleAt(
-  data: Uint8Array,
-  start: number,
-  globals: Map<GlobalName, GlobalFactory>,
-  persistentLoad: PersistentLoader,
-  what = 'pickle',
-): { value: PickleValue; end: number } {
+export function unpickleAt(data: Uint8Array, start: number, globals: Map<GlobalName, GlobalFactory>, persistentLoad: PersistentLoader, what = 'pickle'): { value: PickleValue; end: number } {
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const dec = new TextDecoder('utf-8');
   const stack: StackItem[] = [];
@@ -383,19 +367,7 @@ export class PyFloat {
 
 /** Values the writer knows how to encode. */
 export type PickleWritable =
-  | null
-  | boolean
-  | number
-  | bigint
-  | string
-  | PickleWritable[]
-  | Map<PickleWritable, PickleWritable>
-  | { [key: string]: PickleWritable }
-  | PyTuple
-  | PyReduce
-  | PyPersistent
-  | PyGlobal
-  | PyFloat;
+  null | boolean | number | bigint | string | PickleWritable[] | Map<PickleWritable, PickleWritable> | { [key: string]: PickleWritable } | PyTuple | PyReduce | PyPersistent | PyGlobal | PyFloat;
 
 /** Pickles a value with protocol 2, as torch.save does. */
 export function pickle(value: PickleWritable): Uint8Array {
@@ -521,4 +493,18 @@ function u32le(n: number): number[] {
 
 function i32le(n: number): number[] {
   return u32le(n >>> 0);
+}
+
+/**
+ * A pickled value as an error message or a key shows it: strings and numbers as they are,
+ * containers and objects by kind (never "[object Object]"), at most 8 items of a tuple.
+ */
+export function pickleText(v: unknown): string {
+  if (v === null || v === undefined) return 'None';
+  if (typeof v === 'string' || typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean') return String(v);
+  if (Array.isArray(v)) return `(${v.slice(0, 8).map(pickleText).join(', ')}${v.length > 8 ? ', …' : ''})`;
+  if (v instanceof Map) return `a dict of ${v.size}`;
+  if (v instanceof PickleGlobal) return v.name;
+  if (v instanceof Uint8Array) return `${v.length} bytes`;
+  return typeof v === 'object' ? `a ${(v as { constructor?: { name?: string } }).constructor?.name ?? 'object'}` : typeof v;
 }

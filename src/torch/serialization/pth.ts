@@ -16,6 +16,7 @@ import {
   PyReduce,
   PyTuple,
   pickle,
+  pickleText,
   unpickle,
   unpickleAt,
   type GlobalFactory,
@@ -63,9 +64,9 @@ function asInt(v: PickleValue | undefined): bigint | null {
 function asDims(v: PickleValue | undefined, what: string): bigint[] {
   if (!Array.isArray(v)) throw new PthError(`${what} is not a tuple of ints`);
   if (v.length > 64) throw new PthError(`${what} has ${v.length} dimensions (PyTorch allows 64)`);
-  return v.map((x) => {
+  return (v as PickleValue[]).map((x) => {
     const n = asInt(x);
-    if (n === null || n < 0n) throw new PthError(`${what} is not a tuple of non-negative ints: (${v.map(String).join(', ')})`);
+    if (n === null || n < 0n) throw new PthError(`${what} is not a tuple of non-negative ints: ${pickleText(v)}`);
     return n;
   });
 }
@@ -90,9 +91,10 @@ class AllocationBudget {
   /** Checks a storage of `numel` elements against the `available` bytes that hold it; returns its size in bytes. */
   storage(key: string, numelValue: PickleValue | undefined, type: DType, available: number): number {
     const numel = asInt(numelValue);
-    if (numel === null || numel < 0n) throw new PthError(`${this.what}: storage ${key} has an invalid element count (${String(numelValue)})`);
+    if (numel === null || numel < 0n) throw new PthError(`${this.what}: storage ${key} has an invalid element count (${pickleText(numelValue)})`);
     const bytes = numel * BigInt(dtypeSize(type));
-    if (bytes > BigInt(available)) throw new PthError(`${this.what}: storage ${key} claims ${bytes} bytes (${numel} × ${type}), but the file holds only ${available} for it; the file is truncated or corrupt`);
+    if (bytes > BigInt(available))
+      throw new PthError(`${this.what}: storage ${key} claims ${bytes} bytes (${numel} × ${type}), but the file holds only ${available} for it; the file is truncated or corrupt`);
     this.storageBytes += bytes;
     return Number(bytes);
   }
@@ -106,12 +108,17 @@ class AllocationBudget {
    * Checks a tensor view (offset, sizes, strides) of `storage` and charges its bytes
    * to the budget; returns the view's arguments as plain numbers for `as_strided`.
    */
-  view(storage: PickleValue | undefined, offsetValue: PickleValue | undefined, sizeValue: PickleValue | undefined, strideValue: PickleValue | undefined): { storage: Tensor; offset: number; size: number[]; stride: number[] } {
+  view(
+    storage: PickleValue | undefined,
+    offsetValue: PickleValue | undefined,
+    sizeValue: PickleValue | undefined,
+    strideValue: PickleValue | undefined,
+  ): { storage: Tensor; offset: number; size: number[]; stride: number[] } {
     const s = storage instanceof Tensor ? this.storages.get(storage) : undefined;
     if (s === undefined || !(storage instanceof Tensor)) throw new PthError(`${this.what}: a tensor without a storage`);
     const where = `${this.what}: tensor on storage ${s.key}`;
     const offset = asInt(offsetValue);
-    if (offset === null || offset < 0n) throw new PthError(`${where} has an invalid storage offset (${String(offsetValue)})`);
+    if (offset === null || offset < 0n) throw new PthError(`${where} has an invalid storage offset (${pickleText(offsetValue)})`);
     const size = asDims(sizeValue, `${where}: its size`);
     const stride = asDims(strideValue, `${where}: its stride`);
     if (size.length !== stride.length) throw new PthError(`${where} has ${size.length} sizes but ${stride.length} strides`);
@@ -196,7 +203,7 @@ function parseZipPth(buf: Buffer, what: string): PthValue {
     const type = storageType(pid);
     if (type === undefined) throw new PthError(`${what}: unsupported persistent id in data.pkl`);
     const [, , keyValue, , numel] = pid as [string, PickleGlobal, PickleValue, string, PickleValue];
-    const key = String(keyValue);
+    const key = pickleText(keyValue);
     let t = storages.get(key);
     if (t === undefined) {
       const bytes = records.get(`${prefix}data/${key}`);
@@ -219,7 +226,7 @@ function parseZipPth(buf: Buffer, what: string): PthValue {
     return t;
   });
   try {
-    return keepReachable(unpickle(records.get(pklName)!, globals, storageFor, `${what} (data.pkl)`) as PthValue, created, what);
+    return keepReachable(unpickle(records.get(pklName)!, globals, storageFor, `${what} (data.pkl)`), created, what);
   } catch (e) {
     for (const t of created) t.dispose();
     if (e instanceof PickleError) throw new PthError(e.message);
@@ -263,7 +270,7 @@ function allowedGlobals(rebuildTensor: GlobalFactory): Map<string, GlobalFactory
     ['torch._utils._rebuild_tensor', rebuildTensor],
     ['torch._utils._rebuild_parameter', (args) => args[0]!],
     ['torch._utils._rebuild_parameter_with_state', (args) => args[0]!],
-    ['_codecs.encode', (args) => Uint8Array.from(String(args[0]), (c) => c.charCodeAt(0))],
+    ['_codecs.encode', (args) => Uint8Array.from(pickleText(args[0]), (c) => c.charCodeAt(0))],
   ]);
   for (const name of Object.keys(STORAGE_DTYPES)) globals.set(`torch.${name}`, () => null);
   return globals;
@@ -292,7 +299,7 @@ function parseLegacyPth(buf: Buffer, what: string): PthValue {
     const magicInt = asInt(magic.value);
     if (magicInt !== LEGACY_MAGIC) throw new PthError(`${what}: not a PyTorch file (a pickle, but without torch.save's magic number)`);
     const protocol = unpickleAt(buf, magic.end, plainGlobals, noPersistent, what);
-    if (protocol.value !== 1001) throw new PthError(`${what}: unsupported legacy protocol ${String(protocol.value)}`);
+    if (protocol.value !== 1001) throw new PthError(`${what}: unsupported legacy protocol ${pickleText(protocol.value)}`);
     const sysInfo = unpickleAt(buf, protocol.end, plainGlobals, noPersistent, what);
     // Storages come after the object, so the object is first built on empty
     // placeholders of the right size, filled in place afterwards. Every storage's
@@ -303,7 +310,7 @@ function parseLegacyPth(buf: Buffer, what: string): PthValue {
       if (type === undefined) throw new PthError(`${what}: unsupported persistent id`);
       const [, , keyValue, , numel, viewMetadata] = pid as [string, PickleGlobal, PickleValue, string, PickleValue, PickleValue];
       if (viewMetadata !== null && viewMetadata !== undefined) throw new PthError(`${what}: storage views are not supported`);
-      const key = String(keyValue);
+      const key = pickleText(keyValue);
       let p = placeholders.get(key);
       if (p === undefined) {
         const bytes = budget.storage(key, numel, type, buf.length - sysInfo.end - claimed);
@@ -328,7 +335,7 @@ function parseLegacyPth(buf: Buffer, what: string): PthValue {
     if (!Array.isArray(keys.value)) throw new PthError(`${what}: storage key list missing`);
     let pos = keys.end;
     for (const keyValue of keys.value) {
-      const key = String(keyValue);
+      const key = pickleText(keyValue);
       const p = placeholders.get(key);
       if (p === undefined) throw new PthError(`${what}: storage ${key} is listed but never used`);
       if (p.filled) throw new PthError(`${what}: storage ${key} is listed twice`);
@@ -352,7 +359,7 @@ function parseLegacyPth(buf: Buffer, what: string): PthValue {
       t.copy_(view);
       view.dispose();
     }
-    return keepReachable(obj.value as PthValue, created, what);
+    return keepReachable(obj.value, created, what);
   } catch (e) {
     for (const t of created) t.dispose();
     if (e instanceof PickleError) throw new PthError(e.message);
@@ -382,7 +389,7 @@ export function asStateDict(value: PthValue, what: string): Map<string, Tensor> 
     throw new PthError(`${what}: not a state dict (expected a dict of parameter names to tensors)`);
   }
   const out = new Map<string, Tensor>();
-  for (const [k, t] of v) out.set(String(k), t as Tensor);
+  for (const [k, t] of v) out.set(pickleText(k), t as Tensor);
   return out;
 }
 
@@ -402,24 +409,25 @@ export type PthWritable = Tensor | null | boolean | number | bigint | string | P
 export function serializePth(value: PthWritable, archiveName = 'archive', extras: Record<string, Uint8Array | string> = {}): Buffer {
   const storages: { key: string; data: Uint8Array }[] = [];
   const emptyOrderedDict = (): PyReduce => new PyReduce('collections', 'OrderedDict', []);
-  const encodeTensor = (t: Tensor): PyReduce => tidy(() => {
-    const c = t.detach().contiguous();
-    const dtype = c.dtype;
-    const raw = new Tensor(callTensorOp('aten::view.dtype', [c.reshape(-1).handle, dtypeCode('uint8')]));
-    const data = native.toTypedArray(raw.handle) as Uint8Array;
-    const shape = c.shape;
-    const numel = shape.reduce((a, b) => a * b, 1);
-    const key = String(storages.length);
-    storages.push({ key, data });
-    const strides: number[] = [];
-    let acc = 1;
-    for (let i = shape.length - 1; i >= 0; i--) {
-      strides[i] = acc;
-      acc *= shape[i]!;
-    }
-    const storage = new PyPersistent(new PyTuple(['storage', new PyGlobal('torch', STORAGE_OF_DTYPE[dtype]), key, 'cpu', numel]));
-    return new PyReduce('torch._utils', '_rebuild_tensor_v2', [storage, 0, new PyTuple(shape), new PyTuple(strides), false, emptyOrderedDict()]);
-  });
+  const encodeTensor = (t: Tensor): PyReduce =>
+    tidy(() => {
+      const c = t.detach().contiguous();
+      const dtype = c.dtype;
+      const raw = new Tensor(callTensorOp('aten::view.dtype', [c.reshape(-1).handle, dtypeCode('uint8')]));
+      const data = native.toTypedArray(raw.handle) as Uint8Array;
+      const shape = c.shape;
+      const numel = shape.reduce((a, b) => a * b, 1);
+      const key = String(storages.length);
+      storages.push({ key, data });
+      const strides: number[] = [];
+      let acc = 1;
+      for (let i = shape.length - 1; i >= 0; i--) {
+        strides[i] = acc;
+        acc *= shape[i]!;
+      }
+      const storage = new PyPersistent(new PyTuple(['storage', new PyGlobal('torch', STORAGE_OF_DTYPE[dtype]), key, 'cpu', numel]));
+      return new PyReduce('torch._utils', '_rebuild_tensor_v2', [storage, 0, new PyTuple(shape), new PyTuple(strides), false, emptyOrderedDict()]);
+    });
   const enc = (v: PthWritable): PickleWritable => {
     if (v instanceof Tensor) return encodeTensor(v);
     if (Array.isArray(v)) return v.map(enc);
@@ -464,7 +472,10 @@ export function readPthExtras(buf: Buffer, what = 'buffer'): Map<string, Uint8Ar
  * so an interrupted save never destroys the previous file.
  */
 export async function savePth(path: string, value: PthWritable, { extras }: { extras?: Record<string, Uint8Array | string> } = {}): Promise<void> {
-  const name = basename(path).replace(/\.[^.]*$/, '').replace(/[^A-Za-z0-9_]/g, '_') || 'archive';
+  const name =
+    basename(path)
+      .replace(/\.[^.]*$/, '')
+      .replace(/[^A-Za-z0-9_]/g, '_') || 'archive';
   await writeFileAtomic(path, serializePth(value, name, extras));
 }
 
@@ -472,4 +483,3 @@ export async function savePth(path: string, value: PthWritable, { extras }: { ex
 export async function saveStateDictFile(path: string, state: Map<string, Tensor>): Promise<void> {
   await savePth(path, state);
 }
-

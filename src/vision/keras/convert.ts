@@ -5,11 +5,12 @@
 import { cat, F, nn, noGrad, tensor, tidy, type Tensor } from '../../torch/index.js';
 import type { KerasLayer, KerasWeights } from './tfjs-format.js';
 
-type Activation = (x: Tensor) => Tensor;
+/** An activation a converted Keras layer applies after its weights. */
+export type Activation = (x: Tensor) => Tensor;
 
 /** A Keras activation's name, null for none ('linear'). */
 function activationName(name: unknown): string | null {
-  return name === undefined || name === null || name === 'linear' ? null : String(name);
+  return name === undefined || name === null || name === 'linear' ? null : typeof name === 'string' ? name : JSON.stringify(name);
 }
 
 function activation(name: unknown, layer: string): Activation | null {
@@ -118,23 +119,27 @@ function pooling(layer: KerasLayer, max: boolean): KerasOp {
   const k = pair(c.pool_size, layer.config.name);
   const s = c.strides === null || c.strides === undefined ? k : pair(c.strides, layer.config.name);
   const same = c.padding === 'same';
-  return new KerasOp(layer.class_name, (x) => {
-    if (!same) return max ? F.maxPool2d(x, k, { stride: s }) : F.avgPool2d(x, k, { stride: s });
-    const [h, w] = x.shape.slice(2) as [number, number];
-    const ph = samePadding(h, k[0], s[0]);
-    const pw = samePadding(w, k[1], s[1]);
-    if (ph[0] === ph[1] && pw[0] === pw[1]) {
-      // TensorFlow's average ignores the padding; its max never picks it.
-      return max ? F.maxPool2d(x, k, { stride: s, padding: [ph[0], pw[0]] }) : F.avgPool2d(x, k, { stride: s, padding: [ph[0], pw[0]], countIncludePad: false });
-    }
-    return tidy(() => {
-      if (max) return F.maxPool2d(F.pad(x, [pw[0], pw[1], ph[0], ph[1]], -Infinity), k, { stride: s });
-      const ones = x.select(1, 0).unsqueeze(1).mul(0).add(1);
-      const sum = F.avgPool2d(F.pad(x, [pw[0], pw[1], ph[0], ph[1]]), k, { stride: s });
-      const count = F.avgPool2d(F.pad(ones, [pw[0], pw[1], ph[0], ph[1]]), k, { stride: s });
-      return sum.div(count);
-    });
-  }, { pool: k, strides: s, same });
+  return new KerasOp(
+    layer.class_name,
+    (x) => {
+      if (!same) return max ? F.maxPool2d(x, k, { stride: s }) : F.avgPool2d(x, k, { stride: s });
+      const [h, w] = x.shape.slice(2) as [number, number];
+      const ph = samePadding(h, k[0], s[0]);
+      const pw = samePadding(w, k[1], s[1]);
+      if (ph[0] === ph[1] && pw[0] === pw[1]) {
+        // TensorFlow's average ignores the padding; its max never picks it.
+        return max ? F.maxPool2d(x, k, { stride: s, padding: [ph[0], pw[0]] }) : F.avgPool2d(x, k, { stride: s, padding: [ph[0], pw[0]], countIncludePad: false });
+      }
+      return tidy(() => {
+        if (max) return F.maxPool2d(F.pad(x, [pw[0], pw[1], ph[0], ph[1]], -Infinity), k, { stride: s });
+        const ones = x.select(1, 0).unsqueeze(1).mul(0).add(1);
+        const sum = F.avgPool2d(F.pad(x, [pw[0], pw[1], ph[0], ph[1]]), k, { stride: s });
+        const count = F.avgPool2d(F.pad(ones, [pw[0], pw[1], ph[0], ph[1]]), k, { stride: s });
+        return sum.div(count);
+      });
+    },
+    { pool: k, strides: s, same },
+  );
 }
 
 /** A node of a converted Keras graph: its layer, inputs, module (null for inputs and merges) and Keras class. */
@@ -167,7 +172,7 @@ function load(target: Tensor, source: Tensor): void {
 function buildLayer(layer: KerasLayer, weights: KerasWeights, channels: Map<string, number>, inputs: string[]): { module: nn.Module | null; merge?: (xs: Tensor[]) => Tensor; outChannels: number } {
   const c = layer.config;
   const name = c.name;
-  const cin = inputs.length > 0 ? channels.get(inputs[0]!) ?? 0 : 3;
+  const cin = inputs.length > 0 ? (channels.get(inputs[0]!) ?? 0) : 3;
   switch (layer.class_name) {
     case 'InputLayer':
       return { module: null, outChannels: 3 };
@@ -224,7 +229,18 @@ function buildLayer(layer: KerasLayer, weights: KerasWeights, channels: Map<stri
       return { module: new KerasOp(`Activation(${String(c.activation)})`, activation(c.activation, name) ?? ((x) => x.clone()), c), outChannels: cin };
     case 'ZeroPadding2D': {
       const p = c.padding as number | [number, number] | [[number, number], [number, number]];
-      const [[t, b], [l, r]] = typeof p === 'number' ? [[p, p], [p, p]] : Array.isArray(p[0]) ? (p as [[number, number], [number, number]]) : [[p[0] as number, p[0] as number], [p[1] as number, p[1] as number]];
+      const [[t, b], [l, r]] =
+        typeof p === 'number'
+          ? [
+              [p, p],
+              [p, p],
+            ]
+          : Array.isArray(p[0])
+            ? (p as [[number, number], [number, number]])
+            : [
+                [p[0], p[0]],
+                [p[1] as number, p[1] as number],
+              ];
       return { module: new KerasOp('ZeroPadding2D', (x) => F.pad(x, [l, r, t, b]), { ...c, pads: [t, b, l, r] }), outChannels: cin };
     }
     case 'MaxPooling2D':

@@ -127,7 +127,26 @@ export const ARCHS: Record<string, Arch> = {
     name: 'inception_v3',
     create: (o) => inception_v3({ ...o, auxLogits: true }),
     body: (m) =>
-      children(m, ['Conv2d_1a_3x3', 'Conv2d_2a_3x3', 'Conv2d_2b_3x3', 'maxpool1', 'Conv2d_3b_1x1', 'Conv2d_4a_3x3', 'maxpool2', 'Mixed_5b', 'Mixed_5c', 'Mixed_5d', 'Mixed_6a', 'Mixed_6b', 'Mixed_6c', 'Mixed_6d', 'Mixed_6e', 'Mixed_7a', 'Mixed_7b', 'Mixed_7c']),
+      children(m, [
+        'Conv2d_1a_3x3',
+        'Conv2d_2a_3x3',
+        'Conv2d_2b_3x3',
+        'maxpool1',
+        'Conv2d_3b_1x1',
+        'Conv2d_4a_3x3',
+        'maxpool2',
+        'Mixed_5b',
+        'Mixed_5c',
+        'Mixed_5d',
+        'Mixed_6a',
+        'Mixed_6b',
+        'Mixed_6c',
+        'Mixed_6d',
+        'Mixed_6e',
+        'Mixed_7a',
+        'Mixed_7b',
+        'Mixed_7c',
+      ]),
     bodyFeatures: 2048,
     split: 11,
     stats: IMAGENET_STATS,
@@ -169,7 +188,7 @@ ARCHS.mobilenet_v2_nsfwjs = {
     bnFreeze: true,
     lrFactor: 0.2,
     maxLr: 1e-3,
-    why: "its batch norm, switched to batch statistics, moves the features the head was trained on, and with statistics kept it needs gentler rates",
+    why: 'its batch norm, switched to batch statistics, moves the features the head was trained on, and with statistics kept it needs gentler rates',
   },
 };
 
@@ -211,7 +230,7 @@ export function archOf(a: ArchLike): Arch {
   if (typeof a === 'object') return a;
   const found = typeof a === 'string' ? (Object.hasOwn(ARCHS, a) ? ARCHS[a] : undefined) : BY_FUNCTION.get(a);
   if (found === undefined) {
-    throw new Error(`unknown architecture ${typeof a === 'string' ? `'${a}'` : (a.name || 'function')}; known: ${Object.keys(ARCHS).join(', ')}`);
+    throw new Error(`unknown architecture ${typeof a === 'string' ? `'${a}'` : a.name || 'function'}; known: ${Object.keys(ARCHS).join(', ')}`);
   }
   return found;
 }

@@ -61,7 +61,13 @@ export class DenseNet extends nn.Module {
   readonly features: nn.Sequential;
   readonly classifier: nn.Linear;
 
-  constructor({ growthRate = 32, blockConfig = [6, 12, 24, 16], numInitFeatures = 64, bnSize = 4, numClasses = 1000 }: { growthRate?: number; blockConfig?: number[]; numInitFeatures?: number; bnSize?: number; numClasses?: number } = {}) {
+  constructor({
+    growthRate = 32,
+    blockConfig = [6, 12, 24, 16],
+    numInitFeatures = 64,
+    bnSize = 4,
+    numClasses = 1000,
+  }: { growthRate?: number; blockConfig?: number[]; numInitFeatures?: number; bnSize?: number; numClasses?: number } = {}) {
     super();
     const features = nn.Sequential.named([
       ['conv0', new nn.Conv2d(3, numInitFeatures, 7, { stride: 2, padding: 3, bias: false })],
@@ -91,7 +97,14 @@ export class DenseNet extends nn.Module {
   }
 
   forward(x: Tensor): Tensor {
-    return nn.pipe(x, this.features, relu_, (t) => F.adaptiveAvgPool2d(t, 1), (t) => t.flatten(1), this.classifier);
+    return nn.pipe(
+      x,
+      this.features,
+      relu_,
+      (t) => F.adaptiveAvgPool2d(t, 1),
+      (t) => t.flatten(1),
+      this.classifier,
+    );
   }
 }
 

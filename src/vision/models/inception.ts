@@ -1,7 +1,5 @@
 // Inception v3 in torchvision's layout (Conv2d_1a_3x3 ... Mixed_7c, AuxLogits, fc).
-import { cat, F, nn, noGrad, tidy, type Tensor } from '../../torch/index.js';
-
-type Pair = number | [number, number];
+import { cat, F, nn, noGrad, tidy, type Pair, type Tensor } from '../../torch/index.js';
 
 /** Convolution without bias, batch norm (eps 1e-3), ReLU. */
 export class BasicConv2d extends nn.Module {
@@ -109,9 +107,7 @@ export class InceptionD extends Branches {
     this.conv('branch7x7x3_4', 192, 192, 3, { stride: 2 });
   }
   forward(x: Tensor): Tensor {
-    return tidy(() =>
-      cat([this.chain(x, 'branch3x3_1', 'branch3x3_2'), this.chain(x, 'branch7x7x3_1', 'branch7x7x3_2', 'branch7x7x3_3', 'branch7x7x3_4'), F.maxPool2d(x, 3, { stride: 2 })], 1),
-    );
+    return tidy(() => cat([this.chain(x, 'branch3x3_1', 'branch3x3_2'), this.chain(x, 'branch7x7x3_1', 'branch7x7x3_2', 'branch7x7x3_3', 'branch7x7x3_4'), F.maxPool2d(x, 3, { stride: 2 })], 1));
   }
 }
 

@@ -66,7 +66,13 @@ export class MobileNetV2 extends nn.Module {
   }
 
   forward(x: Tensor): Tensor {
-    return nn.pipe(x, this.features, (t) => F.adaptiveAvgPool2d(t, 1), (t) => t.flatten(1), this.classifier);
+    return nn.pipe(
+      x,
+      this.features,
+      (t) => F.adaptiveAvgPool2d(t, 1),
+      (t) => t.flatten(1),
+      this.classifier,
+    );
   }
 }
 

@@ -79,7 +79,8 @@ export class Bottleneck extends nn.Module {
   }
 }
 
-type BlockClass = (typeof BasicBlock | typeof Bottleneck) & { expansion: number };
+/** A ResNet block class (BasicBlock or Bottleneck) with its channel expansion. */
+export type BlockClass = (typeof BasicBlock | typeof Bottleneck) & { expansion: number };
 
 /** Options of the ResNet family. */
 export interface ResNetOptions {

@@ -27,7 +27,15 @@ export class VGG extends nn.Module {
     this.avgpool = this.registerModule('avgpool', new nn.AdaptiveAvgPool2d(7));
     this.classifier = this.registerModule(
       'classifier',
-      new nn.Sequential(new nn.Linear(cin * 7 * 7, 4096), new nn.ReLU(true), new nn.Dropout(dropout), new nn.Linear(4096, 4096), new nn.ReLU(true), new nn.Dropout(dropout), new nn.Linear(4096, numClasses)),
+      new nn.Sequential(
+        new nn.Linear(cin * 7 * 7, 4096),
+        new nn.ReLU(true),
+        new nn.Dropout(dropout),
+        new nn.Linear(4096, 4096),
+        new nn.ReLU(true),
+        new nn.Dropout(dropout),
+        new nn.Linear(4096, numClasses),
+      ),
     );
     initLikeTorchvision(this, { linearStd: 0.01 });
   }
