@@ -13,8 +13,8 @@ import sharp from 'sharp';
 import { main } from '../src/cli/main.js';
 import { photos, repoRoot } from './helpers.js';
 import { readModel, learnerFor } from '../src/cli/model-file.js';
-import { addInterpretation, camTiles } from '../src/cli/figures.js';
-import { predictedFiles } from '../src/cli/train.js';
+import { addInterpretation, camTiles } from '../src/learn/figures.js';
+import { predictedFiles } from '../src/learn/recipe.js';
 import { Report } from '../src/report/html.js';
 import { FilesDataset } from '../src/vision/dataset.js';
 import { archOf } from '../src/vision/models/archs.js';
@@ -341,7 +341,7 @@ test("train --recipe fine-tune runs fastai v2's fine_tune: the head for one cycl
   assert.ok(existsSync(join(out, 'model.pth')));
   const bad = cli('train', folderData, '--recipe', 'sgdr');
   assert.equal(bad.code, 2);
-  assert.match(bad.stderr, /--recipe: .*lesson, fine-tune/);
+  assert.match(bad.stderr, /--recipe: .*fine-tune, lesson/);
 });
 
 test('wrong calls: one line on stderr, non-zero exit', async () => {

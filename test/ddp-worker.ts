@@ -57,7 +57,15 @@ async function main(): Promise<void> {
     manualSeed(7 + (mode === 'train' ? pg.rank : 0));
     const classes = Number(process.env.DDP_CLASSES ?? 2);
     const net = new nn.Sequential(new nn.Linear(8, 16), new nn.ReLU(), new nn.Linear(16, classes), new nn.LogSoftmax(1));
-    const slow: Callback = { afterBatch: () => new Promise((r) => setTimeout(r, 50)) };
+    // Says once that batches run, so that a test kills a rank mid-epoch and not while it starts.
+    let said = false;
+    const slow: Callback = {
+      afterBatch: () => {
+        if (!said) process.stderr.write('DDP-TRAINING\n');
+        said = true;
+        return new Promise((r) => setTimeout(r, 50));
+      },
+    };
     const epochs = mode === 'slow' ? 1000 : Number(process.env.DDP_EPOCHS ?? 3);
     const cbs: Callback[] = [...(worldSize > 1 ? [new DistributedDataParallel(pg)] : []), ...(mode === 'slow' ? [slow] : [])];
     await new Loop({ net, opt: new optim.SGD(net.parameters(), { lr: 0.1, momentum: 0.9 }), trn: data.trnDl, val: null, nEpochs: epochs, callbacks: cbs }).run();

@@ -129,7 +129,13 @@ test('two ranks with batches of 4 end with the weights of one process with batch
 test('a rank killed mid-epoch: the other stops with an error naming it, within the timeout', async () => {
   const port = String(nextPort++);
   const env = { WORLD_SIZE: '2', MASTER_PORT: port, DDP_MODE: 'slow', DDP_TIMEOUT_MS: '15000' };
-  const [r0, r1] = await Promise.all([rank({ ...env, RANK: '0' }), rank({ ...env, RANK: '1' }, (p) => setTimeout(() => p.kill('SIGKILL'), 4000))]);
+  // Killed once it trains (a fixed delay raced the start under load: Gloo's connect then timed out instead).
+  const killWhenTraining = (p: ChildProcess): void => {
+    p.stderr!.on('data', (d: Buffer) => {
+      if (d.toString().includes('DDP-TRAINING')) setTimeout(() => p.kill('SIGKILL'), 500);
+    });
+  };
+  const [r0, r1] = await Promise.all([rank({ ...env, RANK: '0' }), rank({ ...env, RANK: '1' }, killWhenTraining)]);
   assert.equal(r1.signal, 'SIGKILL');
   assert.equal(r0.code, 1, r0.stderr);
   assert.match(r0.stderr, /rank 1 \(.* pid \d+\) stopped responding/);

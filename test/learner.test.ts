@@ -231,7 +231,7 @@ test('frozen batch norm keeps its statistics; setData re-freezes for progressive
 });
 
 test("fitOneCycle sets each batch's rates and momentum by the one-cycle schedule; fineTune trains the head, then everything at spread rates", async () => {
-  const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, { ...quiet, precompute: true, optFn: 'adamw' });
+  const learn = await ConvLearner.pretrained(mobilenet_v2_nsfwjs, data, { ...quiet, precompute: true, optFunc: 'adamw' });
   const seen: { lrs: number[]; mom: number; beta1: number }[] = [];
   const spy: Callback = { order: 0, beforeStep: (l) => void seen.push({ lrs: l.opt.paramGroups.map((g) => g.lr), mom: l.opt.paramGroups[0]!.momentum, beta1: l.opt.paramGroups[0]!.betas[0] }) };
   await learn.fitOneCycle([1e-4, 1e-3, 1e-2], 2, { callbacks: [spy] });

@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { looksLikeFormula, submissionCsv } from '../src/cli/submission.js';
+import { looksLikeFormula, submissionCsv } from '../src/learn/submission.js';
 import { photos, repoRoot, saveSeededModel } from './helpers.js';
 
 const bin = join(repoRoot, 'dist', 'src', 'cli', 'bin.js');

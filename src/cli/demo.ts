@@ -11,7 +11,8 @@ import { FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, loadFashionMnist } from '../v
 import { fastvisionHome } from '../vision/zoo.js';
 import { num, str, UsageError, type CommandSpec } from './args.js';
 import { loadData } from './data-args.js';
-import { recipeSettings, RECIPE_OPTIONS, runRecipe } from './train.js';
+import { recipeSettings, RECIPE_OPTIONS } from './train.js';
+import { trainRecipe } from '../learn/recipe.js';
 import { archOf } from '../vision/models/archs.js';
 import { claimFile, withOutput } from './outputs.js';
 
@@ -104,7 +105,7 @@ export const demoCommand: CommandSpec = {
     await withOutput(settings.out, async () => {
       if (settings.json) claimFile(settings.json, '--json');
       const data = await loadData(dir, withDefaults, arch, settings.sizes[0]!);
-      await runRecipe(data, arch.name, settings, (size) => loadData(dir, withDefaults, arch, size));
+      await trainRecipe(data, arch.name, settings, (size) => loadData(dir, withDefaults, arch, size));
     });
   },
 };

@@ -2,7 +2,7 @@
 // `fastvision sizes` (what the data looks like before training).
 import { DEVICE_OPTIONS, deviceArg } from './device-args.js';
 import { basename, join, resolve } from 'node:path';
-import { addDataSection, addInterpretation, addTagTable, camTiles } from './figures.js';
+import { addDataSection, addInterpretation, addTagTable, camTiles } from '../learn/figures.js';
 import { fbetaScore } from '../learn/metrics.js';
 import { Report } from '../report/html.js';
 import { FilesDataset } from '../vision/dataset.js';
@@ -11,7 +11,7 @@ import { flag, num, str, UsageError, type CommandSpec } from './args.js';
 import { dataPath, LAYOUT_OPTIONS, loadData, MODEL_OPTIONS } from './data-args.js';
 import { ENSEMBLE, learnerFor, probabilitiesOf, readModel, snapshotsOf } from './model-file.js';
 import { withOutput } from './outputs.js';
-import { predictedFiles } from './train.js';
+import { predictedFiles } from '../learn/recipe.js';
 import { shown } from '../util/shown.js';
 
 const OUT = { type: 'string', arg: 'DIR', help: 'where the pictures and report go', default: './fastvision-out/<folder name>' } as const;

@@ -70,13 +70,13 @@ export async function probabilitiesOf(
 export async function learnerFor(
   saved: { pth: string; info: ModelInfo },
   data: ImageClassifierData,
-  { optFn = 'sgd', device = 'cpu', mixedPrecision }: { optFn?: 'sgd' | 'adam' | 'adamw'; device?: string; mixedPrecision?: MixedPrecisionMode } = {},
+  { optFunc = 'sgd', device = 'cpu', mixedPrecision }: { optFunc?: 'sgd' | 'adam' | 'adamw'; device?: string; mixedPrecision?: MixedPrecisionMode } = {},
 ): Promise<ConvLearner> {
   const learn = await ConvLearner.pretrained(saved.info.arch, data, {
     pretrained: false,
     xtraFc: saved.info.xtraFc,
     ps: saved.info.ps,
-    optFn,
+    optFunc,
     multiLabel: saved.info.multiLabel ?? false,
     device,
     mixedPrecision,

@@ -12,8 +12,8 @@ import { flag, num, str, UsageError, type CommandSpec, type ParsedArgs } from '.
 import { imageLimitArg, tfmsFor } from './data-args.js';
 import { ENSEMBLE, learnerFor, probabilitiesOf, readModel, snapshotsOf, type ModelInfo } from './model-file.js';
 import { claimFile } from './outputs.js';
-import { imageId, looksLikeFormula, writeSubmission } from './submission.js';
-import { predictedFiles } from './train.js';
+import { imageId, looksLikeFormula, writeSubmission } from '../learn/submission.js';
+import { predictedFiles } from '../learn/recipe.js';
 
 /** Image files named on the command line: files, or folders (their images, subfolders included, sorted). */
 export function collectImages(items: string[]): string[] {

@@ -8,9 +8,9 @@ import { TrainingDivergedError } from '../learn/guard.js';
 import { ConvLearner } from '../learn/conv-learner.js';
 import { CycleSnapshots } from '../learn/callbacks.js';
 import type { FitState } from '../learn/loop.js';
-import { addLrFinder, addTraining } from './figures.js';
+import { addLrFinder, addTraining } from '../learn/figures.js';
 import { Report } from '../report/html.js';
-import { TrainingLog } from './training-log.js';
+import { TrainingLog } from '../learn/training-log.js';
 import { manualSeed } from '../torch/index.js';
 import { archOf } from '../vision/models/archs.js';
 import { choice, flag, num, numList, str, UsageError, type CommandSpec, type OptionSpec } from './args.js';
@@ -19,7 +19,8 @@ import { archArg, dataPath, LAYOUT_OPTIONS, loadData, MODEL_OPTIONS, sizeArg } f
 import { learnerFor, readModel, saveModel } from './model-file.js';
 import { withOutput } from './outputs.js';
 import { deviceArg, mixedPrecisionArg, TRAINING_DEVICE_OPTIONS } from './device-args.js';
-import { checkpointFile, notingCheckpoint, openCheckpoint, refuseBatchTooLarge, runFingerprint } from './train.js';
+import { runFingerprint } from './train.js';
+import { checkpointFile, notingCheckpoint, openCheckpoint, refuseBatchTooLarge } from '../learn/session.js';
 
 const OUT: OptionSpec = { type: 'string', arg: 'DIR', help: 'where the pictures, report (and model) go', default: './fastvision-out/<folder name>' };
 const UNFREEZE: OptionSpec = { type: 'boolean', help: 'train the whole network (no precomputed activations)' };
@@ -129,8 +130,8 @@ export const fitCommand: CommandSpec = {
         manualSeed(num(args, 'seed', 0, { min: 0, max: 2 ** 31 - 1, integer: true }));
         const data = await loadData(path, args, arch, size);
         if (saved && saved.info.classes.join('\n') !== data.classes.join('\n')) throw new UsageError(`${path}: its classes are not those of ${from}`);
-        const optFn = choice(args, 'opt', ['sgd', 'adam', 'adamw'] as const, 'sgd');
-        const learn = saved ? await learnerFor(saved, data, { optFn, device, mixedPrecision }) : await ConvLearner.pretrained(arch, data, { optFn, device, mixedPrecision });
+        const optFunc = choice(args, 'opt', ['sgd', 'adam', 'adamw'] as const, 'sgd');
+        const learn = saved ? await learnerFor(saved, data, { optFunc, device, mixedPrecision }) : await ConvLearner.pretrained(arch, data, { optFunc, device, mixedPrecision });
         if (flag(args, 'unfreeze')) learn.unfreeze();
         if (flag(args, 'precompute')) learn.precompute = true;
         refuseBatchTooLarge(learn.model, { arch: arch.name, size, bs: data.bs, unfrozen: flag(args, 'unfreeze') });
@@ -154,8 +155,8 @@ export const fitCommand: CommandSpec = {
           await learn.fit(lrs.length === 1 ? lrs[0]! : lrs, nCycle, {
             cycleLen,
             cycleMult,
-            wds: wds.length === 1 ? wds[0]! : wds,
-            callbacks: flag(args, 'save-cycles') ? [cb, snap] : [cb],
+            wd: wds.length === 1 ? wds[0]! : wds,
+            cbs: flag(args, 'save-cycles') ? [cb, snap] : [cb],
             onCheckpoint,
             resume: resume?.fit ?? undefined,
           });

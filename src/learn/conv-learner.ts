@@ -1,55 +1,38 @@
-// ConvLearner: a pretrained body with fast.ai's head, layer groups for freezing
-// and differential learning rates, precomputed activations, and the fits built
-// on the one loop (loop.ts) with callbacks: fit (SGDR or constant),
-// fitOneCycle, fineTune, lrFind; save/load; prediction, TTA and ensembles.
-import { outOfMemory } from './memory.js';
+// ConvLearner (fastai v2's vision_learner): a Learner on a pretrained body with fast.ai's head,
+// the architecture's layer groups, precomputed activations, and what images add to the
+// Learner's fits: predicting one image, TTA, ensembles, Grad-CAM and the model file.
 import { saveModel } from './saved-model.js';
 import { unfreezePlan, type UnfreezeChoices, type UnfreezePlan } from './unfreeze-plan.js';
 import { loadTransformed } from '../vision/augment.js';
-import { existsSync } from 'node:fs';
-import { basename, dirname, isAbsolute, join, sep } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { ensureDir } from '../util/files.js';
-import {
-  channelsLastConvIsSound,
-  getNumThreads,
-  isOutOfMemory,
-  libtorchVersion,
-  loadStateDictFile,
-  nn,
-  noGrad,
-  optim,
-  resolveDevice,
-  savePth,
-  setRngState,
-  tensor,
-  type Tensor,
-} from '../torch/index.js';
-import { checkMixedPrecision, MixedPrecision, type MixedPrecisionMode } from './mixed-precision.js';
+import { channelsLastConvIsSound, getNumThreads, libtorchVersion, nn, noGrad, tensor, type Tensor } from '../torch/index.js';
 import { bodyGroups, type Arch, type ArchLike } from '../vision/models/archs.js';
 import { cacheDirFor, ImageClassifierData } from '../vision/data.js';
 import { FilesDataset } from '../vision/dataset.js';
 import type { DataLoader } from '../vision/loader.js';
-import { progress } from '../util/progress.js';
 import { buildClassifier, type Classifier, type ClassifierOptions } from './head.js';
 import { activationsKey, cachedActivations, computeActivations, stateHash, type Activations } from './activations.js';
-import { constantSchedule, oneCycleSchedule, sgdrSchedule, type OneCycleOptions, type Schedule } from './schedule.js';
-import { Loop, predictLoader, type Callback, type EpochRecord, type FitState, type LossFn } from './loop.js';
-import { CheckpointCallback, CycleSnapshots, EpochTable, ParamScheduler, ProgressCallback, SaveModelCallback } from './callbacks.js';
-import { DivergenceGuardCallback } from './guard.js';
-import { LRFinder, LrFinderResult } from './lr-finder.js';
+import type { LossFn } from './loop.js';
 import { accuracy, accuracyThresh, fbeta, type Metric } from './metrics.js';
 import { bceWithLogits, nllLoss } from './losses.js';
 import { averageProbabilities, keepingWeights, type Probabilities } from './predict.js';
 import { gradCam, type CamMaps } from './gradcam.js';
-import { DistributedDataParallel, gatherRows } from './ddp.js';
-import type { ProcessGroup } from '../torch/distributed.js';
+import { gatherRows } from './ddp.js';
+import { Learner, type LearnerOptions } from './learner.js';
 
-/** Options of `ConvLearner.pretrained`: the network's shape (ClassifierOptions) and how it trains. */
-export interface ConvLearnerOptions extends ClassifierOptions {
+/**
+ * Options of `visionLearner` and `ConvLearner.pretrained`: the network's shape (ClassifierOptions)
+ * and the Learner's options (the layer groups are the architecture's: the body's early and later
+ * layers, and the head).
+ */
+export interface ConvLearnerOptions extends ClassifierOptions, Omit<LearnerOptions, 'splitter'> {
   /** Train the head on cached body activations (no augmentation) until turned off. */
   precompute?: boolean;
-  /** 'sgd' (momentum 0.9, the default), 'adam', or 'adamw' (decoupled weight decay, fastai v2's default). */
+  /** @deprecated The old name of `optFunc`. */
   optFn?: 'sgd' | 'adam' | 'adamw';
+  /** @deprecated The old name of `lossFunc`. */
+  lossFn?: LossFn;
   /**
    * The layout of the network's 4-d weights, and so of its activations: 'channelsLast'
    * (NHWC, the default: oneDNN's convolutions prefer it, and a ResNet-18 training step
@@ -62,28 +45,7 @@ export interface ConvLearnerOptions extends ClassifierOptions {
   /** Metrics for `fit` when it is not given any (default: accuracy; multi-label: accuracy and F2 at a threshold of 0.2). */
   metrics?: Metric[];
   /** The loss (default: NLL of the LogSoftmax head; multi-label: binary cross entropy on logits). */
-  lossFn?: LossFn;
-  /** Callbacks added to every fit (e.g. MixUp, CSVLogger). */
-  cbs?: Callback[];
-  /** Where progress and epoch rows go (default stdout; null for silence). */
-  log?: ((line: string) => void) | null;
-  /**
-   * Train data-parallel in this process group (every rank builds the same learner
-   * on data sharded for its rank): fits run with DistributedDataParallel,
-   * predictions and activations are gathered from every rank, only rank 0 saves.
-   */
-  processGroup?: ProcessGroup;
-  /**
-   * Where the network trains and predicts: 'auto' (CUDA when this libtorch has a GPU, the
-   * default), 'cpu', 'cuda' or 'cuda:N'. The data's batches are sent there too. Asking for
-   * a GPU that is not there throws a DeviceUnavailableError naming `fastvision doctor`.
-   */
-  device?: string;
-  /**
-   * Mixed precision, as fastai's to_fp16: the forward pass and loss under autocast in
-   * bf16, or in fp16 with dynamic loss scaling (PyTorch's GradScaler). Weights stay float32.
-   */
-  mixedPrecision?: MixedPrecisionMode;
+  lossFunc?: LossFn;
 }
 
 /** What `learn.predict` says of one image (fastai's learn.predict, by name). */
@@ -98,48 +60,6 @@ export interface ImagePrediction {
   labels?: string[];
 }
 
-/** Options of every fit. */
-export interface BaseFitOptions {
-  /** Weight decay, one for all groups or one per group (default 0; 0.01 with AdamW). */
-  wds?: number | number[];
-  /** Metrics on the validation set after each epoch (default: the learner's). */
-  metrics?: Metric[];
-  callbacks?: Callback[];
-  /**
-   * Stop when the loss becomes NaN or infinite or runs away (the smoothed or
-   * validation loss above `runawayFactor` × max(the first loss, 1)), put back the
-   * weights of the last good epoch, and throw a TrainingDivergedError (default true).
-   */
-  guard?: boolean;
-  runawayFactor?: number;
-  /** Called at the end of every epoch with the state to resume from (save it with the weights). */
-  onCheckpoint?: (state: FitState) => Promise<void> | void;
-  /** Continues a fit from a checkpoint's state (same data, schedule and model). */
-  resume?: FitState;
-}
-
-/** Options of `fit`. */
-export interface FitOptions extends BaseFitOptions {
-  cycleLen?: number;
-  cycleMult?: number;
-  /** Saves a snapshot at the end of each cycle as `{name}_cyc_{k}`. */
-  cycleSaveName?: string;
-  /** Saves the model whenever the first metric (or, without metrics, the validation loss) improves, as its direction says. */
-  bestSaveName?: string;
-}
-
-/** Options of `fineTune` (fastai v2's defaults). */
-export interface FineTuneOptions extends BaseFitOptions {
-  /** Epochs of the frozen stage (default 1). */
-  freezeEpochs?: number;
-  /** The body's first group trains lrMult times slower than the head (default 100). */
-  lrMult?: number;
-  /** The unfrozen stage's warm-up share (default 0.3). */
-  pctStart?: number;
-  /** The unfrozen stage's divFactor (default 5). */
-  div?: number;
-}
-
 let warnedChannelsLast = false;
 
 /** Says once per process that channels-last was asked for where it computes wrongly. */
@@ -152,33 +72,15 @@ function warnUnsoundChannelsLast(): void {
 }
 
 /** Image classifier: a pretrained convolutional body and a new head. */
-export class ConvLearner {
+export class ConvLearner extends Learner<ImageClassifierData> {
   /** The whole network: `body` then `pool` (concat pooling + flatten) then `head`. */
-  readonly model: nn.Sequential;
-  /** Layer groups: body's early layers, body's later layers, the head. */
-  readonly layerGroups: nn.Module[][];
-  /** The last `lrFind` result. */
-  sched: LrFinderResult | null = null;
-  /** Keep every batch norm layer's statistics fixed, even in unfrozen groups (fast.ai's bn_freeze). */
-  bnFrozen = false;
-  /** Callbacks added to every fit. */
-  readonly cbs: Callback[];
+  declare readonly model: nn.Sequential;
   /** Outputs are independent sigmoids (tags), not a softmax over classes. */
   readonly multiLabel: boolean;
-  readonly lossFn: LossFn;
   private precomputed: { trn: Activations; val: Activations | null } | null = null;
   private precomputeOn: boolean;
-  private readonly optFn: 'sgd' | 'adam' | 'adamw';
   /** The layout of the network's 4-d weights and activations (ConvLearnerOptions.memoryFormat). */
   readonly memoryFormat: 'channelsLast' | 'contiguous';
-  private readonly defaultMetrics: Metric[];
-  private readonly log: ((line: string) => void) | null;
-  /** The process group of distributed training (null: this process alone). */
-  readonly pg: ProcessGroup | null;
-  /** Where the network lives and its batches go ('cpu' or 'cuda:N'). */
-  readonly device: string;
-  /** Mixed precision in every fit (null: float32). */
-  mixedPrecision: MixedPrecisionMode | null;
 
   readonly arch: Arch;
   readonly body: nn.Module;
@@ -187,23 +89,22 @@ export class ConvLearner {
   /** fast.ai's head as built: hidden layer sizes and dropouts (null for a custom head). */
   readonly headSpec: { xtraFc: number[]; ps: number[] } | null;
 
-  private constructor(
-    c: Classifier,
-    public data: ImageClassifierData,
-    options: ConvLearnerOptions,
-  ) {
-    ({ arch: this.arch, body: this.body, pool: this.pool, head: this.head, model: this.model, headSpec: this.headSpec } = c);
-    const [early, late] = bodyGroups(this.arch, this.body);
-    this.layerGroups = [early, late, [this.head]];
-    this.multiLabel = options.multiLabel ?? false;
+  private constructor(c: Classifier, data: ImageClassifierData, options: ConvLearnerOptions) {
+    const multiLabel = options.multiLabel ?? false;
+    const [early, late] = bodyGroups(c.arch, c.body);
+    super(data, c.model, {
+      ...options,
+      device: options.device ?? data.options.device ?? 'auto',
+      // The body's early layers, its later layers, the head: fast.ai's three groups.
+      splitter: () => [early, late, [c.head]],
+      optFunc: options.optFunc ?? options.optFn ?? 'sgd',
+      lossFunc: options.lossFunc ?? options.lossFn ?? (multiLabel ? bceWithLogits : nllLoss),
+      // fastai's planet lesson: accuracy and F2 at a threshold of 0.2 for tags.
+      metrics: options.metrics ?? (multiLabel ? [accuracyThresh(0.2), fbeta(2, 0.2)] : [accuracy]),
+    });
+    ({ arch: this.arch, body: this.body, pool: this.pool, head: this.head, headSpec: this.headSpec } = c);
+    this.multiLabel = multiLabel;
     this.precomputeOn = options.precompute ?? false;
-    this.optFn = options.optFn ?? 'sgd';
-    this.device = resolveDevice(options.device ?? data.options.device ?? 'auto');
-    this.mixedPrecision = options.mixedPrecision ?? null;
-    // Fails now, not at the first fit, for a precision this device and libtorch cannot run.
-    if (this.mixedPrecision) checkMixedPrecision(this.mixedPrecision, this.device);
-    this.model.to(this.device);
-    data.device = this.device;
     // Channels-last is faster (0.91 of NCHW's step here; cuDNN prefers it under autocast), but
     // some libtorch builds compute it wrongly on the CPU (the probe runs there).
     const sound = this.device !== 'cpu' || channelsLastConvIsSound();
@@ -212,17 +113,11 @@ export class ConvLearner {
     if (this.memoryFormat !== 'channelsLast' && this.memoryFormat !== 'contiguous') throw new Error(`memoryFormat must be 'channelsLast' or 'contiguous', got '${String(this.memoryFormat)}'`);
     // Before any optimizer exists: parameters change layout in place, keeping their identity.
     if (this.memoryFormat === 'channelsLast') this.model.toMemoryFormat('channelsLast');
-    // fastai's planet lesson: accuracy and F2 at a threshold of 0.2 for tags.
-    this.defaultMetrics = options.metrics ?? (this.multiLabel ? [accuracyThresh(0.2), fbeta(2, 0.2)] : [accuracy]);
-    this.lossFn = options.lossFn ?? (this.multiLabel ? bceWithLogits : nllLoss);
-    this.cbs = [...(options.cbs ?? [])];
-    this.pg = options.processGroup ?? null;
     if (this.pg && this.pg.worldSize > 1) {
       const s = data.options.shard;
       if (!s || s.rank !== this.pg.rank || s.worldSize !== this.pg.worldSize)
         throw new Error(`distributed learner: the data must be sharded for rank ${this.pg.rank} of ${this.pg.worldSize} (pass shard: { rank, worldSize } when creating it)`);
     }
-    this.log = options.log === undefined ? (l) => console.log(l) : options.log;
     this.freeze();
   }
 
@@ -241,14 +136,9 @@ export class ConvLearner {
     this.precomputeOn = on;
   }
 
-  /** Freezes the whole body (the default): only the head trains. */
-  freeze(): void {
-    this.freezeTo(this.layerGroups.length - 1);
-  }
-
   /** Unfreezes every layer group; precompute is turned off, since the body now changes. */
-  unfreeze(): void {
-    this.freezeTo(0);
+  override unfreeze(): void {
+    super.unfreeze();
     this.precomputeOn = false;
   }
 
@@ -264,57 +154,11 @@ export class ConvLearner {
     return plan;
   }
 
-  /** Freezes layer groups before `n`, unfreezes `n` and later. */
-  freezeTo(n: number): void {
-    this.layerGroups.forEach((g, i) => {
-      for (const m of g) m.requiresGrad_(i >= n);
-    });
-  }
-
-  /** Where `save` writes names: `$FASTVISION_HOME/cache/<data folder>-<hash>/models`. */
-  get modelsDir(): string {
-    return cacheDirFor(this.data.path, 'models');
-  }
-
-  /** The file a name stands for: a path (with a folder or ending in .pth) as it is, else `{modelsDir}/{name}.pth`. */
-  modelFile(name: string): string {
-    return isAbsolute(name) || name.includes(sep) || name.includes('/') || name.endsWith('.pth') ? (name.endsWith('.pth') ? name : `${name}.pth`) : join(this.modelsDir, `${name}.pth`);
-  }
-
-  /** Saves the model's weights (a PyTorch state dict, atomically) under a name or at a path; returns the file. */
-  async save(name: string): Promise<string> {
-    const path = this.modelFile(name);
-    // Distributed: every rank holds the same weights; rank 0 writes them.
-    if (this.pg && this.pg.rank !== 0) return path;
-    ensureDir(dirname(path));
-    await savePth(path, this.model.stateDict());
-    return path;
-  }
-
-  /** Loads weights saved by `save(name)` (a name or a path). */
-  async load(name: string): Promise<void> {
-    const path = this.modelFile(name);
-    if (!existsSync(path)) throw new Error(`no saved model '${name}' (looked for ${path})`);
-    const state = await loadStateDictFile(path);
-    this.model.loadStateDict(state);
-    for (const t of state.values()) t.dispose();
-  }
-
-  /** Saves the weights as cycle `k`'s snapshot of `name` (what `cycleSaveName` writes). */
-  async saveCycle(name: string, k: number): Promise<string> {
-    return this.save(`${name}_cyc_${k}`);
-  }
-
-  /** Loads cycle `k`'s snapshot of `name`. */
-  async loadCycle(name: string, k: number): Promise<void> {
-    await this.load(`${name}_cyc_${k}`);
-  }
-
   /** Switches to new data (e.g. larger images for progressive resizing), re-frozen as after `pretrained`. */
   setData(data: ImageClassifierData): void {
     if (data.c !== this.data.c) throw new Error(`setData: the new data has ${data.c} classes, the model ${this.data.c}`);
     this.data = data;
-    data.device = this.device;
+    this.sendData(data);
     this.disposePrecomputed();
     this.freeze();
   }
@@ -323,24 +167,6 @@ export class ConvLearner {
     if (this.precomputed) {
       for (const a of [this.precomputed.trn, this.precomputed.val]) a?.x.dispose();
       this.precomputed = null;
-    }
-  }
-
-  /** Keeps the body's batch norm statistics fixed while training (or lets unfrozen ones update again). */
-  bnFreeze(on: boolean): void {
-    this.bnFrozen = on;
-  }
-
-  /**
-   * Puts the model in training mode, except the batch norm layers of frozen
-   * groups (and, with bnFreeze, of the whole body), which keep their statistics.
-   */
-  private trainMode(): void {
-    this.model.train();
-    const bodyModules = new Set(this.body.modules());
-    for (const m of this.model.modules()) {
-      if (!(m instanceof nn.BatchNorm2d || m instanceof nn.BatchNorm1d)) continue;
-      if (!m.parameters().some((p) => p.requiresGrad) || (this.bnFrozen && bodyModules.has(m))) m.eval();
     }
   }
 
@@ -380,7 +206,7 @@ export class ConvLearner {
     this.precomputed = { trn, val };
   }
 
-  private async trainingData(): Promise<{ trn: DataLoader; val: DataLoader | null; net: nn.Module }> {
+  protected override async trainingData(): Promise<{ trn: DataLoader; val: DataLoader | null; net: nn.Module }> {
     if (!this.precomputeOn) return { trn: this.data.trnDl, val: this.data.valDl, net: this.model };
     await this.precomputeActivations();
     const p = this.precomputed!;
@@ -394,188 +220,6 @@ export class ConvLearner {
       { bs: this.data.bs, seed: this.data.options.seed, shard: this.data.options.shard, device: this.device },
     );
     return { trn: arrays.trnDl, val: arrays.valDl, net: this.head };
-  }
-
-  private makeOptimizer(lrs: number[], wds: number[]): optim.Optimizer {
-    const groups = this.layerGroups.map((g, i) => ({ params: g.flatMap((m) => m.parameters()), lr: lrs[i]!, weightDecay: wds[i]! }));
-    const lr = lrs[lrs.length - 1]!;
-    if (this.optFn === 'adam') return new optim.Adam(groups, { lr });
-    if (this.optFn === 'adamw') return new optim.AdamW(groups, { lr });
-    return new optim.SGD(groups, { lr, momentum: 0.9 });
-  }
-
-  /** One value per layer group from one value, a list of one per group, or (fastai's slice) [first, last] spread geometrically. */
-  private perGroup(v: number | number[], what: string): number[] {
-    const n = this.layerGroups.length;
-    if (typeof v === 'number') return new Array<number>(n).fill(v);
-    if (v.length !== n) throw new Error(`${what}: ${v.length} values for ${n} layer groups`);
-    return v;
-  }
-
-  /**
-   * Runs the loop for `nEpochs(batchesPerEpoch)` epochs with `callbacks(batchesPerEpoch)`
-   * (the schedule first) and, unless `bare`, the learner's standard ones: progress
-   * bars, the epoch table and the divergence guard.
-   */
-  private async runLoop(p: { baseLrs: number[]; nEpochs: (perEpoch: number) => number; callbacks: (perEpoch: number) => Callback[]; opts: BaseFitOptions; bare?: boolean }): Promise<EpochRecord[]> {
-    const { metrics = this.defaultMetrics, callbacks = [], guard = true, runawayFactor = 10, onCheckpoint, resume } = p.opts;
-    const decay = this.perGroup(p.opts.wds ?? (this.optFn === 'adamw' ? 0.01 : 0), 'wds');
-    const { trn, val, net } = await this.trainingData();
-    const perEpoch = trn.length;
-    if (perEpoch === 0) throw new Error('fit: the training set gives no batches (no readable images?)');
-    const opt = this.makeOptimizer(p.baseLrs, decay);
-    // A bare loop (the finder) runs without the learner's own callbacks (loggers, savers).
-    const cbs: Callback[] = [...p.callbacks(perEpoch), ...(p.bare ? [] : this.cbs), ...callbacks];
-    if (this.pg && this.pg.worldSize > 1) cbs.push(new DistributedDataParallel(this.pg));
-    if (!p.bare) {
-      if (this.log) cbs.push(new ProgressCallback(), new EpochTable(this.log));
-      if (guard) cbs.push(new DivergenceGuardCallback(runawayFactor));
-    }
-    if (this.mixedPrecision) cbs.push(new MixedPrecision(this.mixedPrecision, this.device));
-    if (onCheckpoint) cbs.push(new CheckpointCallback(onCheckpoint));
-    const loop = new Loop({
-      net,
-      model: this.model,
-      saveModel: (name) => this.save(name),
-      opt,
-      trn,
-      val,
-      nEpochs: p.nEpochs(perEpoch),
-      lossFn: this.lossFn,
-      metrics,
-      callbacks: cbs,
-      trainMode: () => this.trainMode(),
-      log: this.log,
-    });
-    try {
-      if (resume) {
-        if (resume.epoch > loop.nEpochs) throw new Error(`fit: the checkpoint is at epoch ${resume.epoch}, past this schedule's ${loop.nEpochs}`);
-        opt.loadStateDict(resume.optimizer);
-        setRngState(resume.rng);
-        trn.epoch = resume.loaderEpoch;
-        loop.restore(resume);
-      }
-      return await loop.run();
-    } catch (e) {
-      // The loop has let go of the batch; the caller's checkpoints are untouched.
-      if (isOutOfMemory(e)) throw outOfMemory(e, trn.bs, this.device);
-      throw e;
-    } finally {
-      opt.dispose();
-    }
-  }
-
-  /**
-   * Trains. `lrs` is one rate or one per layer group. With `cycleLen`, `nCycle`
-   * SGDR cycles (cosine annealing with restarts, each `cycleMult` times longer);
-   * without, `nCycle` epochs at a constant rate. Prints a row per epoch and
-   * returns them.
-   */
-  async fit(lrs: number | number[], nCycle: number, opts: FitOptions = {}): Promise<EpochRecord[]> {
-    const { cycleLen, cycleMult = 1, cycleSaveName, bestSaveName } = opts;
-    const base = this.perGroup(lrs, 'lrs');
-    let sched: Schedule | null = null;
-    const schedule = (perEpoch: number): Schedule => (sched ??= cycleLen === undefined ? constantSchedule(nCycle, perEpoch) : sgdrSchedule(nCycle, perEpoch, cycleLen, cycleMult));
-    const metrics = opts.metrics ?? this.defaultMetrics;
-    return this.runLoop({
-      baseLrs: base,
-      nEpochs: (n) => schedule(n).epochs,
-      callbacks: (n) => [
-        new ParamScheduler(
-          (it) => {
-            const m = schedule(n).multipliers;
-            return base.map((b) => b * m[Math.min(it, m.length - 1)]!);
-          },
-          undefined,
-          schedule(n).cycleEnds,
-        ),
-        ...(cycleSaveName ? [new CycleSnapshots((k) => this.saveCycle(cycleSaveName, k))] : []),
-        // The best by the first metric in its own direction (an error rate goes down), else by the validation loss.
-        ...(bestSaveName ? [new SaveModelCallback({ monitor: metrics[0]?.name ?? 'val_loss', fname: bestSaveName, restoreBest: false })] : []),
-      ],
-      opts,
-    });
-  }
-
-  /**
-   * fastai v2's fit_one_cycle: `epochs` epochs with the rate warming up from
-   * lrMax/divFactor to lrMax (one per group, or [first, last] spread over the
-   * groups) and annealing to lrMax/finalDiv, momentum moving the other way.
-   */
-  async fitOneCycle(lrMax: number | number[], epochs: number, opts: BaseFitOptions & OneCycleOptions = {}): Promise<EpochRecord[]> {
-    if (!(Number.isInteger(epochs) && epochs >= 1)) throw new RangeError(`fitOneCycle: epochs must be a positive integer, got ${epochs}`);
-    const base = this.rates(lrMax);
-    return this.runLoop({
-      baseLrs: base,
-      nEpochs: () => epochs,
-      callbacks: (n) => {
-        const s = oneCycleSchedule(epochs * n, opts);
-        return [new ParamScheduler((it) => base.map((b) => b * s.lr(it)), s.mom)];
-      },
-      opts,
-    });
-  }
-
-  /**
-   * fastai v2's fine_tune: `freezeEpochs` one-cycle epochs of the head (warm-up
-   * 99%), then, unfrozen, `epochs` one-cycle epochs at baseLr/2 for the head and
-   * baseLr/2/lrMult for the body's first group (pctStart 0.3, divFactor 5).
-   */
-  async fineTune(epochs: number, baseLr = 2e-3, opts: FineTuneOptions = {}): Promise<EpochRecord[]> {
-    const { freezeEpochs = 1, lrMult = 100, pctStart = 0.3, div = 5, ...rest } = opts;
-    this.freeze();
-    // fastai's slice(baseLr): the head at baseLr, earlier groups (frozen here) at a tenth.
-    const n = this.layerGroups.length;
-    const first =
-      freezeEpochs > 0
-        ? await this.fitOneCycle(
-            Array.from({ length: n }, (_, i) => (i === n - 1 ? baseLr : baseLr / 10)),
-            freezeEpochs,
-            { ...rest, pctStart: 0.99 },
-          )
-        : [];
-    const lr = baseLr / 2;
-    this.unfreeze();
-    const second = await this.fitOneCycle([lr / lrMult, lr], epochs, { ...rest, pctStart, divFactor: div });
-    return [...first, ...second];
-  }
-
-  /** Rates per layer group: one for all, one per group, or (fastai's slice(a, b)) [first, last] spread geometrically over the groups. */
-  rates(lr: number | number[]): number[] {
-    const n = this.layerGroups.length;
-    if (typeof lr !== 'number' && lr.length === 2 && n !== 2) {
-      const [a, b] = lr as [number, number];
-      return Array.from({ length: n }, (_, i) => a * (b / a) ** (i / (n - 1)));
-    }
-    return this.perGroup(lr, 'lrs');
-  }
-
-  /**
-   * The learning-rate finder: `numIt` mini-batches (default one pass over the
-   * training data, passing over it as often as needed) of the ordinary loop with
-   * the rate growing from startLr to endLr (exponentially, or linearly), stopping
-   * when the smoothed loss exceeds 4× its best; the weights are restored after.
-   * `result.suggestion(rule)` suggests a rate.
-   */
-  async lrFind({ startLr = 1e-5, endLr = 10, linear = false, numIt }: { startLr?: number | number[]; endLr?: number; linear?: boolean; numIt?: number } = {}): Promise<LrFinderResult> {
-    if (numIt !== undefined && !(Number.isInteger(numIt) && numIt >= 2)) throw new RangeError(`lrFind: numIt must be an integer of at least 2, got ${numIt}`);
-    const starts = this.perGroup(startLr, 'startLr');
-    const made: LRFinder[] = [];
-    await this.runLoop({
-      baseLrs: starts,
-      // Enough passes for numIt batches; the finder cancels the fit once they are done.
-      nEpochs: (perEpoch) => Math.ceil((numIt ?? perEpoch) / Math.max(1, perEpoch)) + 1,
-      callbacks: (perEpoch) => {
-        const nb = numIt ?? perEpoch;
-        const finder = new LRFinder({ startLr: starts, endLr, linear, numIt: nb });
-        made.push(finder);
-        return [finder, ...(this.log ? [new ProgressCallback({ label: 'learning-rate finder', total: nb })] : [])];
-      },
-      opts: { wds: 0 },
-      bare: true,
-    });
-    this.sched = made[0]!.result();
-    return this.sched;
   }
 
   /**
@@ -656,7 +300,7 @@ export class ConvLearner {
   async predictWithTargets(isTest = false): Promise<{ logProbs: Tensor; y: Tensor }> {
     const dl = isTest ? this.data.testDl : this.data.valDl;
     if (!dl) throw new Error(isTest ? 'no test set: pass testName when creating the data' : 'no validation set');
-    const { out, y } = await this.predictOn(dl, `predicting the ${isTest ? 'test' : 'validation'} set`);
+    const { out, y } = await this.getPreds(dl, `predicting the ${isTest ? 'test' : 'validation'} set`);
     return { logProbs: out, y };
   }
 
@@ -671,33 +315,8 @@ export class ConvLearner {
     return logProbs;
   }
 
-  /** The network's outputs for a batch of images already as a tensor (N×3×H×W, normalized). */
-  predictArray(x: Tensor): Tensor {
-    this.model.eval();
-    return noGrad(() => this.model.forward(x));
-  }
-
-  private async predictOn(dl: DataLoader, label?: string): Promise<{ out: Tensor; y: Tensor }> {
-    const bar = this.log && label ? progress(label, dl.length) : null;
-    let r: { out: Tensor; y: Tensor };
-    try {
-      r = await predictLoader(this.model, dl, () => bar?.tick());
-    } finally {
-      bar?.stop();
-    }
-    const pg = this.pg;
-    if (!pg || pg.worldSize === 1) return r;
-    // Each rank predicted its share: gather them all, in order.
-    try {
-      return { out: await gatherRows(pg, r.out), y: await gatherRows(pg, r.y) };
-    } finally {
-      r.out.dispose();
-      r.y.dispose();
-    }
-  }
-
   private async probsOn(dl: DataLoader, label?: string): Promise<Probabilities> {
-    const { out, y } = await this.predictOn(dl, label);
+    const { out, y } = await this.getPreds(dl, label);
     const probs = this.probabilities(out);
     out.dispose();
     return { probs, y };
@@ -736,7 +355,9 @@ export class ConvLearner {
 
 /**
  * fastai v2's `vision_learner(dls, arch)`: `arch`'s pretrained body with a new head for `data`,
- * frozen but for the head. The same learner as `ConvLearner.pretrained(arch, data, options)`.
+ * frozen but for the head, with fastai v2's optimizer: AdamW (weight decay 0.01) unless
+ * `optFunc` says otherwise. `learn.fineTune()` then trains as `fastvision train` does by default.
+ * (`ConvLearner.pretrained` is the lesson's form, with SGD.)
  *
  * ```ts
  * const learn = await visionLearner(data, mobilenet_v2_nsfwjs);
@@ -744,5 +365,5 @@ export class ConvLearner {
  * ```
  */
 export function visionLearner(data: ImageClassifierData, arch: ArchLike, options: ConvLearnerOptions = {}): Promise<ConvLearner> {
-  return ConvLearner.pretrained(arch, data, options);
+  return ConvLearner.pretrained(arch, data, { ...options, optFunc: options.optFunc ?? options.optFn ?? 'adamw' });
 }

@@ -111,7 +111,7 @@ export interface LoopOptions {
   trn: DataLoader;
   val: DataLoader | null;
   nEpochs: number;
-  lossFn?: LossFn;
+  lossFunc?: LossFn;
   metrics?: Metric[];
   callbacks?: Callback[];
   /** Puts the network in training mode (the learner keeps frozen batch norms in eval mode). */
@@ -161,7 +161,7 @@ export class Loop {
   readonly trn: DataLoader;
   readonly val: DataLoader | null;
   readonly nEpochs: number;
-  lossFn: LossFn;
+  lossFunc: LossFn;
   readonly metrics: Metric[];
   readonly callbacks: Callback[];
   readonly log: ((line: string) => void) | null;
@@ -212,7 +212,7 @@ export class Loop {
     this.trn = o.trn;
     this.val = o.val;
     this.nEpochs = o.nEpochs;
-    this.lossFn = o.lossFn ?? ((out, y, reduction) => F.nllLoss(out, y, { reduction }));
+    this.lossFunc = o.lossFunc ?? ((out, y, reduction) => F.nllLoss(out, y, { reduction }));
     this.metrics = o.metrics ?? [];
     this.callbacks = [...(o.callbacks ?? [])].sort((a, b) => (a.order ?? 0) - (b.order ?? 0));
     this.trainMode = o.trainMode ?? (() => this.net.train());
@@ -329,7 +329,7 @@ export class Loop {
       const inContext = this.forwardContext ?? direct;
       this.pred = inContext(() => this.net.forward(this.x!));
       await this.emit('afterPred');
-      this.loss ??= inContext(() => tidy(() => this.lossFn(this.pred!, this.y!)));
+      this.loss ??= inContext(() => tidy(() => this.lossFunc(this.pred!, this.y!)));
       this.lossValue = this.loss.item();
       // afterLoss may change the recorded value (distributed training averages it over the ranks).
       await this.emit('afterLoss');
@@ -374,7 +374,7 @@ export class Loop {
     }
     try {
       const inContext = this.forwardContext ?? direct;
-      const loss = noGrad(() => inContext(() => tidy(() => this.lossFn(out, y).item())));
+      const loss = noGrad(() => inContext(() => tidy(() => this.lossFunc(out, y).item())));
       return { loss, metrics: Object.fromEntries(this.metrics.map((m) => [m.name, noGrad(() => m.fn(out, y))])) };
     } finally {
       out.dispose();

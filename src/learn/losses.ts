@@ -3,6 +3,9 @@
 import { F, tidy } from '../torch/index.js';
 import type { LossFn } from './loop.js';
 
+/** Cross entropy on logits (PyTorch's nn.CrossEntropyLoss): the generic Learner's default loss. */
+export const crossEntropyLoss: LossFn = (out, y, reduction = 'mean') => F.crossEntropy(out, y, { reduction });
+
 /** Negative log-likelihood of log-probabilities: cross entropy for the LogSoftmax head. */
 export const nllLoss: LossFn = (out, y, reduction = 'mean') => F.nllLoss(out, y, { reduction });
 

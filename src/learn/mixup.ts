@@ -41,12 +41,12 @@ abstract class MixHandler implements Callback {
         const l2 = lam.view(n, 1);
         const mixed = tidy(() => y1.add(y.sub(y1).mul(l2)));
         for (const t of [y1, l2]) t.dispose();
-        loop.loss = tidy(() => loop.lossFn(loop.pred!, mixed));
+        loop.loss = tidy(() => loop.lossFunc(loop.pred!, mixed));
         mixed.dispose();
       } else {
         loop.loss = tidy(() => {
-          const own = loop.lossFn(loop.pred!, y, 'none');
-          const partner = loop.lossFn(loop.pred!, y.indexSelect(0, this.shuffle!), 'none');
+          const own = loop.lossFunc(loop.pred!, y, 'none');
+          const partner = loop.lossFunc(loop.pred!, y.indexSelect(0, this.shuffle!), 'none');
           return partner.add(own.sub(partner).mul(lam)).mean();
         });
       }

@@ -1,8 +1,8 @@
 // The report's sections for the CLI, from data, training logs and predictions:
 // the glue between the learner's objects and src/report's plain-data pictures.
 import { basename } from 'node:path';
-import type { LrFinderResult } from '../learn/lr-finder.js';
-import type { ConvLearner } from '../learn/conv-learner.js';
+import type { LrFinderResult } from './lr-finder.js';
+import type { ConvLearner } from './conv-learner.js';
 import { overlayHeatmap } from '../report/heatmap.js';
 import { tensor, tidy } from '../torch/index.js';
 import { confusionSpec, labelCountsSpec, lossSpec, renderChart, scheduleSpec, sizeHistogramSpec } from '../report/charts.js';

@@ -1,6 +1,6 @@
 // Records what training did, stage by stage, for the pictures and the JSON
 // summary: the rate and smoothed loss at every iteration, each epoch's figures.
-import type { Callback, EpochRecord } from '../learn/loop.js';
+import type { Callback, EpochRecord } from './loop.js';
 
 /** What a stage of a recipe is (e.g. "head on precomputed activations"): its size, rates and schedule. */
 export interface StageShape {
