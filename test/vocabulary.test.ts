@@ -49,3 +49,22 @@ test('submit lists --no-tta and not --tta; fit chooses the optimizer with --opt;
   assert.equal(both.code, 2);
   assert.match(both.stderr, /--precompute and --unfreeze exclude each other/);
 });
+
+test("train's options are typed once: help shows each range and the library's default, and a value out of range stops before any work", async () => {
+  const { RECIPE_DEFAULTS } = await import('../src/index.js');
+  const help = cli('train', '--help').stdout;
+  assert.match(help, new RegExp(`--epochs N .*\\(whole numbers 1 to 1000\\) \\(default ${RECIPE_DEFAULTS.epochs}\\)`));
+  assert.match(help, new RegExp(`--tta-aug N .*\\(whole numbers 0 to 64\\) \\(default ${RECIPE_DEFAULTS.ttaAug}\\)`));
+  assert.match(help, /--suggest RULE .*\(valley, slide, minimum, steep, lesson\)/);
+  for (const [argv, re] of [
+    [['--epochs', '0'], /^fastvision train: --epochs: 0 is out of range \(1 to 1000\)$/],
+    [['--sizes', '64,4096'], /^fastvision train: --sizes: 4096 is out of range \(8 to 2048\)$/],
+    [['--bs', '2.5'], /^fastvision train: --bs: '2\.5' must be a whole number$/],
+    [['--suggest', 'guess'], /^fastvision train: --suggest: 'guess' is not one of valley, slide, minimum, steep, lesson$/],
+  ] as const) {
+    const r = cli('train', data, ...argv, '--out', join(tmp, 'typed'));
+    assert.equal(r.code, 2, `${argv.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr.trim(), re);
+    assert.equal(r.stdout, '', 'nothing ran');
+  }
+});

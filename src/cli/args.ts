@@ -6,6 +6,13 @@ import { InputError } from '../util/errors.js';
 /** A mistake in how the command was called: printed as one line, exit code 2. */
 export class UsageError extends InputError {}
 
+/** How a string option's value is read and checked: declared once, it gives the help text's range and the error. */
+export type ValueSpec =
+  | { kind: 'number'; min?: number; max?: number; integer?: boolean }
+  /** Comma-separated numbers, e.g. `--sizes 128,224`. */
+  | { kind: 'numbers'; min?: number; max?: number; integer?: boolean }
+  | { kind: 'choice'; choices: readonly string[] };
+
 /** One option of a command. */
 export interface OptionSpec {
   type: 'string' | 'boolean';
@@ -14,6 +21,8 @@ export interface OptionSpec {
   help: string;
   /** Shown in help as the default. */
   default?: string;
+  /** The value's type and range: checked as soon as the command line is parsed, before any work. */
+  value?: ValueSpec;
 }
 
 /** A command: its positionals and options, and what it does with them. */
@@ -32,13 +41,27 @@ export interface CommandSpec {
 export interface ParsedArgs {
   positionals: string[];
   values: Record<string, string | boolean | undefined>;
+  /** The command's option specs, so that readers take the declared range. */
+  specs?: Record<string, OptionSpec>;
+}
+
+/** The range a value spec declares, as help shows it. */
+function rangeText(v: ValueSpec | undefined): string {
+  if (!v) return '';
+  if (v.kind === 'choice') return ` (${v.choices.join(', ')})`;
+  const lo = v.min ?? -Infinity;
+  const hi = v.max ?? Infinity;
+  if (lo === -Infinity && hi === Infinity) return '';
+  const what = v.integer ? 'whole numbers' : 'numbers';
+  return hi === Infinity ? ` (${what} from ${lo})` : ` (${what} ${lo} to ${hi})`;
 }
 
 /** Help text of a command. */
 export function commandHelp(c: CommandSpec): string {
   const rows = Object.entries(c.options).map(([name, o]) => {
     const left = `  --${name}${o.arg ? ` ${o.arg}` : ''}`;
-    return `${left.padEnd(28)} ${o.help}${o.default !== undefined ? ` (default ${o.default})` : ''}`;
+    const range = o.value?.kind === 'choice' && o.value.choices.every((c) => o.help.includes(c)) ? '' : rangeText(o.value);
+    return `${left.padEnd(28)} ${o.help}${range}${o.default !== undefined ? ` (default ${o.default})` : ''}`;
   });
   rows.push(`${'  --help'.padEnd(28)} this text`);
   return [`usage: fastvision ${c.name} ${c.positionals.join(' ')} [options]`.replace(/ +/g, ' '), '', c.summary, '', 'options:', ...rows, ...(c.details ? ['', c.details] : [])].join('\n');
@@ -82,7 +105,28 @@ export function parseCommandArgs(c: CommandSpec, argv: string[]): ParsedArgs | '
   if (!rest && parsed.positionals.length > c.positionals.length) {
     throw new UsageError(`fastvision ${c.name}: unexpected argument '${parsed.positionals[c.positionals.length]}'`);
   }
-  return parsed;
+  const out: ParsedArgs = { ...parsed, specs: c.options };
+  // Every typed option is checked now, so that a wrong value stops the command before any work.
+  for (const [name, o] of Object.entries(c.options)) {
+    const v = o.value;
+    if (!v || typeof out.values[name] !== 'string') continue;
+    if (v.kind === 'number') num(out, name, undefined);
+    else if (v.kind === 'numbers') numList(out, name);
+    else choice(out, name, v.choices, v.choices[0]!);
+  }
+  return out;
+}
+
+/** The range an option declares (ValueSpec), for readers not given one. */
+function declaredRange(args: ParsedArgs, name: string): { min?: number; max?: number; integer?: boolean } {
+  const v = args.specs?.[name]?.value;
+  return v && v.kind !== 'choice' ? v : {};
+}
+
+/** The range an option spec declares, for a reader whose command may declare the option without one. */
+export function rangeOf(o: OptionSpec | undefined): { min?: number; max?: number; integer?: boolean } {
+  const v = o?.value;
+  return v && v.kind !== 'choice' ? v : {};
 }
 
 /** Reads option `name` as a string (or the default). */
@@ -93,17 +137,19 @@ export function str(args: ParsedArgs, name: string, dflt?: string): string | und
   return typeof v === 'string' ? v : dflt;
 }
 
-/** Reads option `name` as a number within [min, max] (integer when asked). */
+/** Reads option `name` as a number within [min, max] (integer when asked; by default the option's declared range). */
 export function num(args: ParsedArgs, name: string, dflt: number, range?: { min?: number; max?: number; integer?: boolean }): number;
-export function num(args: ParsedArgs, name: string, dflt: undefined, range?: { min?: number; max?: number; integer?: boolean }): number | undefined;
-export function num(args: ParsedArgs, name: string, dflt: number | undefined, { min = -Infinity, max = Infinity, integer = false } = {}): number | undefined {
+export function num(args: ParsedArgs, name: string, dflt?: undefined, range?: { min?: number; max?: number; integer?: boolean }): number | undefined;
+export function num(args: ParsedArgs, name: string, dflt: number | undefined, range: { min?: number; max?: number; integer?: boolean } = declaredRange(args, name)): number | undefined {
+  const { min = -Infinity, max = Infinity, integer = false } = range;
   const v = args.values[name];
   if (typeof v !== 'string') return dflt;
   return parseNumber(v, `--${name}`, { min, max, integer });
 }
 
-/** Parses a comma-separated list of numbers (e.g. `--sizes 128,224`). */
-export function numList(args: ParsedArgs, name: string, { min = -Infinity, max = Infinity, integer = false } = {}): number[] | undefined {
+/** Parses a comma-separated list of numbers (e.g. `--sizes 128,224`; by default in the option's declared range). */
+export function numList(args: ParsedArgs, name: string, range: { min?: number; max?: number; integer?: boolean } = declaredRange(args, name)): number[] | undefined {
+  const { min = -Infinity, max = Infinity, integer = false } = range;
   const v = args.values[name];
   if (typeof v !== 'string') return undefined;
   const parts = v.split(',').map((s) => s.trim());

@@ -7,7 +7,7 @@ import { setMaxImagePixels } from '../vision/image-limits.js';
 import { getCvIdxs, readLabelsCsv, tagsVerdict, type CsvReadOptions } from '../vision/dataset.js';
 import { archOf, ARCHS, type Arch } from '../vision/models/archs.js';
 import { tfmsFromModel, transformsSideOn, transformsTopDown, type Augmentation, type Transforms } from '../vision/transforms.js';
-import { choice, flag, num, str, UsageError, type OptionSpec, type ParsedArgs } from './args.js';
+import { choice, flag, num, rangeOf, str, UsageError, type OptionSpec, type ParsedArgs } from './args.js';
 
 /** The default backbone: the one that works offline. */
 export const DEFAULT_ARCH = 'mobilenet_v2_nsfwjs';
@@ -19,7 +19,7 @@ export const LAYOUT_OPTIONS: Record<string, OptionSpec> = {
   folder: { type: 'string', arg: 'NAME', help: 'with --csv: the images folder under <path>', default: 'train' },
   suffix: { type: 'string', arg: 'EXT', help: "with --csv: appended to each id to make the file name, e.g. '.jpg'" },
   test: { type: 'string', arg: 'NAME', help: 'unlabelled test folder under <path> (for TTA predictions and the submission)' },
-  'val-pct': { type: 'string', arg: 'P', help: 'with --csv: share of rows held out for validation', default: '0.2' },
+  'val-pct': { type: 'string', arg: 'P', help: 'with --csv: share of rows held out for validation', default: '0.2', value: { kind: 'number', min: 0, max: 0.9 } },
   'multi-label': {
     type: 'boolean',
     help: 'with --csv: labels are space-separated tags (detected when the column is headed tags, or most rows list several that recur across labels); sigmoid outputs, binary cross entropy, F2',
@@ -29,12 +29,24 @@ export const LAYOUT_OPTIONS: Record<string, OptionSpec> = {
 
 export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   arch: { type: 'string', arg: 'NAME', help: `architecture (${Object.keys(ARCHS).join(', ')})`, default: DEFAULT_ARCH },
-  size: { type: 'string', arg: 'PX', help: 'image side in pixels', default: '224' },
-  bs: { type: 'string', arg: 'N', help: 'batch size', default: '32' },
-  aug: { type: 'string', arg: 'KIND', help: 'augmentation: side-on (photos from the side), top-down (satellite, microscopy), none', default: 'side-on; top-down for multi-label data' },
-  workers: { type: 'string', arg: 'N', help: 'image loading threads', default: 'cores, at most 4' },
+  size: { type: 'string', arg: 'PX', help: 'image side in pixels', default: '224', value: { kind: 'number', min: 8, max: 2048, integer: true } },
+  bs: { type: 'string', arg: 'N', help: 'batch size', default: '32', value: { kind: 'number', min: 1, max: 4096, integer: true } },
+  aug: {
+    type: 'string',
+    arg: 'KIND',
+    help: 'augmentation: side-on (photos from the side), top-down (satellite, microscopy), none',
+    default: 'side-on; top-down for multi-label data',
+    value: { kind: 'choice', choices: ['side-on', 'top-down', 'none'] },
+  },
+  workers: { type: 'string', arg: 'N', help: 'image loading threads', default: 'cores, at most 4', value: { kind: 'number', min: 1, max: 64, integer: true } },
   oversample: { type: 'boolean', help: 'draw every class as often as the largest one in each training pass (for rare classes)' },
-  'max-image-pixels': { type: 'string', arg: 'N', help: 'refuse images whose header declares more pixels (decompression bombs)', default: '178956970' },
+  'max-image-pixels': {
+    type: 'string',
+    arg: 'N',
+    help: 'refuse images whose header declares more pixels (decompression bombs)',
+    default: '178956970',
+    value: { kind: 'number', min: 1, max: 2 ** 40, integer: true },
+  },
 };
 
 const AUGS: Record<string, Augmentation[]> = { 'side-on': transformsSideOn, 'top-down': transformsTopDown, none: [] };
@@ -104,8 +116,8 @@ export function tfmsFor(args: ParsedArgs, arch: Arch, size: number, multiLabel =
 export async function loadData(path: string, args: ParsedArgs, arch: Arch, size: number, shard?: { rank: number; worldSize: number }): Promise<ImageClassifierData> {
   const multiLabel = multiLabelArg(args, path);
   const tfms = tfmsFor(args, arch, size, multiLabel);
-  const bs = num(args, 'bs', 32, { min: 1, max: 4096, integer: true });
-  const numWorkers = num(args, 'workers', undefined, { min: 1, max: 64, integer: true });
+  const bs = num(args, 'bs', 32, rangeOf(MODEL_OPTIONS.bs));
+  const numWorkers = num(args, 'workers', undefined, rangeOf(MODEL_OPTIONS.workers));
   const seed = num(args, 'seed', 0, { min: 0, max: 2 ** 31 - 1, integer: true });
   const oversample = args.values.oversample === true;
   imageLimitArg(args);
@@ -115,18 +127,18 @@ export async function loadData(path: string, args: ParsedArgs, arch: Arch, size:
   if (csv === undefined) return ImageClassifierData.fromPaths(path, { tfms, bs, numWorkers, testName, seed, oversample, shard });
   if (!existsSync(resolve(path, csv))) throw new UsageError(`--csv: no file ${csv} under ${path}`);
   if (!existsSync(resolve(path, folder))) throw new UsageError(`--folder: no folder ${folder} under ${path}`);
-  const valPct = num(args, 'val-pct', 0.2, { min: 0, max: 0.9 });
+  const valPct = num(args, 'val-pct', 0.2, rangeOf(LAYOUT_OPTIONS['val-pct']));
   const valIdxs = getCvIdxs(readLabelsCsv(path, csv, { folder, suffix, header }).rows.length, { valPct });
   return ImageClassifierData.fromCsv(path, folder, csv, { tfms, bs, numWorkers, testName, valIdxs, suffix, header, seed, oversample, multiLabel, shard });
 }
 
 /** The `--size` option. */
 export function sizeArg(args: ParsedArgs, dflt: number): number {
-  return num(args, 'size', dflt, { min: 8, max: 2048, integer: true });
+  return num(args, 'size', dflt, rangeOf(MODEL_OPTIONS.size));
 }
 
 /** Applies `--max-image-pixels` (when given) to every decoder. */
 export function imageLimitArg(args: ParsedArgs): void {
-  const n = num(args, 'max-image-pixels', undefined, { min: 1, max: 2 ** 40, integer: true });
+  const n = num(args, 'max-image-pixels', undefined, rangeOf(MODEL_OPTIONS['max-image-pixels']));
   if (n !== undefined) setMaxImagePixels(n);
 }

@@ -5,35 +5,46 @@
 import { deviceArg, mixedPrecisionArg, TRAINING_DEVICE_OPTIONS } from './device-args.js';
 import { basename, join, resolve } from 'node:path';
 import { SUGGESTION_RULES } from '../learn/lr-finder.js';
-import { defaultSuggestion, RECIPE_DEFAULTS, RECIPES, trainRecipe, type Recipe, type RecipeSettings } from '../learn/recipe.js';
+import { defaultSuggestion, RECIPE_DEFAULTS, RECIPES, trainRecipe, type Recipe, type RecipeOptions, type RecipeSettings } from '../learn/recipe.js';
 import { checkpointFile, notingCheckpoint } from '../learn/session.js';
 import { DIST_OPTION_NAMES, DIST_OPTIONS, distRole, joinGroup, launchRanks, leaveGroup, rankLogger } from './distributed.js';
-import { choice, flag, num, numList, str, UsageError, type CommandSpec, type OptionSpec, type ParsedArgs } from './args.js';
+import { choice, flag, num, numList, rangeOf, str, UsageError, type CommandSpec, type OptionSpec, type ParsedArgs } from './args.js';
 import { archArg, dataPath, LAYOUT_OPTIONS, loadData, MODEL_OPTIONS, sizeArg } from './data-args.js';
 import { claimFile, withOutput } from './outputs.js';
 
+const count = (min: number, max: number): OptionSpec['value'] => ({ kind: 'number', min, max, integer: true });
+const rate: OptionSpec['value'] = { kind: 'number', min: 1e-8, max: 10 };
+
+/** `train`'s recipe options: their types and ranges declared here, their defaults in the library's RECIPE_DEFAULTS. */
 export const RECIPE_OPTIONS: Record<string, OptionSpec> = {
   recipe: {
     type: 'string',
     arg: 'NAME',
     help: 'fine-tune (fastai v2: AdamW, one-cycle, head then all) or lesson (fast.ai Lesson 2: SGD, head on activations, SGDR, unfreeze)',
     default: RECIPE_DEFAULTS.recipe,
+    value: { kind: 'choice', choices: RECIPES },
   },
-  suggest: { type: 'string', arg: 'RULE', help: `the finder's suggestion rule (${SUGGESTION_RULES.join(', ')})`, default: 'lesson for --recipe lesson, valley for fine-tune' },
-  'freeze-epochs': { type: 'string', arg: 'N', help: 'fine-tune: one-cycle epochs of the head alone', default: String(RECIPE_DEFAULTS.freezeEpochs) },
-  epochs: { type: 'string', arg: 'N', help: 'fine-tune: one-cycle epochs of the unfrozen model', default: String(RECIPE_DEFAULTS.epochs) },
-  sizes: { type: 'string', arg: 'PX,PX', help: 'progressive resizing: train at each size in turn (overrides --size)' },
-  cycles: { type: 'string', arg: 'N', help: 'cycles of each frozen stage', default: String(RECIPE_DEFAULTS.cycles) },
-  'unfreeze-cycles': { type: 'string', arg: 'N', help: 'cycles of the unfrozen stage (cycleMult 2: 1+2+4 epochs for 3)', default: String(RECIPE_DEFAULTS.unfreezeCycles) },
-  lr: { type: 'string', arg: 'RATE', help: "learning rate (default: the finder's suggestion)" },
-  'group-div': { type: 'string', arg: 'K', help: 'rate factor between layer groups once unfrozen (3 for satellite or medical images)', default: String(RECIPE_DEFAULTS.groupDiv) },
+  suggest: { type: 'string', arg: 'RULE', help: "the finder's suggestion rule", default: 'lesson for --recipe lesson, valley for fine-tune', value: { kind: 'choice', choices: SUGGESTION_RULES } },
+  'freeze-epochs': { type: 'string', arg: 'N', help: 'fine-tune: one-cycle epochs of the head alone', default: String(RECIPE_DEFAULTS.freezeEpochs), value: count(0, 1000) },
+  epochs: { type: 'string', arg: 'N', help: 'fine-tune: one-cycle epochs of the unfrozen model', default: String(RECIPE_DEFAULTS.epochs), value: count(1, 1000) },
+  sizes: { type: 'string', arg: 'PX,PX', help: 'progressive resizing: train at each size in turn (overrides --size)', value: { kind: 'numbers', min: 8, max: 2048, integer: true } },
+  cycles: { type: 'string', arg: 'N', help: 'cycles of each frozen stage', default: String(RECIPE_DEFAULTS.cycles), value: count(1, 1000) },
+  'unfreeze-cycles': { type: 'string', arg: 'N', help: 'cycles of the unfrozen stage (cycleMult 2: 1+2+4 epochs for 3)', default: String(RECIPE_DEFAULTS.unfreezeCycles), value: count(0, 12) },
+  lr: { type: 'string', arg: 'RATE', help: "learning rate (default: the finder's suggestion)", value: rate },
+  'group-div': {
+    type: 'string',
+    arg: 'K',
+    help: 'rate factor between layer groups once unfrozen (3 for satellite or medical images)',
+    default: String(RECIPE_DEFAULTS.groupDiv),
+    value: { kind: 'number', min: 1, max: 1000 },
+  },
   'bn-freeze': { type: 'boolean', help: "keep the body's batch-norm statistics once unfrozen (fast.ai's bn_freeze)" },
   'lesson-unfreeze': { type: 'boolean', help: 'unfreeze as the lesson does even where the architecture advises otherwise (batch statistics, the same rate)' },
-  'unfreeze-lr': { type: 'string', arg: 'RATE', help: "the head's rate once unfrozen (the body's are K and K² times lower)", default: "--lr, times the architecture's advice" },
+  'unfreeze-lr': { type: 'string', arg: 'RATE', help: "the head's rate once unfrozen (the body's are K and K² times lower)", default: "--lr, times the architecture's advice", value: rate },
   weights: { type: 'string', arg: 'NAME|FILE', help: "the body's pretrained weights: a zoo name or a .pth file (default: the architecture's own)" },
-  'tta-aug': { type: 'string', arg: 'N', help: 'augmented copies averaged by test-time augmentation', default: String(RECIPE_DEFAULTS.ttaAug) },
+  'tta-aug': { type: 'string', arg: 'N', help: 'augmented copies averaged by test-time augmentation', default: String(RECIPE_DEFAULTS.ttaAug), value: count(0, 64) },
   'keep-last': { type: 'boolean', help: 'save the weights training ended with, not those of the cycle end with the lowest validation loss' },
-  seed: { type: 'string', arg: 'N', help: "seed of the head's initial weights, dropout, shuffling and augmentation", default: String(RECIPE_DEFAULTS.seed) },
+  seed: { type: 'string', arg: 'N', help: "seed of the head's initial weights, dropout, shuffling and augmentation", default: String(RECIPE_DEFAULTS.seed), value: count(0, 2 ** 31 - 1) },
   resume: { type: 'boolean', help: "continue an interrupted run from --out's checkpoint (written at each epoch's end), with the same options" },
   out: { type: 'string', arg: 'DIR', help: 'where the model, pictures, report and submission go', default: './fastvision-out/<folder name>' },
   json: { type: 'string', arg: 'FILE', help: 'also write a machine-readable summary there' },
@@ -71,29 +82,33 @@ function refuseOtherRecipesOptions(args: ParsedArgs, recipe: Recipe): void {
   }
 }
 
-/** The recipe's settings from the command line. */
-export function recipeSettings(args: ParsedArgs, path: string, dfltSize = 224): RecipeSettings {
-  const sizes = numList(args, 'sizes', { min: 8, max: 2048, integer: true }) ?? [sizeArg(args, dfltSize)];
+/**
+ * The recipe's settings from the command line: only what was given (checked against the
+ * options' declared ranges when parsed), with the sizes and the output folder; trainRecipe fills
+ * the rest from RECIPE_DEFAULTS.
+ */
+export function recipeSettings(args: ParsedArgs, path: string, dfltSize = 224): RecipeOptions & Pick<RecipeSettings, 'sizes'> {
+  const sizes = numList(args, 'sizes', rangeOf(RECIPE_OPTIONS.sizes)) ?? [sizeArg(args, dfltSize)];
   if (sizes.some((s, i) => i > 0 && s <= sizes[i - 1]!)) throw new UsageError(`--sizes: ${sizes.join(',')} must grow, e.g. 128,224`);
   const recipe = choice(args, 'recipe', RECIPES, RECIPE_DEFAULTS.recipe);
   refuseOtherRecipesOptions(args, recipe);
   return {
     recipe,
     suggest: choice(args, 'suggest', SUGGESTION_RULES, defaultSuggestion(recipe)),
-    freezeEpochs: num(args, 'freeze-epochs', RECIPE_DEFAULTS.freezeEpochs, { min: 0, max: 1000, integer: true }),
-    epochs: num(args, 'epochs', RECIPE_DEFAULTS.epochs, { min: 1, max: 1000, integer: true }),
+    freezeEpochs: num(args, 'freeze-epochs', undefined, rangeOf(RECIPE_OPTIONS['freeze-epochs'])),
+    epochs: num(args, 'epochs', undefined, rangeOf(RECIPE_OPTIONS['epochs'])),
     sizes,
-    cycles: num(args, 'cycles', RECIPE_DEFAULTS.cycles, { min: 1, max: 1000, integer: true }),
-    unfreezeCycles: num(args, 'unfreeze-cycles', RECIPE_DEFAULTS.unfreezeCycles, { min: 0, max: 12, integer: true }),
-    lr: num(args, 'lr', undefined, { min: 1e-8, max: 10 }),
-    groupDiv: num(args, 'group-div', RECIPE_DEFAULTS.groupDiv, { min: 1, max: 1000 }),
+    cycles: num(args, 'cycles', undefined, rangeOf(RECIPE_OPTIONS['cycles'])),
+    unfreezeCycles: num(args, 'unfreeze-cycles', undefined, rangeOf(RECIPE_OPTIONS['unfreeze-cycles'])),
+    lr: num(args, 'lr', undefined, rangeOf(RECIPE_OPTIONS['lr'])),
+    groupDiv: num(args, 'group-div', undefined, rangeOf(RECIPE_OPTIONS['group-div'])),
     bnFreeze: flag(args, 'bn-freeze') ? true : undefined,
     lessonUnfreeze: flag(args, 'lesson-unfreeze'),
-    unfreezeLr: num(args, 'unfreeze-lr', undefined, { min: 1e-8, max: 10 }),
+    unfreezeLr: num(args, 'unfreeze-lr', undefined, rangeOf(RECIPE_OPTIONS['unfreeze-lr'])),
     weights: str(args, 'weights'),
-    ttaAug: num(args, 'tta-aug', RECIPE_DEFAULTS.ttaAug, { min: 0, max: 64, integer: true }),
+    ttaAug: num(args, 'tta-aug', undefined, rangeOf(RECIPE_OPTIONS['tta-aug'])),
     keepBest: !flag(args, 'keep-last'),
-    seed: num(args, 'seed', RECIPE_DEFAULTS.seed, { min: 0, max: 2 ** 31 - 1, integer: true }),
+    seed: num(args, 'seed', undefined, rangeOf(RECIPE_OPTIONS['seed'])),
     resume: flag(args, 'resume'),
     mixedPrecision: mixedPrecisionArg(args),
     fingerprint: runFingerprint(args, path),

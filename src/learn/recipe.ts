@@ -119,7 +119,9 @@ export function completeRecipeSettings(o: RecipeOptions, data: Pick<ImageClassif
   if (!RECIPES.includes(recipe)) throw new InputError(`recipe must be one of ${RECIPES.join(', ')}, got '${String(recipe)}'`);
   const sizes = o.sizes ?? (data.sz === undefined ? undefined : [data.sz]);
   if (!sizes || sizes.length === 0) throw new InputError('the recipe needs sizes (or image data made with tfmsFromModel)');
-  const filled = { ...RECIPE_DEFAULTS, suggest: defaultSuggestion(recipe), ...o, recipe, sizes };
+  // A setting given as undefined is not given: its default holds.
+  const given = Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as RecipeOptions;
+  const filled = { ...RECIPE_DEFAULTS, suggest: defaultSuggestion(recipe), ...given, recipe, sizes };
   const { out: _out, json: _json, resume: _resume, device: _device, fingerprint: _fp, ...deciding } = filled;
   return { ...filled, fingerprint: o.fingerprint ?? JSON.stringify({ path: resolve(data.path), ...deciding }) };
 }
