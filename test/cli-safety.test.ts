@@ -93,7 +93,7 @@ test('fit into a folder that does not exist yet keeps its model; a diverging fit
   const good = readFileSync(join(out, 'model.pth'));
   const r = cli(['fit', data, '--precompute', '--lr', '100', '--cycles', '2', '--size', '32', '--bs', '4', '--out', out]);
   assert.equal(r.code, 1, r.stdout + r.stderr);
-  assert.match(r.stderr.trim(), /^fastvision fit: training diverged in epoch 0 .*nothing was saved \(the previous model is kept\): try a lower --lr$/);
+  assert.match(r.stderr.trim(), /^fastvision fit: training diverged in epoch 0 .*no model was saved \(the previous model is kept\); try a lower --lr$/);
   assert.deepEqual(readFileSync(join(out, 'model.pth')), good, 'the good model is untouched');
   assert.deepEqual(
     tree(out).filter((f) => /\.tmp$|checkpoint|lock/.test(f)),

@@ -14,7 +14,7 @@ import { loadData } from './data-args.js';
 import { recipeSettings, RECIPE_OPTIONS } from './train.js';
 import { trainRecipe } from '../learn/recipe.js';
 import { archOf } from '../vision/models/archs.js';
-import { claimFile, withOutput } from './outputs.js';
+import { claimFile, withOutput } from '../util/outputs.js';
 
 /** Folder-safe class names ("T-shirt/top" → "T-shirt-top"). */
 export const DEMO_CLASSES = FASHION_MNIST_CLASSES.map((c) => c.replace(/\//g, '-'));

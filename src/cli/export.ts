@@ -7,7 +7,7 @@ import { exportSavedModel, writeExport } from '../deploy/export-model.js';
 import { writeWebApp } from '../deploy/web.js';
 import { flag, str, UsageError, type CommandSpec } from './args.js';
 import { readModel } from './model-file.js';
-import { withOutput } from './outputs.js';
+import { withOutput } from '../util/outputs.js';
 
 export const exportCommand: CommandSpec = {
   name: 'export',

@@ -10,7 +10,7 @@ import { archOf } from '../vision/models/archs.js';
 import { flag, num, str, UsageError, type CommandSpec } from './args.js';
 import { dataPath, LAYOUT_OPTIONS, loadData, MODEL_OPTIONS } from './data-args.js';
 import { ENSEMBLE, learnerFor, probabilitiesOf, readModel, snapshotsOf } from './model-file.js';
-import { withOutput } from './outputs.js';
+import { withOutput } from '../util/outputs.js';
 import { predictedFiles } from '../learn/recipe.js';
 import { shown } from '../util/shown.js';
 

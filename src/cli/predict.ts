@@ -11,7 +11,7 @@ import { archOf } from '../vision/models/archs.js';
 import { flag, num, str, UsageError, type CommandSpec, type ParsedArgs } from './args.js';
 import { imageLimitArg, tfmsFor } from './data-args.js';
 import { ENSEMBLE, learnerFor, probabilitiesOf, readModel, snapshotsOf, type ModelInfo } from './model-file.js';
-import { claimFile } from './outputs.js';
+import { claimFile } from '../util/outputs.js';
 import { imageId, looksLikeFormula, writeSubmission } from '../learn/submission.js';
 import { predictedFiles } from '../learn/recipe.js';
 

@@ -1,13 +1,9 @@
 // `fastvision lr-find` and `fastvision fit`: the recipe's steps one at a time,
 // for users who want to choose the rate and the schedule themselves.
-import { existsSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
-import { disposeCheckpoint, saveCheckpoint } from '../learn/checkpoint.js';
 import { TrainingDivergedError } from '../learn/guard.js';
 import { ConvLearner } from '../learn/conv-learner.js';
 import { CycleSnapshots } from '../learn/callbacks.js';
-import type { FitState } from '../learn/loop.js';
 import { addLrFinder, addTraining } from '../learn/figures.js';
 import { Report } from '../report/html.js';
 import { TrainingLog } from '../learn/training-log.js';
@@ -17,10 +13,10 @@ import { choice, flag, num, numList, str, UsageError, type CommandSpec, type Opt
 import { SUGGESTION_RULES } from '../learn/lr-finder.js';
 import { archArg, dataPath, LAYOUT_OPTIONS, loadData, MODEL_OPTIONS, sizeArg } from './data-args.js';
 import { learnerFor, readModel, saveModel } from './model-file.js';
-import { withOutput } from './outputs.js';
+import { withOutput } from '../util/outputs.js';
 import { deviceArg, mixedPrecisionArg, TRAINING_DEVICE_OPTIONS } from './device-args.js';
 import { runFingerprint } from './train.js';
-import { checkpointFile, notingCheckpoint, openCheckpoint, refuseBatchTooLarge } from '../learn/session.js';
+import { inSession, refuseBatchTooLarge, TrainingSession } from '../learn/session.js';
 
 const OUT: OptionSpec = { type: 'string', arg: 'DIR', help: 'where the pictures, report (and model) go', default: './fastvision-out/<folder name>' };
 const UNFREEZE: OptionSpec = { type: 'boolean', help: 'train the whole network (no precomputed activations)' };
@@ -121,65 +117,57 @@ export const fitCommand: CommandSpec = {
     const arch = saved ? archOf(saved.info.arch) : archArg(args);
     const size = sizeArg(args, saved?.info.size ?? 224);
     const fingerprint = runFingerprint(args, path);
-    const ckptFile = checkpointFile(out);
     const device = deviceArg(args);
     const mixedPrecision = mixedPrecisionArg(args) ?? undefined;
-    await notingCheckpoint(ckptFile, () =>
-      withOutput(out, async () => {
-        const resume = flag(args, 'resume') ? await openCheckpoint<FitMeta>(out, 'fit', fingerprint) : null;
-        manualSeed(num(args, 'seed', 0, { min: 0, max: 2 ** 31 - 1, integer: true }));
-        const data = await loadData(path, args, arch, size);
-        if (saved && saved.info.classes.join('\n') !== data.classes.join('\n')) throw new UsageError(`${path}: its classes are not those of ${from}`);
-        const optFunc = choice(args, 'opt', ['sgd', 'adam', 'adamw'] as const, 'sgd');
-        const learn = saved ? await learnerFor(saved, data, { optFunc, device, mixedPrecision }) : await ConvLearner.pretrained(arch, data, { optFunc, device, mixedPrecision });
-        if (flag(args, 'unfreeze')) learn.unfreeze();
-        if (flag(args, 'precompute')) learn.precompute = true;
-        refuseBatchTooLarge(learn.model, { arch: arch.name, size, bs: data.bs, unfrozen: flag(args, 'unfreeze') });
-        const log = resume ? TrainingLog.from(resume.meta.log) : new TrainingLog();
-        const cb = resume ? log.continueLast(resume.fit!.iteration) : log.begin({ name: 'fit', size, lrs, nCycle, cycleLen, cycleMult });
-        if (resume) {
-          learn.model.loadStateDict(resume.model);
-          console.log(`resuming from ${ckptFile} at epoch ${resume.fit!.epoch}`);
-        }
-        // Each cycle's snapshot is a complete model file (its description inside), written as the cycle ends.
-        let snapshots = 0;
-        const snap = new CycleSnapshots(async (k) => {
-          snapshots++;
-          await saveModel(out, learn, size, { name: `model_cyc_${k}`, json: false });
-        });
-        const onCheckpoint = async (fs: FitState): Promise<void> => {
-          await saveCheckpoint<FitMeta>(ckptFile, { meta: { kind: 'fit', fingerprint, log: log.toJSON() }, model: learn.model.stateDict(), fit: fs, rng: fs.rng });
-        };
-        let diverged: TrainingDivergedError | null = null;
-        try {
-          await learn.fit(lrs.length === 1 ? lrs[0]! : lrs, nCycle, {
+    await inSession(out, async () => {
+      const session = await TrainingSession.open<FitMeta>(out, { kind: 'fit', fingerprint, resume: flag(args, 'resume') });
+      const resume = session.resumed;
+      manualSeed(num(args, 'seed', 0, { min: 0, max: 2 ** 31 - 1, integer: true }));
+      const data = await loadData(path, args, arch, size);
+      if (saved && saved.info.classes.join('\n') !== data.classes.join('\n')) throw new UsageError(`${path}: its classes are not those of ${from}`);
+      const optFunc = choice(args, 'opt', ['sgd', 'adam', 'adamw'] as const, 'sgd');
+      const learn = saved ? await learnerFor(saved, data, { optFunc, device, mixedPrecision }) : await ConvLearner.pretrained(arch, data, { optFunc, device, mixedPrecision });
+      if (flag(args, 'unfreeze')) learn.unfreeze();
+      if (flag(args, 'precompute')) learn.precompute = true;
+      refuseBatchTooLarge(learn.model, { arch: arch.name, size, bs: data.bs, unfrozen: flag(args, 'unfreeze') });
+      const log = resume ? TrainingLog.from(resume.meta.log) : new TrainingLog();
+      const cb = resume ? log.continueLast(resume.fit!.iteration) : log.begin({ name: 'fit', size, lrs, nCycle, cycleLen, cycleMult });
+      if (resume) {
+        learn.model.loadStateDict(resume.model);
+        console.log(`resuming from ${session.file} at epoch ${resume.fit!.epoch}`);
+      }
+      // Each cycle's snapshot is a complete model file (its description inside), written as the cycle ends.
+      let snapshots = 0;
+      const snap = new CycleSnapshots(async (k) => {
+        snapshots++;
+        await saveModel(out, learn, size, { name: `model_cyc_${k}`, json: false });
+      });
+      let diverged: TrainingDivergedError | null;
+      try {
+        diverged = await session.guarded(() =>
+          learn.fit(lrs.length === 1 ? lrs[0]! : lrs, nCycle, {
             cycleLen,
             cycleMult,
             wd: wds.length === 1 ? wds[0]! : wds,
             cbs: flag(args, 'save-cycles') ? [cb, snap] : [cb],
-            onCheckpoint,
+            onCheckpoint: (fs) => session.checkpoint({ kind: 'fit', fingerprint, log: log.toJSON() }, learn.model.stateDict(), fs),
             resume: resume?.fit ?? undefined,
-          });
-        } catch (e) {
-          if (!(e instanceof TrainingDivergedError)) throw e;
-          diverged = e;
-        } finally {
-          if (resume) disposeCheckpoint(resume);
-        }
-        if (diverged && log.last() === undefined) {
-          await rm(ckptFile, { force: true });
-          throw new Error(
-            `${diverged.message.replace(/ Try a lower learning rate\.$/, '')}; no epoch ended well, so nothing was saved${existsSync(join(out, 'model.pth')) ? ' (the previous model is kept)' : ''}: try a lower --lr`,
-          );
-        }
-        const { model } = await saveModel(out, learn, size);
-        await rm(ckptFile, { force: true });
-        if (snapshots > 0) console.log(`cycle snapshots: ${join(out, 'model_cyc_*.pth')} (${snapshots})`);
-        const report = new Report(out, `fastvision fit: ${basename(path)}`);
-        await addTraining(report, log);
-        console.log(`model:  ${model}\nreport: ${await report.write('fit.html')}`);
-        if (diverged) console.log(`warning: training stopped early (${diverged.reason}); the model saved is that of ${diverged.restoredTo}`);
-      }),
-    );
+          }),
+        );
+      } finally {
+        session.release();
+      }
+      if (diverged && log.last() === undefined) {
+        await session.complete();
+        throw session.nothingSaved(`${diverged.message.replace(/ Try a lower learning rate\.$/, '')}; no epoch ended well`);
+      }
+      const { model } = await saveModel(out, learn, size);
+      await session.complete();
+      if (snapshots > 0) console.log(`cycle snapshots: ${join(out, 'model_cyc_*.pth')} (${snapshots})`);
+      const report = new Report(out, `fastvision fit: ${basename(path)}`);
+      await addTraining(report, log);
+      console.log(`model:  ${model}\nreport: ${await report.write('fit.html')}`);
+      if (diverged) console.log(`warning: training stopped early (${diverged.reason}); the model saved is that of ${diverged.restoredTo}`);
+    });
   },
 };

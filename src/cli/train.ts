@@ -6,11 +6,11 @@ import { deviceArg, mixedPrecisionArg, TRAINING_DEVICE_OPTIONS } from './device-
 import { basename, join, resolve } from 'node:path';
 import { SUGGESTION_RULES } from '../learn/lr-finder.js';
 import { defaultSuggestion, RECIPE_DEFAULTS, RECIPES, trainRecipe, type Recipe, type RecipeOptions, type RecipeSettings } from '../learn/recipe.js';
-import { checkpointFile, notingCheckpoint } from '../learn/session.js';
+import { inSession } from '../learn/session.js';
 import { DIST_OPTION_NAMES, DIST_OPTIONS, distRole, joinGroup, launchRanks, leaveGroup, rankLogger } from './distributed.js';
 import { choice, flag, num, numList, rangeOf, str, UsageError, type CommandSpec, type OptionSpec, type ParsedArgs } from './args.js';
 import { archArg, dataPath, LAYOUT_OPTIONS, loadData, MODEL_OPTIONS, sizeArg } from './data-args.js';
-import { claimFile, withOutput } from './outputs.js';
+import { claimFile } from '../util/outputs.js';
 
 const count = (min: number, max: number): OptionSpec['value'] => ({ kind: 'number', min, max, integer: true });
 const rate: OptionSpec['value'] = { kind: 'number', min: 1e-8, max: 10 };
@@ -155,12 +155,10 @@ export const trainCommand: CommandSpec = {
       // Rank 0 owns the output folder; the others only add their logs to it.
       if (pg && pg.rank !== 0) await work();
       else
-        await notingCheckpoint(checkpointFile(resolve(settings.out)), () =>
-          withOutput(settings.out, async () => {
-            if (settings.json) claimFile(settings.json, '--json');
-            await work();
-          }),
-        );
+        await inSession(settings.out, async () => {
+          if (settings.json) claimFile(settings.json, '--json');
+          await work();
+        });
       // Left on success; after a failure the process exits (a group whose peer died may not shut down cleanly).
       if (pg) leaveGroup();
     }

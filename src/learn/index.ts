@@ -36,6 +36,6 @@ export {
   type StageSettings,
   type TrainSummary,
 } from './recipe.js';
-export { checkpointFile, openCheckpoint, shareCheckpoint, notingCheckpoint, refuseBatchTooLarge } from './session.js';
+export { checkpointFile, openCheckpoint, shareCheckpoint, notingCheckpoint, refuseBatchTooLarge, inSession, TrainingSession, type SessionMeta, type SessionOptions } from './session.js';
 export { TrainingLog, type StageShape, type StageRecord } from './training-log.js';
 export { submissionCsv, writeSubmission, imageId, type SubmissionOptions } from './submission.js';

@@ -3,8 +3,6 @@
 // what rates and schedule) run by a small runner (`trainRecipe`) in the training session
 // (session.ts): the learning-rate finder, the stages with checkpoints and resume, the
 // best-weights keeper and the divergence guard, then TTA, the report and the submission.
-import { existsSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { F, manualSeed, noGrad, setRngState, tidy, type Tensor } from '../torch/index.js';
 import type { ProcessGroup } from '../torch/distributed.js';
@@ -15,7 +13,7 @@ import type { ImageClassifierData } from '../vision/data.js';
 import { FilesDataset } from '../vision/dataset.js';
 import { Report } from '../report/html.js';
 import { BestWeightsKeeper } from './callbacks.js';
-import { disposeCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { disposeCheckpoint } from './checkpoint.js';
 import { ConvLearner } from './conv-learner.js';
 import { checkSameEverywhere } from './ddp.js';
 import { addAugmentationPreview, addDataSection, addInterpretation, addLrFinder, addTagTable, addTraining, camTiles } from './figures.js';
@@ -26,7 +24,7 @@ import { LrFinderResult, type SuggestionRule } from './lr-finder.js';
 import { bestThreshold } from './metrics.js';
 import type { MixedPrecisionMode } from './mixed-precision.js';
 import { saveModel } from './saved-model.js';
-import { checkpointFile, openCheckpoint, refuseBatchTooLarge, shareCheckpoint } from './session.js';
+import { refuseBatchTooLarge, TrainingSession } from './session.js';
 import { writeSubmission } from './submission.js';
 import { TrainingLog, type StageShape } from './training-log.js';
 import { unfreezePlan } from './unfreeze-plan.js';
@@ -327,14 +325,10 @@ export async function trainRecipe(
   if (settings.sizes.length > 1 && !dataAt) throw new InputError(`progressive resizing (sizes ${settings.sizes.join(', ')}) needs the data at each size: pass dataAt`);
   const t0 = performance.now();
   const out = resolve(settings.out);
-  const ckptFile = checkpointFile(out);
   // Distributed: every rank trains; rank 0 alone draws, saves and writes.
-  const writer = pg === null || pg.rank === 0;
-  let resume = settings.resume
-    ? pg && pg.worldSize > 1
-      ? await shareCheckpoint<RecipeMeta>(pg, out, 'train', settings.fingerprint)
-      : await openCheckpoint<RecipeMeta>(out, 'train', settings.fingerprint)
-    : null;
+  const session = await TrainingSession.open<RecipeMeta>(out, { kind: 'train', fingerprint: settings.fingerprint, resume: settings.resume, pg });
+  const { writer, file: ckptFile } = session;
+  let resume = session.resumed;
   const report = new Report(out, `fastvision: ${basename(data.path)} (${arch})`, !writer);
   say(
     `${data.trnDs.length} training, ${data.valDs?.length ?? 0} validation${data.testDs ? `, ${data.testDs.length} test` : ''} images; ${data.c} classes: ${data.classes
@@ -352,7 +346,7 @@ export async function trainRecipe(
   const learn = await ConvLearner.pretrained(arch, data, {
     precompute: true,
     pretrained: settings.weights ?? true,
-    optFn: fineTune ? 'adamw' : 'sgd',
+    optFunc: fineTune ? 'adamw' : 'sgd',
     processGroup: pg ?? undefined,
     log: writer ? undefined : null,
     device: settings.device ?? 'cpu',
@@ -428,24 +422,23 @@ export async function trainRecipe(
         best: chosen ? { stage: chosen.stage, record: chosen.record } : null,
         seconds: (performance.now() - t0) / 1000,
       };
-      await saveCheckpoint(ckptFile, { meta, model: learn.model.stateDict(), fit: fs, states: chosen ? new Map([['best', chosen.state]]) : undefined, rng: fs.rng });
+      await session.checkpoint(meta, learn.model.stateDict(), fs, chosen ? new Map([['best', chosen.state]]) : undefined);
     };
     if (fitResume) learn.data.trnDl.epoch = fitResume.meta.imageLoaderEpoch;
     try {
-      await runStage(learn, st, { callbacks: settings.keepBest ? [cb, keeper] : [cb], onCheckpoint: writer ? onCheckpoint : undefined, resume: fitResume?.fit ?? undefined });
-    } catch (e) {
-      if (!(e instanceof TrainingDivergedError)) throw e;
-      diverged = { stage: st.name, error: e };
-      say(`\n${e.message}`);
+      const error = await session.guarded(() => runStage(learn, st, { cbs: settings.keepBest ? [cb, keeper] : [cb], onCheckpoint, resume: fitResume?.fit ?? undefined }));
+      if (error) {
+        diverged = { stage: st.name, error };
+        say(`\n${error.message}`);
+      }
     } finally {
+      // The best weights ('states') live on in the keeper.
       if (fitResume) disposeCheckpoint({ ...fitResume, states: new Map() });
     }
   }
   let last = log.last();
   if (last === undefined) {
-    throw new Error(
-      `${diverged ? `training diverged in '${diverged.stage}' (${diverged.error.reason})` : 'no epoch was trained'} before any epoch ended well, so no model was saved${existsSync(join(out, 'model.pth')) ? ' (the previous model is kept)' : ''}; try a lower --lr`,
-    );
+    throw session.nothingSaved(`${diverged ? `training diverged in '${diverged.stage}' (${diverged.error.reason})` : 'no epoch was trained'} before any epoch ended well`);
   }
   let kept: { stage: string; epoch: number; valLoss: number | null } | null = null;
   const chosen = keeper.best;
@@ -575,7 +568,7 @@ export async function trainRecipe(
   };
   if (settings.json && writer) await writeFileAtomic(settings.json === '-' ? '-' : resolve(settings.json), `${JSON.stringify(summary, null, 2)}\n`);
   // The run is complete: a later --resume has nothing to continue.
-  if (writer) await rm(ckptFile, { force: true });
+  await session.complete();
   say(
     `\nmodel:  ${saved.model}\nreport: ${reportFile}${submission ? `\nsubmission: ${submission}` : ''}${settings.json ? `\nsummary: ${settings.json === '-' ? 'standard output' : resolve(settings.json)}` : ''}`,
   );

@@ -1,16 +1,19 @@
-// The training session that `fastvision train` and `fastvision fit` share, and that the API's
-// recipe runs in: the checkpoint in the output folder and resuming from it (also across the
-// ranks of a distributed run), out-of-memory errors that say where the last checkpoint is, and
-// the batch-size check before a run starts.
+// The training session that `fastvision train` (trainRecipe) and `fastvision fit` share: the
+// output folder's lock, the checkpoint in it and resuming from it (also across the ranks of a
+// distributed run), a divergence that ends a fit with the last good weights, out-of-memory errors
+// that say where the last checkpoint is, and the batch-size check before a run starts.
 import { existsSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { tensor } from '../torch/index.js';
+import { tensor, type Tensor } from '../torch/index.js';
 import type { ProcessGroup } from '../torch/distributed.js';
 import { InputError } from '../util/errors.js';
 import { readRegularFile } from '../util/read-files.js';
-import { disposeCheckpoint, loadCheckpoint, type Checkpoint } from './checkpoint.js';
+import { disposeCheckpoint, loadCheckpoint, saveCheckpoint, type Checkpoint } from './checkpoint.js';
+import { TrainingDivergedError } from './guard.js';
+import type { FitState } from './loop.js';
+import { withOutput } from '../util/outputs.js';
 import { BatchTooLargeError, checkBatchFits, OutOfMemoryError } from './memory.js';
 
 /** Where `train` and `fit` keep their checkpoint in the output folder. */
@@ -97,4 +100,92 @@ export function refuseBatchTooLarge(...args: Parameters<typeof checkBatchFits>):
     if (e instanceof BatchTooLargeError) throw new InputError(e.message);
     throw e;
   }
+}
+
+/** What every checkpoint's description holds: the command that wrote it and the settings it ran with. */
+export interface SessionMeta {
+  kind: 'train' | 'fit';
+  fingerprint: string;
+}
+
+/** Options of `TrainingSession.open`. */
+export interface SessionOptions {
+  /** What writes the checkpoint: a resume takes only a checkpoint of the same kind. */
+  kind: 'train' | 'fit';
+  /** The settings that decide the result: a resume takes only a checkpoint made with the same. */
+  fingerprint: string;
+  /** Continue from the checkpoint in the output folder (an InputError when there is none that fits). */
+  resume?: boolean;
+  /** A distributed run: rank 0 reads the checkpoint and sends it to every rank; only rank 0 writes. */
+  pg?: ProcessGroup | null;
+}
+
+/**
+ * A training run's life in its output folder, shared by `fastvision train` (trainRecipe) and
+ * `fastvision fit`: the checkpoint written at each epoch's end (by rank 0 alone), the one a
+ * resumed run continues from, a divergence that ends a fit with the last good weights, and the
+ * checkpoint's removal once the run is complete. Run it inside `inSession`, which holds the output
+ * folder's lock.
+ */
+export class TrainingSession<M extends SessionMeta> {
+  private constructor(
+    /** The output folder. */
+    readonly out: string,
+    /** The checkpoint that a resumed session continues from (null: a fresh start). */
+    readonly resumed: Checkpoint<M> | null,
+    /** Whether this process writes (rank 0, or the only process). */
+    readonly writer: boolean,
+  ) {}
+
+  /** Opens a session in `out`; with `resume`, reads (or, distributed, receives) its checkpoint. */
+  static async open<M extends SessionMeta>(out: string, o: SessionOptions): Promise<TrainingSession<M>> {
+    const pg = o.pg ?? null;
+    const resumed = o.resume ? (pg && pg.worldSize > 1 ? await shareCheckpoint<M>(pg, out, o.kind, o.fingerprint) : await openCheckpoint<M>(out, o.kind, o.fingerprint)) : null;
+    return new TrainingSession<M>(resolve(out), resumed, pg === null || pg.rank === 0);
+  }
+
+  /** The checkpoint file. */
+  get file(): string {
+    return checkpointFile(this.out);
+  }
+
+  /** Writes an epoch's end: the description, the model's weights, the fit's state and named extra weights (rank 0 alone). */
+  async checkpoint(meta: M, model: Map<string, Tensor>, fit: FitState, states?: Map<string, Map<string, Tensor>>): Promise<void> {
+    if (!this.writer) return;
+    await saveCheckpoint(this.file, { meta, model, fit, states, rng: fit.rng });
+  }
+
+  /** Runs a fit; a TrainingDivergedError (the guard put back the last good epoch's weights) is returned, anything else thrown. */
+  async guarded(fit: () => Promise<unknown>): Promise<TrainingDivergedError | null> {
+    try {
+      await fit();
+      return null;
+    } catch (e) {
+      if (e instanceof TrainingDivergedError) return e;
+      throw e;
+    }
+  }
+
+  /** The error for a run in which no epoch ended well: nothing is saved, and a previous model stays. */
+  nothingSaved(why: string, option = '--lr'): Error {
+    return new Error(`${why}, so no model was saved${existsSync(join(this.out, 'model.pth')) ? ' (the previous model is kept)' : ''}; try a lower ${option}`);
+  }
+
+  /** The run is complete: the checkpoint goes, so that a later resume has nothing to continue. */
+  async complete(): Promise<void> {
+    if (this.writer) await rm(this.file, { force: true });
+  }
+
+  /** Frees the tensors of the checkpoint the session resumed from. */
+  release(): void {
+    if (this.resumed) disposeCheckpoint(this.resumed);
+  }
+}
+
+/**
+ * Runs a training run's work with its output folder locked (a second run into it is refused while
+ * this one lives); running out of memory says where the last epoch's checkpoint is.
+ */
+export function inSession<T>(out: string, work: () => Promise<T>, option = '--out'): Promise<T> {
+  return notingCheckpoint(checkpointFile(out), () => withOutput(out, work, option));
 }

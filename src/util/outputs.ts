@@ -2,24 +2,24 @@
 // (a second run into it is refused while the first is alive), and files named by
 // options are proved writable — so a mistake is found in a second, not after an
 // hour of training.
-import { checkWritable, lockOutput, type OutputLock } from '../util/files.js';
-import { UsageError } from './args.js';
+import { checkWritable, lockOutput, type OutputLock } from './files.js';
+import { InputError } from './errors.js';
 
-/** Creates and locks an output folder; a problem is a UsageError naming the option. */
+/** Creates and locks an output folder; a problem is an InputError naming the option. */
 export function claimOutput(dir: string, option = '--out'): OutputLock {
   try {
     return lockOutput(dir);
   } catch (e) {
-    throw new UsageError(`${option} ${dir}: ${(e as Error).message.replace(/^cannot (create folder|write to) \S+: /, '')}`);
+    throw new InputError(`${option} ${dir}: ${(e as Error).message.replace(/^cannot (create folder|write to) \S+: /, '')}`);
   }
 }
 
-/** Checks that the file an option names can be written; a problem is a UsageError naming it. */
+/** Checks that the file an option names can be written; a problem is an InputError naming it. */
 export function claimFile(path: string, option: string): void {
   try {
     checkWritable(path, option);
   } catch (e) {
-    throw new UsageError((e as Error).message);
+    throw new InputError((e as Error).message);
   }
 }
 
