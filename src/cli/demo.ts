@@ -66,7 +66,7 @@ export const demoCommand: CommandSpec = {
     "Runs the whole recipe offline on Fashion-MNIST (Debian's dataset-fashion-mnist, written as an image folder on first run) with the offline MobileNetV2, leaving the model, pictures, report and a submission.",
   positionals: [],
   options: {
-    'per-class': { type: 'string', arg: 'N', help: 'training images per class', default: '100' },
+    'per-class': { type: 'string', arg: 'N', help: 'training images per class', default: '100', value: { kind: 'number', min: 2, max: 5000, integer: true } },
     size: { type: 'string', arg: 'PX', help: 'image side', default: '64' },
     bs: { type: 'string', arg: 'N', help: 'batch size', default: '32' },
     ...RECIPE_OPTIONS,
@@ -78,7 +78,7 @@ export const demoCommand: CommandSpec = {
     "'fastvision train <that folder> --recipe lesson --test test --size 64' runs the lesson's recipe on them unchanged.",
   ].join('\n'),
   async run(args) {
-    const perClass = num(args, 'per-class', 100, { min: 2, max: 5000, integer: true });
+    const perClass = num(args, 'per-class', 100);
     const dir = await writeFashionMnistFolders(join(fastvisionHome(), 'datasets', `fashion-mnist-${perClass}`), { perClass, valPerClass: Math.max(1, Math.round(perClass * 0.3)) });
     console.log(`Fashion-MNIST as photos in ${dir}`);
     // bn-freeze: 28-pixel grey garments on black give batch statistics far from the photos the body was

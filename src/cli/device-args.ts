@@ -11,7 +11,12 @@ export const DEVICE_OPTIONS: Record<string, OptionSpec> = {
 /** `--device` and `--mixed-precision`, for the commands that train. */
 export const TRAINING_DEVICE_OPTIONS: Record<string, OptionSpec> = {
   ...DEVICE_OPTIONS,
-  'mixed-precision': { type: 'string', arg: 'bf16|fp16', help: "train in mixed precision (fastai's to_fp16): autocast in bf16, or in fp16 with dynamic loss scaling" },
+  'mixed-precision': {
+    type: 'string',
+    arg: 'bf16|fp16',
+    help: "train in mixed precision (fastai's to_fp16): autocast in bf16, or in fp16 with dynamic loss scaling",
+    value: { kind: 'choice', choices: ['bf16', 'fp16'] },
+  },
 };
 
 /**

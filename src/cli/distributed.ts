@@ -10,14 +10,20 @@ import { createServer } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { destroyProcessGroup, initProcessGroup, type ProcessGroup } from '../torch/distributed.js';
-import { num, str, UsageError, type OptionSpec, type ParsedArgs } from './args.js';
+import { num, rangeOf, str, UsageError, type OptionSpec, type ParsedArgs } from './args.js';
 
 export const DIST_OPTIONS: Record<string, OptionSpec> = {
-  nproc: { type: 'string', arg: 'N', help: 'train data-parallel with N processes on this machine (cores / N threads each)', default: '1' },
-  'world-size': { type: 'string', arg: 'N', help: 'processes in all, across machines (or WORLD_SIZE)' },
+  nproc: { type: 'string', arg: 'N', help: 'train data-parallel with N processes on this machine (cores / N threads each)', default: '1', value: { kind: 'number', min: 1, max: 256, integer: true } },
+  'world-size': { type: 'string', arg: 'N', help: 'processes in all, across machines (or WORLD_SIZE)', value: { kind: 'number', min: 1, max: 65536, integer: true } },
   rank: { type: 'string', arg: 'R', help: "this process's rank, 0 … N−1 (or RANK); rank 0 writes the results" },
   master: { type: 'string', arg: 'HOST:PORT', help: "rank 0's address and a free port (or MASTER_ADDR, MASTER_PORT)" },
-  'dist-timeout': { type: 'string', arg: 'SECONDS', help: 'how long the start-up and each collective may take before the run stops with an error', default: '1800' },
+  'dist-timeout': {
+    type: 'string',
+    arg: 'SECONDS',
+    help: 'how long the start-up and each collective may take before the run stops with an error',
+    default: '1800',
+    value: { kind: 'number', min: 1, max: 86400 },
+  },
 };
 
 /** Options that say how a run is split, not what it computes (left out of a run's fingerprint). */
@@ -28,15 +34,15 @@ export type DistRole = { kind: 'alone' } | { kind: 'launcher'; nproc: number } |
 
 /** The role the options and the environment (torchrun's variables) give this process. */
 export function distRole(args: ParsedArgs, env: NodeJS.ProcessEnv = process.env): DistRole {
-  const timeoutMs = num(args, 'dist-timeout', 1800, { min: 1, max: 86400 }) * 1000;
-  const nproc = num(args, 'nproc', 1, { min: 1, max: 256, integer: true });
+  const timeoutMs = num(args, 'dist-timeout', 1800, rangeOf(DIST_OPTIONS['dist-timeout'])) * 1000;
+  const nproc = num(args, 'nproc', 1, rangeOf(DIST_OPTIONS.nproc));
   const launched = env.FASTVISION_LAUNCHED === '1';
   if (nproc > 1 && !launched) {
     if (args.values['world-size'] !== undefined || args.values.rank !== undefined)
       throw new UsageError('--nproc starts every rank on this machine; leave out --world-size and --rank (or run one process per rank with them)');
     return { kind: 'launcher', nproc };
   }
-  const worldSize = num(args, 'world-size', env.WORLD_SIZE !== undefined ? Number(env.WORLD_SIZE) : 1, { min: 1, max: 65536, integer: true });
+  const worldSize = num(args, 'world-size', env.WORLD_SIZE !== undefined ? Number(env.WORLD_SIZE) : 1, rangeOf(DIST_OPTIONS['world-size']));
   if (!Number.isInteger(worldSize) || worldSize < 1) throw new UsageError(`WORLD_SIZE '${env.WORLD_SIZE}' is not a positive integer`);
   if (worldSize === 1) return { kind: 'alone' };
   const rank = args.values.rank !== undefined ? num(args, 'rank', 0, { min: 0, max: worldSize - 1, integer: true }) : env.RANK !== undefined ? Number(env.RANK) : undefined;

@@ -27,7 +27,7 @@ export const interpretCommand: CommandSpec = {
     bs: MODEL_OPTIONS.bs!,
     aug: MODEL_OPTIONS.aug!,
     tta: { type: 'boolean', help: 'use test-time augmentation (as train does)' },
-    'tta-aug': { type: 'string', arg: 'N', help: 'with --tta: augmented copies', default: '4' },
+    'tta-aug': { type: 'string', arg: 'N', help: 'with --tta: augmented copies', default: '4', value: { kind: 'number', min: 0, max: 64, integer: true } },
     ensemble: ENSEMBLE,
     out: OUT,
   },
@@ -45,7 +45,7 @@ export const interpretCommand: CommandSpec = {
       const learn = await learnerFor(saved, data, { device: deviceArg(args) });
       const { probs, y } = await probabilitiesOf(learn, {
         tta: flag(args, 'tta'),
-        nAug: num(args, 'tta-aug', 4, { min: 0, max: 64, integer: true }),
+        nAug: num(args, 'tta-aug', 4),
         isTest: false,
         ensemble: flag(args, 'ensemble') ? snapshotsOf(saved) : undefined,
       });

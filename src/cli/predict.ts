@@ -8,8 +8,8 @@ import type { ConvLearner } from '../learn/conv-learner.js';
 import { notAFileReason } from '../util/read-files.js';
 import { shown } from '../util/shown.js';
 import { archOf } from '../vision/models/archs.js';
-import { flag, num, str, UsageError, type CommandSpec, type ParsedArgs } from './args.js';
-import { imageLimitArg, tfmsFor } from './data-args.js';
+import { flag, num, rangeOf, str, UsageError, type CommandSpec, type OptionSpec, type ParsedArgs } from './args.js';
+import { imageLimitArg, MODEL_OPTIONS, tfmsFor } from './data-args.js';
 import { ENSEMBLE, learnerFor, probabilitiesOf, readModel, snapshotsOf, type ModelInfo } from './model-file.js';
 import { claimFile } from '../util/outputs.js';
 import { imageId, looksLikeFormula, writeSubmission } from '../learn/submission.js';
@@ -50,8 +50,8 @@ interface Chunk {
  * learner is built once; each chunk is a new test set on it.
  */
 async function* predictChunks(saved: { pth: string; info: ModelInfo }, files: string[], args: ParsedArgs, tta: boolean): AsyncGenerator<Chunk> {
-  const bs = num(args, 'bs', 32, { min: 1, max: 4096, integer: true });
-  const nAug = num(args, 'tta-aug', 4, { min: 0, max: 64, integer: true });
+  const bs = num(args, 'bs', 32, rangeOf(PREDICTION_OPTIONS.bs));
+  const nAug = num(args, 'tta-aug', 4, rangeOf(PREDICTION_OPTIONS['tta-aug']));
   imageLimitArg(args);
   const ensemble = flag(args, 'ensemble') ? snapshotsOf(saved) : undefined;
   const tfms = tfmsFor(args, archOf(saved.info.arch), saved.info.size, saved.info.multiLabel);
@@ -102,13 +102,13 @@ async function probabilities(saved: { pth: string; info: ModelInfo }, ds: FilesD
 }
 
 const PREDICTION_OPTIONS = {
-  bs: { type: 'string', arg: 'N', help: 'batch size', default: '32' },
+  bs: MODEL_OPTIONS.bs!,
   tta: { type: 'boolean', help: 'average over augmented copies (test-time augmentation)' },
-  'tta-aug': { type: 'string', arg: 'N', help: 'with TTA: augmented copies', default: '4' },
-  aug: { type: 'string', arg: 'KIND', help: 'with TTA: side-on, top-down or none', default: 'side-on' },
+  'tta-aug': { type: 'string', arg: 'N', help: 'with TTA: augmented copies', default: '4', value: { kind: 'number', min: 0, max: 64, integer: true } },
+  aug: { type: 'string', arg: 'KIND', help: 'with TTA: side-on, top-down or none', default: 'side-on', value: { kind: 'choice', choices: ['side-on', 'top-down', 'none'] } },
   ensemble: ENSEMBLE,
-  'max-image-pixels': { type: 'string', arg: 'N', help: 'refuse images whose header declares more pixels (decompression bombs)', default: '178956970' },
-} as const;
+  'max-image-pixels': MODEL_OPTIONS['max-image-pixels']!,
+} satisfies Record<string, OptionSpec>;
 
 export const predictCommand: CommandSpec = {
   name: 'predict',
@@ -116,7 +116,7 @@ export const predictCommand: CommandSpec = {
   positionals: ['<model>', '<images|folder>...'],
   options: {
     ...DEVICE_OPTIONS,
-    top: { type: 'string', arg: 'K', help: 'classes shown per image', default: '3' },
+    top: { type: 'string', arg: 'K', help: 'classes shown per image', default: '3', value: { kind: 'number', min: 1, max: 1000, integer: true } },
     json: { type: 'boolean', help: 'print JSON instead of a table' },
     ...PREDICTION_OPTIONS,
   },
@@ -124,7 +124,7 @@ export const predictCommand: CommandSpec = {
   async run(args) {
     const files = collectImages(args.positionals.slice(1));
     const saved = await readModel(args.positionals[0]!);
-    const k = Math.min(num(args, 'top', 3, { min: 1, max: 1000, integer: true }), saved.info.classes.length);
+    const k = Math.min(num(args, 'top', 3), saved.info.classes.length);
     const c = saved.info.classes.length;
     const threshold = saved.info.multiLabel ? (saved.info.threshold ?? 0.5) : null;
     const json = flag(args, 'json');

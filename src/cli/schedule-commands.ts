@@ -33,8 +33,14 @@ export const lrFindCommand: CommandSpec = {
     precompute: { type: 'boolean', help: 'measure on precomputed activations, as fit --precompute trains (else with augmentation, as fit)' },
     from: FROM,
     ...TRAINING_DEVICE_OPTIONS,
-    'num-it': { type: 'string', arg: 'N', help: 'mini-batches to run (going over a small training set several times)', default: 'max(100, one pass)' },
-    suggest: { type: 'string', arg: 'RULE', help: `the suggestion marked on the curve (${SUGGESTION_RULES.join(', ')})`, default: 'valley' },
+    'num-it': {
+      type: 'string',
+      arg: 'N',
+      help: 'mini-batches to run (going over a small training set several times)',
+      default: 'max(100, one pass)',
+      value: { kind: 'number', min: 2, max: 100000, integer: true },
+    },
+    suggest: { type: 'string', arg: 'RULE', help: 'the suggestion marked on the curve', default: 'valley', value: { kind: 'choice', choices: SUGGESTION_RULES } },
     out: OUT,
   },
   async run(args) {
@@ -53,7 +59,7 @@ export const lrFindCommand: CommandSpec = {
       if (flag(args, 'unfreeze')) learn.unfreeze();
       if (flag(args, 'precompute')) learn.precompute = true;
       // As train does: at least 100 mini-batches, so that a small dataset gives a curve, not a handful of points.
-      const numIt = num(args, 'num-it', Math.max(100, data.trnDl.length), { min: 2, max: 100000, integer: true });
+      const numIt = num(args, 'num-it', Math.max(100, data.trnDl.length));
       const finder = await learn.lrFind({ numIt });
       const { lr, rule } = finder.suggestion(choice(args, 'suggest', SUGGESTION_RULES, 'valley'));
       for (const p of finder.plot().filter((_, i, a) => i % Math.max(1, Math.floor(a.length / 15)) === 0)) console.log(`lr ${p.lr.toExponential(2)}  loss ${p.loss.toFixed(4)}`);
@@ -82,17 +88,29 @@ export const fitCommand: CommandSpec = {
   options: {
     ...LAYOUT_OPTIONS,
     ...MODEL_OPTIONS,
-    lr: { type: 'string', arg: 'RATE[,RATE,RATE]', help: 'learning rate, or one per layer group (early body, late body, head)', default: '0.01' },
-    cycles: { type: 'string', arg: 'N', help: 'number of cycles (epochs without --cycle-len)', default: '3' },
-    'cycle-len': { type: 'string', arg: 'N', help: 'epochs per cycle: cosine annealing with restarts (SGDR)' },
-    'cycle-mult': { type: 'string', arg: 'M', help: 'each cycle M times longer than the one before', default: '1' },
-    wd: { type: 'string', arg: 'W[,W,W]', help: 'weight decay, or one per layer group', default: '0' },
+    lr: { type: 'string', arg: 'RATE[,RATE,RATE]', help: 'learning rate, or one per layer group (early body, late body, head)', default: '0.01', value: { kind: 'numbers', min: 1e-10, max: 100 } },
+    cycles: { type: 'string', arg: 'N', help: 'number of cycles (epochs without --cycle-len)', default: '3', value: { kind: 'number', min: 1, max: 1000, integer: true } },
+    'cycle-len': { type: 'string', arg: 'N', help: 'epochs per cycle: cosine annealing with restarts (SGDR)', value: { kind: 'number', min: 1, max: 1000, integer: true } },
+    'cycle-mult': { type: 'string', arg: 'M', help: 'each cycle M times longer than the one before', default: '1', value: { kind: 'number', min: 1, max: 10, integer: true } },
+    wd: { type: 'string', arg: 'W[,W,W]', help: 'weight decay, or one per layer group', default: '0', value: { kind: 'numbers', min: 0, max: 1 } },
     precompute: { type: 'boolean', help: 'train the head on precomputed activations (no augmentation)' },
     unfreeze: UNFREEZE,
-    opt: { type: 'string', arg: 'NAME', help: "the optimizer: sgd (momentum 0.9), adam, or adamw (decoupled weight decay, fastai v2's default)", default: 'sgd' },
+    opt: {
+      type: 'string',
+      arg: 'NAME',
+      help: "the optimizer: sgd (momentum 0.9), adam, or adamw (decoupled weight decay, fastai v2's default)",
+      default: 'sgd',
+      value: { kind: 'choice', choices: ['sgd', 'adam', 'adamw'] },
+    },
     from: FROM,
     'save-cycles': { type: 'boolean', help: 'also save a snapshot at the end of each cycle (model_cyc_K.pth; predict --ensemble averages them)' },
-    seed: { type: 'string', arg: 'N', help: "seed of the head's initial weights, dropout, shuffling and augmentation", default: '0' },
+    seed: {
+      type: 'string',
+      arg: 'N',
+      help: "seed of the head's initial weights, dropout, shuffling and augmentation",
+      default: '0',
+      value: { kind: 'number', min: 0, max: 2 ** 31 - 1, integer: true },
+    },
     resume: { type: 'boolean', help: "continue an interrupted fit from --out's checkpoint, with the same options (on any --device)" },
     ...TRAINING_DEVICE_OPTIONS,
     out: OUT,
@@ -100,16 +118,16 @@ export const fitCommand: CommandSpec = {
   async run(args) {
     const path = dataPath(args.positionals[0]);
     const out = resolve(str(args, 'out', join('fastvision-out', basename(path))));
-    const lrs = numList(args, 'lr', { min: 1e-10, max: 100 }) ?? [0.01];
-    const wds = numList(args, 'wd', { min: 0, max: 1 }) ?? [0];
+    const lrs = numList(args, 'lr') ?? [0.01];
+    const wds = numList(args, 'wd') ?? [0];
     for (const [name, v] of [
       ['lr', lrs],
       ['wd', wds],
     ] as const)
       if (v.length !== 1 && v.length !== 3) throw new UsageError(`--${name}: give one value or three (one per layer group), not ${v.length}`);
-    const nCycle = num(args, 'cycles', 3, { min: 1, max: 1000, integer: true });
-    const cycleLen = num(args, 'cycle-len', undefined, { min: 1, max: 1000, integer: true });
-    const cycleMult = num(args, 'cycle-mult', 1, { min: 1, max: 10, integer: true });
+    const nCycle = num(args, 'cycles', 3);
+    const cycleLen = num(args, 'cycle-len');
+    const cycleMult = num(args, 'cycle-mult', 1);
     if (cycleLen === undefined && args.values['cycle-mult'] !== undefined) throw new UsageError('--cycle-mult needs --cycle-len');
     if (flag(args, 'precompute') && flag(args, 'unfreeze')) throw new UsageError('--precompute and --unfreeze exclude each other (an unfrozen body has no fixed activations)');
     const from = str(args, 'from');
@@ -122,7 +140,7 @@ export const fitCommand: CommandSpec = {
     await inSession(out, async () => {
       const session = await TrainingSession.open<FitMeta>(out, { kind: 'fit', fingerprint, resume: flag(args, 'resume') });
       const resume = session.resumed;
-      manualSeed(num(args, 'seed', 0, { min: 0, max: 2 ** 31 - 1, integer: true }));
+      manualSeed(num(args, 'seed', 0));
       const data = await loadData(path, args, arch, size);
       if (saved && saved.info.classes.join('\n') !== data.classes.join('\n')) throw new UsageError(`${path}: its classes are not those of ${from}`);
       const optFunc = choice(args, 'opt', ['sgd', 'adam', 'adamw'] as const, 'sgd');

@@ -139,7 +139,7 @@ export const trainCommand: CommandSpec = {
     const settings = recipeSettings(args, path);
     const role = distRole(args);
     if (role.kind === 'launcher') {
-      const code = await launchRanks(role.nproc, process.argv.slice(2), resolve(settings.out), num(args, 'dist-timeout', 1800, { min: 1, max: 86400 }) * 1000);
+      const code = await launchRanks(role.nproc, process.argv.slice(2), resolve(settings.out), num(args, 'dist-timeout', 1800, rangeOf(DIST_OPTIONS['dist-timeout'])) * 1000);
       if (code !== 0) throw new Error(`distributed training failed (exit code ${code}); each rank's log is in ${join(resolve(settings.out), 'logs')}`);
       return;
     }
