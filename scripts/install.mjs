@@ -76,20 +76,24 @@ export function nodeGypPath() {
   throw new MissingError(`node-gyp was not found (looked beside npm: ${candidates.join(', ')}). Install npm with Node, or: npm install -g node-gyp`);
 }
 
-function newest(dir) {
-  let t = 0;
+/** The newest modification time of the files under `dir` whose names pass `pred` (node_modules and fixtures skipped); 0 for none. */
+export function newestUnder(dir, pred = () => true) {
+  let newest = 0;
   if (!existsSync(dir)) return 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    t = Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, entry.name);
+    if (entry.isDirectory()) {
+      if (entry.name === 'node_modules' || entry.name === 'fixtures') continue;
+      newest = Math.max(newest, newestUnder(p, pred));
+    } else if (pred(entry.name)) newest = Math.max(newest, statSync(p).mtimeMs);
   }
-  return t;
+  return newest;
 }
 
 /** Whether the addon is missing or older than its sources (native/, binding.gyp, find-libtorch.mjs). */
 export function addonStale() {
   if (!existsSync(ADDON)) return true;
-  const sources = Math.max(newest(join(root, 'native')), ...['binding.gyp', 'scripts/find-libtorch.mjs'].map((f) => statSync(join(root, f)).mtimeMs));
+  const sources = Math.max(newestUnder(join(root, 'native')), ...['binding.gyp', 'scripts/find-libtorch.mjs'].map((f) => statSync(join(root, f)).mtimeMs));
   return statSync(ADDON).mtimeMs < sources;
 }
 

@@ -8,9 +8,10 @@
 // `npm test` and `npm run demo` run it first, so a fresh clone needs no third command.
 // Uses only Node's standard library: it runs before node_modules exists.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildAddon, newestUnder } from './install.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const quiet = process.argv.includes('--quiet');
@@ -85,19 +86,6 @@ function mtime(p) {
   }
 }
 
-function newestUnder(dir, pred) {
-  let newest = 0;
-  if (!existsSync(dir)) return 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, entry.name);
-    if (entry.isDirectory()) {
-      if (entry.name === 'node_modules' || entry.name === 'fixtures') continue;
-      newest = Math.max(newest, newestUnder(p, pred));
-    } else if (pred(entry.name)) newest = Math.max(newest, mtime(p));
-  }
-  return newest;
-}
-
 function npmPackages() {
   const stamp = join(root, 'node_modules', '.package-lock.json');
   const lock = join(root, 'package-lock.json');
@@ -108,7 +96,6 @@ function npmPackages() {
 
 async function nativeAddon() {
   // The same build that npm's install runs (scripts/install.mjs): Node's headers are local, never downloaded.
-  const { buildAddon } = await import('./install.mjs');
   try {
     await buildAddon({ log });
   } catch (e) {

@@ -84,6 +84,17 @@ test('a splitter makes layer groups: freeze() trains only the last, with its own
   for (const t of [...copy.values(), ...before.values()]) t.dispose();
 });
 
+test("fastai's slice(a, b) spreads rates over the groups; a learner of one group takes b", () => {
+  const d = data();
+  assert.deepEqual(new Learner(d, smallNet(), quiet).rates([1e-4, 1e-2]), [1e-2]);
+  const three = new Learner(d, smallNet(), { ...quiet, splitter: (m) => [[(m as nn.Sequential).at(0)], [(m as nn.Sequential).at(1)], [(m as nn.Sequential).at(5)]] });
+  const r = three.rates([1e-4, 1e-2]);
+  assert.ok(
+    [1e-4, 1e-3, 1e-2].every((v, i) => Math.abs(r[i]! - v) < 1e-15),
+    r.join(', '),
+  );
+});
+
 test('bad options are named', () => {
   const d = data();
   assert.throws(() => new Learner(d, smallNet(), { ...quiet, splitter: () => [[]] }), /splitter: every layer group needs at least one module/);

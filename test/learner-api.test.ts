@@ -74,6 +74,15 @@ test('exportOnnx and serve from the API: a learner to ONNX and a web page, serve
   const dir = join(home, 'onnx');
   const files = await exportOnnx(learn, dir, { web: join(home, 'site') });
   for (const f of [files.onnx, files.withPreprocessing!, files.metadata, files.web!]) assert.ok(existsSync(f), f);
+  assert.deepEqual((JSON.parse(readFileSync(files.metadata, 'utf8')) as { labels: string[] }).labels, learn.data.classes, 'metadata.json names the classes');
+  assert.match(readFileSync(files.web!, 'utf8'), /<title>fastvision classifier<\/title>/);
+  assert.deepEqual(readFileSync(join(home, 'site', 'model-preprocess.onnx')), readFileSync(files.withPreprocessing!), 'the page carries the exported graph');
+  assert.ok(
+    readFileSync(join(home, 'site', 'ort-wasm-simd-threaded.wasm'))
+      .subarray(0, 4)
+      .equals(Buffer.from([0, 0x61, 0x73, 0x6d])),
+    "and onnxruntime-web's wasm",
+  );
   const saved = await learn.export(join(home, 'served', 'model.pth'));
   const ask = async (url: string): Promise<Map<string, number>> => {
     const res = await fetch(`${url}/predict?top=2`, { method: 'POST', body: new Blob([new Uint8Array(readFileSync(dog))]), headers: { 'content-type': 'image/jpeg' } });

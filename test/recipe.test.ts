@@ -2,7 +2,7 @@
 // schedule shared by Learner.fineTune and `train --recipe fine-tune`, and trainRecipe run from
 // the API as `fastvision train` runs it.
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -118,6 +118,9 @@ test('trainRecipe runs from the API with the defaults filled in, and writes a mo
     ['fine-tune: head, one cycle', 'fine-tune: unfrozen, one cycle'],
   );
   assert.ok(existsSync(summary.artifacts.model) && existsSync(summary.artifacts.report));
+  const report = readFileSync(summary.artifacts.report, 'utf8');
+  assert.match(report, /learning-rate finder|Learning-rate finder/i);
+  assert.match(report, /TTA accuracy/);
   assert.ok(lines.some((l) => /learning-rate finder/.test(l)));
   const back = await loadLearner(summary.artifacts.model, { device: 'cpu' });
   assert.deepEqual(back.data.classes, ['cats', 'dogs']);

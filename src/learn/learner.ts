@@ -409,10 +409,7 @@ export class Learner<D extends LearnerData = LearnerData> {
   /** Rates per layer group: one for all, one per group, or (fastai's slice(a, b)) [first, last] spread geometrically over the groups. */
   rates(lr: number | number[]): number[] {
     const n = this.layerGroups.length;
-    if (typeof lr !== 'number' && lr.length === 2 && n !== 2) {
-      const [a, b] = lr as [number, number];
-      return Array.from({ length: n }, (_, i) => a * (b / a) ** (i / (n - 1)));
-    }
+    if (typeof lr !== 'number' && lr.length === 2 && n !== 2) return spreadRates(lr[0]!, lr[1]!, n);
     return this.perGroup(lr, 'lrs');
   }
 
@@ -498,9 +495,13 @@ export function fineTuneSchedule(
   if (!(Number.isInteger(epochs) && epochs >= 0)) throw new RangeError(`fineTune: epochs must be a non-negative integer, got ${epochs}`);
   if (!(Number.isInteger(freezeEpochs) && freezeEpochs >= 0)) throw new RangeError(`fineTune: freezeEpochs must be a non-negative integer, got ${freezeEpochs}`);
   const lr = baseLr / 2;
-  const spread = (a: number, b: number): number[] => (groups === 1 ? [b] : Array.from({ length: groups }, (_, i) => a * (b / a) ** (i / (groups - 1))));
   return [
     { train: 'head', epochs: freezeEpochs, lrs: Array.from({ length: groups }, (_, i) => (i === groups - 1 ? baseLr : baseLr / 10)), pctStart: 0.99, divFactor: 25 },
-    { train: 'all', epochs, lrs: spread(lr / lrMult, lr), pctStart, divFactor },
+    { train: 'all', epochs, lrs: spreadRates(lr / lrMult, lr, groups), pctStart, divFactor },
   ];
+}
+
+/** fastai's slice(a, b): `groups` rates from a (the first group) to b (the last), spread geometrically; one group takes b. */
+export function spreadRates(a: number, b: number, groups: number): number[] {
+  return groups === 1 ? [b] : Array.from({ length: groups }, (_, i) => a * (b / a) ** (i / (groups - 1)));
 }

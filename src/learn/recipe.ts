@@ -390,7 +390,8 @@ export async function trainRecipe(
   let diverged: { stage: string; error: TrainingDivergedError } | null = null;
   const resumedFrom = resume ? { stage: resume.meta.stage, epoch: resume.fit?.epoch ?? null } : null;
   for (const [i, st] of stages.entries()) {
-    await enterStage(learn, st, dataAt ?? (() => Promise.reject(new InputError('no dataAt'))), say);
+    // dataAt is there whenever a stage changes size: checked at the start.
+    await enterStage(learn, st, dataAt!, say);
     if (resume && i < resume.meta.stage) continue;
     const fitResume = resume && i === resume.meta.stage ? resume : null;
     resume = null;
