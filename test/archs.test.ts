@@ -49,6 +49,35 @@ for (const [fn, size] of [
   });
 }
 
+for (const name of ['convnext_tiny', 'efficientnet_b0', 'efficientnet_v2_s', 'regnet_y_400mf', 'regnet_x_400mf', 'vit_b_16', 'swin_t']) {
+  test(`${name}: the body gives a ${archOf(name).bodyFeatures}-channel map, and its two layer groups hold every body weight the network uses once`, () => {
+    const arch = archOf(name);
+    const model = arch.create();
+    const body = arch.body(model);
+    // 64 px: ViT/16 a 4×4 grid of patches (its position embeddings interpolated), Swin a 2×2 map.
+    const shape = tidy(() => noGrad(() => body.eval().forward(randn([1, 3, 64, 64])).shape));
+    assert.equal(shape.length, 4);
+    assert.equal(shape[1], arch.bodyFeatures);
+    const [early, late] = bodyGroups(arch, body);
+    const e = early.flatMap((m) => m.parameters());
+    const l = late.flatMap((m) => m.parameters());
+    assert.ok(e.length > 0 && l.length > 0, 'two non-empty groups');
+    const grouped = new Set([...e, ...l]);
+    assert.equal(grouped.size, e.length + l.length, 'groups do not share parameters');
+    // Every body parameter except the unused classifier of the wrapped ViT.
+    const classifier = new Set(name.startsWith('vit') ? model.getModule('heads')!.parameters() : []);
+    assert.deepEqual(
+      body.parameters().filter((p) => !grouped.has(p) && !classifier.has(p)),
+      [],
+    );
+    assert.ok(
+      body.parameters().every((p) => model.parameters().includes(p)),
+      "the body shares the model's weights",
+    );
+    model.dispose();
+  });
+}
+
 for (const [fn, size] of [
   [mobilenet_v2_nsfwjs, 224],
   [inception_v3_nsfwjs, 139],

@@ -116,3 +116,18 @@ export function collector(): () => void {
   v8.setFlagsFromString('--expose-gc');
   return vm.runInNewContext('gc') as () => void;
 }
+
+/**
+ * Gives `model` the seeded weights, runs the fixture `models/<file>.pth`'s input in eval
+ * mode and compares with torchvision's output (rtol 1e-4); disposes the model.
+ */
+export async function checkModelOutput(name: string, model: nn.Module, file = name): Promise<void> {
+  const fx = await fixture(`models/${file}.pth`);
+  seededWeights(model);
+  model.eval();
+  const y = noGrad(() => model.forward(tensorAt(fx, 'input')));
+  const expected = tensorAt(fx, 'output');
+  const scale = expected.abs().max().item();
+  assertClose(y, expected, { rtol: 1e-4, atol: 1e-5 * scale, what: `${name} output` });
+  model.dispose();
+}

@@ -28,7 +28,7 @@ import {
   renameLegacyDenseNetKeys,
   tidy,
 } from '../src/index.js';
-import { assertClose, fixture, fixturesDir, tensorAt, seededWeights } from './helpers.js';
+import { checkModelOutput, fixturesDir } from './helpers.js';
 
 const shapes = JSON.parse(readFileSync(join(fixturesDir, 'models', 'state_dict_shapes.json'), 'utf8')) as Record<string, [string, number[]][]>;
 
@@ -59,16 +59,7 @@ for (const [name, expected] of Object.entries(shapes)) {
   });
 }
 
-async function checkOutput(name: string, model: nn.Module): Promise<void> {
-  const fx = await fixture(`models/${name}.pth`);
-  seededWeights(model);
-  model.eval();
-  const y = noGrad(() => model.forward(tensorAt(fx, 'input')));
-  const expected = tensorAt(fx, 'output');
-  const scale = expected.abs().max().item();
-  assertClose(y, expected, { rtol: 1e-4, atol: 1e-5 * scale, what: `${name} output` });
-  model.dispose();
-}
+const checkOutput = (name: string, model: nn.Module, file?: string): Promise<void> => checkModelOutput(name, model, file);
 
 test('resnet18 gives torchvision outputs for the same weights', () => checkOutput('resnet18', resnet18({ numClasses: 10 })));
 test('mobilenet_v2 gives torchvision outputs for the same weights', () => checkOutput('mobilenet_v2', mobilenet_v2({ numClasses: 10 })));

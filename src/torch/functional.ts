@@ -103,3 +103,47 @@ export function binaryCrossEntropyWithLogits(
 ): Tensor {
   return new Tensor(callTensorOp('aten::binary_cross_entropy_with_logits', [input.handle, target.handle, weight?.handle ?? null, posWeight?.handle ?? null, reductionCode(reduction)]));
 }
+
+/** Layer normalization over the last dimensions (`normalizedShape`), with optional affine weight and bias. */
+export function layerNorm(input: Tensor, normalizedShape: number[], weight: Tensor | null = null, bias: Tensor | null = null, eps = 1e-5): Tensor {
+  return new Tensor(callTensorOp('aten::layer_norm', [input.handle, normalizedShape, weight?.handle ?? null, bias?.handle ?? null, eps, true]));
+}
+
+/** The Gaussian error linear unit, x·Φ(x) ('none'), or its tanh approximation ('tanh'). */
+export function gelu(input: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
+  return new Tensor(callTensorOp('aten::gelu', [input.handle, approximate]));
+}
+
+/** x·σ(x) (swish). */
+export function silu(input: Tensor): Tensor {
+  return new Tensor(callTensorOp('aten::silu', [input.handle]));
+}
+
+/** Rolls elements along dimensions, wrapping around (torch.roll). */
+export function roll(input: Tensor, shifts: number[], dims: number[]): Tensor {
+  return new Tensor(callTensorOp('aten::roll', [input.handle, shifts, dims]));
+}
+
+/** Bicubic resampling of (N, C, H, W) to `size` (torch.nn.functional.interpolate, mode 'bicubic'). */
+export function interpolateBicubic(input: Tensor, size: [number, number], alignCorners: boolean): Tensor {
+  return new Tensor(callTensorOp('aten::upsample_bicubic2d', [input.handle, size, alignCorners, null, null]));
+}
+
+/**
+ * Scaled dot-product attention, softmax(q kᵀ / √d + bias) v, over the last two
+ * dimensions; `bias` (optional) is added to the scores before the softmax.
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | null = null, dropoutP = 0, training = false): Tensor {
+  const d = q.shape[q.ndim - 1]!;
+  const kt = k.transpose(-2, -1);
+  const scores = q.matmul(kt).mul_(1 / Math.sqrt(d));
+  kt.dispose();
+  if (bias !== null) scores.add_(bias);
+  const probs = scores.softmax(-1);
+  scores.dispose();
+  const dropped = dropoutP > 0 && training ? dropout(probs, dropoutP, true) : probs;
+  if (dropped !== probs) probs.dispose();
+  const out = dropped.matmul(v);
+  dropped.dispose();
+  return out;
+}

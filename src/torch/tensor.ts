@@ -588,6 +588,11 @@ export class Tensor implements Disposable {
     callVoidOp('aten::uniform_', [this.handle, from, to, null]);
     return this;
   }
+  /** Fills with samples from Bernoulli(p) (ones with probability p, else zeros), in place. */
+  bernoulli_(p: number): this {
+    callVoidOp('aten::bernoulli_.float', [this.handle, p, null]);
+    return this;
+  }
   /** Fills with samples from N(mean, std²), in place. */
   normal_(mean = 0, std = 1): this {
     callVoidOp('aten::normal_', [this.handle, mean, std, null]);

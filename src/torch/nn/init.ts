@@ -97,3 +97,12 @@ export function zeros_(t: Tensor): Tensor {
 export function ones_(t: Tensor): Tensor {
   return noGrad(() => t.fill_(1));
 }
+
+/**
+ * Fills with N(mean, std²) truncated to [a, b] (torch.nn.init.trunc_normal_'s
+ * defaults a = −2, b = 2, absolute bounds): drawn, then clamped, which for the
+ * small deviations models use changes next to nothing.
+ */
+export function truncNormal_(t: Tensor, { mean = 0, std = 1, a = -2, b = 2 }: { mean?: number; std?: number; a?: number; b?: number } = {}): Tensor {
+  return noGrad(() => t.normal_(mean, std).clamp_(a, b));
+}

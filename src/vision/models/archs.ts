@@ -9,6 +9,12 @@ import { mobilenet_v2 } from './mobilenet.js';
 import { resnet101, resnet152, resnet18, resnet34, resnet50, resnext101_32x8d, resnext101_64x4d, resnext50_32x4d, wide_resnet50_2 } from './resnet.js';
 import { vgg16_bn } from './vgg.js';
 import { KerasModel } from '../keras/convert.js';
+import { convnext_base, convnext_large, convnext_small, convnext_tiny } from './convnext.js';
+import * as effnet from './efficientnet.js';
+import * as regnets from './regnet.js';
+import { swin_b, swin_s, swin_t, type SwinTransformer } from './swin.js';
+import { vit_b_16, vit_b_32, vit_l_16, vitBodyGroups, ViTBody, type VisionTransformer } from './vit.js';
+import { Permute } from './blocks.js';
 import { inception_v3_nsfwjs, mobilenet_v2_nsfwjs } from './nsfwjs.js';
 
 import type { Normalization } from '../augment.js';
@@ -32,6 +38,8 @@ export interface Arch {
    * a Sequential body's children, or a layer name for a converted Keras body.
    */
   split: number | string;
+  /** The body's two layer groups where they are not a cut of its children (ViT: blocks of its encoder). */
+  groups?(body: nn.Module): [nn.Module[], nn.Module[]];
   /** Input normalization for the published weights. */
   stats: Normalization;
   /** The input size the weights were trained at. */
@@ -54,6 +62,7 @@ export interface Arch {
 
 /** The body's modules in its two layer groups (early layers, later layers). */
 export function bodyGroups(arch: Arch, body: nn.Module): [nn.Module[], nn.Module[]] {
+  if (arch.groups) return arch.groups(body);
   if (typeof arch.split === 'string') {
     if (!(body instanceof KerasModel)) throw new Error(`${arch.name}: a named split needs a Keras body`);
     return body.splitAt(arch.split);
@@ -159,6 +168,93 @@ export const ARCHS: Record<string, Arch> = {
   },
 };
 
+// Today's backbones, with torchvision's weights. Each body ends at the last feature
+// map (fast.ai's cut: what precedes the pooling and classifier), which the head
+// pools and Grad-CAM reads; layer groups split where the stride reaches 16, as
+// ResNet's do at layer3.
+type Create = (o?: { numClasses?: number }) => nn.Module;
+const features = (m: nn.Module): nn.Sequential => m.getModule('features') as nn.Sequential;
+const modern = (name: string, create: Create, bodyFeatures: number, split: number, body: (m: nn.Module) => nn.Module, size = 224): Arch => ({
+  name,
+  create,
+  body,
+  bodyFeatures,
+  split,
+  stats: IMAGENET_STATS,
+  size,
+  weights: name,
+});
+const MODERN: [Create, Arch][] = [
+  ...(
+    [
+      [convnext_tiny, 'convnext_tiny', 768],
+      [convnext_small, 'convnext_small', 768],
+      [convnext_base, 'convnext_base', 1024],
+      [convnext_large, 'convnext_large', 1536],
+    ] as const
+  ).map(([f, n, c]): [Create, Arch] => [f, modern(n, f, c, 4, features)]),
+  ...(
+    [
+      [effnet.efficientnet_b0, 'efficientnet_b0', 1280, 224],
+      [effnet.efficientnet_b1, 'efficientnet_b1', 1280, 240],
+      [effnet.efficientnet_b2, 'efficientnet_b2', 1408, 288],
+      [effnet.efficientnet_b3, 'efficientnet_b3', 1536, 300],
+      [effnet.efficientnet_b4, 'efficientnet_b4', 1792, 380],
+      [effnet.efficientnet_b5, 'efficientnet_b5', 2048, 456],
+      [effnet.efficientnet_b6, 'efficientnet_b6', 2304, 528],
+      [effnet.efficientnet_b7, 'efficientnet_b7', 2560, 600],
+      [effnet.efficientnet_v2_s, 'efficientnet_v2_s', 1280, 384],
+      [effnet.efficientnet_v2_m, 'efficientnet_v2_m', 1280, 480],
+      [effnet.efficientnet_v2_l, 'efficientnet_v2_l', 1280, 480],
+    ] as const
+  ).map(([f, n, c, size]): [Create, Arch] => [f, modern(n, f, c, 4, features, size)]),
+  ...(
+    [
+      [regnets.regnet_y_400mf, 'regnet_y_400mf', 440],
+      [regnets.regnet_y_800mf, 'regnet_y_800mf', 784],
+      [regnets.regnet_y_1_6gf, 'regnet_y_1_6gf', 888],
+      [regnets.regnet_y_3_2gf, 'regnet_y_3_2gf', 1512],
+      [regnets.regnet_y_8gf, 'regnet_y_8gf', 2016],
+      [regnets.regnet_y_16gf, 'regnet_y_16gf', 3024],
+      [regnets.regnet_y_32gf, 'regnet_y_32gf', 3712],
+      [regnets.regnet_x_400mf, 'regnet_x_400mf', 400],
+      [regnets.regnet_x_800mf, 'regnet_x_800mf', 672],
+      [regnets.regnet_x_1_6gf, 'regnet_x_1_6gf', 912],
+      [regnets.regnet_x_3_2gf, 'regnet_x_3_2gf', 1008],
+      [regnets.regnet_x_8gf, 'regnet_x_8gf', 1920],
+      [regnets.regnet_x_16gf, 'regnet_x_16gf', 2048],
+      [regnets.regnet_x_32gf, 'regnet_x_32gf', 2520],
+    ] as const
+  ).map(([f, n, c]): [Create, Arch] => [
+    f,
+    // The stem and the four stages; layer groups split at the third (stride 16).
+    modern(n, f, c, 3, (m) => nn.Sequential.named([['stem', m.getModule('stem')!], ...(m.getModule('trunk_output') as nn.Sequential).namedChildren()])),
+  ]),
+  ...(
+    [
+      [vit_b_16, 'vit_b_16', 768, 6],
+      [vit_b_32, 'vit_b_32', 768, 6],
+      [vit_l_16, 'vit_l_16', 1024, 12],
+    ] as const
+  ).map(([f, n, c, half]): [Create, Arch] => [
+    f,
+    // The encoded patch tokens as a feature map; layer groups: the embeddings and the first half of the blocks, then the rest.
+    { ...modern(n, f, c, half, (m) => new ViTBody(m as VisionTransformer)), groups: (body) => vitBodyGroups(body, half) },
+  ]),
+  ...(
+    [
+      [swin_t, 'swin_t', 768],
+      [swin_s, 'swin_s', 768],
+      [swin_b, 'swin_b', 1024],
+    ] as const
+  ).map(([f, n, c]): [Create, Arch] => [
+    f,
+    // The stages, the final LayerNorm (channels last) and the permutation to channels first.
+    modern(n, f, c, 4, (m) => nn.Sequential.named([...features(m).namedChildren(), ['norm', (m as SwinTransformer).norm], ['permute', new Permute([0, 3, 1, 2])]])),
+  ]),
+];
+for (const [, arch] of MODERN) ARCHS[arch.name] = arch;
+
 /** Input in [0, 1], as nsfwjs feeds its Keras models. */
 export const UNIT_RANGE: Normalization = { mean: [0, 0, 0], std: [1, 1, 1] };
 
@@ -220,6 +316,7 @@ const BY_FUNCTION = new Map<unknown, Arch>([
   [densenet121, ARCHS.densenet121!],
   [mobilenet_v2, ARCHS.mobilenet_v2!],
   [inception_v3, ARCHS.inception_v3!],
+  ...MODERN,
 ]);
 
 /** Something that names an architecture: its name, its constructor function (`resnet34`), or the Arch itself. */

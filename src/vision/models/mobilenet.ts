@@ -2,7 +2,7 @@
 import { F, nn, type Tensor } from '../../torch/index.js';
 import { initLikeTorchvision } from './init.js';
 
-function makeDivisible(v: number, divisor = 8): number {
+export function makeDivisible(v: number, divisor = 8): number {
   let n = Math.max(divisor, Math.floor((v + divisor / 2) / divisor) * divisor);
   if (n < 0.9 * v) n += divisor;
   return n;
