@@ -37,3 +37,21 @@ test('finite differences agree with autograd in float64', () => {
   gradcheck('matmul + tanh', (x) => x.matmul(x.t()).tanh(), [3, 4]);
   w.dispose();
 });
+
+test('the new layers’ gradients agree with finite differences in float64: layer norm, GELU, SiLU, attention with a bias, roll, bicubic resampling', () => {
+  manualSeed(11);
+  const g = randn([4], { dtype: 'float64' });
+  const b = randn([4], { dtype: 'float64' });
+  gradcheck('layer_norm', (x) => F.layerNorm(x, [4], g, b, 1e-6), [3, 4]);
+  gradcheck('gelu', (x) => F.gelu(x), [2, 5]);
+  gradcheck('gelu (tanh)', (x) => F.gelu(x, 'tanh'), [2, 5]);
+  gradcheck('silu', (x) => F.silu(x), [2, 5]);
+  const k = randn([1, 2, 3, 4], { dtype: 'float64' });
+  const v = randn([1, 2, 3, 4], { dtype: 'float64' });
+  const bias = randn([1, 2, 3, 3], { dtype: 'float64' });
+  gradcheck('attention (queries)', (q) => F.attention(q, k, v, bias), [1, 2, 3, 4]);
+  gradcheck('attention (keys)', (kk) => F.attention(v, kk, k, bias), [1, 2, 3, 4]);
+  gradcheck('roll', (x) => F.roll(x, [1, -2], [1, 2]).mul(x), [1, 3, 4, 2]);
+  gradcheck('upsample_bicubic2d', (x) => F.interpolateBicubic(x, [5, 3], true), [1, 2, 3, 3]);
+  for (const t of [g, b, k, v, bias]) t.dispose();
+});

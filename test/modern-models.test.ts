@@ -6,8 +6,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import * as models from '../src/vision/models/index.js';
-import { ConvNeXt, EfficientNet, RegNet, regnetStages, SwinTransformer, VisionTransformer, type MBStage } from '../src/vision/models/index.js';
-import { archOf, nn } from '../src/index.js';
+import { ConvNeXt, EfficientNet, RegNet, regnetStages, StochasticDepth, SwinTransformer, VisionTransformer, type MBStage } from '../src/vision/models/index.js';
+import { archOf, manualSeed, nn, ones } from '../src/index.js';
 import { checkModelOutput, fixturesDir } from './helpers.js';
 
 const shapes = JSON.parse(readFileSync(join(fixturesDir, 'models', 'modern_shapes.json'), 'utf8')) as Record<string, [string, number[]][]>;
@@ -58,3 +58,22 @@ test('a narrow ViT gives torchvision outputs', () => checkOutput('vit_narrow', t
 test('a ViT at a larger input interpolates its position embeddings as torchvision does', () => checkOutput('vit at 48', tinyVit(32), 'vit_interpolated'));
 test('a narrow Swin (shifted windows, relative position bias, patch merging) gives torchvision outputs', () => checkOutput('swin_narrow', tinySwin()));
 test('a narrow Swin at an input that needs padding to whole windows gives torchvision outputs', () => checkOutput('swin_narrow_padded', tinySwin()));
+
+test('stochastic depth drops whole samples in training with probability p and scales the rest by 1/(1−p); the identity in eval', () => {
+  const sd = new StochasticDepth(0.25);
+  manualSeed(3);
+  const x = ones([4000, 2, 3]);
+  const y = sd.forward(x);
+  const perSample = y.view(4000, -1);
+  const values = new Set(perSample.toArray().map((v) => v.toFixed(5)));
+  assert.deepEqual([...values].sort(), ['0.00000', (1 / 0.75).toFixed(5)], 'each element is dropped or scaled by 1/(1−p)');
+  // A sample is dropped or kept as a whole.
+  const rows = perSample.maxDim(1).values.sub(perSample.minDim(1).values).abs().max().item();
+  assert.equal(rows, 0);
+  const kept = perSample.select(1, 0).gt(0).float().mean().item();
+  assert.ok(Math.abs(kept - 0.75) < 0.03, `kept ${kept} of the samples, expected 0.75`);
+  sd.eval();
+  const e = sd.forward(x);
+  assert.deepEqual(e.toArray(), x.toArray());
+  for (const t of [x, y, perSample, e]) t.dispose();
+});
