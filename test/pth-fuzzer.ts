@@ -41,8 +41,10 @@ export function corpus(): Buffer[] {
   return [...files, zipPth(claim), legacyPth(claim)];
 }
 
-type Rand = () => number;
+/** A seeded source of numbers in [0, 1). */
+export type Rand = () => number;
 
+/** mulberry32: a small, fast seeded generator. */
 function mulberry32(seed: number): Rand {
   let a = seed >>> 0;
   return () => {
@@ -54,10 +56,11 @@ function mulberry32(seed: number): Rand {
 }
 
 const INTERESTING_32 = [0, 1, 2, 0x7f, 0x80, 0xff, 0x100, 0x7fff, 0xffff, 0x7fffffff, 0x80000000, 0xffffffff];
-const INTERESTING_64 = [0n, 1n, -1n, 2n ** 31n, 2n ** 32n, 2n ** 53n, 2n ** 61n, 2n ** 62n, 2n ** 62n + 1024n, 2n ** 63n - 1n, -(2n ** 63n)];
+/** 64-bit values at the edges of what readers check. */
+export const INTERESTING_64 = [0n, 1n, -1n, 2n ** 31n, 2n ** 32n, 2n ** 53n, 2n ** 61n, 2n ** 62n, 2n ** 62n + 1024n, 2n ** 63n - 1n, -(2n ** 63n)];
 
 /** One raw mutation of `buf`: flips, interesting values, inserted, deleted or repeated runs, truncation. */
-function mutateBytes(buf: Uint8Array, rand: Rand): Buffer {
+export function mutateBytes(buf: Uint8Array, rand: Rand): Buffer {
   const b = Buffer.from(buf);
   const at = (): number => Math.floor(rand() * Math.max(1, b.length));
   switch (Math.floor(rand() * 8)) {
@@ -152,13 +155,24 @@ function disposeAll(v: unknown, seen = new Set<unknown>()): number {
   return bytes;
 }
 
+/** What a fuzzing loop fuzzes: where it starts, how it mutates, how it parses, and which errors are the reader's own. */
+export interface FuzzTarget {
+  corpus: Buffer[];
+  mutate(input: Buffer, rand: Rand): Buffer;
+  /** Parses an input and returns what it made (disposed by the loop). */
+  parse(input: Buffer): unknown;
+  /** Whether an error is the reader rejecting its input as it should. */
+  expected(e: unknown): boolean;
+}
+
 /**
- * Fuzzes `parsePth` for `seconds` from `seed`. `onInput` sees each input before
- * it is parsed (the script saves it, so that a crash leaves the input behind).
+ * Fuzzes a reader for `seconds` from `seed`: each input is 1–4 mutations of a corpus
+ * file. `onInput` sees each input before it is parsed (the script saves it, so that
+ * a crash leaves the input behind).
  */
-export async function fuzzPth({ seconds, seed, onInput }: { seconds: number; seed: number; onInput?: (input: Buffer) => void }): Promise<FuzzStats> {
+export async function fuzzReader(target: FuzzTarget, { seconds, seed, onInput }: { seconds: number; seed: number; onInput?: (input: Buffer) => void }): Promise<FuzzStats> {
   const rand = mulberry32(seed);
-  const seeds = corpus();
+  const seeds = target.corpus;
   const stats: FuzzStats = { seed, iterations: 0, loaded: 0, rejected: 0, findings: [], leakedTensors: 0, peakGrowthMiB: 0, largestInput: 0, mostTensorBytes: { bytes: 0, inputBytes: 0 } };
   const rss0 = process.resourceUsage().maxRSS;
   const live0 = liveTensorCount();
@@ -168,16 +182,16 @@ export async function fuzzPth({ seconds, seed, onInput }: { seconds: number; see
     if (stats.iterations % 500 === 0) await new Promise((r) => setImmediate(r));
     let input = seeds[Math.floor(rand() * seeds.length)]!;
     const rounds = 1 + Math.floor(rand() * 4);
-    for (let r = 0; r < rounds; r++) input = mutate(input, rand);
+    for (let r = 0; r < rounds; r++) input = target.mutate(input, rand);
     stats.largestInput = Math.max(stats.largestInput, input.length);
     onInput?.(input);
     stats.iterations++;
     try {
-      const bytes = disposeAll(parsePth(input, 'fuzz.pth'));
+      const bytes = disposeAll(target.parse(input));
       if (bytes > stats.mostTensorBytes.bytes) stats.mostTensorBytes = { bytes, inputBytes: input.length };
       stats.loaded++;
     } catch (e) {
-      if (e instanceof PthError) stats.rejected++;
+      if (target.expected(e)) stats.rejected++;
       else if (stats.findings.length < 20)
         stats.findings.push({
           error: String((e as Error).stack ?? e)
@@ -197,4 +211,9 @@ export async function fuzzPth({ seconds, seed, onInput }: { seconds: number; see
   }
   stats.peakGrowthMiB = (process.resourceUsage().maxRSS - rss0) / 1024;
   return stats;
+}
+
+/** Fuzzes `parsePth` (see `fuzzReader`). */
+export function fuzzPth(options: { seconds: number; seed: number; onInput?: (input: Buffer) => void }): Promise<FuzzStats> {
+  return fuzzReader({ corpus: corpus(), mutate, parse: (b) => parsePth(b, 'fuzz.pth'), expected: (e) => e instanceof PthError }, options);
 }

@@ -15,6 +15,7 @@ export * as F from './functional.js';
 export * as nn from './nn/index.js';
 export * as optim from './optim/index.js';
 export { loadPth, parsePth, readPthExtras, serializePth, savePth, loadStateDictFile, saveStateDictFile, asStateDict, PthError, type PthValue, type PthWritable } from './serialization/pth.js';
+export { readSafetensors, parseSafetensors, saveSafetensors, serializeSafetensors, SafetensorsError, type Safetensors } from './serialization/safetensors.js';
 export { writeFileAtomic } from '../util/files.js';
 export { initProcessGroup, destroyProcessGroup, defaultProcessGroup, ncclAvailable, ProcessGroup, Reducer, DistributedError, type InitProcessGroupOptions, type ReduceOp } from './distributed.js';
 export { environment, type Environment } from './environment.js';

@@ -3,6 +3,7 @@
 import { basename } from 'node:path';
 import { dtypeCode, dtypeSize, type DType } from '../dtype.js';
 import { native } from '../native.js';
+import { isSafetensorsPath, readSafetensors, saveSafetensors } from './safetensors.js';
 import { callTensorOp } from '../ops.js';
 import { writeFileAtomic } from '../../util/files.js';
 import { tidy } from '../scope.js';
@@ -370,10 +371,12 @@ function parseLegacyPth(buf: Buffer, what: string): PthValue {
 }
 
 /**
- * Reads a state dict (parameter name → tensor) from a `.pth` file. A checkpoint
- * that wraps it (`{state_dict: ...}` or `{model: ...}`) is unwrapped.
+ * Reads a state dict (parameter name → tensor) from a `.pth` file, or from a
+ * `.safetensors` file (timm's and the Hub's weights). A `.pth` checkpoint that wraps
+ * it (`{state_dict: ...}` or `{model: ...}`) is unwrapped.
  */
 export async function loadStateDictFile(path: string): Promise<Map<string, Tensor>> {
+  if (isSafetensorsPath(path)) return (await readSafetensors(path)).tensors;
   const value = await loadPth(path);
   return asStateDict(value, path);
 }
@@ -479,7 +482,8 @@ export async function savePth(path: string, value: PthWritable, { extras }: { ex
   await writeFileAtomic(path, serializePth(value, name, extras));
 }
 
-/** Saves a state dict (e.g. `model.stateDict()`) as a `.pth` file, atomically. */
+/** Saves a state dict (e.g. `model.stateDict()`) as a `.pth` file, or as `.safetensors` by the path's extension, atomically. */
 export async function saveStateDictFile(path: string, state: Map<string, Tensor>): Promise<void> {
-  await savePth(path, state);
+  if (isSafetensorsPath(path)) await saveSafetensors(path, state);
+  else await savePth(path, state);
 }

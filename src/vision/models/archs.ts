@@ -15,6 +15,7 @@ import * as regnets from './regnet.js';
 import { swin_b, swin_s, swin_t, type SwinTransformer } from './swin.js';
 import { vit_b_16, vit_b_32, vit_l_16, vitBodyGroups, ViTBody, type VisionTransformer } from './vit.js';
 import { Permute } from './blocks.js';
+import { timmConvNeXtKeys, timmViTKeys } from './timm-keys.js';
 import { inception_v3_nsfwjs, mobilenet_v2_nsfwjs } from './nsfwjs.js';
 
 import type { Normalization } from '../augment.js';
@@ -192,7 +193,7 @@ const MODERN: [Create, Arch][] = [
       [convnext_base, 'convnext_base', 1024],
       [convnext_large, 'convnext_large', 1536],
     ] as const
-  ).map(([f, n, c]): [Create, Arch] => [f, modern(n, f, c, 4, features)]),
+  ).map(([f, n, c]): [Create, Arch] => [f, { ...modern(n, f, c, 4, features), adaptState: timmConvNeXtKeys }]),
   ...(
     [
       [effnet.efficientnet_b0, 'efficientnet_b0', 1280, 224],
@@ -239,7 +240,7 @@ const MODERN: [Create, Arch][] = [
   ).map(([f, n, c, half]): [Create, Arch] => [
     f,
     // The encoded patch tokens as a feature map; layer groups: the embeddings and the first half of the blocks, then the rest.
-    { ...modern(n, f, c, half, (m) => new ViTBody(m as VisionTransformer)), groups: (body) => vitBodyGroups(body, half) },
+    { ...modern(n, f, c, half, (m) => new ViTBody(m as VisionTransformer)), groups: (body) => vitBodyGroups(body, half), adaptState: timmViTKeys },
   ]),
   ...(
     [

@@ -10,4 +10,5 @@ export * from './efficientnet.js';
 export * from './regnet.js';
 export * from './vit.js';
 export * from './swin.js';
+export * from './timm-keys.js';
 export * from './archs.js';
