@@ -309,11 +309,11 @@ async function cliInProcess(...args: string[]): Promise<{ code: number; stdout: 
   }
 }
 
-test("train --recipe fine-tune runs fastai v2's fine_tune: the head for one cycle, then everything for --epochs", async () => {
+test('train --recipe fine-tune: the head on precomputed activations for --freeze-epochs, then everything for --epochs', async () => {
   const out = join(tmp, 'run-fine-tune');
   const json = join(tmp, 'fine-tune.json');
   const text = ok(
-    cli('train', folderData, '--recipe', 'fine-tune', '--size', '32', '--bs', '4', '--epochs', '2', '--tta-aug', '1', '--workers', '1', '--out', out, '--json', json),
+    cli('train', folderData, '--recipe', 'fine-tune', '--size', '32', '--bs', '4', '--freeze-epochs', '3', '--epochs', '2', '--tta-aug', '1', '--workers', '1', '--out', out, '--json', json),
     'train --recipe fine-tune',
   );
   assert.match(text, /suggested .* \(valley: /);
@@ -328,15 +328,15 @@ test("train --recipe fine-tune runs fastai v2's fine_tune: the head for one cycl
   assert.deepEqual(
     s.stages.map((st) => [st.name, st.history.length]),
     [
-      ['fine-tune: head, one cycle', 1],
+      ['fine-tune: head on precomputed activations, one cycle', 3],
       ['fine-tune: unfrozen, one cycle', 2],
     ],
   );
-  const lr = s.lr.chosen;
-  assert.deepEqual(
-    s.stages[1]!.lrs.map((x) => x / lr),
-    [1 / 200, 1 / 20, 1 / 2].map((x) => x),
-  );
+  // The default architecture's advice: the head unfrozen at a fifth of the rate, at most 1e-3, the body 10× and 100× slower.
+  const u = Math.min(s.lr.chosen / 5, 1e-3);
+  s.stages[1]!.lrs.forEach((x, i) => assert.ok(Math.abs(x - u / [100, 10, 1][i]!) < 1e-12, `group ${i}: ${x} vs ${u / [100, 10, 1][i]!}`));
+  assert.deepEqual(s.stages[0]!.lrs, [s.lr.chosen]);
+  assert.match(text, /batch-norm statistics kept/);
   assert.ok(s.tta.accuracy >= 0 && s.tta.accuracy <= 1);
   assert.ok(existsSync(join(out, 'model.pth')));
   const bad = cli('train', folderData, '--recipe', 'sgdr');

@@ -1,5 +1,5 @@
 // The training recipe in the library: its stages as data (recipeStages), fastai v2's fine_tune
-// schedule shared by Learner.fineTune and `train --recipe fine-tune`, and trainRecipe run from
+// schedule of Learner.fineTune, the fine-tune recipe's precomputed head, and trainRecipe run from
 // the API as `fastvision train` runs it.
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
@@ -58,28 +58,39 @@ test("the lesson's stages: head on activations, head with augmentation, unfrozen
   assert.equal(lesson[2]!.bnFreeze, false);
 });
 
-test("the fine-tune recipe's stages are fineTuneSchedule's, at each size", () => {
+test("the fine-tune recipe's stages: the head on precomputed activations, then everything at [u/100, u/10, u] as the architecture advises, at each size", () => {
   const settings = { ...RECIPE_DEFAULTS, recipe: 'fine-tune' as const, sizes: [64, 96], epochs: 3, freezeEpochs: 2 };
   const stages = recipeStages(settings, 4e-3, archOf('resnet34'));
-  const [head, all] = fineTuneSchedule(3, 3, 4e-3, { freezeEpochs: 2 });
   assert.deepEqual(
-    stages.map((s) => [s.name, s.size, s.train, s.nCycle]),
+    stages.map((s) => [s.name, s.size, s.train, s.nCycle, s.precompute, s.bnFreeze ?? null]),
     [
-      ['fine-tune: head, one cycle', 64, 'head', 2],
-      ['fine-tune: unfrozen, one cycle', 64, 'all', 3],
-      ['size 96: fine-tune: head, one cycle', 96, 'head', 2],
-      ['size 96: fine-tune: unfrozen, one cycle', 96, 'all', 3],
+      ['fine-tune: head on precomputed activations, one cycle', 64, 'head', 2, true, null],
+      ['fine-tune: unfrozen, one cycle', 64, 'all', 3, false, false],
+      ['size 96: fine-tune: head on precomputed activations, one cycle', 96, 'head', 2, true, null],
+      ['size 96: fine-tune: unfrozen, one cycle', 96, 'all', 3, false, false],
     ],
   );
-  for (const [st, want] of [
-    [stages[0]!, head],
-    [stages[1]!, all],
-  ] as const) {
-    assert.deepEqual(st.lrs, want.lrs);
-    assert.deepEqual(st.oneCycle, { pctStart: want.pctStart, divFactor: want.divFactor });
-  }
-  assert.ok(close(all.lrs, [2e-5, 2e-4, 2e-3]), `unfrozen at [lr/200, lr/20, lr/2]: ${all.lrs.join(', ')}`);
-  assert.ok(close(head.lrs, [4e-4, 4e-4, 4e-3]));
+  assert.deepEqual(stages[0]!.lrs, [4e-3]);
+  assert.deepEqual(stages[0]!.oneCycle, { pctStart: 0.25, divFactor: 25 });
+  // Without advice, fastai's: half the rate, the first group 100× slower.
+  assert.ok(close(stages[1]!.lrs, [2e-5, 2e-4, 2e-3]), `unfrozen at [lr/200, lr/20, lr/2]: ${stages[1]!.lrs.join(', ')}`);
+  assert.deepEqual(stages[1]!.oneCycle, { pctStart: 0.3, divFactor: 5 });
+  // The offline MobileNetV2's advice: statistics kept, a fifth of the rate, at most 1e-3; said once.
+  const advised = recipeStages(settings, 4e-3, archOf('mobilenet_v2_nsfwjs'));
+  assert.equal(advised[1]!.bnFreeze, true);
+  assert.ok(close(advised[1]!.lrs, [8e-6, 8e-5, 8e-4]), `advised: ${advised[1]!.lrs.join(', ')}`);
+  assert.match(advised[1]!.note ?? '', /batch-norm statistics kept/);
+  assert.equal(advised[3]!.note, undefined);
+  const lesson = recipeStages({ ...settings, lessonUnfreeze: true }, 4e-3, archOf('mobilenet_v2_nsfwjs'));
+  assert.equal(lesson[1]!.bnFreeze, false);
+  assert.ok(close(lesson[1]!.lrs, [2e-5, 2e-4, 2e-3]));
+  const given = recipeStages({ ...settings, unfreezeLr: 1e-4, freezeEpochs: 0 }, 4e-3, archOf('mobilenet_v2_nsfwjs'));
+  assert.deepEqual(
+    given.map((s) => s.train),
+    ['all', 'all'],
+    '--freeze-epochs 0: no head stage',
+  );
+  assert.ok(close(given[0]!.lrs, [1e-6, 1e-5, 1e-4]));
   assert.throws(() => recipeStages({ ...settings, sizes: [] }, 1e-3, archOf('resnet34')), /at least one size/);
 });
 
@@ -115,7 +126,7 @@ test('trainRecipe runs from the API with the defaults filled in, and writes a mo
   assert.equal(summary.settings.recipe, 'fine-tune');
   assert.deepEqual(
     summary.stages.map((s) => s.name),
-    ['fine-tune: head, one cycle', 'fine-tune: unfrozen, one cycle'],
+    ['fine-tune: head on precomputed activations, one cycle', 'fine-tune: unfrozen, one cycle'],
   );
   assert.ok(existsSync(summary.artifacts.model) && existsSync(summary.artifacts.report));
   const report = readFileSync(summary.artifacts.report, 'utf8');

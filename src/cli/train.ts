@@ -25,7 +25,13 @@ export const RECIPE_OPTIONS: Record<string, OptionSpec> = {
     value: { kind: 'choice', choices: RECIPES },
   },
   suggest: { type: 'string', arg: 'RULE', help: "the finder's suggestion rule", default: 'lesson for --recipe lesson, valley for fine-tune', value: { kind: 'choice', choices: SUGGESTION_RULES } },
-  'freeze-epochs': { type: 'string', arg: 'N', help: 'fine-tune: one-cycle epochs of the head alone', default: String(RECIPE_DEFAULTS.freezeEpochs), value: count(0, 1000) },
+  'freeze-epochs': {
+    type: 'string',
+    arg: 'N',
+    help: 'fine-tune: one-cycle epochs of the head on precomputed activations (0: none)',
+    default: String(RECIPE_DEFAULTS.freezeEpochs),
+    value: count(0, 1000),
+  },
   epochs: { type: 'string', arg: 'N', help: 'fine-tune: one-cycle epochs of the unfrozen model', default: String(RECIPE_DEFAULTS.epochs), value: count(1, 1000) },
   sizes: { type: 'string', arg: 'PX,PX', help: 'progressive resizing: train at each size in turn (overrides --size)', value: { kind: 'numbers', min: 8, max: 2048, integer: true } },
   cycles: { type: 'string', arg: 'N', help: 'cycles of each frozen stage', default: String(RECIPE_DEFAULTS.cycles), value: count(1, 1000) },
@@ -39,8 +45,14 @@ export const RECIPE_OPTIONS: Record<string, OptionSpec> = {
     value: { kind: 'number', min: 1, max: 1000 },
   },
   'bn-freeze': { type: 'boolean', help: "keep the body's batch-norm statistics once unfrozen (fast.ai's bn_freeze)" },
-  'lesson-unfreeze': { type: 'boolean', help: 'unfreeze as the lesson does even where the architecture advises otherwise (batch statistics, the same rate)' },
-  'unfreeze-lr': { type: 'string', arg: 'RATE', help: "the head's rate once unfrozen (the body's are K and K² times lower)", default: "--lr, times the architecture's advice", value: rate },
+  'lesson-unfreeze': { type: 'boolean', help: 'unfreeze as the lesson does even where the architecture advises otherwise (batch statistics, the same rate; fine-tune: half the rate)' },
+  'unfreeze-lr': {
+    type: 'string',
+    arg: 'RATE',
+    help: "the head's rate once unfrozen (the body's are K and K² times lower; fine-tune: 10 and 100)",
+    default: "--lr, times the architecture's advice",
+    value: rate,
+  },
   weights: { type: 'string', arg: 'NAME|FILE', help: "the body's pretrained weights: a zoo name or a .pth file (default: the architecture's own)" },
   'tta-aug': { type: 'string', arg: 'N', help: 'augmented copies averaged by test-time augmentation', default: String(RECIPE_DEFAULTS.ttaAug), value: count(0, 64) },
   'keep-last': { type: 'boolean', help: 'save the weights training ended with, not those of the cycle end with the lowest validation loss' },
@@ -66,7 +78,7 @@ export function runFingerprint(args: ParsedArgs, path: string): string {
 
 /** The options only one recipe reads: given with the other, they would be silently ignored. */
 const RECIPE_ONLY: Record<Recipe, string[]> = {
-  lesson: ['cycles', 'unfreeze-cycles', 'group-div', 'unfreeze-lr', 'lesson-unfreeze'],
+  lesson: ['cycles', 'unfreeze-cycles', 'group-div'],
   'fine-tune': ['freeze-epochs', 'epochs'],
 };
 
@@ -120,14 +132,15 @@ export function recipeSettings(args: ParsedArgs, path: string, dfltSize = 224): 
 export const trainCommand: CommandSpec = {
   name: 'train',
   summary:
-    "Trains a classifier on a folder of labelled photos (fastai v2's fine-tune recipe, or --recipe lesson), then saves the model, an HTML report with pictures, and (with --test) a Kaggle submission.",
+    "Trains a classifier on a folder of labelled photos (fastai v2's fine-tune with a precomputed head, or --recipe lesson), then saves the model, an HTML report with pictures, and (with --test) a Kaggle submission.",
   positionals: ['<path>'],
   options: { ...LAYOUT_OPTIONS, ...MODEL_OPTIONS, ...RECIPE_OPTIONS, ...TRAINING_DEVICE_OPTIONS, ...DIST_OPTIONS },
   details: [
-    '--recipe fine-tune (fastai v2, the default): learning-rate finder (valley) → head for --freeze-epochs, one cycle → unfreeze, rates [lr/200, lr/20, lr/2], --epochs of one cycle (AdamW) → TTA',
+    "--recipe fine-tune (the default; fastai v2's with the lesson's precomputed head): learning-rate finder (valley) → head on precomputed activations for --freeze-epochs, one cycle",
+    "       → unfreeze, rates [u/100, u/10, u] (u = --unfreeze-lr, or lr/2 and at most the architecture's advice), --epochs of one cycle (AdamW) → TTA",
     '--recipe lesson: learning-rate finder → head on precomputed activations (--cycles) → head with augmentation (cycleLen 1)',
     "       → unfreeze, rates [u/K², u/K, u] (K = --group-div, u = --unfreeze-lr, or lr times the architecture's advice), cycleLen 1, cycleMult 2 (--unfreeze-cycles) → TTA",
-    "mobilenet_v2_nsfwjs's advice (measured on pets-sample): keep batch-norm statistics and unfreeze at lr/5, at most 1e-3; --lesson-unfreeze ignores it.",
+    "mobilenet_v2_nsfwjs's advice (measured on pets-sample): keep batch-norm statistics and unfreeze at lr/5, at most 1e-3; --lesson-unfreeze ignores it (both recipes).",
     "several processes: --nproc N on this machine; on several machines the same command with --world-size, --rank, --master HOST:PORT (or torchrun's environment); --bs is per process",
     'examples:',
     '  fastvision train photos/dogscats                     # photos/dogscats/train/<label>/*.jpg and valid/',

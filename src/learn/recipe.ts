@@ -28,19 +28,20 @@ import { refuseBatchTooLarge, TrainingSession } from './session.js';
 import { writeSubmission } from './submission.js';
 import { TrainingLog, type StageShape } from './training-log.js';
 import { unfreezePlan } from './unfreeze-plan.js';
-import { fineTuneSchedule } from './learner.js';
+import { spreadRates } from './learner.js';
 import type { Arch } from '../vision/models/archs.js';
 
 /** What the recipe needs, with the CLI's defaults filled in. */
 export interface RecipeSettings {
   /**
    * 'lesson': fast.ai's Lesson 2 (head on activations, augmentation, unfreeze with
-   * SGDR); 'fine-tune': fastai v2's fine_tune (AdamW, one-cycle, head then all).
+   * SGDR); 'fine-tune': fastai v2's fine_tune with the head on precomputed activations
+   * (AdamW, one-cycle, head then all as the architecture advises).
    */
   recipe: Recipe;
   /** The finder's suggestion rule (lesson: a tenth of the minimum; fine-tune: valley). */
   suggest: SuggestionRule;
-  /** fine-tune: one-cycle epochs with the body frozen, then unfrozen. */
+  /** fine-tune: one-cycle epochs of the head on precomputed activations (0: none), then of the unfrozen network. */
   freezeEpochs: number;
   epochs: number;
   /** Image sides, smallest first (progressive resizing). */
@@ -89,9 +90,10 @@ export const RECIPES: Recipe[] = ['fine-tune', 'lesson'];
  * `fastvision train`'s options show and use the same values.
  */
 export const RECIPE_DEFAULTS = {
-  // fine-tune: more accuracy per minute on pets-sample than the lesson's (npm run bench:recipes).
+  // fine-tune: as accurate as the lesson's on pets-sample, in less time (npm run bench:recipes).
   recipe: 'fine-tune',
-  freezeEpochs: 1,
+  // Epochs of the head on precomputed activations: each costs about as little as a forward pass of the head.
+  freezeEpochs: 8,
   epochs: 4,
   cycles: 3,
   unfreezeCycles: 3,
@@ -226,26 +228,47 @@ export type StageSettings = Pick<RecipeSettings, 'recipe' | 'sizes' | 'cycles' |
  * - 'lesson' (fast.ai's Lesson 2): the head on precomputed activations (constant rate), the head
  *   with augmentation (SGDR, cycleLen 1), then every group at [u/K², u/K, u] (SGDR, cycleMult 2),
  *   `u` and bn_freeze as the architecture advises; at each later size, the last two again.
- * - 'fine-tune' (fastai v2's fine_tune, at each size): the head one cycle at [lr/10, lr/10, lr]
- *   (pctStart 0.99), then every group one cycle at [lr/200, lr/20, lr/2] (pctStart 0.3,
- *   divFactor 5): the rates and schedules of `Learner.fineTune`.
+ * - 'fine-tune' (fastai v2's fine_tune, at each size, with the lesson's precomputed head): the
+ *   head on precomputed activations for `freezeEpochs` of one cycle at lr (pctStart 0.25), then
+ *   every group one cycle at [u/100, u/10, u] (pctStart 0.3, divFactor 5), u = min(lr/2, the
+ *   architecture's advised rate) or `unfreezeLr`, bn_freeze as the architecture advises.
  */
 export function recipeStages(settings: StageSettings, lr: number, arch: Arch): StagePlan[] {
   const [size0, ...later] = settings.sizes;
   if (size0 === undefined) throw new InputError('the recipe needs at least one size');
   if (settings.recipe === 'fine-tune') {
-    const atSize = (size: number, prefix: string): StagePlan[] =>
-      fineTuneSchedule(3, settings.epochs, lr, { freezeEpochs: settings.freezeEpochs }).map((st) => ({
-        name: `${prefix}fine-tune: ${st.train === 'head' ? 'head' : 'unfrozen'}, one cycle`,
+    // The head trains on precomputed activations: cheap enough for many epochs, which with a
+    // few photos per class is where the lesson's recipe won (bench:recipes, issue 21). The body
+    // then unfreezes as the architecture advises, at most at fastai's half rate.
+    const plan = unfreezePlan(arch, lr, settings);
+    const u = settings.unfreezeLr ?? Math.min(plan.lr, lr / 2);
+    const atSize = (size: number, prefix: string, note?: string): StagePlan[] => [
+      ...(settings.freezeEpochs > 0
+        ? [
+            {
+              name: `${prefix}fine-tune: head on precomputed activations, one cycle`,
+              size,
+              lrs: [lr],
+              nCycle: settings.freezeEpochs,
+              oneCycle: { pctStart: 0.25, divFactor: 25 },
+              train: 'head' as const,
+              precompute: true,
+            },
+          ]
+        : []),
+      {
+        name: `${prefix}fine-tune: unfrozen, one cycle`,
         size,
-        lrs: st.lrs,
-        nCycle: st.epochs,
-        oneCycle: { pctStart: st.pctStart, divFactor: st.divFactor },
-        train: st.train,
+        lrs: spreadRates(u / 100, u, 3),
+        nCycle: settings.epochs,
+        oneCycle: { pctStart: 0.3, divFactor: 5 },
+        train: 'all',
         precompute: false,
-        ...(st.train === 'all' ? { bnFreeze: settings.bnFreeze ?? false } : {}),
-      }));
-    return [...atSize(size0, ''), ...later.flatMap((size) => atSize(size, `size ${size}: `))];
+        bnFreeze: plan.bnFreeze,
+        ...(note ? { note } : {}),
+      },
+    ];
+    return [...atSize(size0, '', plan.note), ...later.flatMap((size) => atSize(size, `size ${size}: `))];
   }
   const plan = unfreezePlan(arch, lr, settings);
   const d = settings.groupDiv;
