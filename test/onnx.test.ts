@@ -55,6 +55,14 @@ const ARCHS: [string, number][] = [
   ['inception_v3', 96],
   ['mobilenet_v2_nsfwjs', 64],
   ['inception_v3_nsfwjs', 96],
+  ['convnext_tiny', 64],
+  ['efficientnet_b0', 64],
+  ['efficientnet_v2_s', 64],
+  ['regnet_y_400mf', 64],
+  ['regnet_x_400mf', 64],
+  // ViT at 64 px: a 4×4 grid (position embeddings interpolated); Swin: windows padded and shifted.
+  ['vit_b_16', 64],
+  ['swin_t', 64],
 ];
 const CLASSES = ['cats', 'dogs', 'birds'];
 

@@ -12,6 +12,7 @@ import { BasicBlock, Bottleneck } from '../vision/models/resnet.js';
 import type { Normalization } from '../vision/warp.js';
 import { FloatAttr, OnnxGraph, type TypedValue, type Value } from './onnx-graph.js';
 import { addPreprocessing } from './onnx-preprocess.js';
+import { emitModern } from './onnx-modern.js';
 import { OPSET, PREPROCESS_OPSET } from './onnx-proto.js';
 import { FastvisionError } from '../util/errors.js';
 
@@ -41,6 +42,10 @@ class Emitter {
   constructor(readonly g: OnnxGraph) {}
 
   emit(m: nn.Module, x: Value, path: string): Value {
+    const modern = emitModern(this, m, x, path, (message) => {
+      throw new OnnxExportError(message);
+    });
+    if (modern !== undefined) return modern;
     if (m instanceof KerasModel) return this.keras(m, x, path);
     if (m instanceof KerasConv2d) return this.kerasConv(m, x, path);
     if (m instanceof KerasDense) return this.activation(m.activation, this.linear(m, x, path), path);

@@ -1,7 +1,7 @@
 // The Swin Transformer (Liu et al. 2021) with torchvision's module tree and
 // parameter names: attention in shifted windows with a relative position bias,
 // patch merging between stages, tensors channels last (N, H, W, C) throughout.
-import { cat, F, nn, tensor, tidy, zeros, type Tensor } from '../../torch/index.js';
+import { cat, F, nn, noGrad, tensor, tidy, zeros, type Tensor } from '../../torch/index.js';
 import { Permute, StochasticDepth, transformerMlp } from './blocks.js';
 
 /** For each pair of positions in a wh×ww window, its row in the relative position bias table. */
@@ -111,6 +111,24 @@ export class ShiftedWindowAttention extends nn.Module {
       return padR + padB > 0 ? y.slice(1, 0, h).slice(2, 0, w).contiguous() : y;
     });
   }
+}
+
+/**
+ * The constant that window attention adds to its scores on a padded ph×pw map: the
+ * relative position bias (1, heads, N, N), plus the shift mask when shifted, then
+ * (windows, heads, N, N); for export, where it is computed once at the export size.
+ */
+export function windowAttentionBias(m: ShiftedWindowAttention, ph: number, pw: number, shift: [number, number]): { data: Float32Array; dims: number[] } {
+  const n = m.windowSize[0] * m.windowSize[1];
+  const rel = noGrad(() => m.relativePositionBias());
+  const relData = rel.contiguous().dataSync() as Float32Array;
+  rel.dispose();
+  if (shift[0] + shift[1] === 0) return { data: Float32Array.from(relData), dims: [1, m.numHeads, n, n] };
+  const mask = shiftMask(ph, pw, m.windowSize, shift);
+  const windows = mask.length / (n * n);
+  const out = new Float32Array(windows * m.numHeads * n * n);
+  for (let w = 0; w < windows; w++) for (let h = 0; h < m.numHeads; h++) for (let i = 0; i < n * n; i++) out[(w * m.numHeads + h) * n * n + i] = relData[h * n * n + i]! + mask[w * n * n + i]!;
+  return { data: out, dims: [windows, m.numHeads, n, n] };
 }
 
 /** A Swin block: pre-norm window attention and MLP, each with stochastic depth and a residual. */
