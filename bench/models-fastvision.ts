@@ -1,10 +1,11 @@
-// The fastvision side of bench/models: resnet34 and mobilenet_v2 inference (eval
-// mode, no grad) on a fixed batch, NCHW and (with --formats) channels-last; prints
-// JSON with every timed batch per model ("name", and "name channels_last").
-import { manualSeed, mobilenet_v2, noGrad, randn, resnet34, tidy, type MemoryFormat, type nn } from '../src/index.js';
+// The fastvision side of bench/models: resnet34 and mobilenet_v2 (and with --models
+// convnext_tiny, efficientnet_b0, vit_b_16) inference (eval mode, no grad) on a fixed
+// batch, NCHW and (with --formats) channels-last; prints JSON with every timed batch
+// per model ("name", and "name channels_last").
+import { convnext_tiny, efficientnet_b0, manualSeed, mobilenet_v2, noGrad, randn, resnet34, tidy, vit_b_16, type MemoryFormat, type nn } from '../src/index.js';
 import { arg } from './common.js';
 
-const builders: Record<string, () => nn.Module> = { resnet34, mobilenet_v2 };
+const builders: Record<string, () => nn.Module> = { resnet34, mobilenet_v2, convnext_tiny: () => convnext_tiny(), efficientnet_b0: () => efficientnet_b0(), vit_b_16: () => vit_b_16() };
 const batch = Number(arg('batch', '32'));
 const size = Number(arg('size', '224'));
 const steps = Number(arg('steps', '5'));

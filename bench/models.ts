@@ -1,6 +1,7 @@
 // bench/models: inference throughput at 224×224, batch 32, for resnet34 and
-// mobilenet_v2 (torchvision's layouts and weights shapes), fastvision vs Python
-// PyTorch, each as its own process in alternating rounds in this invocation.
+// mobilenet_v2 (torchvision's layouts and weights shapes), and at batch 8 (NCHW) for
+// today's convnext_tiny, efficientnet_b0 and vit_b_16, fastvision vs Python PyTorch,
+// each as its own process in alternating rounds in this invocation.
 // Last line: `RESULT models_inference_time_ratio_vs_pytorch <fastvision / PyTorch, resnet34>`.
 // With --torch2: inside the Debian 13 root, `RESULT models_inference_time_ratio_vs_pytorch2`.
 import { cpus } from 'node:os';
@@ -15,6 +16,8 @@ const BATCH = Number(arg('batch', '32'));
 const SIZE = Number(arg('size', '224'));
 const ROUNDS = Number(arg('rounds', '3'));
 const MODELS = ['resnet34', 'mobilenet_v2'];
+const MODERN = ['convnext_tiny', 'efficientnet_b0', 'vit_b_16'];
+const MODERN_BATCH = Number(arg('modern-batch', '8'));
 
 function main(): void {
   const threads = getNumThreads();
@@ -52,8 +55,30 @@ function main(): void {
     rows.push([m, `PyTorch ${torchVersion}, channels-last`, `${pyC.toFixed(3)} s`, `${(BATCH / pyC).toFixed(1)}`, (pyC / py).toFixed(3), (pyC / pm).toFixed(3)]);
     formats.push(`${m}: fastvision channels-last ÷ NCHW ${(fvC / fv).toFixed(3)} (PyTorch ${(pyC / py).toFixed(3)})`);
   }
+  // Today's backbones: NCHW, a smaller batch (each is 10-30× mobilenet_v2's work per image).
+  const modernArgs = ['--batch', `${MODERN_BATCH}`, '--size', `${SIZE}`, '--models', MODERN.join(','), '--formats', 'nchw'];
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const p of r % 2 === 0 ? ['fastvision', 'pytorch'] : ['pytorch', 'fastvision']) {
+      const res =
+        p === 'fastvision'
+          ? runPeer('node', [join(repoRoot, 'dist', 'bench', 'models-fastvision.js'), ...modernArgs], 1800)
+          : runPeer(PYTHON, [join(repoRoot, 'bench', 'models_pytorch.py'), ...modernArgs, '--threads', `${threads}`], 1800);
+      if (res.error) console.log(`${p} failed: ${String(res.error)}`);
+      for (const m of MODERN) times.set(`${p} ${m}`, [...(times.get(`${p} ${m}`) ?? []), ...((res[m] as number[] | undefined) ?? [])]);
+    }
+  }
+  const modernRows: string[][] = [];
+  for (const m of MODERN) {
+    const fv = median(times.get(`fastvision ${m}`) ?? [Number.NaN]);
+    const py = median(times.get(`pytorch ${m}`) ?? [Number.NaN]);
+    modernRows.push([m, 'fastvision', `${fv.toFixed(3)} s`, `${(MODERN_BATCH / fv).toFixed(1)}`, (fv / py).toFixed(3)]);
+    modernRows.push([m, `PyTorch ${torchVersion}`, `${py.toFixed(3)} s`, `${(MODERN_BATCH / py).toFixed(1)}`, '1.000']);
+  }
   console.log('');
   console.log(table(['model', 'program', 'batch time (median)', 'images/s', 'time vs PyTorch', 'vs PyTorch, same malloc'], rows));
+  console.log('');
+  console.log(`today's backbones, batch ${MODERN_BATCH}, NCHW:`);
+  console.log(table(['model', 'program', 'batch time (median)', 'images/s', 'time vs PyTorch'], modernRows));
   console.log('');
   for (const f of formats) console.log(f);
   console.log(`RESULT models_inference_time_ratio_vs_pytorch${SUFFIX} ${ratios.resnet34!.toFixed(3)}`);
