@@ -37,6 +37,11 @@ export const RECIPE_OPTIONS: Record<string, OptionSpec> = {
   cycles: { type: 'string', arg: 'N', help: 'cycles of each frozen stage', default: String(RECIPE_DEFAULTS.cycles), value: count(1, 1000) },
   'unfreeze-cycles': { type: 'string', arg: 'N', help: 'cycles of the unfrozen stage (cycleMult 2: 1+2+4 epochs for 3)', default: String(RECIPE_DEFAULTS.unfreezeCycles), value: count(0, 12) },
   lr: { type: 'string', arg: 'RATE', help: "learning rate (default: the finder's suggestion)", value: rate },
+  'class-weights': {
+    type: 'string',
+    arg: 'auto|W,W…',
+    help: "weigh the loss by class: auto (inverse frequency in the training set, for rare classes) or one weight per class, in the classes' order",
+  },
   'group-div': {
     type: 'string',
     arg: 'K',
@@ -94,6 +99,16 @@ function refuseOtherRecipesOptions(args: ParsedArgs, recipe: Recipe): void {
   }
 }
 
+/** --class-weights: 'auto', or a comma-separated list of finite non-negative numbers. */
+function classWeightsArg(args: ParsedArgs): number[] | 'auto' | undefined {
+  const v = args.values['class-weights'];
+  if (v === undefined || typeof v !== 'string') return undefined;
+  if (v === 'auto') return 'auto';
+  const ws = v.split(',').map((x) => (x.trim() === '' ? Number.NaN : Number(x)));
+  if (ws.some((w) => !Number.isFinite(w) || w < 0)) throw new UsageError(`--class-weights: '${v}' is neither auto nor a list of non-negative numbers, e.g. 1,4,2`);
+  return ws;
+}
+
 /**
  * The recipe's settings from the command line: only what was given (checked against the
  * options' declared ranges when parsed), with the sizes and the output folder; trainRecipe fills
@@ -113,6 +128,7 @@ export function recipeSettings(args: ParsedArgs, path: string, dfltSize = 224): 
     cycles: num(args, 'cycles', undefined, rangeOf(RECIPE_OPTIONS['cycles'])),
     unfreezeCycles: num(args, 'unfreeze-cycles', undefined, rangeOf(RECIPE_OPTIONS['unfreeze-cycles'])),
     lr: num(args, 'lr', undefined, rangeOf(RECIPE_OPTIONS['lr'])),
+    classWeights: classWeightsArg(args),
     groupDiv: num(args, 'group-div', undefined, rangeOf(RECIPE_OPTIONS['group-div'])),
     bnFreeze: flag(args, 'bn-freeze') ? true : undefined,
     lessonUnfreeze: flag(args, 'lesson-unfreeze'),

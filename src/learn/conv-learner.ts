@@ -9,13 +9,14 @@ import { ensureDir } from '../util/files.js';
 import { channelsLastConvIsSound, getNumThreads, libtorchVersion, nn, noGrad, tensor, type Tensor } from '../torch/index.js';
 import { bodyGroups, type Arch, type ArchLike } from '../vision/models/archs.js';
 import { cacheDirFor, ImageClassifierData } from '../vision/data.js';
+import { InputError } from '../util/errors.js';
 import { FilesDataset } from '../vision/dataset.js';
 import type { DataLoader } from '../vision/loader.js';
 import { buildClassifier, type Classifier, type ClassifierOptions } from './head.js';
 import { activationsKey, cachedActivations, computeActivations, stateHash, type Activations } from './activations.js';
 import type { LossFn } from './loop.js';
 import { accuracy, accuracyThresh, fbeta, type Metric } from './metrics.js';
-import { bceWithLogits, nllLoss } from './losses.js';
+import { bceWithLogits, inverseFrequencyWeights, nllLoss, weightedNllLoss } from './losses.js';
 import { averageProbabilities, keepingWeights, type Probabilities } from './predict.js';
 import { gradCam, type CamMaps } from './gradcam.js';
 import { gatherRows } from './ddp.js';
@@ -46,6 +47,26 @@ export interface ConvLearnerOptions extends ClassifierOptions, Omit<LearnerOptio
   metrics?: Metric[];
   /** The loss (default: NLL of the LogSoftmax head; multi-label: binary cross entropy on logits). */
   lossFunc?: LossFn;
+  /**
+   * Weigh each class in the loss: one weight per class, or 'auto' for inverse frequency in
+   * the training set (`inverseFrequencyWeights`), beside or instead of oversampling. Single-label only.
+   */
+  classWeights?: number[] | 'auto';
+}
+
+/** The loss a ConvLearner trains with: the given one, or NLL (weighted by class if asked), or BCE for tags. */
+function convLoss(data: ImageClassifierData, options: ConvLearnerOptions, multiLabel: boolean): LossFn {
+  const given = options.lossFunc ?? options.lossFn;
+  const cw = options.classWeights;
+  if (cw !== undefined) {
+    if (multiLabel) throw new InputError('class weights apply to single-label data; for tags, oversample rare ones instead');
+    if (given) throw new InputError('give either a loss function or class weights, not both');
+    const n = data.classes.length;
+    const weights = cw === 'auto' ? inverseFrequencyWeights(data.trnDs.labels, n) : cw;
+    if (weights.length !== n) throw new InputError(`class weights: ${weights.length} given for ${n} classes (${data.classes.join(', ')})`);
+    return weightedNllLoss(weights);
+  }
+  return given ?? (multiLabel ? bceWithLogits : nllLoss);
 }
 
 /** What `learn.predict` says of one image (fastai's learn.predict, by name). */
@@ -98,7 +119,7 @@ export class ConvLearner extends Learner<ImageClassifierData> {
       // The body's early layers, its later layers, the head: fast.ai's three groups.
       splitter: () => [early, late, [c.head]],
       optFunc: options.optFunc ?? options.optFn ?? 'sgd',
-      lossFunc: options.lossFunc ?? options.lossFn ?? (multiLabel ? bceWithLogits : nllLoss),
+      lossFunc: convLoss(data, options, multiLabel),
       // fastai's planet lesson: accuracy and F2 at a threshold of 0.2 for tags.
       metrics: options.metrics ?? (multiLabel ? [accuracyThresh(0.2), fbeta(2, 0.2)] : [accuracy]),
     });

@@ -8,6 +8,7 @@ export * from './losses.js';
 export * from './lr-finder.js';
 export * from './predict.js';
 export * from './mixup.js';
+export * from './ema.js';
 export * from './gradcam.js';
 export * from './state.js';
 export * from './learner.js';

@@ -52,6 +52,8 @@ export interface RecipeSettings {
   unfreezeCycles: number;
   /** The rate; undefined: the learning-rate finder's suggestion. */
   lr?: number;
+  /** Weigh the loss by class ('auto': inverse frequency in the training set); undefined: unweighted. */
+  classWeights?: number[] | 'auto';
   /** Factor between successive layer groups' rates once unfrozen. */
   groupDiv: number;
   /** Keep the body's batch-norm statistics once unfrozen (fast.ai's bn_freeze); undefined: as the architecture advises. */
@@ -374,6 +376,7 @@ export async function trainRecipe(
     log: writer ? undefined : null,
     device: settings.device ?? 'cpu',
     mixedPrecision: settings.mixedPrecision ?? undefined,
+    classWeights: settings.classWeights,
   });
   // Every rank must run the same command on the same model.
   if (pg && pg.worldSize > 1) await checkSameEverywhere(pg, learn.model, settings.fingerprint);

@@ -21,3 +21,14 @@ export function updateSnapshot(snapshot: StateSnapshot, m: nn.Module): void {
 export function disposeState(snapshot: StateSnapshot): void {
   for (const t of snapshot.values()) t.dispose();
 }
+
+/** Copies a snapshot's values into `m`'s parameters and buffers, in place. */
+export function restoreSnapshot(m: nn.Module, snapshot: StateSnapshot): void {
+  noGrad(() => {
+    for (const [k, t] of m.stateDict()) {
+      const s = snapshot.get(k);
+      if (s === undefined) throw new Error(`restoreSnapshot: the snapshot has no ${k}`);
+      t.copy_(s);
+    }
+  });
+}
