@@ -1,13 +1,17 @@
 // The training aids of timm's and torchvision's recipes, against their definitions:
 // ModelEMA (an exponential moving average of the weights, validated and kept if asked)
-// and class weights in the loss (inverse frequency, PyTorch's weighted NLL).
+// class weights in the loss (inverse frequency, PyTorch's weighted NLL) and random erasing.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import {
   crossEntropyLoss,
+  erasingRect,
   ImageClassifierData,
+  loadTransformed,
+  randomErasing,
+  rngFor,
   inverseFrequencyWeights,
   Learner,
   ModelEMA,
@@ -122,4 +126,47 @@ test('train --class-weights that is neither auto nor numbers is an error naming 
   const bad = spawnSync(process.execPath, [bin, 'train', join(photos, 'dogscats'), '--class-weights', 'lots', '--out', '/nonexistent/x'], { encoding: 'utf8' });
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /--class-weights: 'lots' is neither auto nor a list/);
+});
+
+test("random erasing follows torchvision's RandomErasing: a rectangle of the normalized output set to 0, of the asked area and aspect, with probability p", async () => {
+  const a = randomErasing(1, { scale: [0.02, 0.33], ratio: [0.3, 3.3] });
+  const rand = rngFor(7);
+  let none = 0;
+  for (let i = 0; i < 2000; i++) {
+    const r = erasingRect(a, 64, rand);
+    if (r === null) {
+      none++;
+      continue;
+    }
+    assert.ok(r.h < 64 && r.w < 64 && r.x >= 0 && r.y >= 0 && r.x + r.w <= 64 && r.y + r.h <= 64, JSON.stringify(r));
+    const share = (r.w * r.h) / 4096;
+    assert.ok(share >= 0.015 && share <= 0.36, `area share ${share}`);
+    assert.ok(r.h / r.w >= 0.25 && r.h / r.w <= 4, `aspect ${r.h / r.w}`);
+  }
+  assert.ok(none < 20, `${none} of 2000 draws found no rectangle`);
+  let hits = 0;
+  const half = randomErasing(0.3);
+  const r2 = rngFor(8);
+  for (let i = 0; i < 4000; i++) if (erasingRect(half, 64, r2) !== null) hits++;
+  assert.ok(Math.abs(hits / 4000 - 0.3) < 0.03, `erased ${hits / 4000} of the time, asked 0.3`);
+  assert.throws(() => randomErasing(1.5), /probability/);
+
+  // On a photo: the same warp, then exactly one rectangle at 0, the rest untouched.
+  const file = join(photos, 'dogscats', 'valid', 'cats', 'Bengal_167.jpg');
+  const base = tfmsFromModel(mobilenet_v2_nsfwjs, 32, { augTfms: [] }).trn;
+  const withErasing = { ...base, augs: [randomErasing(1)] };
+  for (const nhwc of [false, true]) {
+    const plain = new Float32Array(3 * 32 * 32);
+    const erased = new Float32Array(3 * 32 * 32);
+    await loadTransformed(file, base, rngFor(3, 1), plain, 0, nhwc);
+    await loadTransformed(file, withErasing, rngFor(3, 1), erased, 0, nhwc);
+    const changed = [...erased.keys()].filter((i) => erased[i] !== plain[i]);
+    assert.ok(changed.length > 0 && changed.every((i) => erased[i] === 0), 'only zeros written');
+    const pix = new Set(changed.map((i) => (nhwc ? Math.floor(i / 3) : i % 1024)));
+    const xs = [...pix].map((p) => p % 32);
+    const ys = [...pix].map((p) => Math.floor(p / 32));
+    const w = Math.max(...xs) - Math.min(...xs) + 1;
+    const h = Math.max(...ys) - Math.min(...ys) + 1;
+    assert.ok(pix.size <= w * h && pix.size >= w * h * 0.9, `a rectangle (${pix.size} pixels in a ${w}×${h} box)`);
+  }
 });

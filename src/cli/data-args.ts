@@ -6,7 +6,7 @@ import { ImageClassifierData } from '../vision/data.js';
 import { setMaxImagePixels } from '../vision/image-limits.js';
 import { getCvIdxs, readLabelsCsv, tagsVerdict, type CsvReadOptions } from '../vision/dataset.js';
 import { archOf, ARCHS, type Arch } from '../vision/models/archs.js';
-import { tfmsFromModel, transformsSideOn, transformsTopDown, type Augmentation, type Transforms } from '../vision/transforms.js';
+import { randomErasing, tfmsFromModel, transformsSideOn, transformsTopDown, type Augmentation, type Transforms } from '../vision/transforms.js';
 import { choice, flag, num, rangeOf, str, UsageError, type OptionSpec, type ParsedArgs } from './args.js';
 
 /** The default backbone: the one that works offline. */
@@ -37,6 +37,12 @@ export const MODEL_OPTIONS: Record<string, OptionSpec> = {
     help: 'augmentation: side-on (photos from the side), top-down (satellite, microscopy), none',
     default: 'side-on; top-down for multi-label data',
     value: { kind: 'choice', choices: ['side-on', 'top-down', 'none'] },
+  },
+  erasing: {
+    type: 'string',
+    arg: 'P',
+    help: "random erasing (torchvision's RandomErasing) with probability P, after the other augmentations",
+    value: { kind: 'number', min: 0, max: 1 },
   },
   workers: { type: 'string', arg: 'N', help: 'image loading threads', default: 'cores, at most 4', value: { kind: 'number', min: 1, max: 64, integer: true } },
   oversample: { type: 'boolean', help: 'draw every class as often as the largest one in each training pass (for rare classes)' },
@@ -109,7 +115,9 @@ export function multiLabelArg(args: ParsedArgs, path: string): boolean {
 /** The transforms `--aug` describes, for `arch` at side `size` (default: side-on; top-down for multi-label data, as for satellite tiles). */
 export function tfmsFor(args: ParsedArgs, arch: Arch, size: number, multiLabel = false): Transforms {
   const aug = choice(args, 'aug', ['side-on', 'top-down', 'none'] as const, multiLabel ? 'top-down' : 'side-on');
-  return tfmsFromModel(arch, size, { augTfms: AUGS[aug], maxZoom: aug === 'none' ? 1 : 1.1 });
+  const erasing = num(args, 'erasing', undefined, rangeOf(MODEL_OPTIONS.erasing));
+  const augTfms = erasing === undefined ? AUGS[aug]! : [...AUGS[aug]!, randomErasing(erasing)];
+  return tfmsFromModel(arch, size, { augTfms, maxZoom: aug === 'none' ? 1 : 1.1 });
 }
 
 /** The data at image side `size`, laid out as the options say. */

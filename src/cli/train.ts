@@ -58,7 +58,7 @@ export const RECIPE_OPTIONS: Record<string, OptionSpec> = {
     default: "--lr, times the architecture's advice",
     value: rate,
   },
-  weights: { type: 'string', arg: 'NAME|FILE', help: "the body's pretrained weights: a zoo name or a .pth file (default: the architecture's own)" },
+  weights: { type: 'string', arg: 'NAME|FILE', help: "the body's pretrained weights: a zoo name, or a .pth or .safetensors file (timm's names load too) (default: the architecture's own)" },
   'tta-aug': { type: 'string', arg: 'N', help: 'augmented copies averaged by test-time augmentation', default: String(RECIPE_DEFAULTS.ttaAug), value: count(0, 64) },
   'keep-last': { type: 'boolean', help: 'save the weights training ended with, not those of the cycle end with the lowest validation loss' },
   seed: { type: 'string', arg: 'N', help: "seed of the head's initial weights, dropout, shuffling and augmentation", default: String(RECIPE_DEFAULTS.seed), value: count(0, 2 ** 31 - 1) },

@@ -6,14 +6,19 @@ import sharp from 'sharp';
 import { decodeBmp, isBmp } from './bmp.js';
 import { maxImagePixels, overLimitMessage } from './image-limits.js';
 import { decodeJpeg, exifOrientation, isJpeg, type RgbImage } from './jpeg.js';
-import { resizeAntialiased, shorterSideSize, uprightPixels, validationInput, warp, warpMatrix, type CropType, type Normalization, type WarpPlan } from './warp.js';
+import { resizeAntialiased, roundHalfEven, shorterSideSize, uprightPixels, validationInput, warp, warpMatrix, type CropType, type Normalization, type WarpPlan } from './warp.js';
 import { readRegularFile } from '../util/read-files.js';
 import { InputError } from '../util/errors.js';
 
 export type { CropType, Normalization } from './warp.js';
 
 /** One augmentation, as data. */
-export type Augmentation = { kind: 'rotate'; degrees: number; probability: number } | { kind: 'lighting'; brightness: number; contrast: number } | { kind: 'flip' } | { kind: 'dihedral' };
+export type Augmentation =
+  | { kind: 'rotate'; degrees: number; probability: number }
+  | { kind: 'lighting'; brightness: number; contrast: number }
+  | { kind: 'flip' }
+  | { kind: 'dihedral' }
+  | { kind: 'erasing'; probability: number; scale: [number, number]; ratio: [number, number] };
 
 /** A full transform pipeline for one split (training or validation). */
 export interface Transform {
@@ -59,12 +64,55 @@ function plan(t: Transform, rand: () => number): WarpPlan {
       p.contrast = c < 0 ? -1 / (c - 1) : c + 1;
     } else if (a.kind === 'flip') {
       p.flip = rand() < 0.5;
+    } else if (a.kind === 'erasing') {
+      continue; // drawn after the warp (erasingRect), as torchvision erases the normalized tensor
     } else {
       p.turns = Math.floor(rand() * 4);
       p.flip = rand() < 0.5;
     }
   }
   return p;
+}
+
+/** torchvision's RandomErasing, as data. */
+export type ErasingAugmentation = Extract<Augmentation, { kind: 'erasing' }>;
+
+/** A rectangle of the output, in pixels. */
+export interface Rect {
+  x: number;
+  y: number;
+  w: number;
+  h: number;
+}
+
+/**
+ * torchvision's RandomErasing.get_params on an sz×sz output: with probability p, up to 10
+ * tries of an area share in `scale` and an aspect ratio log-uniform in `ratio`, sides rounded
+ * half to even, kept if it fits, placed uniformly; null when nothing is erased.
+ */
+export function erasingRect(a: ErasingAugmentation, sz: number, rand: () => number): Rect | null {
+  if (!(rand() < a.probability)) return null;
+  const area = sz * sz;
+  const [lo, hi] = [Math.log(a.ratio[0]), Math.log(a.ratio[1])];
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const erase = area * (a.scale[0] + (a.scale[1] - a.scale[0]) * rand());
+    const aspect = Math.exp(lo + (hi - lo) * rand());
+    const h = roundHalfEven(Math.sqrt(erase * aspect));
+    const w = roundHalfEven(Math.sqrt(erase / aspect));
+    if (!(h < sz && w < sz)) continue;
+    return { y: Math.floor(rand() * (sz - h + 1)), x: Math.floor(rand() * (sz - w + 1)), w, h };
+  }
+  return null;
+}
+
+/** Sets a rectangle of an sz×sz×3 normalized output to 0 (torchvision's value=0 after Normalize: the mean colour). */
+export function erase(out: Float32Array, offset: number, sz: number, r: Rect, nhwc: boolean): void {
+  for (let y = r.y; y < r.y + r.h; y++) {
+    for (let x = r.x; x < r.x + r.w; x++) {
+      if (nhwc) out.fill(0, offset + (y * sz + x) * 3, offset + (y * sz + x) * 3 + 3);
+      else for (let c = 0; c < 3; c++) out[offset + c * sz * sz + y * sz + x] = 0;
+    }
+  }
 }
 
 /** An image that could not be read: names the file and why. */
@@ -145,6 +193,7 @@ export async function loadTransformed(file: string | Buffer, t: Transform, rand:
     const size = t.crop === 'none' ? { width: sz, height: sz } : shorterSideSize(upright.width, upright.height, target);
     const img = resizeAntialiased(upright, size.width, size.height);
     warp(img, warpMatrix(p, t.crop, sz, target, img.width, img.height, 1), p, sz, t.stats, out, offset, nhwc);
+    eraseAsPlanned(t, rand, out, offset, nhwc);
     return;
   }
   // Training: decoded already shrunk to within 2× of the target (in the DCT domain, or by
@@ -153,4 +202,14 @@ export async function loadTransformed(file: string | Buffer, t: Transform, rand:
   // (bench:data 1.015 of torchvision's time against 0.742) for a filter difference within 2×.
   const { img, orientation } = decoded;
   warp(img, warpMatrix(p, t.crop, sz, target, img.width, img.height, orientation), p, sz, t.stats, out, offset, nhwc);
+  eraseAsPlanned(t, rand, out, offset, nhwc);
+}
+
+/** Applies the transform's random erasings, if any, to the normalized output. */
+function eraseAsPlanned(t: Transform, rand: () => number, out: Float32Array, offset: number, nhwc: boolean): void {
+  for (const a of t.augs) {
+    if (a.kind !== 'erasing') continue;
+    const r = erasingRect(a, t.sz, rand);
+    if (r !== null) erase(out, offset, t.sz, r, nhwc);
+  }
 }

@@ -1,7 +1,7 @@
 // fast.ai's image transforms: scale, random zoom, rotation, lighting, flips and
 // dihedral turns, random or center crop, normalization by the architecture's
 // statistics. Transforms are plain data (applied by augment.ts in loader workers).
-import type { Augmentation, CropType, Normalization, Transform } from './augment.js';
+import type { Augmentation, CropType, ErasingAugmentation, Normalization, Transform } from './augment.js';
 import { archOf, type ArchLike } from './models/archs.js';
 
 export type { Augmentation, CropType, Transform } from './augment.js';
@@ -27,6 +27,17 @@ export function randomFlip(): Augmentation {
 /** Random rotation by a multiple of 90° and random flip: the 8 symmetries of a square. */
 export function randomDihedral(): Augmentation {
   return { kind: 'dihedral' };
+}
+
+/**
+ * torchvision's RandomErasing: with probability p, a rectangle of a `scale` share of the
+ * image and an aspect ratio in `ratio` is set to the mean colour (0 after normalization).
+ */
+export function randomErasing(probability = 0.5, { scale = [0.02, 0.33], ratio = [0.3, 3.3] }: { scale?: [number, number]; ratio?: [number, number] } = {}): ErasingAugmentation {
+  if (!(probability >= 0 && probability <= 1)) throw new RangeError(`randomErasing: probability must be in [0, 1], got ${probability}`);
+  if (!(scale[0] > 0 && scale[0] <= scale[1] && scale[1] < 1)) throw new RangeError(`randomErasing: scale must satisfy 0 < min ≤ max < 1, got [${scale.join(', ')}]`);
+  if (!(ratio[0] > 0 && ratio[0] <= ratio[1])) throw new RangeError(`randomErasing: ratio must satisfy 0 < min ≤ max, got [${ratio.join(', ')}]`);
+  return { kind: 'erasing', probability, scale, ratio };
 }
 
 /** Small rotations and lighting changes, for any photo. */
