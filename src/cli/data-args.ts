@@ -6,7 +6,7 @@ import { ImageClassifierData } from '../vision/data.js';
 import { setMaxImagePixels } from '../vision/image-limits.js';
 import { getCvIdxs, readLabelsCsv, tagsVerdict, type CsvReadOptions } from '../vision/dataset.js';
 import { archOf, ARCHS, type Arch } from '../vision/models/archs.js';
-import { randomErasing, tfmsFromModel, transformsSideOn, transformsTopDown, type Augmentation, type Transforms } from '../vision/transforms.js';
+import { randAugment, randomErasing, randomFlip, tfmsFromModel, transformsSideOn, trivialAugmentWide, transformsTopDown, type Augmentation, type Transforms } from '../vision/transforms.js';
 import { choice, flag, num, rangeOf, str, UsageError, type OptionSpec, type ParsedArgs } from './args.js';
 
 /** The default backbone: the one that works offline. */
@@ -34,9 +34,9 @@ export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   aug: {
     type: 'string',
     arg: 'KIND',
-    help: 'augmentation: side-on (photos from the side), top-down (satellite, microscopy), none',
+    help: "augmentation: side-on (photos from the side), top-down (satellite, microscopy), trivial or randaug (torchvision's TrivialAugmentWide or RandAugment, with flips), none",
     default: 'side-on; top-down for multi-label data',
-    value: { kind: 'choice', choices: ['side-on', 'top-down', 'none'] },
+    value: { kind: 'choice', choices: ['side-on', 'top-down', 'trivial', 'randaug', 'none'] },
   },
   erasing: {
     type: 'string',
@@ -55,7 +55,14 @@ export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   },
 };
 
-const AUGS: Record<string, Augmentation[]> = { 'side-on': transformsSideOn, 'top-down': transformsTopDown, none: [] };
+const AUGS: Record<string, Augmentation[]> = {
+  'side-on': transformsSideOn,
+  'top-down': transformsTopDown,
+  // torchvision's recipes: a random crop and flip, then the policy.
+  trivial: [randomFlip(), trivialAugmentWide()],
+  randaug: [randomFlip(), randAugment()],
+  none: [],
+};
 
 /** The data folder argument, checked. */
 export function dataPath(p: string | undefined): string {
@@ -114,7 +121,7 @@ export function multiLabelArg(args: ParsedArgs, path: string): boolean {
 
 /** The transforms `--aug` describes, for `arch` at side `size` (default: side-on; top-down for multi-label data, as for satellite tiles). */
 export function tfmsFor(args: ParsedArgs, arch: Arch, size: number, multiLabel = false): Transforms {
-  const aug = choice(args, 'aug', ['side-on', 'top-down', 'none'] as const, multiLabel ? 'top-down' : 'side-on');
+  const aug = choice(args, 'aug', ['side-on', 'top-down', 'trivial', 'randaug', 'none'] as const, multiLabel ? 'top-down' : 'side-on');
   const erasing = num(args, 'erasing', undefined, rangeOf(MODEL_OPTIONS.erasing));
   const augTfms = erasing === undefined ? AUGS[aug]! : [...AUGS[aug]!, randomErasing(erasing)];
   return tfmsFromModel(arch, size, { augTfms, maxZoom: aug === 'none' ? 1 : 1.1 });

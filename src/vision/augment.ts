@@ -6,7 +6,21 @@ import sharp from 'sharp';
 import { decodeBmp, isBmp } from './bmp.js';
 import { maxImagePixels, overLimitMessage } from './image-limits.js';
 import { decodeJpeg, exifOrientation, isJpeg, type RgbImage } from './jpeg.js';
-import { resizeAntialiased, roundHalfEven, shorterSideSize, uprightPixels, validationInput, warp, warpMatrix, type CropType, type Normalization, type WarpPlan } from './warp.js';
+import {
+  resizeAntialiased,
+  roundHalfEven,
+  shorterSideSize,
+  uprightPixels,
+  validationInput,
+  warp,
+  warpMatrix,
+  type Affine,
+  type CropType,
+  type Normalization,
+  type Pixels,
+  type WarpPlan,
+} from './warp.js';
+import { autoAugment } from './auto-augment.js';
 import { readRegularFile } from '../util/read-files.js';
 import { InputError } from '../util/errors.js';
 
@@ -18,7 +32,9 @@ export type Augmentation =
   | { kind: 'lighting'; brightness: number; contrast: number }
   | { kind: 'flip' }
   | { kind: 'dihedral' }
-  | { kind: 'erasing'; probability: number; scale: [number, number]; ratio: [number, number] };
+  | { kind: 'erasing'; probability: number; scale: [number, number]; ratio: [number, number] }
+  | { kind: 'trivial'; bins: number }
+  | { kind: 'randaug'; n: number; magnitude: number; bins: number };
 
 /** A full transform pipeline for one split (training or validation). */
 export interface Transform {
@@ -64,8 +80,8 @@ function plan(t: Transform, rand: () => number): WarpPlan {
       p.contrast = c < 0 ? -1 / (c - 1) : c + 1;
     } else if (a.kind === 'flip') {
       p.flip = rand() < 0.5;
-    } else if (a.kind === 'erasing') {
-      continue; // drawn after the warp (erasingRect), as torchvision erases the normalized tensor
+    } else if (a.kind === 'erasing' || a.kind === 'trivial' || a.kind === 'randaug') {
+      continue; // drawn after the warp, on the cropped image (autoAugment) and the normalized one (erasingRect), as torchvision does
     } else {
       p.turns = Math.floor(rand() * 4);
       p.flip = rand() < 0.5;
@@ -192,8 +208,7 @@ export async function loadTransformed(file: string | Buffer, t: Transform, rand:
     // Anything else exact: the same antialiased resize, then the warp at 1:1.
     const size = t.crop === 'none' ? { width: sz, height: sz } : shorterSideSize(upright.width, upright.height, target);
     const img = resizeAntialiased(upright, size.width, size.height);
-    warp(img, warpMatrix(p, t.crop, sz, target, img.width, img.height, 1), p, sz, t.stats, out, offset, nhwc);
-    eraseAsPlanned(t, rand, out, offset, nhwc);
+    finish(t, img, warpMatrix(p, t.crop, sz, target, img.width, img.height, 1), p, rand, out, offset, nhwc);
     return;
   }
   // Training: decoded already shrunk to within 2× of the target (in the DCT domain, or by
@@ -201,7 +216,33 @@ export async function loadTransformed(file: string | Buffer, t: Transform, rand:
   // and crop. An antialiased resize first, as validation's, made the pipeline 1.37× slower
   // (bench:data 1.015 of torchvision's time against 0.742) for a filter difference within 2×.
   const { img, orientation } = decoded;
-  warp(img, warpMatrix(p, t.crop, sz, target, img.width, img.height, orientation), p, sz, t.stats, out, offset, nhwc);
+  finish(t, img, warpMatrix(p, t.crop, sz, target, img.width, img.height, orientation), p, rand, out, offset, nhwc);
+}
+
+// Normalization that leaves byte values as they are: the warp then gives 0…255.
+const BYTES: Normalization = { mean: [0, 0, 0], std: [1 / 255, 1 / 255, 1 / 255] };
+
+/**
+ * The warp into `out`, normalized; with TrivialAugmentWide or RandAugment, the warp gives
+ * the cropped image in bytes first (as torchvision's policies see it after the crop), the
+ * policy runs on it, and then it is normalized. Random erasing comes last.
+ */
+function finish(t: Transform, img: Pixels, m: Affine, p: WarpPlan, rand: () => number, out: Float32Array, offset: number, nhwc: boolean): void {
+  const { sz } = t;
+  const policy = t.augs.find((a): a is Extract<Augmentation, { kind: 'trivial' | 'randaug' }> => a.kind === 'trivial' || a.kind === 'randaug');
+  if (policy === undefined) warp(img, m, p, sz, t.stats, out, offset, nhwc);
+  else {
+    const bytes = new Float32Array(sz * sz * 3);
+    warp(img, m, p, sz, BYTES, bytes, 0, true);
+    const cropped = { data: Uint8Array.from(bytes, (v) => Math.min(255, Math.max(0, Math.round(v)))), width: sz, height: sz };
+    const augmented = autoAugment(cropped, policy, rand).data;
+    const plane = sz * sz;
+    for (let c = 0; c < 3; c++) {
+      const mean = t.stats.mean[c]!;
+      const inv = 1 / t.stats.std[c]!;
+      for (let q = 0; q < plane; q++) out[offset + (nhwc ? q * 3 + c : c * plane + q)] = (augmented[q * 3 + c]! / 255 - mean) * inv;
+    }
+  }
   eraseAsPlanned(t, rand, out, offset, nhwc);
 }
 

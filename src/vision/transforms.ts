@@ -40,6 +40,23 @@ export function randomErasing(probability = 0.5, { scale = [0.02, 0.33], ratio =
   return { kind: 'erasing', probability, scale, ratio };
 }
 
+/**
+ * torchvision's TrivialAugmentWide: one of 14 operations (shears, translations, rotation,
+ * brightness, colour, contrast, sharpness, posterize, solarize, autocontrast, equalize,
+ * identity) at a random one of `bins` magnitudes, on the cropped image.
+ */
+export function trivialAugmentWide(bins = 31): Augmentation {
+  if (!Number.isInteger(bins) || bins < 2) throw new RangeError(`trivialAugmentWide: bins must be an integer of at least 2, got ${bins}`);
+  return { kind: 'trivial', bins };
+}
+
+/** torchvision's RandAugment: `n` random operations, each at magnitude bin `magnitude` of `bins`. */
+export function randAugment(n = 2, magnitude = 9, bins = 31): Augmentation {
+  if (!Number.isInteger(n) || n < 1) throw new RangeError(`randAugment: n must be a positive integer, got ${n}`);
+  if (!Number.isInteger(magnitude) || magnitude < 0 || magnitude >= bins) throw new RangeError(`randAugment: magnitude must be a bin in 0…${bins - 1}, got ${magnitude}`);
+  return { kind: 'randaug', n, magnitude, bins };
+}
+
 /** Small rotations and lighting changes, for any photo. */
 export const transformsBasic: Augmentation[] = [randomRotate(10), randomLighting(0.05, 0.05)];
 /** Photos taken from the side (cats, dogs): basic plus horizontal flips. */
