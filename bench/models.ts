@@ -18,6 +18,8 @@ const ROUNDS = Number(arg('rounds', '3'));
 const MODELS = ['resnet34', 'mobilenet_v2'];
 const MODERN = ['convnext_tiny', 'efficientnet_b0', 'vit_b_16'];
 const MODERN_BATCH = Number(arg('modern-batch', '8'));
+// --only-modern: just today's backbones (a quicker run); the RESULT line then stays unprinted.
+const ONLY_MODERN = process.argv.includes('--only-modern');
 
 function main(): void {
   const threads = getNumThreads();
@@ -26,7 +28,7 @@ function main(): void {
   const times = new Map<string, number[]>();
   let torchVersion = '';
   const common = ['--batch', `${BATCH}`, '--size', `${SIZE}`, '--models', MODELS.join(','), '--formats', 'nchw,channels_last'];
-  for (let r = 0; r < ROUNDS; r++) {
+  for (let r = 0; r < (ONLY_MODERN ? 0 : ROUNDS); r++) {
     const programs = ['fastvision', 'pytorch', 'pytorch-malloc'];
     for (const p of r % 2 === 0 ? programs : [...programs].reverse()) {
       const res =
@@ -41,7 +43,7 @@ function main(): void {
   const rows: string[][] = [];
   const ratios: Record<string, number> = {};
   const formats: string[] = [];
-  for (const m of MODELS) {
+  for (const m of ONLY_MODERN ? [] : MODELS) {
     const fv = median(times.get(`fastvision ${m}`) ?? [Number.NaN]);
     const py = median(times.get(`pytorch ${m}`) ?? [Number.NaN]);
     const pm = median(times.get(`pytorch-malloc ${m}`) ?? [Number.NaN]);
@@ -58,11 +60,12 @@ function main(): void {
   // Today's backbones: NCHW, a smaller batch (each is 10-30× mobilenet_v2's work per image).
   const modernArgs = ['--batch', `${MODERN_BATCH}`, '--size', `${SIZE}`, '--models', MODERN.join(','), '--formats', 'nchw'];
   for (let r = 0; r < ROUNDS; r++) {
-    for (const p of r % 2 === 0 ? ['fastvision', 'pytorch'] : ['pytorch', 'fastvision']) {
+    const programs = ['fastvision', 'pytorch', 'pytorch-malloc'];
+    for (const p of r % 2 === 0 ? programs : [...programs].reverse()) {
       const res =
         p === 'fastvision'
           ? runPeer('node', [join(repoRoot, 'dist', 'bench', 'models-fastvision.js'), ...modernArgs], 1800)
-          : runPeer(PYTHON, [join(repoRoot, 'bench', 'models_pytorch.py'), ...modernArgs, '--threads', `${threads}`], 1800);
+          : runPeer(PYTHON, [join(repoRoot, 'bench', 'models_pytorch.py'), ...modernArgs, '--threads', `${threads}`], 1800, p === 'pytorch' ? process.env : { ...process.env, ...SAME_MALLOC });
       if (res.error) console.log(`${p} failed: ${String(res.error)}`);
       for (const m of MODERN) times.set(`${p} ${m}`, [...(times.get(`${p} ${m}`) ?? []), ...((res[m] as number[] | undefined) ?? [])]);
     }
@@ -71,17 +74,19 @@ function main(): void {
   for (const m of MODERN) {
     const fv = median(times.get(`fastvision ${m}`) ?? [Number.NaN]);
     const py = median(times.get(`pytorch ${m}`) ?? [Number.NaN]);
-    modernRows.push([m, 'fastvision', `${fv.toFixed(3)} s`, `${(MODERN_BATCH / fv).toFixed(1)}`, (fv / py).toFixed(3)]);
-    modernRows.push([m, `PyTorch ${torchVersion}`, `${py.toFixed(3)} s`, `${(MODERN_BATCH / py).toFixed(1)}`, '1.000']);
+    const pm = median(times.get(`pytorch-malloc ${m}`) ?? [Number.NaN]);
+    modernRows.push([m, 'fastvision', `${fv.toFixed(3)} s`, `${(MODERN_BATCH / fv).toFixed(1)}`, (fv / py).toFixed(3), (fv / pm).toFixed(3)]);
+    modernRows.push([m, `PyTorch ${torchVersion}`, `${py.toFixed(3)} s`, `${(MODERN_BATCH / py).toFixed(1)}`, '1.000', (py / pm).toFixed(3)]);
+    modernRows.push([m, `PyTorch ${torchVersion}, fastvision's malloc settings`, `${pm.toFixed(3)} s`, `${(MODERN_BATCH / pm).toFixed(1)}`, (pm / py).toFixed(3), '1.000']);
   }
   console.log('');
-  console.log(table(['model', 'program', 'batch time (median)', 'images/s', 'time vs PyTorch', 'vs PyTorch, same malloc'], rows));
+  if (!ONLY_MODERN) console.log(table(['model', 'program', 'batch time (median)', 'images/s', 'time vs PyTorch', 'vs PyTorch, same malloc'], rows));
   console.log('');
   console.log(`today's backbones, batch ${MODERN_BATCH}, NCHW:`);
-  console.log(table(['model', 'program', 'batch time (median)', 'images/s', 'time vs PyTorch'], modernRows));
+  console.log(table(['model', 'program', 'batch time (median)', 'images/s', 'time vs PyTorch', 'vs PyTorch, same malloc'], modernRows));
   console.log('');
   for (const f of formats) console.log(f);
-  console.log(`RESULT models_inference_time_ratio_vs_pytorch${SUFFIX} ${ratios.resnet34!.toFixed(3)}`);
+  if (!ONLY_MODERN) console.log(`RESULT models_inference_time_ratio_vs_pytorch${SUFFIX} ${ratios.resnet34!.toFixed(3)}`);
 }
 
 main();
