@@ -67,6 +67,7 @@ function main(): void {
           ? runPeer('node', [join(repoRoot, 'dist', 'bench', 'models-fastvision.js'), ...modernArgs], 1800)
           : runPeer(PYTHON, [join(repoRoot, 'bench', 'models_pytorch.py'), ...modernArgs, '--threads', `${threads}`], 1800, p === 'pytorch' ? process.env : { ...process.env, ...SAME_MALLOC });
       if (res.error) console.log(`${p} failed: ${String(res.error)}`);
+      if (typeof res.torch === 'string') torchVersion = res.torch;
       for (const m of MODERN) times.set(`${p} ${m}`, [...(times.get(`${p} ${m}`) ?? []), ...((res[m] as number[] | undefined) ?? [])]);
     }
   }
