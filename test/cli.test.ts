@@ -350,7 +350,7 @@ test('wrong calls: one line on stderr, non-zero exit', async () => {
     [['train', folderData, '--bogus'], /unknown option '--bogus'/],
     [['train', folderData, '--size', 'big'], /--size: 'big' is not a number/],
     [['train', folderData, '--sizes', '224,128'], /--sizes: 224,128 must grow/],
-    [['train', folderData, '--aug', 'sideways'], /--aug: 'sideways' is not one of side-on, top-down, none/],
+    [['train', folderData, '--aug', 'sideways'], /--aug: 'sideways' is not one of side-on, top-down, trivial, randaug, none/],
     [['train', folderData, '--arch', 'resnet9'], /--arch: unknown architecture 'resnet9'/],
     [['train', csvData, '--csv', 'missing.csv'], /--csv: no file missing.csv/],
     [['predict', join(tmp, 'nope.pth'), folderData], /no such model: .*nope\.pth/],
