@@ -3,6 +3,15 @@
 // permutation layer, with torchvision's module names.
 import { empty, F, nn, tidy, type Tensor } from '../../torch/index.js';
 
+/** Options of the published architectures' constructors: the classifier's classes, and stochastic depth's largest rate where the family has it. */
+export interface BackboneOptions {
+  numClasses?: number;
+  stochasticDepthProb?: number;
+}
+
+/** Builds the norm layer for a number of channels. */
+export type NormFactory = (channels: number) => nn.Module;
+
 /** Reorders dimensions (torchvision's Permute), e.g. [0, 2, 3, 1] for channels last. */
 export class Permute extends nn.Module {
   constructor(readonly dims: number[]) {

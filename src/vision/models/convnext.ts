@@ -1,6 +1,6 @@
 // ConvNeXt (Liu et al. 2022) with torchvision's module tree and parameter names.
 import { F, nn, ones, tidy, type Tensor } from '../../torch/index.js';
-import { convNormActivation, Permute, StochasticDepth } from './blocks.js';
+import { convNormActivation, Permute, StochasticDepth, type BackboneOptions } from './blocks.js';
 
 /** ConvNeXt's block: depthwise 7×7, LayerNorm, 4× MLP with GELU, layer scale, stochastic depth, residual. */
 export class CNBlock extends nn.Module {
@@ -69,8 +69,6 @@ export class ConvNeXt extends nn.Module {
   }
 }
 
-type Options = { numClasses?: number; stochasticDepthProb?: number };
-
 const stages = (c: [number, number, number, number], d: [number, number, number, number]): CNStage[] => [
   [c[0], c[1], d[0]],
   [c[1], c[2], d[1]],
@@ -79,18 +77,18 @@ const stages = (c: [number, number, number, number], d: [number, number, number,
 ];
 
 /** ConvNeXt-T (28M parameters). */
-export function convnext_tiny(o: Options = {}): ConvNeXt {
+export function convnext_tiny(o: BackboneOptions = {}): ConvNeXt {
   return new ConvNeXt(stages([96, 192, 384, 768], [3, 3, 9, 3]), { stochasticDepthProb: 0.1, ...o });
 }
 /** ConvNeXt-S (50M parameters). */
-export function convnext_small(o: Options = {}): ConvNeXt {
+export function convnext_small(o: BackboneOptions = {}): ConvNeXt {
   return new ConvNeXt(stages([96, 192, 384, 768], [3, 3, 27, 3]), { stochasticDepthProb: 0.4, ...o });
 }
 /** ConvNeXt-B (89M parameters). */
-export function convnext_base(o: Options = {}): ConvNeXt {
+export function convnext_base(o: BackboneOptions = {}): ConvNeXt {
   return new ConvNeXt(stages([128, 256, 512, 1024], [3, 3, 27, 3]), { stochasticDepthProb: 0.5, ...o });
 }
 /** ConvNeXt-L (198M parameters). */
-export function convnext_large(o: Options = {}): ConvNeXt {
+export function convnext_large(o: BackboneOptions = {}): ConvNeXt {
   return new ConvNeXt(stages([192, 384, 768, 1536], [3, 3, 27, 3]), { stochasticDepthProb: 0.5, ...o });
 }

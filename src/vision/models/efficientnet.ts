@@ -1,7 +1,7 @@
 // EfficientNet (Tan & Le 2019) and EfficientNetV2 (Tan & Le 2021) with torchvision's
 // module tree and parameter names.
 import { nn, tidy, type Tensor } from '../../torch/index.js';
-import { convNormActivation, SqueezeExcitation, StochasticDepth } from './blocks.js';
+import { convNormActivation, SqueezeExcitation, StochasticDepth, type BackboneOptions, type NormFactory } from './blocks.js';
 import { makeDivisible } from './mobilenet.js';
 
 /** One stage of an EfficientNet: MBConv or FusedMBConv blocks with their expansion, kernel, stride, channels and count. */
@@ -15,7 +15,7 @@ export interface MBStage {
   layers: number;
 }
 
-type Norm = (c: number) => nn.Module;
+type Norm = NormFactory;
 const silu = (): nn.Module => new nn.SiLU();
 
 abstract class ResidualBlock extends nn.Module {
@@ -177,7 +177,6 @@ export const EFFICIENTNET_V2_SETTINGS: Record<'s' | 'm' | 'l', MBStage[]> = {
   ]),
 };
 
-type Options = { numClasses?: number; stochasticDepthProb?: number };
 // [width, depth, dropout, bn eps] of B0…B7, as torchvision builds them.
 const V1: [number, number, number, number][] = [
   [1.0, 1.0, 0.2, 1e-5],
@@ -189,30 +188,30 @@ const V1: [number, number, number, number][] = [
   [1.8, 2.6, 0.5, 1e-3],
   [2.0, 3.1, 0.5, 1e-3],
 ];
-const v1 = (b: number, o: Options): EfficientNet => {
+const v1 = (b: number, o: BackboneOptions): EfficientNet => {
   const [w, d, dropout, bnEps] = V1[b]!;
   return new EfficientNet(efficientnetV1Setting(w, d), { dropout, bnEps, ...o });
 };
 
 /** EfficientNet-B0 (5.3M parameters, 224 px). */
-export const efficientnet_b0 = (o: Options = {}): EfficientNet => v1(0, o);
+export const efficientnet_b0 = (o: BackboneOptions = {}): EfficientNet => v1(0, o);
 /** EfficientNet-B1 (7.8M parameters, 240 px). */
-export const efficientnet_b1 = (o: Options = {}): EfficientNet => v1(1, o);
+export const efficientnet_b1 = (o: BackboneOptions = {}): EfficientNet => v1(1, o);
 /** EfficientNet-B2 (9.1M parameters, 288 px). */
-export const efficientnet_b2 = (o: Options = {}): EfficientNet => v1(2, o);
+export const efficientnet_b2 = (o: BackboneOptions = {}): EfficientNet => v1(2, o);
 /** EfficientNet-B3 (12.2M parameters, 300 px). */
-export const efficientnet_b3 = (o: Options = {}): EfficientNet => v1(3, o);
+export const efficientnet_b3 = (o: BackboneOptions = {}): EfficientNet => v1(3, o);
 /** EfficientNet-B4 (19.3M parameters, 380 px). */
-export const efficientnet_b4 = (o: Options = {}): EfficientNet => v1(4, o);
+export const efficientnet_b4 = (o: BackboneOptions = {}): EfficientNet => v1(4, o);
 /** EfficientNet-B5 (30.4M parameters, 456 px). */
-export const efficientnet_b5 = (o: Options = {}): EfficientNet => v1(5, o);
+export const efficientnet_b5 = (o: BackboneOptions = {}): EfficientNet => v1(5, o);
 /** EfficientNet-B6 (43.0M parameters, 528 px). */
-export const efficientnet_b6 = (o: Options = {}): EfficientNet => v1(6, o);
+export const efficientnet_b6 = (o: BackboneOptions = {}): EfficientNet => v1(6, o);
 /** EfficientNet-B7 (66.3M parameters, 600 px). */
-export const efficientnet_b7 = (o: Options = {}): EfficientNet => v1(7, o);
+export const efficientnet_b7 = (o: BackboneOptions = {}): EfficientNet => v1(7, o);
 /** EfficientNetV2-S (21.5M parameters, 384 px). */
-export const efficientnet_v2_s = (o: Options = {}): EfficientNet => new EfficientNet(EFFICIENTNET_V2_SETTINGS.s, { dropout: 0.2, bnEps: 1e-3, lastChannel: 1280, ...o });
+export const efficientnet_v2_s = (o: BackboneOptions = {}): EfficientNet => new EfficientNet(EFFICIENTNET_V2_SETTINGS.s, { dropout: 0.2, bnEps: 1e-3, lastChannel: 1280, ...o });
 /** EfficientNetV2-M (54.1M parameters, 480 px). */
-export const efficientnet_v2_m = (o: Options = {}): EfficientNet => new EfficientNet(EFFICIENTNET_V2_SETTINGS.m, { dropout: 0.3, bnEps: 1e-3, lastChannel: 1280, ...o });
+export const efficientnet_v2_m = (o: BackboneOptions = {}): EfficientNet => new EfficientNet(EFFICIENTNET_V2_SETTINGS.m, { dropout: 0.3, bnEps: 1e-3, lastChannel: 1280, ...o });
 /** EfficientNetV2-L (118.5M parameters, 480 px). */
-export const efficientnet_v2_l = (o: Options = {}): EfficientNet => new EfficientNet(EFFICIENTNET_V2_SETTINGS.l, { dropout: 0.4, bnEps: 1e-3, lastChannel: 1280, ...o });
+export const efficientnet_v2_l = (o: BackboneOptions = {}): EfficientNet => new EfficientNet(EFFICIENTNET_V2_SETTINGS.l, { dropout: 0.4, bnEps: 1e-3, lastChannel: 1280, ...o });

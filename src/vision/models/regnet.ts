@@ -2,7 +2,7 @@
 // parameter names; the stages come from the design space's parameters as torchvision
 // computes them.
 import { F, nn, tidy, type Tensor } from '../../torch/index.js';
-import { convNormActivation, SqueezeExcitation } from './blocks.js';
+import { convNormActivation, SqueezeExcitation, type BackboneOptions } from './blocks.js';
 
 /** A RegNet's stages: depth, width and group width of each (stride 2 and bottleneck 1 throughout). */
 export interface RegNetStages {
@@ -124,10 +124,9 @@ export class RegNet extends nn.Module {
   }
 }
 
-type Options = { numClasses?: number };
 const regnet =
   (...p: Parameters<typeof regnetStages>) =>
-  (o: Options = {}): RegNet =>
+  (o: Pick<BackboneOptions, 'numClasses'> = {}): RegNet =>
     new RegNet(regnetStages(...p), o);
 
 /** RegNetY-400MF. */

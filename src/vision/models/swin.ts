@@ -2,7 +2,7 @@
 // parameter names: attention in shifted windows with a relative position bias,
 // patch merging between stages, tensors channels last (N, H, W, C) throughout.
 import { cat, F, nn, noGrad, tensor, tidy, zeros, type Tensor } from '../../torch/index.js';
-import { Permute, StochasticDepth, transformerMlp } from './blocks.js';
+import { Permute, StochasticDepth, transformerMlp, type BackboneOptions } from './blocks.js';
 
 /** For each pair of positions in a wh×ww window, its row in the relative position bias table. */
 function relativePositionIndex(wh: number, ww: number): Tensor {
@@ -237,11 +237,9 @@ export class SwinTransformer extends nn.Module {
   }
 }
 
-type Options = { numClasses?: number; stochasticDepthProb?: number };
-
 /** Swin-T (28M parameters). */
-export const swin_t = (o: Options = {}): SwinTransformer => new SwinTransformer({ embedDim: 96, depths: [2, 2, 6, 2], numHeads: [3, 6, 12, 24], stochasticDepthProb: 0.2, ...o });
+export const swin_t = (o: BackboneOptions = {}): SwinTransformer => new SwinTransformer({ embedDim: 96, depths: [2, 2, 6, 2], numHeads: [3, 6, 12, 24], stochasticDepthProb: 0.2, ...o });
 /** Swin-S (50M parameters). */
-export const swin_s = (o: Options = {}): SwinTransformer => new SwinTransformer({ embedDim: 96, depths: [2, 2, 18, 2], numHeads: [3, 6, 12, 24], stochasticDepthProb: 0.3, ...o });
+export const swin_s = (o: BackboneOptions = {}): SwinTransformer => new SwinTransformer({ embedDim: 96, depths: [2, 2, 18, 2], numHeads: [3, 6, 12, 24], stochasticDepthProb: 0.3, ...o });
 /** Swin-B (88M parameters). */
-export const swin_b = (o: Options = {}): SwinTransformer => new SwinTransformer({ embedDim: 128, depths: [2, 2, 18, 2], numHeads: [4, 8, 16, 32], stochasticDepthProb: 0.5, ...o });
+export const swin_b = (o: BackboneOptions = {}): SwinTransformer => new SwinTransformer({ embedDim: 128, depths: [2, 2, 18, 2], numHeads: [4, 8, 16, 32], stochasticDepthProb: 0.5, ...o });

@@ -157,14 +157,15 @@ export class ViTBody extends nn.Module {
   }
 }
 
-type Options = { numClasses?: number; imageSize?: number };
+/** Options of the published ViTs: the classifier's classes, and the input size the position embeddings are made for (default 224). */
+export type ViTOptions = Pick<VisionTransformerOptions, 'numClasses' | 'imageSize'>;
 
 /** ViT-B/16 (86M parameters). */
-export const vit_b_16 = (o: Options = {}): VisionTransformer => new VisionTransformer({ patchSize: 16, numLayers: 12, numHeads: 12, hiddenDim: 768, mlpDim: 3072, ...o });
+export const vit_b_16 = (o: ViTOptions = {}): VisionTransformer => new VisionTransformer({ patchSize: 16, numLayers: 12, numHeads: 12, hiddenDim: 768, mlpDim: 3072, ...o });
 /** ViT-B/32 (88M parameters). */
-export const vit_b_32 = (o: Options = {}): VisionTransformer => new VisionTransformer({ patchSize: 32, numLayers: 12, numHeads: 12, hiddenDim: 768, mlpDim: 3072, ...o });
+export const vit_b_32 = (o: ViTOptions = {}): VisionTransformer => new VisionTransformer({ patchSize: 32, numLayers: 12, numHeads: 12, hiddenDim: 768, mlpDim: 3072, ...o });
 /** ViT-L/16 (304M parameters). */
-export const vit_l_16 = (o: Options = {}): VisionTransformer => new VisionTransformer({ patchSize: 16, numLayers: 24, numHeads: 16, hiddenDim: 1024, mlpDim: 4096, ...o });
+export const vit_l_16 = (o: ViTOptions = {}): VisionTransformer => new VisionTransformer({ patchSize: 16, numLayers: 24, numHeads: 16, hiddenDim: 1024, mlpDim: 4096, ...o });
 
 /** Parameters that belong to another module, gathered so a layer group can hold them. */
 class ParameterRefs extends nn.Module {
