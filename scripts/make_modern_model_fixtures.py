@@ -7,7 +7,9 @@ from torchvision 0.14 (Debian's python3-torchvision), in the way of make_model_f
   test/helpers.ts) and torchvision's output in eval mode for a fixed input, on small
   members of each family built from torchvision's own classes;
 - vit_interpolated.pth: a ViT's output at a larger input, its position embeddings
-  resized by torchvision's interpolate_embeddings.
+  resized by torchvision's interpolate_embeddings;
+- regnet_stages.json: every RegNet's design parameters and the stages torchvision's
+  BlockParams computes from them (regnet_y_128gf included, too large to build in the tests).
 
 Run: /usr/bin/python3 scripts/make_modern_model_fixtures.py
 """
@@ -53,7 +55,22 @@ def tiny_vit(image_size):
     return VisionTransformer(image_size=image_size, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=10)
 
 
+def regnet_stages():
+    import inspect
+    import re
+    import torchvision.models.regnet as R
+    out = {}
+    for name in [n for n in NAMES if n.startswith('regnet')] + ['regnet_y_128gf']:
+        src = inspect.getsource(getattr(R, name))
+        args = eval('dict(' + re.search(r'from_init_params\((.*?)\*\*kwargs', src, re.S).group(1).strip().rstrip(',') + ')')
+        p = BlockParams.from_init_params(**args)
+        out[name] = {'args': args, 'depths': p.depths, 'widths': p.widths, 'group_widths': p.group_widths, 'se_ratio': p.se_ratio}
+    with open(os.path.join(OUT, 'regnet_stages.json'), 'w') as f:
+        json.dump(out, f)
+
+
 def main():
+    regnet_stages()
     shapes = {}
     for name in NAMES:
         sd = getattr(tvm, name)().state_dict()

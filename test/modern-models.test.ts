@@ -77,3 +77,16 @@ test('stochastic depth drops whole samples in training with probability p and sc
   assert.deepEqual(e.toArray(), x.toArray());
   for (const t of [x, y, perSample, e]) t.dispose();
 });
+
+test("every RegNet's stages (depths, widths, group widths) are torchvision's, regnet_y_128gf's too (too large to build here)", () => {
+  const want = JSON.parse(readFileSync(join(fixturesDir, 'models', 'regnet_stages.json'), 'utf8')) as Record<
+    string,
+    { args: { depth: number; w_0: number; w_a: number; w_m: number; group_width: number; se_ratio?: number }; depths: number[]; widths: number[]; group_widths: number[]; se_ratio: number | null }
+  >;
+  assert.equal(Object.keys(want).length, 15);
+  for (const [name, w] of Object.entries(want)) {
+    const got = regnetStages(w.args.depth, w.args.w_0, w.args.w_a, w.args.w_m, w.args.group_width, w.args.se_ratio);
+    assert.deepEqual([got.depths, got.widths, got.groupWidths, got.seRatio ?? null], [w.depths, w.widths, w.group_widths, w.se_ratio], name);
+    assert.ok(archOf(name).weights === name && archOf(name).bodyFeatures === w.widths.at(-1), `${name}: its arch, zoo entry and body width`);
+  }
+});

@@ -67,6 +67,8 @@ export const ZOO: Record<string, ZooEntry> = {
   regnet_y_8gf: torchvision('regnet_y_8gf-dc2b1b54.pth'),
   regnet_y_16gf: torchvision('regnet_y_16gf-3e4a00f9.pth'),
   regnet_y_32gf: torchvision('regnet_y_32gf-8db6d4b5.pth'),
+  // Its only weights: SWAG end-to-end, at 384 px.
+  regnet_y_128gf: torchvision('regnet_y_128gf_swag-c8ce3e52.pth'),
   regnet_x_400mf: torchvision('regnet_x_400mf-62229a5f.pth'),
   regnet_x_800mf: torchvision('regnet_x_800mf-94a99ebd.pth'),
   regnet_x_1_6gf: torchvision('regnet_x_1_6gf-a12f2b72.pth'),

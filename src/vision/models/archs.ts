@@ -218,6 +218,7 @@ const MODERN: [Create, Arch][] = [
       [regnets.regnet_y_8gf, 'regnet_y_8gf', 2016],
       [regnets.regnet_y_16gf, 'regnet_y_16gf', 3024],
       [regnets.regnet_y_32gf, 'regnet_y_32gf', 3712],
+      [regnets.regnet_y_128gf, 'regnet_y_128gf', 7392],
       [regnets.regnet_x_400mf, 'regnet_x_400mf', 400],
       [regnets.regnet_x_800mf, 'regnet_x_800mf', 672],
       [regnets.regnet_x_1_6gf, 'regnet_x_1_6gf', 912],
@@ -228,8 +229,8 @@ const MODERN: [Create, Arch][] = [
     ] as const
   ).map(([f, n, c]): [Create, Arch] => [
     f,
-    // The stem and the four stages; layer groups split at the third (stride 16).
-    modern(n, f, c, 3, (m) => nn.Sequential.named([['stem', m.getModule('stem')!], ...(m.getModule('trunk_output') as nn.Sequential).namedChildren()])),
+    // The stem and the four stages; layer groups split at the third (stride 16). regnet_y_128gf's weights are SWAG's, at 384.
+    modern(n, f, c, 3, (m) => nn.Sequential.named([['stem', m.getModule('stem')!], ...(m.getModule('trunk_output') as nn.Sequential).namedChildren()]), n === 'regnet_y_128gf' ? 384 : 224),
   ]),
   ...(
     [

@@ -143,6 +143,8 @@ export const regnet_y_8gf = regnet(17, 192, 76.82, 2.19, 56, 0.25);
 export const regnet_y_16gf = regnet(18, 200, 106.23, 2.48, 112, 0.25);
 /** RegNetY-32GF. */
 export const regnet_y_32gf = regnet(20, 232, 115.89, 2.53, 232, 0.25);
+/** RegNetY-128GF (644M parameters; torchvision publishes SWAG weights at 384 px). */
+export const regnet_y_128gf = regnet(27, 456, 160.83, 2.52, 264, 0.25);
 /** RegNetX-400MF. */
 export const regnet_x_400mf = regnet(22, 24, 24.48, 2.54, 16);
 /** RegNetX-800MF. */
