@@ -5,6 +5,8 @@
 // in float32 truncated to bytes, equalization by the same integer histogram steps.
 // Free of libtorch, so that loader workers can run it on the cropped image.
 
+import { roundHalfEven } from './warp.js';
+
 /** An RGB image, row-major, 3 bytes per pixel. */
 export interface RgbBytes {
   data: Uint8Array;
@@ -19,10 +21,7 @@ export type AutoAugmentOp =
 const f32 = Math.fround;
 
 /** torch.round / nearbyint: halves to the even neighbour. */
-function rint(x: number): number {
-  const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
+const rint = roundHalfEven;
 
 /** torch.linspace in float32, as ATen computes it (from both ends toward the middle). */
 export function linspace32(start: number, end: number, steps: number): number[] {

@@ -3,6 +3,8 @@
 // computes them.
 import { F, nn, tidy, type Tensor } from '../../torch/index.js';
 import { convNormActivation, SqueezeExcitation, type BackboneOptions } from './blocks.js';
+import { makeDivisible } from './mobilenet.js';
+import { roundHalfEven } from '../warp.js';
 
 /** A RegNet's stages: depth, width and group width of each (stride 2 and bottleneck 1 throughout). */
 export interface RegNetStages {
@@ -11,18 +13,6 @@ export interface RegNetStages {
   groupWidths: number[];
   /** Squeeze-excitation ratio (RegNetY), or undefined (RegNetX). */
   seRatio?: number;
-}
-
-function makeDivisible(v: number, divisor: number): number {
-  let n = Math.max(divisor, Math.floor((v + divisor / 2) / divisor) * divisor);
-  if (n < 0.9 * v) n += divisor;
-  return n;
-}
-
-/** torch.round: halves to the even neighbour (22.5 → 22). */
-function roundHalfEven(v: number): number {
-  const r = Math.round(v);
-  return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
 /**
@@ -48,7 +38,7 @@ export function regnetStages(depth: number, w0: number, wa: number, wm: number, 
     }
   }
   const groupWidths = stageWidths.map((w) => Math.min(groupWidth, w));
-  return { depths, widths: stageWidths.map((w, i) => makeDivisible(w, groupWidths[i]!)), groupWidths, ...(seRatio === undefined ? {} : { seRatio }) };
+  return { depths, widths: stageWidths.map((w, i) => makeDivisible(w, groupWidths[i])), groupWidths, ...(seRatio === undefined ? {} : { seRatio }) };
 }
 
 /** RegNet's residual bottleneck: 1×1, grouped 3×3 (with squeeze-excitation in RegNetY), 1×1, and a projection where the shape changes. */

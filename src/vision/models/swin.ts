@@ -24,6 +24,20 @@ function relativePositionIndex(wh: number, ww: number): Tensor {
  * H×W map, as torchvision builds it.
  */
 function shiftMask(h: number, w: number, win: [number, number], shift: [number, number]): Float32Array {
+  const key = `${h}x${w}/${win.join('x')}/${shift.join('x')}`;
+  let mask = MASKS.get(key);
+  if (mask === undefined) {
+    mask = computeShiftMask(h, w, win, shift);
+    if (MASKS.size >= 64) MASKS.clear(); // bounded, whatever sizes come
+    MASKS.set(key, mask);
+  }
+  return mask;
+}
+
+// A forward pass asks for the same few masks (one per stage and input size) at every step.
+const MASKS = new Map<string, Float32Array>();
+
+function computeShiftMask(h: number, w: number, win: [number, number], shift: [number, number]): Float32Array {
   const region = (i: number, size: number, wn: number, s: number): number => (i < size - wn ? 0 : i < size - s ? 1 : 2);
   const label = (y: number, x: number): number => region(y, h, win[0], shift[0]) * 3 + region(x, w, win[1], shift[1]);
   const [nh, nw] = [h / win[0], w / win[1]];
