@@ -6,7 +6,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { gradCam, ImageClassifierData, Loop, manualSeed, nn, optim, tensor, type Tensor } from '../src/index.js';
+import { gradCam, ImageClassifierData, Loop, manualSeed, nn, noGrad, optim, randn, tensor, type Tensor } from '../src/index.js';
+import { buildClassifier } from '../src/learn/head.js';
+import { KerasModel } from '../src/vision/keras/convert.js';
 import { overlayHeatmap, quadrantMeans } from '../src/report/heatmap.js';
 
 const S = 32;
@@ -116,4 +118,56 @@ test('Grad-CAM lights up the quadrant that holds the shape deciding the class', 
   } finally {
     await rm(home, { recursive: true, force: true });
   }
+});
+
+test('Grad-CAM looks at the deepest earlier layer of at least 7×7 when the body ends coarser, and says when none is', () => {
+  manualSeed(3);
+  const body = nn.Sequential.named([
+    ['conv1', new nn.Conv2d(3, 8, 3, { padding: 1 })],
+    ['relu1', new nn.ReLU()],
+    ['pool1', new nn.MaxPool2d(2)],
+    ['conv2', new nn.Conv2d(8, 8, 3, { padding: 1 })],
+    ['relu2', new nn.ReLU()],
+    ['pool2', new nn.MaxPool2d(2)],
+    ['pool3', new nn.MaxPool2d(2)],
+  ]);
+  const pool = new nn.Sequential(new nn.AdaptiveConcatPool2d(), new nn.Flatten());
+  const head = new nn.Sequential(new nn.Linear(16, 3), new nn.LogSoftmax(1));
+  const x = randn([2, 3, 32, 32]);
+  // 32 px: the body ends at 4×4; pool2's maps (8×8) are the deepest of at least 7×7.
+  const cams = gradCam({ body, pool, head }, x, [0, 2]);
+  assert.deepEqual([cams.layer, cams.h, cams.w, cams.coarse], ['pool2', 8, 8, false]);
+  for (const m of cams.maps) {
+    assert.equal(Math.min(...m), 0, 'each map is stretched to its own range');
+    assert.equal(Math.max(...m), 1);
+  }
+  // The same maps by hand: the body cut after pool2, the rest run with the pooling.
+  const prefix = nn.Sequential.named([...body.namedChildren()].slice(0, 6));
+  const rest = new nn.Sequential(body.getModule('pool3')!, pool);
+  const byHand = gradCam({ body: prefix, pool: rest, head }, x, [0, 2]);
+  assert.equal(byHand.layer, 'body');
+  byHand.maps.forEach((m, i) => m.forEach((v, k) => assert.ok(Math.abs(v - cams.maps[i]![k]!) < 1e-5)));
+  // 6 px: no layer reaches 7×7; the body's own maps come back, marked too coarse.
+  const shallow = nn.Sequential.named([...body.namedChildren()].slice(0, 3));
+  const tiny = gradCam({ body: shallow, pool, head: new nn.Sequential(new nn.Linear(16, 3), new nn.LogSoftmax(1)) }, randn([1, 3, 6, 6]), [1]);
+  assert.deepEqual([tiny.layer, tiny.h, tiny.coarse], ['body', 3, true]);
+  // Large enough: the body's output, as before.
+  const big = gradCam({ body, pool, head }, randn([1, 3, 64, 64]), [1]);
+  assert.deepEqual([big.layer, big.h, big.coarse], ['body', 8, false]);
+});
+
+test('a Keras body cut at any of its cut points gives the same output as a whole; Grad-CAM of MobileNetV2 at 32 px uses an earlier layer', async () => {
+  const { model } = await buildClassifier('mobilenet_v2_nsfwjs', 2, { pretrained: true });
+  const body = model.getModule('body') as KerasModel;
+  const x = randn([1, 3, 64, 64]);
+  const whole = noGrad(() => body.eval().forward(x));
+  const points = body.cutPoints();
+  assert.ok(points.length >= 10, `${points.length} cut points`);
+  for (const name of [points[2]!, points[Math.floor(points.length / 2)]!, points.at(-1)!]) {
+    const y = noGrad(() => body.suffixFrom(name).forward(body.cut(name).forward(x)));
+    assert.ok(y.sub(whole).abs().max().item() < 1e-5, name);
+  }
+  assert.throws(() => body.suffixFrom('block_2_project_BN'), /cannot be cut after/);
+  const cams = gradCam({ body, pool: model.getModule('pool')!, head: model.getModule('head')! }, randn([1, 3, 32, 32]), [1]);
+  assert.ok(cams.layer !== 'body' && cams.h >= 7 && !cams.coarse, `${cams.layer}: ${cams.h}×${cams.w}`);
 });

@@ -4,6 +4,7 @@ import { basename } from 'node:path';
 import type { LrFinderResult } from './lr-finder.js';
 import type { ConvLearner } from './conv-learner.js';
 import { overlayHeatmap } from '../report/heatmap.js';
+import { MIN_CAM_SIDE } from './gradcam.js';
 import { tensor, tidy } from '../torch/index.js';
 import { confusionSpec, labelCountsSpec, lossSpec, renderChart, scheduleSpec, sizeHistogramSpec } from '../report/charts.js';
 import { imageGrid, type RgbPixels, type Tile } from '../report/grids.js';
@@ -101,8 +102,25 @@ export function addTagTable(report: Report, probs: ArrayLike<number>, targets: A
   );
 }
 
-/** A Grad-CAM tile for an image: the model's input pixels with its heatmap, and the class it is for. */
-export type CamTile = (file: string, cls: number) => Promise<RgbPixels>;
+/** A Grad-CAM picture: the model's input pixels with the heatmap over them (or alone, when the map is too coarse to show). */
+export interface CamPicture {
+  pixels: RgbPixels;
+  /** The layer looked at ('body': the body's output). */
+  layer: string;
+  /** The map's size, height and width. */
+  grid: [number, number];
+  /** No layer's map was fine enough: no heatmap is drawn. */
+  coarse: boolean;
+}
+
+/** A Grad-CAM tile for an image and the class it is for. */
+export type CamTile = (file: string, cls: number) => Promise<CamPicture>;
+
+/** A short caption for a Grad-CAM picture of class `label`. */
+export function camCaption(cam: CamPicture, label: string): string {
+  const [h, w] = cam.grid;
+  return cam.coarse ? `Grad-CAM: ${h}×${w} map, too coarse to show` : `Grad-CAM ${h}×${w}: ${label}`;
+}
 
 /**
  * The confusion matrix and the three grids of validation images (most
@@ -125,7 +143,12 @@ export async function addInterpretation(report: Report, p: Predictions, files: s
     if (name === 'most-incorrect' && cam) {
       // Under each row of pictures, the same pictures with Grad-CAM of the (wrong) predicted class.
       const plain = tiles(picks, files, classes);
-      const heat = await Promise.all(picks.map(async (pk) => ({ image: await cam(files[pk.index]!, pk.predicted), caption: [`Grad-CAM: ${classes[pk.predicted]}`] })));
+      const heat = await Promise.all(
+        picks.map(async (pk) => {
+          const c = await cam(files[pk.index]!, pk.predicted);
+          return { image: c.pixels, caption: [camCaption(c, classes[pk.predicted]!)] };
+        }),
+      );
       const cols = Math.min(4, plain.length);
       const blank: Tile = { image: { data: new Uint8Array([255, 255, 255]), width: 1, height: 1 }, caption: [] };
       const pad = (row: Tile[]): Tile[] => [...row, ...new Array<Tile>(cols - row.length).fill(blank)];
@@ -135,7 +158,7 @@ export async function addInterpretation(report: Report, p: Predictions, files: s
         name,
         title,
         await imageGrid(rows, { cols, title }),
-        `${note} Under each row: where the model looked for the class it predicted (Grad-CAM of the last convolutional layer).`,
+        `${note} Under each row: where the model looked for the class it predicted (Grad-CAM of the last convolutional layer, or of an earlier one where the last is under ${MIN_CAM_SIDE}×${MIN_CAM_SIDE}; each map stretched to its own range).`,
       );
       continue;
     }
@@ -174,8 +197,8 @@ export function camTiles(learn: ConvLearner): CamTile | undefined {
         .contiguous(),
     );
     try {
-      const { maps, h, w } = learn.gradCam(x, [cls]);
-      return overlayHeatmap(pixels, { data: maps[0]!, w, h });
+      const { maps, h, w, layer, coarse } = learn.gradCam(x, [cls]);
+      return { pixels: coarse ? pixels : overlayHeatmap(pixels, { data: maps[0]!, w, h }), layer, grid: [h, w], coarse };
     } finally {
       x.dispose();
     }

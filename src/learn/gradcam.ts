@@ -1,14 +1,75 @@
 // Grad-CAM (Selvaraju et al., 2017): where in an image the network looked for a
 // class. The body's last feature maps are weighted by the mean gradient of the
 // class's score with respect to each map, summed and passed through a ReLU; the
-// result is a coarse heatmap (the body's output resolution) in [0, 1].
+// result is a coarse heatmap (the body's output resolution), stretched to [0, 1]
+// map by map. Where the body's last map is too coarse to show anything (2×2 for a
+// 64-pixel photo), the maps of the deepest earlier layer that is fine enough are used.
 import { nn, noGrad, tensor, tidy, type Tensor } from '../torch/index.js';
+import { KerasModel } from '../vision/keras/convert.js';
 
-/** A heatmap per image, `h`×`w` row-major in [0, 1] (the body's output grid). */
+/** Maps smaller than this on a side tint whole quarters of a photo: an earlier layer is looked at instead. */
+export const MIN_CAM_SIDE = 7;
+
+/** A heatmap per image, `h`×`w` row-major in [0, 1] (the grid of the layer looked at). */
 export interface CamMaps {
   maps: Float32Array[];
   h: number;
   w: number;
+  /** The layer whose maps these are: 'body' (its output, the usual one) or the name of an earlier layer of the body. */
+  layer: string;
+  /** No layer's maps reach MIN_CAM_SIDE: these are the body's, too coarse to show where the model looked. */
+  coarse: boolean;
+}
+
+/** A body cut in two: `suffix(prefix(x))` is `body(x)`. */
+interface Cut {
+  name: string;
+  prefix: nn.Module;
+  suffix: nn.Module;
+}
+
+/** The places a body can be cut in two, deepest first: between a Sequential's children, or after a Keras layer that the rest reads alone. */
+function cutsOf(body: nn.Module): Cut[] {
+  if (body instanceof KerasModel)
+    return body
+      .cutPoints()
+      .reverse()
+      .map((name) => ({ name, prefix: body.cut(name), suffix: body.suffixFrom(name) }));
+  if (!(body instanceof nn.Sequential)) return [];
+  const named = [...body.namedChildren()];
+  const cuts: Cut[] = [];
+  for (let k = named.length - 2; k >= 0; k--) cuts.push({ name: named[k]![0], prefix: nn.Sequential.named(named.slice(0, k + 1)), suffix: nn.Sequential.named(named.slice(k + 1)) });
+  return cuts;
+}
+
+/** The cut chosen for a body at an input size (null: the body's own output), found once. */
+const chosenCuts = new WeakMap<nn.Module, Map<string, Cut | null>>();
+
+const fineEnough = (t: Tensor): boolean => t.shape.length === 4 && Math.min(t.shape[2]!, t.shape[3]!) >= MIN_CAM_SIDE;
+
+/** The layer to look at for inputs like `x`, and its maps of `x` (no gradient). */
+function featuresFor(body: nn.Module, x: Tensor): { cut: Cut | null; features: Tensor } {
+  const key = x.shape.slice(2).join('x');
+  const known = chosenCuts.get(body) ?? chosenCuts.set(body, new Map()).get(body)!;
+  if (known.has(key)) {
+    const cut = known.get(key)!;
+    return { cut, features: noGrad(() => (cut ?? { prefix: body }).prefix.forward(x)) };
+  }
+  const whole = noGrad(() => body.forward(x));
+  let chosen: { cut: Cut | null; features: Tensor } = { cut: null, features: whole };
+  if (!fineEnough(whole)) {
+    for (const cut of cutsOf(body)) {
+      const f = noGrad(() => cut.prefix.forward(x));
+      if (fineEnough(f)) {
+        whole.dispose();
+        chosen = { cut, features: f };
+        break;
+      }
+      f.dispose();
+    }
+  }
+  known.set(key, chosen.cut);
+  return chosen;
 }
 
 /**
@@ -27,8 +88,11 @@ function scoreNet(pool: nn.Module, head: nn.Module): nn.Module {
 /**
  * Grad-CAM of images `x` (N×3×H×W, normalized) for one class per image, for a
  * network made of `body` (convolutional, ending in the last conv layer's
- * activations), `pool` and `head`. Runs in evaluation mode; no weight's gradient
- * is left behind.
+ * activations), `pool` and `head`. Each map is stretched to [0, 1] on its own. When
+ * the body's output is smaller than MIN_CAM_SIDE on a side, the deepest earlier
+ * layer of a Sequential or Keras body that is large enough is used (`layer` names
+ * it); if there is none, `coarse` says so. Runs in evaluation mode; no weight's
+ * gradient is left behind.
  */
 export function gradCam(parts: { body: nn.Module; pool: nn.Module; head: nn.Module }, x: Tensor, classes: number[]): CamMaps {
   const n = x.shape[0]!;
@@ -36,14 +100,15 @@ export function gradCam(parts: { body: nn.Module; pool: nn.Module; head: nn.Modu
   const wasTraining = [parts.body, parts.pool, parts.head].map((m) => m.training);
   for (const m of [parts.body, parts.pool, parts.head]) m.eval();
   // Only the feature maps need a gradient: the weights are left out of backward (and keep their .grad).
-  const params = [parts.pool, parts.head].flatMap((m) => m.parameters());
+  const params = [parts.body, parts.pool, parts.head].flatMap((m) => m.parameters());
   const required = params.map((p) => p.requiresGrad);
   for (const p of params) p.requiresGrad_(false);
-  const features = noGrad(() => parts.body.forward(x));
+  const { cut, features } = featuresFor(parts.body, x);
   const leaf = features.detach().requiresGrad_(true);
   features.dispose();
   try {
-    const scores = scoreNet(parts.pool, parts.head).forward(leaf);
+    const pool = cut ? new nn.Sequential(cut.suffix, parts.pool) : parts.pool;
+    const scores = scoreNet(pool, parts.head).forward(leaf);
     const picked = tidy(() =>
       scores
         .gather(
@@ -66,11 +131,14 @@ export function gradCam(parts: { body: nn.Module; pool: nn.Module; head: nn.Modu
     cam.dispose();
     const maps = Array.from({ length: n }, (_, i) => {
       const m = data.slice(i * h * w, (i + 1) * h * w);
+      // Stretched between its own least and greatest value: dividing by the maximum
+      // alone left maps whose every cell is large in one colour.
+      const min = m.reduce((a, b) => Math.min(a, b), Infinity);
       const max = m.reduce((a, b) => Math.max(a, b), 0);
-      if (max > 0) for (let k = 0; k < m.length; k++) m[k]! /= max;
+      for (let k = 0; k < m.length; k++) m[k] = max > min ? (m[k]! - min) / (max - min) : 0;
       return m;
     });
-    return { maps, h, w };
+    return { maps, h, w, layer: cut ? cut.name : 'body', coarse: !cut && Math.min(h, w) < MIN_CAM_SIDE };
   } finally {
     leaf.dispose();
     params.forEach((p, i) => p.requiresGrad_(required[i]));

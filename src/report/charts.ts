@@ -88,7 +88,14 @@ export function lossSpec(iterations: { iteration: number; loss: number }[], epoc
     return {
       x: { field: 'iteration', type: 'quantitative', title: 'iteration' },
       y: { field: 'loss', type: 'quantitative', title: 'loss' },
-      color: { field: 'kind', type: 'nominal', title: null, legend: { orient: 'top-right', labelLimit: 260 }, scale: { domain: ['training (smoothed, per iteration)', 'validation (per epoch)'] } },
+      // Below the plot with no label limit: inside it, the legend was cut ("training (smoothed, per iterati…").
+      color: {
+        field: 'kind',
+        type: 'nominal',
+        title: null,
+        legend: { orient: 'bottom', direction: 'horizontal', labelLimit: 0 },
+        scale: { domain: ['training (smoothed, per iteration)', 'validation (per epoch)'] },
+      },
     };
   }
 }

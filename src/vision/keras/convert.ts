@@ -325,6 +325,30 @@ export class KerasModel extends nn.Module {
     );
   }
 
+  /**
+   * The layers after which the rest of the network reads nothing earlier: cutting
+   * there, the network is `cut(layer)` followed by `suffixFrom(layer)`. In the model's order.
+   */
+  cutPoints(): string[] {
+    const index = new Map(this.nodes.map((n, i) => [n.name, i]));
+    // For each position, the earliest layer read by any layer after it.
+    const points: string[] = [];
+    let earliest = Infinity;
+    for (let i = this.nodes.length - 1; i >= 0; i--) {
+      const n = this.nodes[i]!;
+      if (earliest >= i && n.name !== this.outputName && n.className !== 'InputLayer' && i < this.nodes.length - 1) points.push(n.name);
+      for (const inp of n.inputs) earliest = Math.min(earliest, index.get(inp) ?? -1);
+    }
+    return points.reverse();
+  }
+
+  /** The rest of the network after `layer` (one of `cutPoints()`), taking that layer's output as its input. */
+  suffixFrom(layer: string): KerasModel {
+    if (!this.cutPoints().includes(layer)) throw new Error(`this Keras model cannot be cut after '${layer}': later layers read earlier ones`);
+    const i = this.nodes.findIndex((n) => n.name === layer);
+    return new KerasModel([{ name: layer, className: 'InputLayer', inputs: [], module: null }, ...this.nodes.slice(i + 1)], layer, this.outputName);
+  }
+
   /** Modules of the layers before `layer` and from `layer` on (for layer groups). */
   splitAt(layer: string): [nn.Module[], nn.Module[]] {
     const i = this.nodes.findIndex((n) => n.name === layer);
