@@ -25,6 +25,7 @@ export const LAYOUT_OPTIONS: Record<string, OptionSpec> = {
     help: 'with --csv: labels are space-separated tags (detected when the column is headed tags, or most rows list several that recur across labels); sigmoid outputs, binary cross entropy, F2',
   },
   'single-label': { type: 'boolean', help: "with --csv: each label is one class, spaces and all ('Maine Coon')" },
+  clean: { type: 'string', arg: 'FILE', help: "label-cleaning decisions (the studio's <out>/cleaning.csv): excluded photos left out, relabelled ones moved" },
 };
 
 export const MODEL_OPTIONS: Record<string, OptionSpec> = {
@@ -139,12 +140,14 @@ export async function loadData(path: string, args: ParsedArgs, arch: Arch, size:
   const testName = str(args, 'test');
   if (testName !== undefined && !existsSync(resolve(path, testName))) throw new UsageError(`--test: no folder ${testName} under ${path}`);
   const { csv, folder = 'train', suffix = '', header } = csvReadArgs(args);
-  if (csv === undefined) return ImageClassifierData.fromPaths(path, { tfms, bs, numWorkers, testName, seed, oversample, shard });
+  const clean = str(args, 'clean');
+  const cleaning = clean === undefined ? undefined : resolve(clean);
+  if (csv === undefined) return ImageClassifierData.fromPaths(path, { tfms, bs, numWorkers, testName, seed, oversample, shard, cleaning });
   if (!existsSync(resolve(path, csv))) throw new UsageError(`--csv: no file ${csv} under ${path}`);
   if (!existsSync(resolve(path, folder))) throw new UsageError(`--folder: no folder ${folder} under ${path}`);
   const valPct = num(args, 'val-pct', 0.2, rangeOf(LAYOUT_OPTIONS['val-pct']));
   const valIdxs = getCvIdxs(readLabelsCsv(path, csv, { folder, suffix, header }).rows.length, { valPct });
-  return ImageClassifierData.fromCsv(path, folder, csv, { tfms, bs, numWorkers, testName, valIdxs, suffix, header, seed, oversample, multiLabel, shard });
+  return ImageClassifierData.fromCsv(path, folder, csv, { tfms, bs, numWorkers, testName, valIdxs, suffix, header, seed, oversample, multiLabel, shard, cleaning });
 }
 
 /** The `--size` option. */

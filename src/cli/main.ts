@@ -14,6 +14,7 @@ import { interpretCommand, sizesCommand } from './inspect.js';
 import { predictCommand, submitCommand } from './predict.js';
 import { fitCommand, lrFindCommand } from './schedule-commands.js';
 import { trainCommand } from './train.js';
+import { studioCommand } from './studio.js';
 import { shown } from '../util/shown.js';
 
 /** Every subcommand, in the order help lists them. */
@@ -27,6 +28,7 @@ export const COMMANDS: CommandSpec[] = [
   sizesCommand,
   exportCommand,
   serveCommand,
+  studioCommand,
   doctorCommand,
   setupCommand,
   demoCommand,

@@ -11,6 +11,7 @@ import { writeFileAtomic } from '../util/files.js';
 import { shown } from '../util/shown.js';
 import type { ImageClassifierData } from '../vision/data.js';
 import { FilesDataset } from '../vision/dataset.js';
+import { cleaningKey } from '../vision/cleaning.js';
 import { Report } from '../report/html.js';
 import { BestWeightsKeeper } from './callbacks.js';
 import { disposeCheckpoint } from './checkpoint.js';
@@ -19,7 +20,7 @@ import { checkSameEverywhere } from './ddp.js';
 import { addAugmentationPreview, addDataSection, addInterpretation, addLrFinder, addTagTable, addTraining, camTiles } from './figures.js';
 import { TrainingDivergedError } from './guard.js';
 import type { BaseFitOptions } from './learner.js';
-import type { EpochRecord, FitState } from './loop.js';
+import type { Callback, EpochRecord, FitState } from './loop.js';
 import { LrFinderResult, type SuggestionRule } from './lr-finder.js';
 import { bestThreshold } from './metrics.js';
 import type { MixedPrecisionMode } from './mixed-precision.js';
@@ -80,6 +81,36 @@ export interface RecipeSettings {
   fingerprint: string;
   out: string;
   json?: string;
+  /** Told of the run's progress as it happens (the studio's live charts); does not change the result. */
+  observer?: RecipeObserver;
+}
+
+/** A training stage as the observer sees it. */
+export interface StageEvent {
+  /** 0-based, of `count` stages. */
+  index: number;
+  count: number;
+  name: string;
+  size: number;
+  /** Epochs the stage trains, and how many were done before (a resumed stage). */
+  epochs: number;
+  done: number;
+}
+
+/** What a recipe tells while it runs: each method is optional, and called on rank 0's process as things happen. */
+export interface RecipeObserver {
+  /** The learning-rate finder's curve, the rate suggested (null: none) and the one chosen. */
+  finder?(e: { lrs: number[]; losses: number[]; suggested: number | null; chosen: number; rule: string }): void;
+  /** What a resumed run had done: the loss per iteration and the epochs, by stage. */
+  restored?(e: { iterations: { iteration: number; loss: number; stage: string }[]; epochs: { stage: string; record: EpochRecord }[] }): void;
+  /** A stage starts or resumes. */
+  stage?(e: StageEvent): void;
+  /** A training mini-batch ended: the global iteration, the smoothed loss, the last group's rate, and where in the stage's epochs it is. */
+  batch?(e: { iteration: number; loss: number; lr: number; epoch: number; batch: number; batches: number }): void;
+  /** An epoch ended, with its figures. */
+  epoch?(e: { stage: string; record: EpochRecord; iteration: number }): void;
+  /** A step without mini-batches to count began: 'tta', 'report'. */
+  phase?(name: string): void;
 }
 
 /** The recipes `train` knows. */
@@ -124,8 +155,27 @@ export function completeRecipeSettings(o: RecipeOptions, data: Pick<ImageClassif
   // A setting given as undefined is not given: its default holds.
   const given = Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as RecipeOptions;
   const filled = { ...RECIPE_DEFAULTS, suggest: defaultSuggestion(recipe), ...given, recipe, sizes };
-  const { out: _out, json: _json, resume: _resume, device: _device, fingerprint: _fp, ...deciding } = filled;
+  const { out: _out, json: _json, resume: _resume, device: _device, fingerprint: _fp, observer: _observer, ...deciding } = filled;
   return { ...filled, fingerprint: o.fingerprint ?? JSON.stringify({ path: resolve(data.path), ...deciding }) };
+}
+
+/** The file beside the model holding the validation set's TTA probabilities (for the studio's results, and any tool). */
+export const VALIDATION_PREDICTIONS = 'validation.json';
+
+/** What `validation.json` holds: the classes, and for each validation photo its path under the data folder, its label and its probabilities. */
+export interface ValidationPredictions {
+  classes: string[];
+  files: string[];
+  y: number[];
+  /** Row-major, one row of `classes.length` per file, rounded to 6 decimals. */
+  probs: number[];
+}
+
+/** Writes `validation.json` into `out`. */
+async function writeValidationPredictions(out: string, data: ImageClassifierData, valDs: FilesDataset, probs: Float32Array, y: number[]): Promise<void> {
+  const v: ValidationPredictions = { classes: data.classes, files: predictedFiles(valDs).map((f) => cleaningKey(data.path, f)), y, probs: Array.from(probs, (p) => Math.round(p * 1e6) / 1e6) };
+  if (v.files.length !== y.length) return; // the photos predicted cannot be told apart from those skipped
+  await writeFileAtomic(join(out, VALIDATION_PREDICTIONS), `${JSON.stringify(v)}\n`);
 }
 
 /** A JSON-friendly summary of a training run (what `--json` writes). */
@@ -404,8 +454,11 @@ export async function trainRecipe(
     say(`${finder.lrs.length} iterations; suggested ${suggestion.lr.toExponential(2)} (${suggestion.rule}); using ${lr.toExponential(2)}`);
   }
   if (writer) await addLrFinder(report, finder, lr, rule);
+  const observer = writer ? settings.observer : undefined;
+  observer?.finder?.({ lrs: finder.lrs, losses: finder.losses, suggested: suggestion?.lr ?? null, chosen: lr, rule });
 
   const log = resume ? TrainingLog.from(resume.meta.log) : new TrainingLog();
+  if (resume) observer?.restored?.({ iterations: log.iterations, epochs: log.stages.flatMap((s) => s.history.map((record) => ({ stage: s.name, record }))) });
   // The weights with the lowest validation loss among SGDR's snapshot points and each stage's end.
   const keeper = new BestWeightsKeeper();
   if (resume?.meta.best && resume.states.has('best')) keeper.best = { ...resume.meta.best, state: resume.states.get('best')! };
@@ -433,6 +486,16 @@ export async function trainRecipe(
     const cb = fitResume?.fit ? log.continueLast(fitResume.fit.iteration) : log.begin({ name: st.name, size: st.size, lrs: st.lrs, nCycle: st.nCycle, cycleLen: st.cycleLen, cycleMult: st.cycleMult });
     const epochs = stageEpochs(st);
     keeper.stage = st.name;
+    observer?.stage?.({ index: i, count: stages.length, name: st.name, size: st.size, epochs, done: fitResume?.fit?.epoch ?? 0 });
+    const watch: Callback = {
+      afterBatch: (loop) => {
+        const at = log.iterations.at(-1);
+        if (at) observer?.batch?.({ iteration: at.iteration, loss: at.loss, lr: at.lr, epoch: loop.epoch, batch: loop.iteration - loop.epoch * loop.itersPerEpoch, batches: loop.itersPerEpoch });
+      },
+      afterEpoch: (loop) => {
+        if (loop.record) observer?.epoch?.({ stage: st.name, record: loop.record, iteration: log.iterations.at(-1)?.iteration ?? 0 });
+      },
+    };
     const onCheckpoint = async (fs: FitState): Promise<void> => {
       const chosen = keeper.best;
       const meta: RecipeMeta = {
@@ -453,7 +516,9 @@ export async function trainRecipe(
     };
     if (fitResume) learn.data.trnDl.epoch = fitResume.meta.imageLoaderEpoch;
     try {
-      const error = await session.guarded(() => runStage(learn, st, { cbs: settings.keepBest ? [cb, keeper] : [cb], onCheckpoint, resume: fitResume?.fit ?? undefined }));
+      const error = await session.guarded(() =>
+        runStage(learn, st, { cbs: [cb, ...(settings.keepBest ? [keeper] : []), ...(observer ? [watch] : [])], onCheckpoint, resume: fitResume?.fit ?? undefined }),
+      );
       if (error) {
         diverged = { stage: st.name, error };
         say(`\n${error.message}`);
@@ -483,6 +548,7 @@ export async function trainRecipe(
   if (writer) await addTraining(report, log);
 
   say(`\n# test-time augmentation (${settings.ttaAug} augmented copies + the original)`);
+  observer?.phase?.('tta');
   const tta = await learn.TTA({ nAug: settings.ttaAug });
   const multi = learn.multiLabel;
   const ttaScore: TrainSummary['tta'] & object = { ...(multi ? scoreTags(tta.probs, tta.y) : scoreProbs(tta.probs, tta.y)), nAug: settings.ttaAug };
@@ -502,6 +568,8 @@ export async function trainRecipe(
   } else if (valDs instanceof FilesDataset) {
     const files = predictedFiles(valDs);
     const probs = tta.probs.dataSync() as Float32Array;
+    observer?.phase?.('report');
+    await writeValidationPredictions(out, data, valDs, probs, tta.y.toArray());
     ({ confusion } = await addInterpretation(report, { probs, c: data.c, y: tta.y.toArray() }, files, data.classes, { cam: camTiles(learn) }));
   }
   tta.probs.dispose();

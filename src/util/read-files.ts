@@ -41,12 +41,13 @@ export async function readRegularFile(path: string): Promise<Buffer> {
   }
 }
 
-/** The bytes of a regular file, synchronously; see readRegularFile. */
-export function readRegularFileSync(path: string): Buffer {
+/** The bytes of a regular file, synchronously; see readRegularFile. A file larger than `maxBytes` is refused. */
+export function readRegularFileSync(path: string, maxBytes = Infinity): Buffer {
   const fd = openSync(path, FLAGS);
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw new NotAFileError(notAFileReason(path, st));
+    if (st.size > maxBytes) throw new InputError(`${path} is ${st.size} bytes, more than the ${maxBytes} allowed`);
     return readFileSync(fd);
   } finally {
     closeSync(fd);

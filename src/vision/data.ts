@@ -18,6 +18,7 @@ import type { Transforms } from './transforms.js';
 import { shown } from '../util/shown.js';
 import { readRegularFile } from '../util/read-files.js';
 import { bmpSize, isBmp } from './bmp.js';
+import { applyCleaning, currentDecisions, readCleaning, type CleaningDecision } from './cleaning.js';
 
 /** Options shared by the constructors. */
 export interface DataOptions {
@@ -48,6 +49,12 @@ export interface DataOptions {
    * 'cuda:0', copied from pinned memory without blocking. A learner sets it to its own.
    */
   device?: string;
+  /**
+   * Label-cleaning decisions to apply to the training and validation sets (a
+   * cleaning file's path, or its decisions): excluded photos are left out, relabelled
+   * ones moved to their class. The data folder is not touched.
+   */
+  cleaning?: string | readonly CleaningDecision[];
 }
 
 /**
@@ -178,6 +185,12 @@ export class ImageClassifierData {
   }
 
   private static build(root: string, trn: FilesDataset, val: FilesDataset | null, test: FilesDataset | null, classes: string[], opts: DataOptions): ImageClassifierData {
+    if (opts.cleaning !== undefined) {
+      const where = typeof opts.cleaning === 'string' ? opts.cleaning : 'cleaning';
+      const now = currentDecisions(typeof opts.cleaning === 'string' ? readCleaning(opts.cleaning) : opts.cleaning);
+      trn = applyCleaning(root, trn, now, where);
+      if (val) val = applyCleaning(root, val, now, where);
+    }
     if (!opts.tfms) throw new DataError('image data needs transforms: pass tfms (from tfmsFromModel(arch, size))');
     if (trn.length === 0) throw new DataError(`no training images found under ${root}`);
     if (classes.length < 2) throw new DataError(`${root}: only one class ('${classes[0]}'); a classifier needs at least two`);
@@ -218,22 +231,7 @@ export class ImageClassifierData {
    */
   async imageSizes(ds: Dataset | null = this.trnDs, warn: Warn = (m) => console.warn(m)): Promise<{ file: string; width: number; height: number }[]> {
     if (!(ds instanceof FilesDataset)) throw new Error('imageSizes needs an image dataset');
-    const sizes = await mapLimit(ds.files, 16, async (file, i) => {
-      if (ds.bad.has(i)) return null;
-      try {
-        const bytes = await readRegularFile(file);
-        if (isBmp(bytes)) return { file, ...bmpSize(bytes) };
-        const m = await sharp(bytes).metadata();
-        if (!m.width || !m.height) throw new Error('no image size in its header');
-        const swap = (m.orientation ?? 1) >= 5;
-        return { file, width: swap ? m.height : m.width, height: swap ? m.width : m.height };
-      } catch (e) {
-        ds.bad.add(i);
-        warn(`warning: skipping unreadable image ${shown(file)}: ${shown((e as Error).message)}`);
-        return null;
-      }
-    });
-    return sizes.filter((s): s is { file: string; width: number; height: number } => s !== null);
+    return readImageSizes(ds, (file, reason) => warn(`warning: skipping unreadable image ${shown(file)}: ${shown(reason)}`));
   }
 
   /** Where caches for this data go (under FASTVISION_HOME, keyed by the data folder; see `cacheDirFor`). */
@@ -290,6 +288,30 @@ export class ImageClassifierData {
     bar.stop();
     return new ImageClassifierData(this.path, trn!, val, test, this.classes, this.tfms, this.options);
   }
+}
+
+/**
+ * Width and height of a dataset's images from their headers (EXIF rotation applied).
+ * An image whose header cannot be read is left out, marked bad (loaders then skip
+ * it), and reported to `unreadable` with the reason.
+ */
+export async function readImageSizes(ds: FilesDataset, unreadable: (file: string, reason: string) => void): Promise<{ file: string; width: number; height: number }[]> {
+  const sizes = await mapLimit(ds.files, 16, async (file, i) => {
+    if (ds.bad.has(i)) return null;
+    try {
+      const bytes = await readRegularFile(file);
+      if (isBmp(bytes)) return { file, ...bmpSize(bytes) };
+      const m = await sharp(bytes).metadata();
+      if (!m.width || !m.height) throw new Error('no image size in its header');
+      const swap = (m.orientation ?? 1) >= 5;
+      return { file, width: swap ? m.height : m.width, height: swap ? m.width : m.height };
+    } catch (e) {
+      ds.bad.add(i);
+      unreadable(file, (e as Error).message);
+      return null;
+    }
+  });
+  return sizes.filter((s): s is { file: string; width: number; height: number } => s !== null);
 }
 
 /**

@@ -7,6 +7,7 @@ export * from './models/nsfwjs.js';
 export * from './augment.js';
 export * from './transforms.js';
 export * from './dataset.js';
+export * from './cleaning.js';
 export * from './loader.js';
 export * from './data.js';
 export * from './jpeg.js';
