@@ -169,5 +169,6 @@ test('a Keras body cut at any of its cut points gives the same output as a whole
   }
   assert.throws(() => body.suffixFrom('block_2_project_BN'), /cannot be cut after/);
   const cams = gradCam({ body, pool: model.getModule('pool')!, head: model.getModule('head')! }, randn([1, 3, 32, 32]), [1]);
-  assert.ok(cams.layer !== 'body' && cams.h >= 7 && !cams.coarse, `${cams.layer}: ${cams.h}×${cams.w}`);
+  // The deepest 8×8 map, block_3_expand_relu, not block_3_pad after it (9×9: a border of padding that the photo does not have).
+  assert.deepEqual([cams.layer, cams.h, cams.w, cams.coarse], ['block_3_expand_relu', 8, 8, false]);
 });

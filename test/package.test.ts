@@ -25,6 +25,8 @@ test('the tarball holds the compiled library, the addon sources and the libtorch
     'dist/src/index.d.ts',
     'dist/src/cli/bin.js',
     'dist/src/deploy/web-app/app.js',
+    'dist/src/studio/app/studio.js',
+    'dist/src/studio/train-child.js',
   ]) {
     assert.ok(files.includes(must), `${must} is in the tarball`);
   }

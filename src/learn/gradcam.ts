@@ -6,6 +6,7 @@
 // 64-pixel photo), the maps of the deepest earlier layer that is fine enough are used.
 import { nn, noGrad, tensor, tidy, type Tensor } from '../torch/index.js';
 import { KerasModel } from '../vision/keras/convert.js';
+import { Permute } from '../vision/models/blocks.js';
 
 /** Maps smaller than this on a side tint whole quarters of a photo: an earlier layer is looked at instead. */
 export const MIN_CAM_SIDE = 7;
@@ -28,17 +29,24 @@ interface Cut {
   suffix: nn.Module;
 }
 
-/** The places a body can be cut in two, deepest first: between a Sequential's children, or after a Keras layer that the rest reads alone. */
+/** The places a body can be cut in two, deepest first: between a Sequential's children (after any that changes the layout), or after a Keras layer that the rest reads alone. */
 function cutsOf(body: nn.Module): Cut[] {
-  if (body instanceof KerasModel)
+  if (body instanceof KerasModel) {
+    // A padding layer's map has a border of zeros that is not in the photo: the heatmap would be shifted by it.
+    const pads = new Set(body.graph().flatMap((n) => (n.className === 'ZeroPadding2D' ? [n.name] : [])));
     return body
       .cutPoints()
+      .filter((name) => !pads.has(name))
       .reverse()
       .map((name) => ({ name, prefix: body.cut(name), suffix: body.suffixFrom(name) }));
+  }
   if (!(body instanceof nn.Sequential)) return [];
   const named = [...body.namedChildren()];
+  // Before a Permute child the maps are channels-last (Swin's stages): not maps to cut at.
+  const layoutChange = named.reduce((last, [, m], i) => (m instanceof Permute ? i : last), -1);
   const cuts: Cut[] = [];
-  for (let k = named.length - 2; k >= 0; k--) cuts.push({ name: named[k]![0], prefix: nn.Sequential.named(named.slice(0, k + 1)), suffix: nn.Sequential.named(named.slice(k + 1)) });
+  for (let k = named.length - 2; k >= Math.max(0, layoutChange); k--)
+    cuts.push({ name: named[k]![0], prefix: nn.Sequential.named(named.slice(0, k + 1)), suffix: nn.Sequential.named(named.slice(k + 1)) });
   return cuts;
 }
 

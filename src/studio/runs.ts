@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { checkpointFile } from '../learn/session.js';
+import { InputError } from '../util/errors.js';
 import type { StudioDataSpec } from './data-view.js';
 import type { StudioRunSettings } from './run-settings.js';
 import type { ChildJob, ChildMessage } from './train-child.js';
@@ -131,4 +132,4 @@ export class StudioRuns {
 }
 
 /** A run cannot start now (one is going, or there is nothing to resume): the server answers 409. */
-export class RunBusyError extends Error {}
+export class RunBusyError extends InputError {}
