@@ -108,6 +108,7 @@ export function studioHtml(): string {
     <label>head epochs (fine-tune)<input id="freeze-epochs" type="number" min="0" max="1000" step="1"></label>
     <label>epochs, unfrozen<input id="epochs" type="number" min="1" max="1000" step="1"></label>
     <label>batch size<input id="bs" type="number" min="1" max="4096" step="1"></label>
+    <label>learning rate<input id="lr" type="text" inputmode="decimal" placeholder="the finder's suggestion"></label>
     <label>device<select id="device"><option>auto</option><option>cpu</option><option>cuda</option></select></label>
     <label style="flex-direction: row; align-items: center; gap: 6px; margin-top: 18px"><input id="use-clean" type="checkbox" checked> use the cleaned labels</label>
   </form>

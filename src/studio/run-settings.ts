@@ -15,6 +15,8 @@ export interface StudioRunSettings {
   /** fine-tune: epochs of the head on precomputed activations. */
   freezeEpochs: number;
   bs: number;
+  /** The learning rate; null: the finder's suggestion. */
+  lr: number | null;
   device: 'auto' | 'cpu' | 'cuda';
   /** Continue from the output folder's checkpoint. */
   resume: boolean;
@@ -23,7 +25,18 @@ export interface StudioRunSettings {
 }
 
 /** The settings the Train screen starts with. */
-export const STUDIO_RUN_DEFAULTS: StudioRunSettings = { arch: 'mobilenet_v2_nsfwjs', recipe: 'fine-tune', size: 224, epochs: 4, freezeEpochs: 8, bs: 32, device: 'auto', resume: false, clean: true };
+export const STUDIO_RUN_DEFAULTS: StudioRunSettings = {
+  arch: 'mobilenet_v2_nsfwjs',
+  recipe: 'fine-tune',
+  size: 224,
+  epochs: 4,
+  freezeEpochs: 8,
+  bs: 32,
+  lr: null,
+  device: 'auto',
+  resume: false,
+  clean: true,
+};
 
 const DEVICES = ['auto', 'cpu', 'cuda'] as const;
 
@@ -38,6 +51,13 @@ function integer(v: unknown, name: string, min: number, max: number): number {
 function oneOf<T extends string>(v: unknown, name: string, choices: readonly T[]): T {
   if (typeof v !== 'string' || !(choices as readonly string[]).includes(v)) throw new SettingsError(`${name} must be one of ${choices.join(', ')}, got ${JSON.stringify(v)?.slice(0, 80)}`);
   return v as T;
+}
+
+function rate(v: unknown): number | null {
+  if (v === null) return null;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 1e-8 || v > 10)
+    throw new SettingsError(`lr must be null (the finder's suggestion) or a number from 1e-8 to 10, got ${JSON.stringify(v)?.slice(0, 80)}`);
+  return v;
 }
 
 /** Settings from a request body: the defaults where a field is absent, an error naming any field that is wrong or unknown. */
@@ -59,6 +79,7 @@ export function parseRunSettings(body: unknown): StudioRunSettings {
     epochs: integer(get('epochs'), 'epochs', 1, 1000),
     freezeEpochs: integer(get('freezeEpochs'), 'freezeEpochs', 0, 1000),
     bs: integer(get('bs'), 'bs', 1, 4096),
+    lr: rate(get('lr')),
     device: oneOf(get('device'), 'device', DEVICES),
     resume: bool('resume'),
     clean: bool('clean'),

@@ -94,6 +94,7 @@ async function run(job: ChildJob): Promise<void> {
         out: job.out,
         recipe: s.recipe,
         epochs: s.epochs,
+        lr: s.lr ?? undefined,
         freezeEpochs: s.freezeEpochs,
         unfreezeCycles: Math.min(s.epochs, 12),
         sizes: [s.size],

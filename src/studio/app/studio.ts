@@ -222,6 +222,7 @@ function showSettings(s: Record<string, unknown>): void {
     if (typeof v === 'string' || typeof v === 'number') $<HTMLInputElement>(id).value = String(v);
   }
   if (typeof s.clean === 'boolean') $<HTMLInputElement>('use-clean').checked = s.clean;
+  $<HTMLInputElement>('lr').value = typeof s.lr === 'number' ? String(s.lr) : '';
 }
 
 // ---- charts (SVG, drawn here) ---------------------------------------------------------------
@@ -459,15 +460,31 @@ function settings(resume: boolean): Record<string, unknown> {
     epochs: n('epochs'),
     freezeEpochs: n('freeze-epochs'),
     bs: n('bs'),
+    lr: rateOf($<HTMLInputElement>('lr').value),
     device: $<HTMLSelectElement>('device').value,
     clean: $<HTMLInputElement>('use-clean').checked,
     resume,
   };
 }
 
+/** The learning-rate field: empty is the finder's suggestion. */
+function rateOf(text: string): number | null {
+  if (text.trim() === '') return null;
+  const v = Number(text);
+  if (!Number.isFinite(v)) throw new Error(`learning rate: '${text}' is not a number (leave it empty for the finder's suggestion)`);
+  return v;
+}
+
 function startRun(resume: boolean): void {
   clearError();
-  post('/api/run', settings(resume))
+  let body: Record<string, unknown>;
+  try {
+    body = settings(resume);
+  } catch (e) {
+    showError(e);
+    return;
+  }
+  post('/api/run', body)
     .then(() => poll())
     .catch(showError);
 }
