@@ -3,7 +3,6 @@
 // activations, augmentation, unfreezing with differential rates and cycleMult 2,
 // optional progressive resizing, TTA — then the model, report, JSON and submission.
 import { deviceArg, mixedPrecisionArg, TRAINING_DEVICE_OPTIONS } from './device-args.js';
-import { createHash } from 'node:crypto';
 import { basename, join, resolve } from 'node:path';
 import { SUGGESTION_RULES } from '../learn/lr-finder.js';
 import { defaultSuggestion, RECIPE_DEFAULTS, RECIPES, trainRecipe, type Recipe, type RecipeOptions, type RecipeSettings } from '../learn/recipe.js';
@@ -12,7 +11,7 @@ import { DIST_OPTION_NAMES, DIST_OPTIONS, distRole, joinGroup, launchRanks, leav
 import { choice, flag, num, numList, rangeOf, str, UsageError, type CommandSpec, type OptionSpec, type ParsedArgs } from './args.js';
 import { archArg, dataPath, LAYOUT_OPTIONS, loadData, MODEL_OPTIONS, sizeArg } from './data-args.js';
 import { claimFile } from '../util/outputs.js';
-import { readRegularFileSync } from '../util/read-files.js';
+import { fileDigest } from '../util/read-files.js';
 
 const count = (min: number, max: number): OptionSpec['value'] => ({ kind: 'number', min, max, integer: true });
 const rate: OptionSpec['value'] = { kind: 'number', min: 1e-8, max: 10 };
@@ -82,19 +81,8 @@ export function runFingerprint(args: ParsedArgs, path: string): string {
     .sort(([a], [b]) => a.localeCompare(b));
   // The cleaning file changes between runs while its name stays: its content decides.
   const clean = args.values.clean;
-  const cleaning = typeof clean === 'string' ? digestOf(clean) : null;
+  const cleaning = typeof clean === 'string' ? fileDigest(clean) : null;
   return JSON.stringify({ path: resolve(path), values, ...(cleaning ? { cleaning } : {}) });
-}
-
-/** A file's SHA-256, or null when it is not a readable regular file (loading the data then says why). */
-function digestOf(file: string): string | null {
-  try {
-    return createHash('sha256')
-      .update(readRegularFileSync(file, 64 * 2 ** 20))
-      .digest('hex');
-  } catch {
-    return null;
-  }
 }
 
 /** The options only one recipe reads: given with the other, they would be silently ignored. */

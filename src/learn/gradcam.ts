@@ -30,24 +30,19 @@ interface Cut {
 }
 
 /** The places a body can be cut in two, deepest first: between a Sequential's children (after any that changes the layout), or after a Keras layer that the rest reads alone. */
-function cutsOf(body: nn.Module): Cut[] {
+function* cutsOf(body: nn.Module): Generator<Cut> {
+  // Each cut is built only when the one before it was not fine enough.
   if (body instanceof KerasModel) {
     // A padding layer's map has a border of zeros that is not in the photo: the heatmap would be shifted by it.
     const pads = new Set(body.graph().flatMap((n) => (n.className === 'ZeroPadding2D' ? [n.name] : [])));
-    return body
-      .cutPoints()
-      .filter((name) => !pads.has(name))
-      .reverse()
-      .map((name) => ({ name, prefix: body.cut(name), suffix: body.suffixFrom(name) }));
+    for (const name of body.cutPoints().reverse()) if (!pads.has(name)) yield { name, prefix: body.cut(name), suffix: body.suffixFrom(name) };
+    return;
   }
-  if (!(body instanceof nn.Sequential)) return [];
+  if (!(body instanceof nn.Sequential)) return;
   const named = [...body.namedChildren()];
   // Before a Permute child the maps are channels-last (Swin's stages): not maps to cut at.
   const layoutChange = named.reduce((last, [, m], i) => (m instanceof Permute ? i : last), -1);
-  const cuts: Cut[] = [];
-  for (let k = named.length - 2; k >= Math.max(0, layoutChange); k--)
-    cuts.push({ name: named[k]![0], prefix: nn.Sequential.named(named.slice(0, k + 1)), suffix: nn.Sequential.named(named.slice(k + 1)) });
-  return cuts;
+  for (let k = named.length - 2; k >= Math.max(0, layoutChange); k--) yield { name: named[k]![0], prefix: nn.Sequential.named(named.slice(0, k + 1)), suffix: nn.Sequential.named(named.slice(k + 1)) };
 }
 
 /** The cut chosen for a body at an input size (null: the body's own output), found once. */

@@ -47,6 +47,11 @@ export interface DataView {
   datasets: { trn: FilesDataset; val: FilesDataset | null };
 }
 
+/** The CSV rows held out for validation: the same split for the Data screen and the runs. */
+export function csvValIdxs(spec: StudioDataSpec & { csv: string }): number[] {
+  return getCvIdxs(csvRowCount(resolve(spec.path), spec.csv, { folder: spec.folder ?? 'train', suffix: spec.suffix ?? '' }), { valPct: spec.valPct ?? 0.2 });
+}
+
 /** Reads the data folder as `spec` says (multi-label data is refused: the studio cleans single labels). */
 export async function readDataView(spec: StudioDataSpec): Promise<DataView> {
   const root = resolve(spec.path);
@@ -55,9 +60,7 @@ export async function readDataView(spec: StudioDataSpec): Promise<DataView> {
   let scanned: { trn: FilesDataset; val: FilesDataset | null; classes: string[] };
   if (spec.csv === undefined) scanned = scanFolders(root, 'train', 'valid', warn);
   else {
-    const folder = spec.folder ?? 'train';
-    const valIdxs = getCvIdxs(csvRowCount(root, spec.csv, { folder, suffix: spec.suffix ?? '' }), { valPct: spec.valPct ?? 0.2 });
-    scanned = scanCsv(root, folder, spec.csv, { valIdxs, suffix: spec.suffix ?? '', multiLabel: false });
+    scanned = scanCsv(root, spec.folder ?? 'train', spec.csv, { valIdxs: csvValIdxs({ ...spec, csv: spec.csv }), suffix: spec.suffix ?? '', multiLabel: false });
   }
   const { trn, val, classes } = scanned;
   const sizes: DataView['sizes'] = [];

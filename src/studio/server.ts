@@ -239,8 +239,7 @@ export async function startStudio(options: StudioOptions): Promise<RunningStudio
   app.get('/api/results', async (_req, reply) => {
     const r = readResults(out);
     if (r === null) return reply.code(404).send({ error: 'no results yet: train a model first' });
-    const now = cleaning.current();
-    return { ...r, decisions: Object.fromEntries([...now].filter(([f]) => r.photos.some((p) => p.file === f)).map(([f, d]) => [f, d])) };
+    return r;
   });
 
   app.get('/api/cleaning', async () => ({ file: cleaning.file, decisions: cleaning.decisions, current: Object.fromEntries(cleaning.current()) }));

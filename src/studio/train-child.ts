@@ -2,19 +2,16 @@
 // stays responsive and a crash of the run cannot take the server down. It receives
 // the data and settings over IPC, runs the library's recipe in a training session
 // (the output folder's lock, checkpoints, resume), and sends the recipe's progress back.
-import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { readRegularFileSync } from '../util/read-files.js';
+import { fileDigest } from '../util/read-files.js';
 import { join, resolve } from 'node:path';
 import { trainRecipe, type RecipeObserver } from '../learn/recipe.js';
 import { inSession } from '../learn/session.js';
 import { resolveDevice } from '../torch/device.js';
 import { cleanUpOnSignals, isExiting } from '../util/cleanup.js';
 import { ImageClassifierData } from '../vision/data.js';
-import { getCvIdxs, csvRowCount } from '../vision/dataset.js';
 import { archOf } from '../vision/models/archs.js';
 import { tfmsFromModel, transformsSideOn } from '../vision/transforms.js';
-import type { StudioDataSpec } from './data-view.js';
+import { csvValIdxs, type StudioDataSpec } from './data-view.js';
 import type { StudioRunSettings } from './run-settings.js';
 
 /** What the server sends the child to start a run. */
@@ -52,20 +49,13 @@ function loadData(job: ChildJob, size: number): Promise<ImageClassifierData> {
   const common = { tfms, bs: job.settings.bs, seed: 0, cleaning: job.clean ?? undefined };
   const d = job.data;
   if (d.csv === undefined) return ImageClassifierData.fromPaths(d.path, common);
-  const folder = d.folder ?? 'train';
-  const valIdxs = getCvIdxs(csvRowCount(d.path, d.csv, { folder, suffix: d.suffix ?? '' }), { valPct: d.valPct ?? 0.2 });
-  return ImageClassifierData.fromCsv(d.path, folder, d.csv, { ...common, valIdxs, suffix: d.suffix ?? '', multiLabel: false });
+  return ImageClassifierData.fromCsv(d.path, d.folder ?? 'train', d.csv, { ...common, valIdxs: csvValIdxs({ ...d, csv: d.csv }), suffix: d.suffix ?? '', multiLabel: false });
 }
 
 /** What decides the run's result, for resuming: the data, the settings that matter and the cleaning file's content. */
 function fingerprint(job: ChildJob): string {
   const { resume: _r, device: _d, ...deciding } = job.settings;
-  const cleaning =
-    job.clean && existsSync(job.clean)
-      ? createHash('sha256')
-          .update(readRegularFileSync(job.clean, 64 * 2 ** 20))
-          .digest('hex')
-      : null;
+  const cleaning = job.clean ? fileDigest(job.clean) : null;
   return JSON.stringify({ studio: 1, data: { ...job.data, path: resolve(job.data.path) }, deciding, cleaning });
 }
 

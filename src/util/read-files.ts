@@ -4,6 +4,7 @@
 // itself never blocks (O_NONBLOCK), and the check is made on the opened file.
 import { closeSync, constants, fstatSync, openSync, readFileSync, type Stats } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { InputError } from './errors.js';
 
 /** Thrown for a path that is not a regular file (a folder, a pipe, a device, a socket); names the path. */
@@ -38,6 +39,15 @@ export async function readRegularFile(path: string): Promise<Buffer> {
     return await handle.readFile();
   } finally {
     await handle.close();
+  }
+}
+
+/** A regular file's SHA-256 (hex), or null when it is not a readable regular file of at most `maxBytes`. */
+export function fileDigest(path: string, maxBytes = 64 * 2 ** 20): string | null {
+  try {
+    return createHash('sha256').update(readRegularFileSync(path, maxBytes)).digest('hex');
+  } catch {
+    return null;
   }
 }
 
