@@ -15,6 +15,7 @@ import { predictCommand, submitCommand } from './predict.js';
 import { fitCommand, lrFindCommand } from './schedule-commands.js';
 import { trainCommand } from './train.js';
 import { studioCommand } from './studio.js';
+import { verifyCommand } from './verify.js';
 import { shown } from '../util/shown.js';
 
 /** Every subcommand, in the order help lists them. */
@@ -26,6 +27,7 @@ export const COMMANDS: CommandSpec[] = [
   submitCommand,
   interpretCommand,
   sizesCommand,
+  verifyCommand,
   exportCommand,
   serveCommand,
   studioCommand,

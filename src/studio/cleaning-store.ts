@@ -45,6 +45,16 @@ export class CleaningStore {
     return this.save();
   }
 
+  /** Excludes each photo not already excluded, in one write; returns how many decisions were added. */
+  async excludeAll(files: readonly string[]): Promise<number> {
+    const now = this.current();
+    const added = [...new Set(files)].filter((f) => now.get(f)?.action !== 'exclude');
+    if (added.length === 0) return 0;
+    for (const file of added) this.log.push({ file, action: 'exclude', label: null });
+    await this.save();
+    return added.length;
+  }
+
   /** Takes back the last decision and writes the file; null when there was none. */
   async undo(): Promise<CleaningDecision | null> {
     const last = this.log.pop() ?? null;

@@ -93,6 +93,11 @@ export function studioHtml(): string {
     <div><table id="sizes"><thead><tr><th>shorter side (px)</th><th class="num">photos</th><th></th></tr></thead><tbody></tbody></table></div>
   </div>
   <div id="skipped-box" hidden><h2>Skipped</h2><p class="note">These files are not used for training:</p><ul id="skipped"></ul></div>
+  <h2>Check every photo</h2>
+  <p class="note">The counts above read each photo's header only. This decodes every photo as training will, to find files cut short or that only look like images (fastai's verify_images).</p>
+  <div class="buttons"><button type="button" class="action" id="verify">Check every photo</button><span class="note" id="verify-state"></span></div>
+  <ul id="unreadable"></ul>
+  <div class="buttons"><button type="button" class="action" id="exclude-unreadable" hidden>Exclude these photos</button></div>
   <h2>Photos</h2>
   <p class="note">Pick a class to see its photos. Under each photo: keep it, give it another label, or exclude it. Decisions go to the Cleaning tab and are used by the next run.</p>
   <div class="classes" id="class-picker"></div>

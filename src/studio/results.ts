@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { VALIDATION_PREDICTIONS, type ValidationPredictions } from '../learn/recipe.js';
 import { confusionMatrix, mostConfidentCorrect, mostIncorrect, mostUncertain, predictedClasses, type Predictions } from '../report/interpret.js';
+import { InputError } from '../util/errors.js';
 import { readRegularFileSync } from '../util/read-files.js';
 
 /** A validation photo in a group: its key, actual and predicted class, and the probability of the prediction. */
@@ -34,7 +35,13 @@ const MAX_BYTES = 256 * 2 ** 20;
 export function readResults(out: string, k = 12): StudioResults | null {
   const file = join(out, VALIDATION_PREDICTIONS);
   if (!existsSync(file)) return null;
-  const v = JSON.parse(readRegularFileSync(file, MAX_BYTES).toString('utf8')) as ValidationPredictions;
+  let v: ValidationPredictions;
+  try {
+    v = JSON.parse(readRegularFileSync(file, MAX_BYTES).toString('utf8')) as ValidationPredictions;
+  } catch (e) {
+    throw new InputError(`${file} cannot be read: ${(e as Error).message}`);
+  }
+  if (typeof v !== 'object' || v === null) throw new InputError(`${file} is not a validation.json that fastvision wrote`);
   const c = Array.isArray(v.classes) ? v.classes.length : 0;
   const n = Array.isArray(v.files) ? v.files.length : -1;
   const ok =
@@ -48,7 +55,7 @@ export function readResults(out: string, k = 12): StudioResults | null {
     Array.isArray(v.probs) &&
     v.probs.length === n * c &&
     v.probs.every((p) => typeof p === 'number' && Number.isFinite(p));
-  if (!ok) throw new Error(`${file} is not a validation.json that fastvision wrote`);
+  if (!ok) throw new InputError(`${file} is not a validation.json that fastvision wrote`);
   const p: Predictions = { probs: Float32Array.from(v.probs), c, y: v.y };
   const pred = predictedClasses(p);
   const photo = (i: number): ResultPhoto => ({ file: v.files[i]!, actual: v.y[i]!, predicted: pred[i]!, probability: v.probs[i * c + pred[i]!]! });

@@ -40,6 +40,8 @@ export interface RunStatus {
 const MAX_EVENTS = 20_000;
 /** A progress bar's line when the output is not a terminal. */
 const PROGRESS_LINE = /: \d+\/\d+ \(\d+%, [\d.]+ s\)$/;
+/** How long a run asked to stop has before it is killed. */
+const STOP_GRACE_MS = 30_000;
 /** Lines of the child's output kept. */
 const MAX_LINES = 400;
 
@@ -71,7 +73,9 @@ export class StudioRuns {
     this.error = null;
     this.settings = settings;
     this.state = 'running';
-    const child = fork(join(here, 'train-child.js'), [], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], serialization: 'json' });
+    // Not the server's --inspect flags: the child would find the inspector's port taken.
+    const execArgv = process.execArgv.filter((a) => !/^--inspect/.test(a));
+    const child = fork(join(here, 'train-child.js'), [], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], serialization: 'json', execArgv });
     this.child = child;
     const job: ChildJob = { data: this.data, settings, out: this.out, clean: settings.clean && existsSync(this.cleaningFile) ? this.cleaningFile : null };
     child.send(job);
@@ -98,17 +102,37 @@ export class StudioRuns {
         resolve();
       });
       child.on('error', (e) => {
-        this.error = `could not start the training process: ${e.message}`;
+        // Not started at all: no 'exit' follows, so the run ends here.
+        if (child.pid === undefined && this.child === child) {
+          this.child = null;
+          this.state = 'failed';
+          this.error = `could not start the training process: ${e.message}`;
+          resolve();
+        }
       });
     });
   }
 
-  /** Asks the run to stop (as Ctrl-C does: the last epoch's checkpoint stays); resolves once it has ended. */
-  async stop(): Promise<void> {
-    if (this.child === null) return;
-    this.state = 'stopping';
-    this.child.kill('SIGINT');
-    await this.exited;
+  /**
+   * Asks the run to stop (as Ctrl-C does: the last epoch's checkpoint stays); resolves once it
+   * has ended. A run that has not ended `graceMs` later (stuck in a native call), or that is
+   * asked a second time, is killed: checkpoints are written atomically, so the last one stays.
+   */
+  async stop(graceMs = STOP_GRACE_MS): Promise<void> {
+    const child = this.child;
+    if (child === null) return;
+    if (this.state === 'stopping') {
+      child.kill('SIGKILL');
+    } else {
+      this.state = 'stopping';
+      child.kill('SIGINT');
+    }
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    try {
+      await this.exited;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** The run's state and its events from sequence number `since` on. */

@@ -5,7 +5,7 @@
 // come only from the data and output folders, and errors are JSON.
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { realpathSync, statSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
@@ -19,8 +19,9 @@ import type { ConvLearner } from '../learn/conv-learner.js';
 import { camCaption, camTiles, type CamPicture } from '../learn/figures.js';
 import { loadLearner } from '../learn/load-learner.js';
 import { readSavedModel } from '../learn/saved-model.js';
-import { ensureDir, writeFileAtomic } from '../util/files.js';
-import { withOutput } from '../util/outputs.js';
+import { InputError } from '../util/errors.js';
+import { writeFileAtomic } from '../util/files.js';
+import { claimOutput, withOutput } from '../util/outputs.js';
 import { applyCleaning, cleanedLabelsCsv } from '../vision/cleaning.js';
 import { maxImagePixels } from '../vision/image-limits.js';
 import { isImageFile } from '../vision/dataset.js';
@@ -30,7 +31,8 @@ import { studioAppJs, studioHtml } from './page.js';
 import { readResults } from './results.js';
 import { parseRunSettings, SettingsError, STUDIO_RUN_DEFAULTS } from './run-settings.js';
 import { RunBusyError, StudioRuns } from './runs.js';
-import { ARCHS } from '../vision/models/archs.js';
+import { StudioVerification } from './verification.js';
+import { ARCHS, weightsHere } from '../vision/models/archs.js';
 import { RECIPES } from '../learn/recipe.js';
 
 /** Options of the studio. */
@@ -58,6 +60,9 @@ export interface RunningStudio {
   /** Stops a run in progress (keeping its checkpoint), then the server. */
   close(): Promise<void>;
 }
+
+/** The output folder's lock that a studio holds while it runs (its training runs hold the folder's usual one). */
+export const STUDIO_LOCK = { what: 'fastvision studio', name: '.fastvision-studio.lock' } as const;
 
 /** Largest upload to "try a photo". */
 const MAX_UPLOAD = 20 * 2 ** 20;
@@ -107,10 +112,20 @@ export async function startStudio(options: StudioOptions): Promise<RunningStudio
   const data: StudioDataSpec = { ...options.data, path: resolve(options.data.path) };
   const token = options.token ?? randomBytes(24).toString('hex');
   const guard = new RequestGuard({ host, allowedHosts: options.allowedHosts });
-  ensureDir(out);
-  const view: DataView = await readDataView(data);
-  const cleaning = CleaningStore.open(out);
+  // Two studios on one output folder would each keep their own log of decisions and
+  // write it over the other's; the second is refused.
+  const studioLock = claimOutput(out, '--out', STUDIO_LOCK);
+  let view: DataView;
+  let cleaning: CleaningStore;
+  try {
+    view = await readDataView(data);
+    cleaning = CleaningStore.open(out);
+  } catch (e) {
+    studioLock.release();
+    throw e;
+  }
   const runs = new StudioRuns(data, out, cleaning.file);
+  const verification = new StudioVerification(view);
   const tokenBytes = Buffer.from(token);
   // Per port, so that two studios on one machine keep their own.
   let cookieName = `fastvision_studio_${port}`;
@@ -121,7 +136,8 @@ export async function startStudio(options: StudioOptions): Promise<RunningStudio
   };
 
   // The model the Results and Try screens use: the output folder's, reloaded when a run replaces it.
-  let model: { mtimeMs: number; learn: ConvLearner } | null = null;
+  // Requests that arrive while it loads share the one load.
+  let model: { mtimeMs: number; learn: Promise<ConvLearner> } | null = null;
   const learner = async (): Promise<ConvLearner> => {
     const pth = join(out, 'model.pth');
     let mtimeMs: number;
@@ -131,7 +147,12 @@ export async function startStudio(options: StudioOptions): Promise<RunningStudio
       throw new RequestError(409, 'no model yet: train one first');
     }
     if (model?.mtimeMs !== mtimeMs) {
-      model = { mtimeMs, learn: await loadLearner(pth, { device: 'cpu' }) };
+      const loading = { mtimeMs, learn: loadLearner(pth, { device: 'cpu' }) };
+      model = loading;
+      // A model that cannot be loaded is tried again by the next request.
+      loading.learn.catch(() => {
+        if (model === loading) model = null;
+      });
     }
     return model.learn;
   };
@@ -175,6 +196,8 @@ export async function startStudio(options: StudioOptions): Promise<RunningStudio
       sizes: sizeHistogram(view.sizes),
       skipped: view.skipped,
       archs: Object.keys(ARCHS),
+      // Offered first: the rest need a download on their first run, which fails offline.
+      archsHere: Object.keys(ARCHS).filter((a) => weightsHere(a)),
       recipes: RECIPES,
       defaults: STUDIO_RUN_DEFAULTS,
     };
@@ -200,10 +223,19 @@ export async function startStudio(options: StudioOptions): Promise<RunningStudio
     if (real === null) return reply.code(404).send({ error: 'no such image in the data or output folder' });
     const w = Math.min(1024, Math.max(16, Math.floor(Number(req.query.w ?? 0)) || 0));
     if (!req.query.w) {
-      const bytes = await readFile(real);
-      const format = imageFormat(bytes);
-      if (format === null) throw new RequestError(415, 'not an image');
-      return reply.type(`image/${format}`).header('cache-control', 'private, max-age=60').send(bytes);
+      // Streamed from the file: a photo of any size costs the server no more memory than a small one.
+      const fh = await open(real, 'r');
+      try {
+        const head = Buffer.alloc(32);
+        const { bytesRead } = await fh.read(head, 0, head.length, 0);
+        const format = imageFormat(head.subarray(0, bytesRead));
+        if (format === null) throw new RequestError(415, 'not an image');
+        const stream = fh.createReadStream({ start: 0, autoClose: true });
+        return reply.type(`image/${format}`).header('cache-control', 'private, max-age=60').send(stream);
+      } catch (e) {
+        await fh.close();
+        throw e;
+      }
     }
     try {
       const thumb = await sharp(real, { failOn: 'error', limitInputPixels: maxImagePixels() }).rotate().resize(w, w, { fit: 'inside', withoutEnlargement: true }).jpeg({ quality: 85 }).toBuffer();
@@ -223,6 +255,18 @@ export async function startStudio(options: StudioOptions): Promise<RunningStudio
     const cam = camTiles(learn);
     if (!cam) throw new RequestError(409, 'this model has no Grad-CAM (multi-label)');
     return camJson(await cam(real, cls), learn.data.classes[cls]!);
+  });
+
+  app.get('/api/verify', async () => verification.status());
+  app.post('/api/verify', async (_req, reply) => {
+    if (!verification.start()) throw new RequestError(409, 'a check of the photos is going on');
+    return reply.code(202).send(verification.status());
+  });
+  app.post('/api/verify/exclude', async () => {
+    const s = verification.status();
+    if (s.state !== 'done') throw new RequestError(409, 'check the photos first');
+    const added = await cleaning.excludeAll(s.unreadable.map((u) => u.file).filter((f) => view.byKey.has(f)));
+    return { added, current: Object.fromEntries(cleaning.current()), count: cleaning.decisions.length };
   });
 
   app.get('/api/run', async (req: FastifyRequest<{ Querystring: { since?: string } }>) => runs.status(Math.max(0, Number(req.query.since ?? 0) || 0)));
@@ -319,11 +363,18 @@ export async function startStudio(options: StudioOptions): Promise<RunningStudio
     if (err instanceof RequestError) return reply.code(err.status).send({ error: err.message });
     if (err instanceof SettingsError) return reply.code(400).send({ error: err.message });
     if (err instanceof RunBusyError) return reply.code(409).send({ error: err.message });
+    // A file of the output folder the studio cannot use (a broken validation.json or model): the request was fine.
+    if (err instanceof InputError) return reply.code(422).send({ error: err.message });
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply.code(413).send({ error: `the request body is larger than ${MAX_UPLOAD} bytes` });
     if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) return reply.code(err.statusCode).send({ error: err.message });
     return reply.code(500).send({ error: err.message });
   });
-  await app.listen({ host, port });
+  try {
+    await app.listen({ host, port });
+  } catch (e) {
+    studioLock.release();
+    throw e;
+  }
   const address = app.server.address();
   const actual = typeof address === 'object' && address !== null ? address.port : port;
   cookieName = `fastvision_studio_${actual}`;
@@ -333,8 +384,13 @@ export async function startStudio(options: StudioOptions): Promise<RunningStudio
     token,
     runs,
     close: async () => {
-      await runs.stop();
-      await app.close();
+      try {
+        verification.stop();
+        await runs.stop();
+        await app.close();
+      } finally {
+        studioLock.release();
+      }
     },
   };
 }

@@ -37,7 +37,7 @@ export type ChildMessage =
 
 function send(m: ChildMessage): Promise<void> {
   return new Promise((done) => {
-    if (!process.send) return done();
+    if (!process.send || !process.connected) return done();
     process.send(m, undefined, {}, () => done());
   });
 }
@@ -102,6 +102,11 @@ async function run(job: ChildJob): Promise<void> {
 }
 
 cleanUpOnSignals((line) => void send({ kind: 'say', line }));
+// The studio is gone (killed, or its terminal closed): stop as its Stop button would, keeping
+// the last checkpoint, rather than train on unseen and hold the output folder's lock.
+process.once('disconnect', () => process.kill(process.pid, 'SIGINT'));
+// Its output pipes close with it: a line written then must not crash the run before it has stopped.
+for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
 process.once('message', (job: ChildJob) => {
   run(job).then(
     () => process.exit(0),

@@ -186,10 +186,11 @@ export interface OutputLock {
  * created exclusively, holding this process's id. A second run into the same
  * folder is refused while the first is alive; a lock left by a dead process is
  * taken over. This also proves the folder writable before any work starts.
+ * `name` gives another lock of the same folder (the studio's, which its runs do not share).
  */
-export function lockOutput(dir: string, what = 'fastvision'): OutputLock {
+export function lockOutput(dir: string, what = 'fastvision run', name = '.fastvision.lock'): OutputLock {
   ensureDir(dir);
-  const file = join(resolve(dir), '.fastvision.lock');
+  const file = join(resolve(dir), name);
   for (let attempt = 0; attempt < 2; attempt++) {
     let fd: number;
     try {
@@ -204,7 +205,7 @@ export function lockOutput(dir: string, what = 'fastvision'): OutputLock {
         // unreadable: treat as stale
       }
       if (Number.isInteger(pid) && pid !== process.pid && alive(pid)) {
-        throw new Error(`${resolve(dir)} is in use by another ${what} run (pid ${pid}); wait for it to finish or choose another --out (or delete ${file} if no such run is going on)`);
+        throw new Error(`${resolve(dir)} is in use by another ${what} (pid ${pid}); wait for it to finish or choose another --out (or delete ${file} if no such process is running)`);
       }
       try {
         unlinkSync(file);

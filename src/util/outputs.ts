@@ -5,10 +5,14 @@
 import { checkWritable, lockOutput, type OutputLock } from './files.js';
 import { InputError } from './errors.js';
 
-/** Creates and locks an output folder; a problem is an InputError naming the option. */
-export function claimOutput(dir: string, option = '--out'): OutputLock {
+/**
+ * Creates and locks an output folder; a problem is an InputError naming the option.
+ * `lock` picks another of the folder's locks than a run's (the studio's: what it holds and
+ * what its runs hold are different, so that one studio runs one run at a time).
+ */
+export function claimOutput(dir: string, option = '--out', lock?: { what: string; name: string }): OutputLock {
   try {
-    return lockOutput(dir);
+    return lock ? lockOutput(dir, lock.what, lock.name) : lockOutput(dir);
   } catch (e) {
     throw new InputError(`${option} ${dir}: ${(e as Error).message.replace(/^cannot (create folder|write to) \S+: /, '')}`);
   }

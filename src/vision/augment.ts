@@ -164,6 +164,19 @@ async function decode(file: string | Buffer, target: number, maxPixels: number, 
 }
 
 /**
+ * Decodes an image as training reads it (shrunk towards `side` where the format allows,
+ * which still reads every byte of it): throws a BadImageError naming the file and the
+ * reason when it cannot be read whole (a truncated JPEG, a broken PNG, a bomb).
+ */
+export async function checkImage(file: string, side = 64, maxPixels = maxImagePixels()): Promise<void> {
+  try {
+    await decode(file, side, maxPixels, false);
+  } catch (e) {
+    throw new BadImageError(file, (e as Error).message);
+  }
+}
+
+/**
  * The fully decoded pixels of an image, turned upright (EXIF orientation), RGB: what
  * the validation transform starts from, and what the exported graph with preprocessing
  * takes as its input. Throws a BadImageError naming the file.

@@ -4,6 +4,8 @@
 // written: a decision names a photo by its path relative to the data folder.
 import { parse } from 'csv-parse/sync';
 import { relative, sep } from 'node:path';
+import { existsSync } from 'node:fs';
+import { writeFileAtomic } from '../util/files.js';
 import { readRegularFileSync } from '../util/read-files.js';
 import { shown } from '../util/shown.js';
 import { DataError, FilesDataset } from './dataset.js';
@@ -78,6 +80,19 @@ function csvField(v: string): string {
 /** Decisions as a cleaning file's text. */
 export function serializeCleaning(decisions: readonly CleaningDecision[]): string {
   return [CLEANING_HEADER, ...decisions.map((d) => [d.file, d.action, d.label ?? ''].map(csvField).join(','))].join('\n') + '\n';
+}
+
+/**
+ * Adds an exclusion for each photo (keys as `cleaningKey` gives them) to the cleaning file
+ * at `path`, creating it if there is none; photos already excluded are left as they are.
+ * The file is replaced whole or not at all. Returns how many decisions were added.
+ */
+export async function addExclusions(path: string, keys: readonly string[]): Promise<number> {
+  const log = existsSync(path) ? readCleaning(path).map(({ file, action, label }) => ({ file, action, label })) : [];
+  const now = currentDecisions(log);
+  const added = [...new Set(keys)].filter((k) => now.get(k)?.action !== 'exclude').map((file): CleaningDecision => ({ file, action: 'exclude', label: null }));
+  if (added.length > 0) await writeFileAtomic(path, serializeCleaning([...log, ...added]));
+  return added.length;
 }
 
 /** The decision in force for each photo: the last one made about it. */

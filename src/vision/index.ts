@@ -5,6 +5,7 @@ export * from './zoo.js';
 export * from './keras/index.js';
 export * from './models/nsfwjs.js';
 export * from './augment.js';
+export * from './verify.js';
 export * from './transforms.js';
 export * from './dataset.js';
 export * from './cleaning.js';

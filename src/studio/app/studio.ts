@@ -23,6 +23,8 @@ interface DataInfo {
   sizes: { from: number; to: number | null; n: number }[];
   skipped: { file: string | null; reason: string }[];
   archs: string[];
+  /** The architectures whose weights are here (the others are downloaded on their first run). */
+  archsHere: string[];
   recipes: string[];
   defaults: Record<string, string | number | boolean>;
 }
@@ -201,7 +203,15 @@ async function loadData(): Promise<void> {
     s.replaceChildren(...values.map((v) => el('option', { value: v }, v)));
     s.value = chosen;
   };
-  fill('arch', data.archs, String(data.defaults.arch));
+  const arch = $<HTMLSelectElement>('arch');
+  const here = new Set(data.archsHere);
+  const option = (v: string): HTMLElement => el('option', { value: v }, v);
+  const groups: [string, string[]][] = [
+    ['weights here', data.archs.filter((a) => here.has(a))],
+    ['weights downloaded on the first run (needs the internet)', data.archs.filter((a) => !here.has(a))],
+  ];
+  arch.replaceChildren(...groups.filter(([, names]) => names.length > 0).map(([label, names]) => el('optgroup', { label }, ...names.map(option))));
+  arch.value = String(data.defaults.arch);
   fill('recipe', data.recipes, String(data.defaults.recipe));
   showSettings(data.defaults);
   if (data.classes[0] !== undefined) await showClass(data.classes[0]);
@@ -349,11 +359,13 @@ function renderRun(status: RunStatus): void {
   const running = status.state === 'running' || status.state === 'stopping';
   $<HTMLButtonElement>('start').disabled = running;
   $<HTMLButtonElement>('stop').disabled = !running;
+  // A second press ends the run at once (the server kills it; the last checkpoint stays).
+  $('stop').textContent = status.state === 'stopping' ? 'Stop now' : 'Stop';
   $<HTMLButtonElement>('resume').disabled = running || !status.checkpoint;
   const words: Record<string, string> = {
     idle: 'no run yet',
     running: 'training…',
-    stopping: 'stopping after the current step…',
+    stopping: 'stopping after the current step… (Stop now ends it at once; the last checkpoint stays)',
     done: 'finished: see Results',
     stopped: 'stopped; the last epoch is saved in the checkpoint: Resume continues from it',
     failed: `failed: ${status.error ?? ''}`,
@@ -599,6 +611,43 @@ async function loadDecisions(): Promise<void> {
   renderDecisions();
 }
 
+// ---- checking every photo --------------------------------------------------------------------
+
+interface VerifyStatus {
+  state: 'idle' | 'running' | 'done';
+  done: number;
+  total: number;
+  unreadable: { file: string; reason: string }[];
+}
+
+/** Shows a check's progress, then what it found, with the button that excludes it. */
+function renderVerify(v: VerifyStatus): void {
+  const n = v.unreadable.length;
+  $('verify-state').textContent =
+    v.state === 'idle' ? '' : v.state === 'running' ? `checked ${v.done} of ${v.total}…` : n === 0 ? `all ${v.total} photos read` : `${n} of ${v.total} photos cannot be read:`;
+  document.body.dataset.verify = v.state;
+  $<HTMLButtonElement>('verify').disabled = v.state === 'running';
+  $('unreadable').replaceChildren(...v.unreadable.map((u) => el('li', { 'data-file': u.file }, `${u.file}: ${u.reason}`)));
+  const open = v.unreadable.filter((u) => decisions.get(u.file)?.action !== 'exclude').length;
+  $('exclude-unreadable').hidden = v.state !== 'done' || open === 0;
+  $('exclude-unreadable').textContent = `Exclude ${open === 1 ? 'this photo' : `these ${open} photos`}`;
+}
+
+async function checkPhotos(): Promise<void> {
+  clearError();
+  await followCheck(await post<VerifyStatus>('/api/verify', {}));
+}
+
+/** Shows a check until it is done. */
+async function followCheck(v: VerifyStatus): Promise<void> {
+  while (v.state === 'running') {
+    renderVerify(v);
+    await new Promise((r) => setTimeout(r, 300));
+    v = await api<VerifyStatus>('/api/verify');
+  }
+  renderVerify(v);
+}
+
 // ---- try and export -------------------------------------------------------------------------
 
 async function tryPhoto(file: File): Promise<void> {
@@ -654,6 +703,17 @@ async function start(): Promise<void> {
       .catch(showError);
   });
   $('more-photos').addEventListener('click', () => void showClass(shownClass, true).catch(showError));
+  $('verify').addEventListener('click', () => void checkPhotos().catch(showError));
+  $('exclude-unreadable').addEventListener('click', () => {
+    post<{ current: Record<string, Decision>; count: number }>('/api/verify/exclude', {})
+      .then(async (r) => {
+        decisions = new Map(Object.entries(r.current));
+        undoCount = r.count;
+        repaintTiles();
+        renderVerify(await api<VerifyStatus>('/api/verify'));
+      })
+      .catch(showError);
+  });
   $('undo').addEventListener('click', () => {
     post<{ current: Record<string, Decision>; count: number }>('/api/cleaning/undo', {})
       .then((r) => {
@@ -694,6 +754,8 @@ async function start(): Promise<void> {
   $('export-onnx').addEventListener('click', () => void exportModel('onnx').catch(showError));
   $('export-web').addEventListener('click', () => void exportModel('web').catch(showError));
   await loadDecisions();
+  // A check made before a reload is shown again; one still going on is followed.
+  void followCheck(await api<VerifyStatus>('/api/verify')).catch(showError);
   await loadData();
   // A reload shows the last run's settings, so that "train again" repeats it.
   const last = await api<{ settings: Record<string, unknown> | null }>('/api/run?since=' + Number.MAX_SAFE_INTEGER);

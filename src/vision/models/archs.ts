@@ -2,7 +2,9 @@
 // its normalization statistics, where the body ends, how many features the body
 // gives, where to split it into layer groups, and which published weights fit it.
 import { loadStateDictFile, nn } from '../../torch/index.js';
-import { resolveWeights, type FetchOptions } from '../zoo.js';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { resolveWeights, weightsDir, ZOO, type FetchOptions } from '../zoo.js';
 import { densenet121, renameLegacyDenseNetKeys } from './densenet.js';
 import { inception_v3, type Inception3 } from './inception.js';
 import { mobilenet_v2 } from './mobilenet.js';
@@ -332,6 +334,17 @@ export function archOf(a: ArchLike): Arch {
     throw new Error(`unknown architecture ${typeof a === 'string' ? `'${a}'` : a.name || 'function'}; known: ${Object.keys(ARCHS).join(', ')}`);
   }
   return found;
+}
+
+/**
+ * Whether an architecture's published weights can be had without a download: it is built
+ * from a local source (the offline backbones), or its zoo file is already in the cache.
+ */
+export function weightsHere(a: ArchLike, dir = weightsDir()): boolean {
+  const arch = archOf(a);
+  if (arch.loadPretrained) return true;
+  const entry = arch.weights !== undefined && Object.hasOwn(ZOO, arch.weights) ? ZOO[arch.weights] : undefined;
+  return entry !== undefined && existsSync(join(dir, entry.fileName));
 }
 
 /**
