@@ -4,7 +4,7 @@
 // listens on 127.0.0.1, every request carries a random token (403 without it), images
 // come only from the data and output folders, and errors are JSON.
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { realpathSync, statSync } from 'node:fs';
+import { constants, realpathSync, statSync } from 'node:fs';
 import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
@@ -224,8 +224,10 @@ export async function startStudio(options: StudioOptions): Promise<RunningStudio
     const w = Math.min(1024, Math.max(16, Math.floor(Number(req.query.w ?? 0)) || 0));
     if (!req.query.w) {
       // Streamed from the file: a photo of any size costs the server no more memory than a small one.
-      const fh = await open(real, 'r');
+      // O_NONBLOCK: were it swapped for a named pipe since it was checked, the open must not wait for a writer.
+      const fh = await open(real, constants.O_RDONLY | constants.O_NONBLOCK);
       try {
+        if (!(await fh.stat()).isFile()) throw new RequestError(404, 'no such image in the data or output folder');
         const head = Buffer.alloc(32);
         const { bytesRead } = await fh.read(head, 0, head.length, 0);
         const format = imageFormat(head.subarray(0, bytesRead));
