@@ -101,7 +101,7 @@ test('a second studio on the same output folder is refused, naming it; a studio 
     pid = s.pid ?? 0;
     return s.pid !== null && s.checkpoint;
   });
-  assert.ok(existsSync(join(out, '.fastvision.lock')), 'the run holds the output folder');
+  assert.equal(readFileSync(join(out, '.fastvision.lock'), 'utf8').trim(), String(pid), 'the training child holds the output folder');
   first.proc.kill('SIGKILL');
   await until('the training child to stop', () => !alive(pid), 60_000);
   assert.ok(!existsSync(join(out, '.fastvision.lock')), 'the child released the output folder as it stopped');

@@ -4,7 +4,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../util/files.js';
-import { currentDecisions, readCleaning, serializeCleaning, type CleaningAction, type CleaningDecision } from '../vision/cleaning.js';
+import { currentDecisions, exclusionsToAdd, readCleaning, serializeCleaning, type CleaningAction, type CleaningDecision } from '../vision/cleaning.js';
 
 /** The name of the cleaning file in the output folder. */
 export const CLEANING_FILE = 'cleaning.csv';
@@ -47,10 +47,9 @@ export class CleaningStore {
 
   /** Excludes each photo not already excluded, in one write; returns how many decisions were added. */
   async excludeAll(files: readonly string[]): Promise<number> {
-    const now = this.current();
-    const added = [...new Set(files)].filter((f) => now.get(f)?.action !== 'exclude');
+    const added = exclusionsToAdd(this.log, files);
     if (added.length === 0) return 0;
-    for (const file of added) this.log.push({ file, action: 'exclude', label: null });
+    this.log.push(...added);
     await this.save();
     return added.length;
   }

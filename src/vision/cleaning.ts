@@ -88,11 +88,16 @@ export function serializeCleaning(decisions: readonly CleaningDecision[]): strin
  * The file is replaced whole or not at all. Returns how many decisions were added.
  */
 export async function addExclusions(path: string, keys: readonly string[]): Promise<number> {
-  const log = existsSync(path) ? readCleaning(path).map(({ file, action, label }) => ({ file, action, label })) : [];
-  const now = currentDecisions(log);
-  const added = [...new Set(keys)].filter((k) => now.get(k)?.action !== 'exclude').map((file): CleaningDecision => ({ file, action: 'exclude', label: null }));
+  const log = existsSync(path) ? readCleaning(path) : [];
+  const added = exclusionsToAdd(log, keys);
   if (added.length > 0) await writeFileAtomic(path, serializeCleaning([...log, ...added]));
   return added.length;
+}
+
+/** The exclusions that `keys` add to a log of decisions: one per photo not already excluded. */
+export function exclusionsToAdd(log: readonly CleaningDecision[], keys: readonly string[]): CleaningDecision[] {
+  const now = currentDecisions(log);
+  return [...new Set(keys)].filter((k) => now.get(k)?.action !== 'exclude').map((file) => ({ file, action: 'exclude', label: null }));
 }
 
 /** The decision in force for each photo: the last one made about it. */

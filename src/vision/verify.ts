@@ -1,7 +1,7 @@
 // fastai's verify_images: every photo decoded whole before training, so that a file
 // cut short by a download, or one that only looks like an image, is found and named
 // at once rather than skipped with a warning in the middle of an epoch.
-import { checkImage } from './augment.js';
+import { BadImageError, checkImage } from './augment.js';
 
 /** A photo that cannot be read, and why. */
 export interface UnreadableImage {
@@ -31,8 +31,7 @@ export async function verifyImages(files: readonly string[], { onProgress, signa
     try {
       await checkImage(file, 64, maxPixels);
     } catch (e) {
-      const reason = (e as { reason?: unknown }).reason;
-      bad.push({ file, reason: typeof reason === 'string' ? reason : (e as Error).message });
+      bad.push({ file, reason: e instanceof BadImageError ? e.reason : (e as Error).message });
     }
     onProgress?.(i + 1, files.length);
     await new Promise((r) => setImmediate(r));

@@ -6,6 +6,7 @@
 
 import type { ResultPhoto, StudioResults as Results } from '../results.js';
 import type { ChildMessage } from '../train-child.js';
+import type { VerifyStatus } from '../verification.js';
 
 interface ClassCount {
   label: string;
@@ -612,13 +613,6 @@ async function loadDecisions(): Promise<void> {
 }
 
 // ---- checking every photo --------------------------------------------------------------------
-
-interface VerifyStatus {
-  state: 'idle' | 'running' | 'done';
-  done: number;
-  total: number;
-  unreadable: { file: string; reason: string }[];
-}
 
 /** Shows a check's progress, then what it found, with the button that excludes it. */
 function renderVerify(v: VerifyStatus): void {
