@@ -8,6 +8,7 @@ import { callTensorOp } from '../ops.js';
 import { dtypeCode, dtypeSize, type DType } from '../dtype.js';
 import { native } from '../native.js';
 import { Tensor } from '../tensor.js';
+import { tidy } from '../scope.js';
 import { writeFileAtomic } from '../../util/files.js';
 import { InputError } from '../../util/errors.js';
 
@@ -172,11 +173,12 @@ export function serializeSafetensors(tensors: Map<string, Tensor>, metadata: Rec
     if (name === '__metadata__') throw new SafetensorsError("a tensor cannot be named '__metadata__'");
     const dtype = NAMES.get(t.dtype);
     if (dtype === undefined) throw new SafetensorsError(`tensor '${name}': safetensors has no dtype for ${t.dtype}`);
-    const c = t.detach().toDevice('cpu').contiguous();
-    const flat = c.reshape(-1);
-    const u8 = new Tensor(callTensorOp('aten::view.dtype', [flat.handle, dtypeCode('uint8')]));
-    const bytes = t.numel === 0 ? new Uint8Array(0) : (native.toTypedArray(u8.handle) as Uint8Array);
-    for (const x of [c, flat, u8]) x.dispose();
+    // tidy frees each step's handle: on CUDA, the CPU copy would otherwise live until a GC.
+    const bytes = tidy(() => {
+      const flat = t.detach().toDevice('cpu').contiguous().reshape(-1);
+      const u8 = new Tensor(callTensorOp('aten::view.dtype', [flat.handle, dtypeCode('uint8')]));
+      return t.numel === 0 ? new Uint8Array(0) : (native.toTypedArray(u8.handle) as Uint8Array);
+    });
     header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + bytes.length] };
     parts.push(bytes);
     offset += bytes.length;
