@@ -3,14 +3,22 @@
 // and the install from the tarball are the consumer test's: scripts/consumer-test.mjs.)
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { dirname, join, normalize } from 'node:path';
 import { test } from 'node:test';
 import { repoRoot } from './helpers.js';
 
-test('the tarball holds the compiled library, the addon sources and the libtorch finder, and nothing of the test bench', () => {
+/** The tarball's file list, as `npm pack` would make it. */
+function packedFiles(): { files: string[]; entryCount: number; unpackedSize: number } {
   const r = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: repoRoot, encoding: 'utf8', timeout: 120_000 });
   assert.equal(r.status, 0, r.stderr);
   const [entry] = JSON.parse(r.stdout) as { files: { path: string }[]; entryCount: number; unpackedSize: number }[];
-  const files = entry!.files.map((f) => f.path);
+  return { files: entry!.files.map((f) => f.path), entryCount: entry.entryCount, unpackedSize: entry.unpackedSize };
+}
+
+test('the tarball holds the compiled library, the addon sources and the libtorch finder, and nothing of the test bench', () => {
+  const entry = packedFiles();
+  const files = entry.files;
   for (const must of [
     'package.json',
     'README.md',
@@ -40,6 +48,22 @@ test('the tarball holds the compiled library, the addon sources and the libtorch
       (f.startsWith('scripts/') && !['scripts/find-libtorch.mjs', 'scripts/install.mjs'].includes(f)),
   );
   assert.deepEqual(stray, [], 'no tests, fixtures, benches, maps or development scripts');
-  assert.ok(entry!.unpackedSize < 5 * 2 ** 20, `unpacked ${(entry!.unpackedSize / 2 ** 20).toFixed(1)} MiB`);
-  console.log(`${entry!.entryCount} files, ${(entry!.unpackedSize / 2 ** 20).toFixed(2)} MiB unpacked`);
+  assert.ok(entry.unpackedSize < 5 * 2 ** 20, `unpacked ${(entry.unpackedSize / 2 ** 20).toFixed(1)} MiB`);
+  console.log(`${entry.entryCount} files, ${(entry.unpackedSize / 2 ** 20).toFixed(2)} MiB unpacked`);
+});
+
+test('every relative link and picture of the packed README and docs is in the tarball, so they read whole from node_modules', () => {
+  const { files } = packedFiles();
+  const pages = files.filter((f) => f === 'README.md' || /^docs\/[^/]+\.md$/.test(f));
+  assert.ok(pages.length > 5, `the README and the docs are packed (${pages.join(', ')})`);
+  const broken: string[] = [];
+  for (const page of pages) {
+    const text = readFileSync(join(repoRoot, page), 'utf8');
+    for (const [, target] of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+      if (/^[a-z][a-z0-9+.-]*:/i.test(target!) || target!.startsWith('#')) continue;
+      const path = normalize(join(dirname(page), target!.split('#')[0]!));
+      if (!files.includes(path)) broken.push(`${page}: ${target}`);
+    }
+  }
+  assert.deepEqual(broken, [], 'links to files that npm pack leaves out');
 });
