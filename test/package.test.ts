@@ -13,7 +13,8 @@ function packedFiles(): { files: string[]; entryCount: number; unpackedSize: num
   const r = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: repoRoot, encoding: 'utf8', timeout: 120_000 });
   assert.equal(r.status, 0, r.stderr);
   const [entry] = JSON.parse(r.stdout) as { files: { path: string }[]; entryCount: number; unpackedSize: number }[];
-  return { files: entry!.files.map((f) => f.path), entryCount: entry.entryCount, unpackedSize: entry.unpackedSize };
+  assert.ok(entry, 'npm pack describes one tarball');
+  return { files: entry.files.map((f) => f.path), entryCount: entry.entryCount, unpackedSize: entry.unpackedSize };
 }
 
 test('the tarball holds the compiled library, the addon sources and the libtorch finder, and nothing of the test bench', () => {
