@@ -13,6 +13,7 @@
 #include <ATen/core/stack.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/detail/CUDAHooksInterface.h>
+#include <c10/core/CPUAllocator.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/variable.h>
@@ -44,6 +45,8 @@ std::atomic<int64_t> gLiveHandles{0};
 
 // Whether tensor sizes are reported to V8 (FASTVISION_REPORT_MEMORY=0 turns it off).
 bool gReportMemory = true;
+// Whether libtorch's CPU allocations are zero-filled (see ZeroFillCpuAllocations).
+bool gCpuZeroFill = false;
 
 std::vector<c10::OperatorHandle> gOps;
 
@@ -820,6 +823,7 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   out.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
   out.Set("config", Napi::String::New(env, at::show_config()));
   out.Set("parallel", Napi::String::New(env, at::get_parallel_info()));
+  out.Set("cpuZeroFill", Napi::Boolean::New(env, gCpuZeroFill));
   return out;
 }
 
@@ -935,10 +939,39 @@ void TuneMalloc() {
 #endif
 }
 
+// libtorch 2's oneDNN convolutions leave the channel padding of their blocked buffers
+// (channels rounded up to the vector width: 24 to 32 on AVX-512) as the allocator
+// handed it over, and multiply it in: a stale NaN there, from a freed tensor, turned
+// whole outputs NaN now and then (Debian's libtorch 2.6 with oneDNN 3.7 on AVX-512;
+// PyTorch 2.6 itself does the same, and libtorch 1.13 does not). c10's own flag
+// zero-fills every CPU allocation, which closes it for a few per cent of a training
+// step; FASTVISION_CPU_ZERO_FILL=0 opts out. The flag is found in libc10 by name: a
+// plain global in builds without gflags, in namespace fLB in builds with it.
+void ZeroFillCpuAllocations() {
+#if TORCH_VERSION_MAJOR >= 2
+  const char* opt = std::getenv("FASTVISION_CPU_ZERO_FILL");
+  if (opt != nullptr && std::string(opt) == "0") return;
+  if (!at::hasMKLDNN()) return;
+  Dl_info where;
+  if (dladdr(reinterpret_cast<void*>(&c10::GetCPUAllocator), &where) == 0 || where.dli_fname == nullptr) return;
+  void* lib = dlopen(where.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+  if (lib == nullptr) return;
+  for (const char* name : {"FLAGS_caffe2_cpu_allocator_do_zero_fill", "_ZN3fLB39FLAGS_caffe2_cpu_allocator_do_zero_fillE"}) {
+    if (auto* flag = static_cast<bool*>(dlsym(lib, name))) {
+      *flag = true;
+      gCpuZeroFill = true;
+      break;
+    }
+  }
+  dlclose(lib);
+#endif
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   const char* report = std::getenv("FASTVISION_REPORT_MEMORY");
   gReportMemory = !(report != nullptr && std::string(report) == "0");
   TuneMalloc();
+  ZeroFillCpuAllocations();
 #define EXPORT(name, fn) exports.Set(name, Napi::Function::New(env, Guarded<fn>, name))
   EXPORT("op", Op);
   EXPORT("schema", Schema);

@@ -74,8 +74,9 @@ for (const [name, size] of ARCHS) {
     // converted Keras bodies keep their own. Either way the head is seeded too.
     if (offline) seededWeights(model.getModule('head') as nn.Module);
     else seededWeights(model);
-    // EfficientNetV2-S's 40 blocks grow seeded activations to ~1e6, where libtorch 2.6 was seen to
-    // give NaN probabilities on one photo: halving its batch norms' scales keeps them near 1.
+    // EfficientNetV2-S's 40 blocks grow seeded activations to ~1e6: halving its batch norms' scales
+    // keeps them near 1. (The NaN probabilities once seen here on libtorch 2.6 were oneDNN's stale
+    // channel padding, not this: test/onednn-padding.test.ts.)
     if (name === 'efficientnet_v2_s') noGrad(() => model.modules().forEach((m) => m instanceof nn.BatchNorm2d && m.weight?.mul_(0.5)));
     const dir = join(tmp, name);
     await saveNetwork(dir, model, { format: 'fastvision-model', version: 1, arch: name, classes: CLASSES, size, xtraFc: headSpec!.xtraFc, ps: headSpec!.ps });

@@ -28,6 +28,7 @@ export function doctorLines(e: Environment): string[] {
     `CUDA runtime: ${cudaRuntime(e.cuda.cudaRuntime)}; cuDNN: ${cudnnVersion(e.cuda.cudnn)}; NCCL: ${e.cuda.nccl ? 'yes' : 'no'}`,
     `threads:    ${e.threads.intraOp} (FASTVISION_NUM_THREADS or OMP_NUM_THREADS change it)`,
     `BLAS:       ${e.blas.configured ?? 'unknown'}${e.blas.loaded.length > 0 ? ` (loaded: ${e.blas.loaded.join(', ')})` : ''}`,
+    `CPU memory: ${e.cpuZeroFill ? "zero-filled (oneDNN's convolutions read their channel padding; FASTVISION_CPU_ZERO_FILL=0 opts out)" : 'as the allocator gives it'}`,
     `default --device: ${e.cuda.available ? 'cuda:0 (auto)' : 'cpu (auto)'}`,
   ];
 }

@@ -22,6 +22,11 @@ export interface Environment {
   cuda: CudaInfo & { nccl: boolean };
   threads: { intraOp: number; parallel: string };
   blas: { configured: string | null; loaded: string[] };
+  /**
+   * Whether libtorch's CPU allocations are zero-filled: on libtorch 2 with oneDNN, so that its
+   * convolutions never multiply stale NaNs in their channel padding (FASTVISION_CPU_ZERO_FILL=0 opts out).
+   */
+  cpuZeroFill: boolean;
 }
 
 function finderResult(): Promise<string | null> {
@@ -67,5 +72,6 @@ export async function environment(): Promise<Environment> {
     cuda: { ...cudaInfo(), nccl: ncclAvailable() },
     threads: { intraOp: native.getNumThreads(), parallel: build.parallel.trim() },
     blas: { configured: blasConfigured, loaded: blasLoaded },
+    cpuZeroFill: build.cpuZeroFill,
   };
 }

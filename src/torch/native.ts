@@ -61,7 +61,7 @@ export interface NativeAddon {
   cudaSynchronize(index: number): void;
   autocastEnter(deviceType: 'cpu' | 'cuda', dtype: number): [boolean, number];
   autocastExit(deviceType: 'cpu' | 'cuda', wasEnabled: boolean, previousDtype: number): void;
-  buildInfo(): { torchVersion: string; cudaLinked: boolean; napiVersion: number; config: string; parallel: string };
+  buildInfo(): { torchVersion: string; cudaLinked: boolean; napiVersion: number; config: string; parallel: string; cpuZeroFill: boolean };
   loadedLibraries(): string[];
   version(): string;
   sameStorage(a: Handle, b: Handle): boolean;
