@@ -45,8 +45,8 @@ std::atomic<int64_t> gLiveHandles{0};
 
 // Whether tensor sizes are reported to V8 (FASTVISION_REPORT_MEMORY=0 turns it off).
 bool gReportMemory = true;
-// Whether libtorch's CPU allocations are zero-filled (see ZeroFillCpuAllocations).
-bool gCpuZeroFill = false;
+// c10's flag that zero-fills every CPU allocation, where this libtorch has it (see FindZeroFillFlag).
+bool* gZeroFillFlag = nullptr;
 
 std::vector<c10::OperatorHandle> gOps;
 
@@ -823,7 +823,7 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   out.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
   out.Set("config", Napi::String::New(env, at::show_config()));
   out.Set("parallel", Napi::String::New(env, at::get_parallel_info()));
-  out.Set("cpuZeroFill", Napi::Boolean::New(env, gCpuZeroFill));
+  out.Set("cpuZeroFillAvailable", Napi::Boolean::New(env, gZeroFillFlag != nullptr));
   return out;
 }
 
@@ -943,14 +943,13 @@ void TuneMalloc() {
 // (channels rounded up to the vector width: 24 to 32 on AVX-512) as the allocator
 // handed it over, and multiply it in: a stale NaN there, from a freed tensor, turned
 // whole outputs NaN now and then (Debian's libtorch 2.6 with oneDNN 3.7 on AVX-512;
-// PyTorch 2.6 itself does the same, and libtorch 1.13 does not). c10's own flag
-// zero-fills every CPU allocation, which closes it for a few per cent of a training
-// step; FASTVISION_CPU_ZERO_FILL=0 opts out. The flag is found in libc10 by name: a
-// plain global in builds without gflags, in namespace fLB in builds with it.
-void ZeroFillCpuAllocations() {
+// PyTorch 2.6 itself does the same; libtorch 1.13 does not). c10's own flag zero-fills
+// every CPU allocation, which closes it; JavaScript turns it on (cpuZeroFill) before
+// the first convolution whose channels get padded (src/torch/onednn-padding.ts). The
+// flag is found in libc10 by name: a plain global in builds without gflags, in
+// namespace fLB in builds with them.
+void FindZeroFillFlag() {
 #if TORCH_VERSION_MAJOR >= 2
-  const char* opt = std::getenv("FASTVISION_CPU_ZERO_FILL");
-  if (opt != nullptr && std::string(opt) == "0") return;
   if (!at::hasMKLDNN()) return;
   Dl_info where;
   if (dladdr(reinterpret_cast<void*>(&c10::GetCPUAllocator), &where) == 0 || where.dli_fname == nullptr) return;
@@ -958,20 +957,27 @@ void ZeroFillCpuAllocations() {
   if (lib == nullptr) return;
   for (const char* name : {"FLAGS_caffe2_cpu_allocator_do_zero_fill", "_ZN3fLB39FLAGS_caffe2_cpu_allocator_do_zero_fillE"}) {
     if (auto* flag = static_cast<bool*>(dlsym(lib, name))) {
-      *flag = true;
-      gCpuZeroFill = true;
+      gZeroFillFlag = flag;
       break;
     }
   }
+  // libc10 stays loaded: the addon links it, so the flag's address outlives this handle.
   dlclose(lib);
 #endif
+}
+
+// cpuZeroFill(on?) -> whether CPU allocations are zero-filled, after turning it on or
+// off when asked (where this libtorch has no such flag, always false).
+Napi::Value CpuZeroFill(const Napi::CallbackInfo& info) {
+  if (gZeroFillFlag != nullptr && info.Length() > 0 && info[0].IsBoolean()) *gZeroFillFlag = info[0].As<Napi::Boolean>().Value();
+  return Napi::Boolean::New(info.Env(), gZeroFillFlag != nullptr && *gZeroFillFlag);
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   const char* report = std::getenv("FASTVISION_REPORT_MEMORY");
   gReportMemory = !(report != nullptr && std::string(report) == "0");
   TuneMalloc();
-  ZeroFillCpuAllocations();
+  FindZeroFillFlag();
 #define EXPORT(name, fn) exports.Set(name, Napi::Function::New(env, Guarded<fn>, name))
   EXPORT("op", Op);
   EXPORT("schema", Schema);
@@ -1009,6 +1015,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT("cudaSynchronize", CudaSynchronize);
   EXPORT("autocastEnter", AutocastEnter);
   EXPORT("buildInfo", BuildInfo);
+  EXPORT("cpuZeroFill", CpuZeroFill);
   EXPORT("loadedLibraries", LoadedLibraries);
   EXPORT("autocastExit", AutocastExit);
   EXPORT("version", Version);

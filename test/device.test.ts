@@ -205,7 +205,7 @@ test('fastvision doctor says which libtorch was loaded and how it was found, CUD
   assert.equal(json.code, 0);
   const parsed = JSON.parse(json.stdout) as Awaited<ReturnType<typeof environment>>;
   // When libtorch's CPU memory is zero-filled is test/onednn-padding.test.ts's; the line says which.
-  assert.match(r.stdout, parsed.cpuZeroFill ? /^CPU memory: zero-filled/m : /^CPU memory: as the allocator gives it/m);
+  assert.match(r.stdout, parsed.cpuZeroFill.available ? /^CPU memory: zero-filled from the first convolution whose channels oneDNN pads/m : /^CPU memory: as the allocator gives it/m);
   const here = await environment();
   assert.equal(parsed.libtorch.version, here.libtorch.version);
   assert.equal(parsed.cuda.available, here.cuda.available);

@@ -4,6 +4,13 @@ import { environment, type Environment } from '../torch/environment.js';
 import { fastvisionVersion } from '../util/version.js';
 import { flag, type CommandSpec } from './args.js';
 
+function zeroFillLine(z: Environment['cpuZeroFill']): string {
+  if (!z.available) return 'as the allocator gives it (this libtorch needs no zero-filling)';
+  if (z.mode === 'off') return 'as the allocator gives it (FASTVISION_CPU_ZERO_FILL=0)';
+  if (z.active) return "zero-filled (oneDNN's convolutions read their channel padding)";
+  return 'zero-filled from the first convolution whose channels oneDNN pads (FASTVISION_CPU_ZERO_FILL=1 always, =0 never)';
+}
+
 function cudnnVersion(v: number | null): string {
   if (v === null) return 'none';
   // cuDNN 9 reports major*10000 + minor*100 + patch; cuDNN 8, major*1000 + minor*100 + patch.
@@ -28,7 +35,7 @@ export function doctorLines(e: Environment): string[] {
     `CUDA runtime: ${cudaRuntime(e.cuda.cudaRuntime)}; cuDNN: ${cudnnVersion(e.cuda.cudnn)}; NCCL: ${e.cuda.nccl ? 'yes' : 'no'}`,
     `threads:    ${e.threads.intraOp} (FASTVISION_NUM_THREADS or OMP_NUM_THREADS change it)`,
     `BLAS:       ${e.blas.configured ?? 'unknown'}${e.blas.loaded.length > 0 ? ` (loaded: ${e.blas.loaded.join(', ')})` : ''}`,
-    `CPU memory: ${e.cpuZeroFill ? "zero-filled (oneDNN's convolutions read their channel padding; FASTVISION_CPU_ZERO_FILL=0 opts out)" : 'as the allocator gives it'}`,
+    `CPU memory: ${zeroFillLine(e.cpuZeroFill)}`,
     `default --device: ${e.cuda.available ? 'cuda:0 (auto)' : 'cpu (auto)'}`,
   ];
 }

@@ -6,6 +6,7 @@ import { pathToFileURL } from 'node:url';
 import { cudaInfo, type CudaInfo } from './device.js';
 import { ncclAvailable } from './distributed.js';
 import { native, packageRoot } from './native.js';
+import { cpuZeroFillState, type ZeroFillState } from './onednn-padding.js';
 
 /** The environment as one object (every field is what was read, not what was hoped for). */
 export interface Environment {
@@ -23,10 +24,11 @@ export interface Environment {
   threads: { intraOp: number; parallel: string };
   blas: { configured: string | null; loaded: string[] };
   /**
-   * Whether libtorch's CPU allocations are zero-filled: on libtorch 2 with oneDNN, so that its
-   * convolutions never multiply stale NaNs in their channel padding (FASTVISION_CPU_ZERO_FILL=0 opts out).
+   * Whether libtorch's CPU allocations are zero-filled, so that oneDNN's convolutions never multiply
+   * stale NaNs in their channel padding: on libtorch 2 with oneDNN, from the first convolution whose
+   * channels may be padded (FASTVISION_CPU_ZERO_FILL=1 always, =0 never).
    */
-  cpuZeroFill: boolean;
+  cpuZeroFill: ZeroFillState;
 }
 
 function finderResult(): Promise<string | null> {
@@ -72,6 +74,6 @@ export async function environment(): Promise<Environment> {
     cuda: { ...cudaInfo(), nccl: ncclAvailable() },
     threads: { intraOp: native.getNumThreads(), parallel: build.parallel.trim() },
     blas: { configured: blasConfigured, loaded: blasLoaded },
-    cpuZeroFill: build.cpuZeroFill,
+    cpuZeroFill: cpuZeroFillState(),
   };
 }

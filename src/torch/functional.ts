@@ -1,6 +1,7 @@
 // Stateless neural-network operations (torch.nn.functional): the layers in nn/
 // hold parameters and call these.
 import { callOp, callTensorOp } from './ops.js';
+import { beforeConvolution } from './onednn-padding.js';
 import { reductionCode, Tensor, type Reduction } from './tensor.js';
 import type { Handle } from './native.js';
 import type { Pair } from './pair.js';
@@ -12,6 +13,7 @@ export function conv2d(
   bias: Tensor | null = null,
   { stride = 1, padding = 0, dilation = 1, groups = 1 }: { stride?: Pair; padding?: Pair; dilation?: Pair; groups?: number } = {},
 ): Tensor {
+  beforeConvolution(weight, groups);
   return new Tensor(callTensorOp('aten::conv2d', [input.handle, weight.handle, bias?.handle ?? null, stride, padding, dilation, groups]));
 }
 

@@ -19,5 +19,6 @@ export { readSafetensors, parseSafetensors, saveSafetensors, serializeSafetensor
 export { writeFileAtomic } from '../util/files.js';
 export { initProcessGroup, destroyProcessGroup, defaultProcessGroup, ncclAvailable, ProcessGroup, Reducer, DistributedError, type InitProcessGroupOptions, type ReduceOp } from './distributed.js';
 export { environment, type Environment } from './environment.js';
+export { cpuZeroFillState, type ZeroFillMode, type ZeroFillState } from './onednn-padding.js';
 export { AddonMissingError } from './native.js';
 export { setupNativeAddon, BuildPrerequisiteError, AddonBuildError, type SetupOptions } from './setup-addon.js';

@@ -61,7 +61,8 @@ export interface NativeAddon {
   cudaSynchronize(index: number): void;
   autocastEnter(deviceType: 'cpu' | 'cuda', dtype: number): [boolean, number];
   autocastExit(deviceType: 'cpu' | 'cuda', wasEnabled: boolean, previousDtype: number): void;
-  buildInfo(): { torchVersion: string; cudaLinked: boolean; napiVersion: number; config: string; parallel: string; cpuZeroFill: boolean };
+  buildInfo(): { torchVersion: string; cudaLinked: boolean; napiVersion: number; config: string; parallel: string; cpuZeroFillAvailable: boolean };
+  cpuZeroFill(on?: boolean): boolean;
   loadedLibraries(): string[];
   version(): string;
   sameStorage(a: Handle, b: Handle): boolean;
