@@ -30,10 +30,16 @@ function modeFromEnv(): ZeroFillMode {
 }
 
 let watching: boolean | null = null;
+let available: boolean | null = null;
+
+/** Whether this libtorch can zero-fill at all (read once: buildInfo also renders libtorch's whole configuration). */
+function canZeroFill(): boolean {
+  return (available ??= native.buildInfo().cpuZeroFillAvailable);
+}
 
 /** Sets the mode up once: `always` turns zero-filling on at once; returns whether convolutions must be watched. */
 function start(): boolean {
-  if (!native.buildInfo().cpuZeroFillAvailable) return false;
+  if (!canZeroFill()) return false;
   const mode = modeFromEnv();
   if (mode === 'always') native.cpuZeroFill(true);
   return mode === 'auto';
@@ -57,12 +63,12 @@ export function beforeConvolution(weight: Tensor, groups: number): void {
   watching ??= start();
   if (!watching) return;
   const [out, inPerGroup] = weight.shape as [number, number];
-  if (weight.device !== 'cpu' || !channelsPadded(out, inPerGroup, groups)) return;
+  if (!channelsPadded(out, inPerGroup, groups) || weight.device !== 'cpu') return;
   native.cpuZeroFill(true);
   watching = false;
 }
 
 /** Whether CPU allocations are zero-filled now, and why (what `fastvision doctor` prints). */
 export function cpuZeroFillState(): ZeroFillState {
-  return { mode: modeFromEnv(), available: native.buildInfo().cpuZeroFillAvailable, active: native.cpuZeroFill() };
+  return { mode: modeFromEnv(), available: canZeroFill(), active: native.cpuZeroFill() };
 }
